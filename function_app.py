@@ -1,0 +1,9 @@
+"""Mailbridge Function app: wiring only. Each trigger group lives in its own blueprint module."""
+
+import azure.functions as func
+
+from blueprints import health
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+app.register_functions(health.bp)

@@ -1,0 +1,231 @@
+"""The one exception tree of Mailbridge.
+
+Every error a user, an operator or a producer can meet has a stable ``code`` (part of the public
+contract: it appears in HTTP error bodies, redirect query strings, delivery records and events),
+a sentence telling them what to do, and a ``transient`` flag saying whether trying again later
+can help::
+
+    MailbridgeError                     code="internal_error"
+    ├── SettingsError                   missing or malformed app setting (fails at start)
+    ├── InputError                      bad input from a caller: HTTP 4xx, never retried
+    │   ├── InvalidRequest              invalid_request        (400)
+    │   ├── InvalidMessage              invalid_message        (400 / queue message rejected)
+    │   ├── ReturnUrlNotAllowed         return_url_not_allowed (400)
+    │   ├── NotFound                    not_found              (404)
+    │   └── Conflict                    conflict               (409)
+    ├── ConnectError                    the OAuth connect flow failed; shown on return_url
+    │   ├── ExpiredLink                 expired_link
+    │   ├── InvalidState                invalid_state
+    │   ├── AdminConsentRequired        admin_consent_required
+    │   ├── BlockedByPolicy             blocked_by_policy
+    │   ├── MfaRequired                 mfa_required
+    │   ├── InteractionRequired         interaction_required
+    │   ├── UserDeclined                user_declined
+    │   ├── AppMisconfigured            app_misconfigured
+    │   └── IdentityMismatch            identity_mismatch
+    ├── ReauthRequired                  reauth_required: the stored grant is dead, the user must reconnect
+    ├── SendError                       Graph refused or failed a send
+    │   ├── SendAsDenied                send_as_denied
+    │   ├── AttachmentsTooLarge         attachments_too_large
+    │   ├── MessageTooLarge             message_too_large
+    │   ├── InvalidRecipients           invalid_recipients
+    │   └── OutcomeUnknown              outcome_unknown (the request may have been applied)
+    └── TransientError                  try again later (transient=True)
+        ├── Throttled                   throttled (carries retry_after seconds)
+        └── TemporarilyUnavailable      temporarily_unavailable
+
+Nothing here imports a framework: adapters map ``http_status`` and ``code`` to their world.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class MailbridgeError(Exception):
+    """Base of every error Mailbridge raises on purpose."""
+
+    code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+    transient: ClassVar[bool] = False
+    default_hint: ClassVar[str] = "Something went wrong on our side. Try again later."
+
+    def __init__(self, message: str | None = None, *, detail: str | None = None, **extra: Any) -> None:
+        self.message = message or self.default_hint
+        self.detail = detail
+        self.extra = extra
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON error body shared by HTTP responses, delivery records and events."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.detail:
+            body["detail"] = self.detail
+        body.update({k: v for k, v in self.extra.items() if v is not None})
+        return body
+
+
+class SettingsError(MailbridgeError):
+    code = "settings_error"
+    default_hint = "An app setting is missing or malformed; see local.settings.sample.json."
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.setting = name
+        super().__init__(f"App setting {name}: {problem}", setting=name)
+
+
+class InputError(MailbridgeError):
+    code = "invalid_request"
+    http_status = 400
+    default_hint = "The request is not valid."
+
+
+class InvalidRequest(InputError):
+    code = "invalid_request"
+
+
+class InvalidMessage(InputError):
+    code = "invalid_message"
+    default_hint = "The message does not match the mailbridge.send/v1 schema."
+
+
+class ReturnUrlNotAllowed(InputError):
+    code = "return_url_not_allowed"
+    default_hint = "return_url must be on an origin listed in ALLOWED_RETURN_ORIGINS."
+
+
+class NotFound(InputError):
+    code = "not_found"
+    http_status = 404
+    default_hint = "No such resource."
+
+
+class Conflict(InputError):
+    code = "conflict"
+    http_status = 409
+    default_hint = "The resource is in a state that does not allow this."
+
+
+class ConnectError(MailbridgeError):
+    """A connect attempt failed; the code travels back to the caller's return_url."""
+
+    code = "connect_failed"
+    http_status = 400
+
+
+class ExpiredLink(ConnectError):
+    code = "expired_link"
+    default_hint = "This connect link has expired or was already used. Start the connection again."
+
+
+class InvalidState(ConnectError):
+    code = "invalid_state"
+    default_hint = "The sign-in response did not match a sign-in we started. Start the connection again."
+
+
+class AdminConsentRequired(ConnectError):
+    code = "admin_consent_required"
+    default_hint = (
+        "Your organisation requires an administrator to approve this app. "
+        "Send the admin consent link to your IT administrator, then connect again."
+    )
+
+
+class BlockedByPolicy(ConnectError):
+    code = "blocked_by_policy"
+    default_hint = (
+        "A Conditional Access policy of your organisation blocked the sign-in. "
+        "Ask your IT administrator to allow this app, or connect from a compliant device."
+    )
+
+
+class MfaRequired(ConnectError):
+    code = "mfa_required"
+    default_hint = "Your organisation requires multi-factor authentication. Connect again and complete it."
+
+
+class InteractionRequired(ConnectError):
+    code = "interaction_required"
+    default_hint = "Microsoft needs you to sign in interactively. Connect again."
+
+
+class UserDeclined(ConnectError):
+    code = "user_declined"
+    default_hint = "The permission request was declined. Connect again and accept to send mail from your mailbox."
+
+
+class AppMisconfigured(ConnectError):
+    code = "app_misconfigured"
+    default_hint = "The Mailbridge app registration is misconfigured. Tell the operator of this service."
+
+
+class IdentityMismatch(ConnectError):
+    code = "identity_mismatch"
+    default_hint = "The account that signed in is not the one this connection expected. Connect again."
+
+
+class ReauthRequired(MailbridgeError):
+    code = "reauth_required"
+    http_status = 409
+    default_hint = "The mailbox connection has expired or was revoked. The user must connect again."
+
+
+class SendError(MailbridgeError):
+    code = "send_failed"
+    http_status = 502
+    default_hint = "Microsoft Graph refused the message."
+
+
+class SendAsDenied(SendError):
+    code = "send_as_denied"
+    default_hint = "The connected user has no Send As or Send on Behalf right on the 'from' mailbox."
+
+
+class AttachmentsTooLarge(SendError):
+    code = "attachments_too_large"
+    http_status = 413
+    default_hint = (
+        "Attachments over 3 MB need large-attachment mode (ENABLE_MAIL_READWRITE) and a reconnect "
+        "granting Mail.ReadWrite."
+    )
+
+
+class MessageTooLarge(SendError):
+    code = "message_too_large"
+    http_status = 413
+    default_hint = "The message is larger than the allowed total size (MAX_MESSAGE_BYTES)."
+
+
+class InvalidRecipients(SendError):
+    code = "invalid_recipients"
+    http_status = 400
+    default_hint = "Microsoft Graph rejected one or more recipient addresses."
+
+
+class OutcomeUnknown(SendError):
+    code = "outcome_unknown"
+    default_hint = (
+        "Microsoft Graph may or may not have sent this message (the connection failed after the request "
+        "was sent). It was not resent, to avoid a duplicate; check the mailbox's Sent Items."
+    )
+
+
+class TransientError(MailbridgeError):
+    code = "temporarily_unavailable"
+    http_status = 503
+    transient = True
+    default_hint = "A Microsoft service is temporarily unavailable. It will be retried."
+
+
+class Throttled(TransientError):
+    code = "throttled"
+    http_status = 429
+    default_hint = "Microsoft throttled the request. It will be retried after the delay Microsoft asked for."
+
+    def __init__(self, message: str | None = None, *, retry_after: float = 1.0, **extra: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, retry_after=retry_after, **extra)
+
+
+class TemporarilyUnavailable(TransientError):
+    code = "temporarily_unavailable"
