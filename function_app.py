@@ -2,8 +2,8 @@
 
 import azure.functions as func
 
-from blueprints import health
+from blueprints.health import health_bp
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-app.register_functions(health.bp)
+app.register_functions(health_bp)

@@ -8,10 +8,10 @@ import azure.functions as func
 
 from shared.settings import VERSION, settings_status
 
-bp = func.Blueprint()
+health_bp = func.Blueprint()
 
 
-@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@health_bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """Version and configuration status; 200 when the settings load, 503 naming the bad setting otherwise."""
     status = settings_status()

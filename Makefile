@@ -1,0 +1,14 @@
+# Two commands on a fresh clone: `make run` (the whole local stack) and `make test` (the whole suite).
+.PHONY: run test bootstrap bench lint
+
+run:
+	scripts/dev.sh up
+
+test:
+	scripts/dev.sh test
+
+bootstrap:
+	scripts/dev.sh bootstrap
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
