@@ -16,6 +16,4 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     """Version and configuration status; 200 when the settings load, 503 naming the bad setting otherwise."""
     status = settings_status()
     body = {"service": "mailbridge", "version": VERSION, **status}
-    return func.HttpResponse(
-        json.dumps(body), status_code=200 if status["ok"] else 503, mimetype="application/json"
-    )
+    return func.HttpResponse(json.dumps(body), status_code=200 if status["ok"] else 503, mimetype="application/json")

@@ -17,6 +17,8 @@ class Cloud:
     authority_host: str
     graph_endpoint: str
     key_vault_suffix: str
+    # Audience of the managed-identity token exchanged for the app's token (federated identity credential).
+    fic_audience: str = "api://AzureADTokenExchange"
 
     @property
     def graph_resource(self) -> str:
@@ -27,13 +29,25 @@ class Cloud:
 CLOUDS: dict[str, Cloud] = {
     "public": Cloud("public", "https://login.microsoftonline.com", "https://graph.microsoft.com", "vault.azure.net"),
     "usgov": Cloud(
-        "usgov", "https://login.microsoftonline.us", "https://graph.microsoft.us", "vault.usgovcloudapi.net"
+        "usgov",
+        "https://login.microsoftonline.us",
+        "https://graph.microsoft.us",
+        "vault.usgovcloudapi.net",
+        "api://AzureADTokenExchangeUSGov",
     ),
     "usgovdod": Cloud(
-        "usgovdod", "https://login.microsoftonline.us", "https://dod-graph.microsoft.us", "vault.usgovcloudapi.net"
+        "usgovdod",
+        "https://login.microsoftonline.us",
+        "https://dod-graph.microsoft.us",
+        "vault.usgovcloudapi.net",
+        "api://AzureADTokenExchangeUSGov",
     ),
     # MSAL's constant for 21Vianet; Entra docs also name login.partner.microsoftonline.cn.
     "china": Cloud(
-        "china", "https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn", "vault.azure.cn"
+        "china",
+        "https://login.chinacloudapi.cn",
+        "https://microsoftgraph.chinacloudapi.cn",
+        "vault.azure.cn",
+        "api://AzureADTokenExchangeChina",
     ),
 }

@@ -6,6 +6,8 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.azurite",
+    "tests.fixtures.emulator",
+    "tests.fixtures.app",
 ]
 
 

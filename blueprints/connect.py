@@ -1,0 +1,96 @@
+"""HTTP adapters for the connect flow: links, start, callback, admin consent, status, list, disconnect."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from blueprints.http_util import api, html_page, json_response, read_json, redirect
+from shared.connect import ConnectService, with_query
+from shared.errors import ConnectError, MailbridgeError, TransientError
+from shared.services import get_services
+
+logger = logging.getLogger(__name__)
+
+connect_bp = func.Blueprint()
+
+
+def _service() -> ConnectService:
+    return ConnectService(get_services())
+
+
+@connect_bp.route(route="connections", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@api
+def create_connection_link(req: func.HttpRequest) -> func.HttpResponse:
+    """Backend asks for a connect link: {user_ref, return_url, login_hint?, domain_hint?, prompt?}."""
+    return json_response(_service().create_link(read_json(req)), status=201)
+
+
+@connect_bp.route(route="connections", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api
+def list_connections(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(_service().list_for_user(req.params.get("user_ref")))
+
+
+@connect_bp.route(route="connections/{connection_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api
+def get_connection(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(_service().status(req.route_params["connection_id"]))
+
+
+@connect_bp.route(route="connections/{connection_id}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+@api
+def delete_connection(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(_service().disconnect(req.route_params["connection_id"]))
+
+
+@connect_bp.route(route="connect/start", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def connect_start(req: func.HttpRequest) -> func.HttpResponse:
+    """Browser entry point: a ticket in, a 302 to Microsoft's authorize page out."""
+    try:
+        return redirect(_service().start(req.params.get("ticket")))
+    except ConnectError as exc:
+        return html_page("This link cannot be used", exc.message, status=400, code=exc.code)
+    except (TransientError, MailbridgeError) as exc:
+        logger.warning("connect/start failed: %s", exc.code)
+        return html_page("Please try again", "The connection could not be started. Try again shortly.", 503, exc.code)
+    except Exception:
+        logger.exception("connect/start failed unexpectedly")
+        return html_page("Please try again", "The connection could not be started. Try again shortly.", 503)
+
+
+@connect_bp.route(route="connect/callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def connect_callback(req: func.HttpRequest) -> func.HttpResponse:
+    """Microsoft redirects here; we redirect to the caller's return_url with the outcome."""
+    try:
+        return redirect(_service().callback(dict(req.params)))
+    except ConnectError as exc:
+        return html_page("Sign-in could not be completed", exc.message, status=400, code=exc.code)
+    except Exception:
+        logger.exception("connect/callback failed unexpectedly")
+        return html_page("Please try again", "The sign-in could not be completed. Start again shortly.", 503)
+
+
+@connect_bp.route(route="admin-consent", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def admin_consent(req: func.HttpRequest) -> func.HttpResponse:
+    """An IT admin's entry point: 302 to the v2 adminconsent endpoint of their tenant."""
+    try:
+        return redirect(_service().admin_consent_start(req.params.get("tenant"), req.params.get("return_url")))
+    except MailbridgeError as exc:
+        return html_page(
+            "Admin consent", exc.message, status=exc.http_status if exc.http_status < 500 else 503, code=exc.code
+        )
+
+
+@connect_bp.route(route="admin-consent/callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def admin_consent_callback(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        return_url, result = _service().admin_consent_callback(dict(req.params))
+    except ConnectError as exc:
+        return html_page("Admin consent", exc.message, status=400, code=exc.code)
+    if return_url:
+        return redirect(with_query(return_url, result))
+    if result.get("status") == "admin_consented":
+        return html_page("Approved", "Mailbridge is approved for your organisation. Users can now connect.")
+    return html_page("Admin consent not completed", "The approval was not completed.", 400, result.get("error"))

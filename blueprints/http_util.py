@@ -1,0 +1,80 @@
+"""Helpers shared by the HTTP adapters: JSON bodies, error mapping, redirects, HTML pages."""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import azure.functions as func
+
+from shared.errors import InputError, MailbridgeError, SettingsError
+
+logger = logging.getLogger(__name__)
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body),
+        status_code=status,
+        mimetype="application/json",
+        headers={**SECURITY_HEADERS, **(headers or {})},
+    )
+
+
+def error_response(exc: MailbridgeError) -> func.HttpResponse:
+    return json_response({"error": exc.to_dict()}, status=exc.http_status)
+
+
+def redirect(url: str) -> func.HttpResponse:
+    return func.HttpResponse(status_code=302, headers={**SECURITY_HEADERS, "Location": url})
+
+
+def html_page(title: str, message: str, status: int = 200, code: str | None = None) -> func.HttpResponse:
+    """A minimal page for the browser when there is nowhere safe to redirect to."""
+    code_line = f"<p><code>{html.escape(code)}</code></p>" if code else ""
+    body = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>"
+        f"{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
+        f"<p>{html.escape(message)}</p>{code_line}</body></html>"
+    )
+    headers = {**SECURITY_HEADERS, "Content-Security-Policy": "default-src 'none'"}
+    return func.HttpResponse(body, status_code=status, mimetype="text/html", headers=headers)
+
+
+def read_json(req: func.HttpRequest, max_bytes: int = 1024 * 1024) -> Any:
+    body = req.get_body() or b""
+    if len(body) > max_bytes:
+        raise InputError("The request body is too large.")
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError("The body must be UTF-8 JSON.") from None
+
+
+def api(fn: Callable[[func.HttpRequest], func.HttpResponse]) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """Map Mailbridge errors to JSON error responses; unexpected errors become a logged 500 without details."""
+
+    @functools.wraps(fn)
+    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return fn(req)
+        except SettingsError as exc:
+            logger.error("Configuration error: %s", exc.message)
+            return json_response({"error": {"code": exc.code, "message": exc.message}}, status=503)
+        except MailbridgeError as exc:
+            return error_response(exc)
+        except Exception:
+            logger.exception("Unhandled error in %s", fn.__name__)
+            return json_response({"error": {"code": "internal_error", "message": "Unexpected error."}}, status=500)
+
+    return wrapper

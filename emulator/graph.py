@@ -1,0 +1,62 @@
+"""Microsoft Graph mail, emulated: entry point called by `emulator.app.Emulator` at start-up.
+
+Module map (each file one job):
+- graph_message.py  message validation / model, `GraphError`
+- graph_store.py    mailboxes, drafts, Sent Items, delivery log
+- graph_throttle.py Outlook throttling (concurrency, request/message/recipient/upload windows)
+- graph_upload.py   attachment upload sessions
+- graph_query.py    the OData `$filter`/`$expand`/`$select` subset
+- graph_common.py   auth context, error bodies, request ids, route wrapper
+- graph_send.py     sendMail and draft send
+- graph_drafts.py   drafts, attachments, upload sessions, `/me`-style reads
+- graph_admin.py    `/_emulator/mailboxes/...`, `/_emulator/graph/...`
+- mailbox_view.py   HTML viewer under `/_emulator/ui/mailboxes`
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emulator import graph_admin, graph_drafts, graph_send, mailbox_view
+from emulator.core import Response, Router, json_response
+from emulator.graph_common import GraphContext, add_request_id_headers, graph_route
+from emulator.graph_message import GraphError
+from emulator.graph_store import GraphStore
+
+# Delegated permissions that let `GET /me` read the signed-in user's profile.
+PROFILE_SCOPES = ("User.Read", "User.ReadWrite", "User.ReadBasic.All", "User.Read.All",
+                  "User.ReadWrite.All", "Directory.Read.All")
+
+
+def register(router: Router, state: Any) -> None:
+    """Attach a fresh `GraphStore` to `state.graph` and register Graph + Graph-admin routes."""
+    store = GraphStore(state.clock.now)
+    state.graph = store
+
+    def me(ctx: GraphContext) -> Response:
+        owner = ctx.mailbox(None)
+        ctx.enter(owner)
+        if not ctx.has(*PROFILE_SCOPES):
+            # Graph's answer when the token lacks User.Read (e.g. a Mail.Send-only token).
+            raise GraphError(403, "Authorization_RequestDenied",
+                             "Insufficient privileges to complete the operation.")
+        version = ctx.req.path.strip("/").split("/", 1)[0]
+        given, _, surname = (owner.display_name or "").partition(" ")
+        return json_response(200, {
+            "@odata.context": f"https://graph.microsoft.com/{version}/$metadata#users/$entity",
+            "businessPhones": [], "displayName": owner.display_name, "givenName": given or None,
+            "jobTitle": None, "mail": owner.mail, "mobilePhone": None, "officeLocation": None,
+            "preferredLanguage": None, "surname": surname or None,
+            "userPrincipalName": owner.upn, "id": owner.oid,
+        })
+
+    graph_route(router, state, store, "GET", ["/me"], "graph.me")(me)
+    graph_send.register(router, state, store)
+    graph_drafts.register(router, state, store)
+    graph_admin.register(router, state, store)
+    mailbox_view.register(router, state, store)
+
+    emulator = state.extensions.get("emulator")
+    if emulator is not None and hasattr(emulator, "add_response_hook"):
+        # A hook (not the route wrapper) so injected faults carry request ids as well.
+        emulator.add_response_hook("graph.", add_request_id_headers)

@@ -1,0 +1,17 @@
+// The app's user-assigned managed identity: reaches Storage, Key Vault and Application Insights,
+// and is the federated credential of the Entra app registration (no client secret).
+@description('Identity name.')
+param name string
+param location string
+param tags object = {}
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: name
+  location: location
+  tags: tags
+}
+
+output id string = identity.id
+output name string = identity.name
+output clientId string = identity.properties.clientId
+output principalId string = identity.properties.principalId

@@ -1,0 +1,273 @@
+// Mailbridge: everything `azd up` provisions, at subscription scope.
+// Creates one resource group (rg-<environmentName>) and composes one module per concern:
+// identity, storage, key vault, monitoring, the Flex Consumption function app, the Entra app
+// registration (Microsoft Graph Bicep extension), the app settings and the role assignments.
+// No keys, connection secrets or client secrets are created or output: every hop uses the
+// user-assigned managed identity (and the app registration trusts it as a federated credential).
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; seeds resource names and the resource group name.')
+param environmentName string
+
+@minLength(1)
+@description('Region for every resource. It must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the person (or CI principal) running azd; gets the same data roles as the app so local runs reach the same resources. Empty: no assignments.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+@description('Principal type of principalId.')
+param principalType string = 'User'
+
+@allowed([
+  ''
+  'public'
+  'usgov'
+  'usgovdod'
+  'china'
+])
+@description('AZURE_CLOUD for the app (login and Graph hosts). Empty: derived from the cloud this deployment runs in; usgovdod must be chosen explicitly.')
+param azureCloud string = ''
+
+@allowed([
+  'AzureADMyOrg'
+  'AzureADMultipleOrgs'
+  'AzureADandPersonalMicrosoftAccount'
+])
+@description('Who may connect a mailbox: this tenant only, any work/school tenant, or also personal Outlook.com accounts.')
+param signInAudience string = 'AzureADMultipleOrgs'
+
+@description('ENTRA_TENANT for the app: organizations, common or a tenant id. Empty: derived from signInAudience.')
+param entraTenant string = ''
+
+@description('Client id of an app registration created outside this template (national clouds, or no Graph permission to deploy). Empty: the template creates the registration.')
+param entraClientId string = ''
+
+@description('Comma-separated origins (https://app.example.com) that connect links may return to. Empty: only the app\'s own origin (the app refuses to start with none).')
+param allowedReturnOrigins string = ''
+
+@description('Ask for Mail.Send.Shared so users can send as / on behalf of shared mailboxes.')
+param enableSharedMailboxes bool = false
+
+@description('Ask for Mail.ReadWrite (large attachments via upload sessions, draft-based idempotent send).')
+param enableMailReadWrite bool = false
+
+@description('Six-field NCRONTAB (UTC) for the token keep-alive timer.')
+param refreshSchedule string = '0 30 2 * * *'
+
+@description('Connections whose refresh token was last redeemed more than this many days ago get refreshed.')
+param refreshAfterDays int = 60
+
+@description('Largest accepted message, in bytes (default 25 MiB).')
+param maxMessageBytes int = 26214400
+
+@secure()
+@description('HMAC key for connect tickets, at least 32 characters of random text. Empty: a fresh random key is written on this deployment (see docs/deploy.md, rotating the ticket key).')
+param ticketSigningKey string = ''
+
+// Never mapped in main.parameters.json: only its newGuid() default is ever used.
+@secure()
+// checkov:skip=CKV_AZURE_131: the default is newGuid(), fresh per deployment, not a hard-coded value (Bicep's secure-parameter-default rule allows it).
+@description('Random fallback for ticketSigningKey; leave unset.')
+param generatedTicketSigningKey string = '${newGuid()}${newGuid()}'
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+
+var derivedCloud = environment().name == 'AzureUSGovernment' ? 'usgov' : (environment().name == 'AzureChinaCloud' ? 'china' : 'public')
+var effectiveCloud = empty(azureCloud) ? derivedCloud : azureCloud
+var tenantForAudience = {
+  AzureADMyOrg: tenant().tenantId
+  AzureADMultipleOrgs: 'organizations'
+  AzureADandPersonalMicrosoftAccount: 'common'
+}
+var effectiveEntraTenant = empty(entraTenant) ? tenantForAudience[signInAudience] : entraTenant
+
+var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
+var attachmentsContainerName = 'mail-attachments'
+var outboundQueueName = 'outbound-mail'
+var eventsQueueName = 'mail-events'
+var ticketKeySecretName = 'ticket-signing-key'
+
+resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
+  name: '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'core/identity/user-assigned-identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'core/storage/storage-account.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    containers: [
+      deploymentContainerName
+      attachmentsContainerName
+    ]
+    queues: [
+      outboundQueueName
+      '${outboundQueueName}-poison'
+      eventsQueueName
+    ]
+    tables: [
+      'connections'
+      'authflows'
+      'deliveries'
+      'tenants'
+    ]
+  }
+}
+
+module keyVault 'core/security/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module ticketKey 'app/ticket-key.bicep' = {
+  name: 'ticket-key'
+  scope: rg
+  params: {
+    keyVaultName: keyVault.outputs.name
+    secretName: ticketKeySecretName
+    value: empty(ticketSigningKey) ? generatedTicketSigningKey : ticketSigningKey
+  }
+}
+
+module monitoring 'core/monitor/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module functionApp 'core/host/functions-flexconsumption.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: 'api'
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: deploymentContainerName
+    identityId: identity.outputs.id
+    runtimeName: 'python'
+    runtimeVersion: '3.11'
+  }
+}
+
+module appRegistration 'app/appregistration.bicep' = if (empty(entraClientId)) {
+  name: 'appregistration'
+  scope: rg
+  params: {
+    uniqueName: 'mailbridge-${resourceToken}'
+    displayName: 'Mailbridge (${environmentName})'
+    signInAudience: signInAudience
+    publicBaseUrl: functionApp.outputs.uri
+    enableSharedMailboxes: enableSharedMailboxes
+    enableMailReadWrite: enableMailReadWrite
+    managedIdentityPrincipalId: identity.outputs.principalId
+    azureCloud: effectiveCloud
+  }
+}
+
+var effectiveEntraClientId = empty(entraClientId) ? appRegistration.outputs.appId : entraClientId
+
+module appSettings 'app/appsettings.bicep' = {
+  name: 'appsettings'
+  scope: rg
+  params: {
+    functionAppName: functionApp.outputs.name
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    identityClientId: identity.outputs.clientId
+    keyVaultUrl: keyVault.outputs.uri
+    ticketKeySecretUri: ticketKey.outputs.secretUri
+    entraClientId: effectiveEntraClientId
+    entraTenant: effectiveEntraTenant
+    azureCloud: effectiveCloud
+    publicBaseUrl: functionApp.outputs.uri
+    allowedReturnOrigins: empty(allowedReturnOrigins) ? functionApp.outputs.uri : allowedReturnOrigins
+    outboundQueueName: outboundQueueName
+    eventsQueueName: eventsQueueName
+    attachmentsContainerName: attachmentsContainerName
+    refreshAfterDays: refreshAfterDays
+    refreshSchedule: refreshSchedule
+    enableSharedMailboxes: enableSharedMailboxes
+    enableMailReadWrite: enableMailReadWrite
+    maxMessageBytes: maxMessageBytes
+  }
+  // The settings reference the ticket key through Key Vault: let the role exist before the
+  // app restarts with them, so the first resolution does not fail.
+  dependsOn: [
+    rbac
+  ]
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    appPrincipalId: identity.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
+}
+
+// Outputs azd writes into .azure/<env>/.env (`azd env get-values`); none carries a secret.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_CLOUD string = effectiveCloud
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output PUBLIC_BASE_URL string = functionApp.outputs.uri
+output ENTRA_CLIENT_ID string = effectiveEntraClientId
+output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output KEY_VAULT_URL string = keyVault.outputs.uri
+output KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
+output AZURE_STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName

@@ -1,0 +1,246 @@
+"""The connect flow (DESIGN flows 1-4, 7, 8): links, start, callback, admin consent, status, disconnect."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msal
+
+from shared import errors
+from shared.entra_errors import map_entra_error
+from shared.secrets import SecretNameDeleted, secret_name
+from shared.services import Services
+from shared.store import Connection, connection_id_for
+from shared.tickets import check_return_url, issue_ticket, verify_ticket
+
+logger = logging.getLogger(__name__)
+
+_PROMPTS = {"login", "consent", "select_account", "none"}
+
+
+def with_query(url: str, params: dict[str, str]) -> str:
+    """``url`` with ``params`` added to its query string (existing parameters kept)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + [(k, v) for k, v in params.items() if v is not None]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+class ConnectService:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        self.settings = services.settings
+
+    @property
+    def callback_url(self) -> str:
+        return f"{self.settings.public_base_url}/api/connect/callback"
+
+    @property
+    def admin_callback_url(self) -> str:
+        return f"{self.settings.public_base_url}/api/admin-consent/callback"
+
+    # 1. connect link ----------------------------------------------------------------------------------
+    def create_link(self, body: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise errors.InvalidRequest("The body must be a JSON object.")
+        user_ref = body.get("user_ref")
+        if not isinstance(user_ref, str) or not user_ref.strip() or len(user_ref) > 256:
+            raise errors.InvalidRequest("user_ref is required: a string of 1-256 characters.")
+        return_url = check_return_url(body.get("return_url"), self.settings.allowed_return_origins)
+        hints = {}
+        for key in ("login_hint", "domain_hint"):
+            value = body.get(key)
+            if value is not None and (not isinstance(value, str) or len(value) > 256 or "\n" in value):
+                raise errors.InvalidRequest(f"{key} must be a string of at most 256 characters.")
+            hints[key] = value
+        prompt = body.get("prompt")
+        if prompt is not None and prompt not in _PROMPTS:
+            raise errors.InvalidRequest(f"prompt must be one of {sorted(_PROMPTS)}.")
+        token, ticket = issue_ticket(
+            self.settings.ticket_signing_key, user_ref=user_ref, return_url=return_url, prompt=prompt, **hints
+        )
+        connect_url = f"{self.settings.public_base_url}/api/connect/start?{urlencode({'ticket': token})}"
+        return {"connect_url": connect_url, "expires_at": _iso(ticket.expires_at)}
+
+    # 2. start -----------------------------------------------------------------------------------------
+    def start(self, ticket_token: str | None) -> str:
+        """Verify and burn the ticket, start an MSAL auth code flow (PKCE S256, state, nonce); the authorize URL."""
+        ticket = verify_ticket(self.settings.ticket_signing_key, ticket_token)
+        self.s.flows.claim_ticket(ticket.ticket_id, ticket.expires_at)
+        flow = self.s.msal.app().initiate_auth_code_flow(
+            self.settings.graph_scopes,
+            redirect_uri=self.callback_url,
+            login_hint=ticket.login_hint,
+            domain_hint=ticket.domain_hint,
+            prompt=ticket.prompt,
+        )
+        self.s.flows.put(
+            flow["state"], "connect", {"flow": flow, "user_ref": ticket.user_ref, "return_url": ticket.return_url}
+        )
+        return flow["auth_uri"]
+
+    # 3. callback --------------------------------------------------------------------------------------
+    def callback(self, query: dict[str, str]) -> str:
+        """Finish the flow; returns the URL to redirect the browser to. InvalidState when no flow matches."""
+        record = self.s.flows.consume(query.get("state"), "connect")
+        return_url = record["return_url"]
+        try:
+            conn = self._finish(record, query)
+        except errors.ConnectError as exc:
+            logger.info("Connect failed for a user: %s (%s)", exc.code, exc.detail)
+            params = {"status": "error", "error": exc.code, "error_description": exc.message}
+            if isinstance(exc, errors.AdminConsentRequired):
+                params["admin_consent_url"] = self.admin_consent_entry_url(None)
+            return with_query(return_url, params)
+        except errors.TransientError as exc:
+            return with_query(
+                return_url, {"status": "error", "error": "temporarily_unavailable", "error_description": exc.message}
+            )
+        return with_query(return_url, {"status": "connected", "connection_id": conn.connection_id})
+
+    def _finish(self, record: dict[str, Any], query: dict[str, str]) -> Connection:
+        if query.get("error"):
+            err = map_entra_error(query, during="connect")
+            raise err if isinstance(err, (errors.ConnectError, errors.TransientError)) else errors.InteractionRequired()
+        cache = msal.SerializableTokenCache()
+        app = self.s.msal.app(token_cache=cache)
+        try:
+            result = app.acquire_token_by_auth_code_flow(record["flow"], query, scopes=self.settings.graph_scopes)
+        except ValueError as exc:  # MSAL's state/nonce/CSRF checks
+            raise errors.InvalidState(detail="the response did not match the flow") from exc
+        if "error" in result:
+            err = map_entra_error(result, during="connect")
+            raise err if isinstance(err, (errors.ConnectError, errors.TransientError)) else errors.InteractionRequired()
+        claims = result.get("id_token_claims") or {}
+        tid, oid = claims.get("tid"), claims.get("oid")
+        if not tid or not oid or claims.get("aud") != self.settings.entra_client_id:
+            raise errors.IdentityMismatch(detail="id_token lacks tid/oid or is for another app")
+        tenant = self.settings.entra_tenant
+        if "-" in tenant and "." not in tenant and tid.lower() != tenant.lower():
+            raise errors.IdentityMismatch(detail="signed in from another tenant than this app serves")
+        expected = record.get("expected") or {}
+        if expected and (expected.get("tid") != tid or expected.get("oid") != oid):
+            raise errors.IdentityMismatch(detail="a different account signed in than the one being reconnected")
+        granted = set((result.get("scope") or "").split())
+        missing = [s for s in self.settings.graph_scopes if s not in granted and s.split("/")[-1] not in granted]
+        if missing:
+            raise errors.AdminConsentRequired(detail=f"scopes not granted: {' '.join(missing)}")
+        return self._store_connection(record["user_ref"], claims, sorted(granted), cache)
+
+    def _store_connection(self, user_ref: str, claims: dict, scopes: list[str], cache) -> Connection:
+        now = time.time()
+        cid = connection_id_for(claims["tid"], claims["oid"])
+        conn = self.s.connections.find(cid)
+        existing_for_user = self.s.connections.for_user(user_ref)
+        if conn is None:
+            conn = Connection(
+                connection_id=cid,
+                user_ref=user_ref,
+                tenant_id=claims["tid"],
+                object_id=claims["oid"],
+                mailbox=claims.get("preferred_username") or "",
+                created_at=now,
+                secret_generation=1,
+                is_default=not any(c.status == "connected" for c in existing_for_user),
+            )
+        elif conn.status == "disconnected":
+            conn.secret_generation += 1  # the old name is soft-deleted in Key Vault: never recover it
+            conn.is_default = not any(c.status == "connected" for c in existing_for_user if c.connection_id != cid)
+        if conn.user_ref != user_ref:
+            self.s.connections.forget_user_index(conn.user_ref, cid)
+            conn.user_ref = user_ref
+        conn.mailbox = claims.get("preferred_username") or conn.mailbox
+        conn.display_name = claims.get("name") or conn.display_name
+        conn.scopes = scopes
+        conn.status = "connected"
+        conn.last_error_code = conn.last_error_message = None
+        conn.last_refreshed_at = now
+        self._write_cache(conn, cache.serialize())
+        self.s.connections.set_refresh_due(conn, now + self.settings.refresh_after_days * 86400)
+        self.s.connections.save(conn)
+        self.s.tokens.forget(cid)
+        logger.info("Connection %s connected (tenant %s)", cid, conn.tenant_id)
+        return conn
+
+    def _write_cache(self, conn: Connection, serialized: str) -> None:
+        for _ in range(5):
+            conn.secret_name = secret_name(conn.connection_id, conn.secret_generation)
+            try:
+                self.s.vault.write(conn.secret_name, serialized, tags={"connection": conn.connection_id})
+                conn.secret_writes = 1
+                return
+            except SecretNameDeleted:
+                conn.secret_generation += 1
+        raise errors.TemporarilyUnavailable(detail="no free Key Vault secret name")
+
+    # 4. admin consent -----------------------------------------------------------------------------------
+    def admin_consent_entry_url(self, tenant: str | None) -> str:
+        base = f"{self.settings.public_base_url}/api/admin-consent"
+        return f"{base}?{urlencode({'tenant': tenant})}" if tenant else base
+
+    def admin_consent_start(self, tenant: str | None, return_url: str | None) -> str:
+        """The v2 adminconsent URL for ``tenant`` (a tenant id/domain or ``organizations``; never ``common``)."""
+        tenant = (tenant or "organizations").strip()
+        if tenant.lower() in {"common", "consumers"}:
+            raise errors.InvalidRequest("Admin consent needs your tenant id or domain (or 'organizations').")
+        from shared.settings import _TENANT_RE
+
+        if not _TENANT_RE.match(tenant):
+            raise errors.InvalidRequest("tenant must be a tenant id, a verified domain or 'organizations'.")
+        if return_url:
+            check_return_url(return_url, self.settings.allowed_return_origins)
+        import secrets as _secrets
+
+        state = _secrets.token_urlsafe(24)
+        self.s.flows.put(state, "adminconsent", {"tenant": tenant, "return_url": return_url})
+        scope = " ".join(f"{self.settings.cloud.graph_resource}/{s.split('/')[-1]}" for s in self.settings.graph_scopes)
+        params = {
+            "client_id": self.settings.entra_client_id,
+            "scope": scope,
+            "redirect_uri": self.admin_callback_url,
+            "state": state,
+        }
+        return f"{self.settings.authority_host}/{tenant}/v2.0/adminconsent?{urlencode(params)}"
+
+    def admin_consent_callback(self, query: dict[str, str]) -> tuple[str | None, dict[str, str]]:
+        """Record the approval; returns (return_url or None, result params for the page/redirect)."""
+        record = self.s.flows.consume(query.get("state"), "adminconsent")
+        if query.get("error"):
+            err = map_entra_error(query, during="connect")
+            code = "admin_consent_declined" if isinstance(err, errors.UserDeclined) else err.code
+            return record.get("return_url"), {"status": "error", "error": code, "error_description": err.message}
+        if str(query.get("admin_consent", "")).lower() != "true" or not query.get("tenant"):
+            return record.get("return_url"), {"status": "error", "error": "invalid_state"}
+        # The tenant in the response is informational only: it authenticates nobody.
+        self.s.tenants.record_admin_consent(query["tenant"], query.get("scope", ""))
+        return record.get("return_url"), {"status": "admin_consented", "tenant": query["tenant"]}
+
+    # 7/8. status, list, disconnect --------------------------------------------------------------------
+    def status(self, connection_id: str) -> dict[str, Any]:
+        return self.s.connections.get(connection_id).public_view()
+
+    def list_for_user(self, user_ref: str | None) -> dict[str, Any]:
+        if not user_ref or len(user_ref) > 256:
+            raise errors.InvalidRequest("user_ref query parameter is required.")
+        conns = [c for c in self.s.connections.for_user(user_ref) if c.status != "disconnected"]
+        return {"user_ref": user_ref, "connections": [c.public_view() for c in conns]}
+
+    def disconnect(self, connection_id: str) -> dict[str, Any]:
+        conn = self.s.connections.get(connection_id)
+        if conn.status != "disconnected":
+            with self.s.locks.hold(connection_id):
+                conn = self.s.connections.get(connection_id)
+                self.s.vault.delete(conn.secret_name)
+                conn.status = "disconnected"
+                conn.is_default = False
+                self.s.connections.set_refresh_due(conn, None)
+                self.s.connections.save(conn)
+                self.s.tokens.forget(connection_id)
+        logger.info("Connection %s disconnected", connection_id)
+        return conn.public_view()
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

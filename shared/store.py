@@ -1,0 +1,278 @@
+"""Table storage for connections, in-flight OAuth flows and tenant approvals.
+
+Table ``connections`` holds three kinds of rows:
+- the connection itself: PartitionKey = connection id, RowKey = ``connection``;
+- a per-user index row: PartitionKey = ``user-<sha256(user_ref)>``, RowKey = connection id;
+- the keep-alive index: PartitionKey = ``refresh-due``, RowKey = ``<due epoch, 12 digits>-<connection id>``,
+  so the timer range-queries what is due without scanning connections or Key Vault.
+Table ``authflows``: PartitionKey = state (or ``ticket-<id>``), consumed once with an ETag-matched delete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+from shared.errors import ExpiredLink, InvalidState, NotFound
+from shared.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, TENANTS_TABLE
+from shared.storage import StorageClients
+
+CONNECTION_ROW = "connection"
+REFRESH_PARTITION = "refresh-due"
+
+
+def connection_id_for(tenant_id: str, object_id: str) -> str:
+    """Stable connection id for one Entra identity (tenant id + object id, never an email address)."""
+    return "c" + hashlib.sha256(f"{tenant_id.lower()}:{object_id.lower()}".encode()).hexdigest()[:31]
+
+
+def user_partition(user_ref: str) -> str:
+    return "user-" + hashlib.sha256(user_ref.encode()).hexdigest()[:40]
+
+
+@dataclass
+class Connection:
+    """A connected mailbox. Timestamps are epoch seconds (UTC)."""
+
+    connection_id: str
+    user_ref: str
+    tenant_id: str
+    object_id: str
+    mailbox: str
+    display_name: str = ""
+    scopes: list[str] = field(default_factory=list)
+    status: str = "connected"  # connected | reauth_required | disconnected
+    is_default: bool = False
+    secret_name: str = ""
+    secret_generation: int = 1
+    secret_writes: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    last_refreshed_at: float = 0.0  # when the stored refresh token was last redeemed
+    last_used_at: float = 0.0
+    last_error_code: str | None = None
+    last_error_message: str | None = None
+    refresh_due_at: float = 0.0
+
+    def to_entity(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["scopes"] = json.dumps(self.scopes)
+        data = {k: v for k, v in data.items() if v is not None}
+        return {"PartitionKey": self.connection_id, "RowKey": CONNECTION_ROW, **data}
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any]) -> Connection:
+        known = {f for f in cls.__dataclass_fields__}
+        data = {k: v for k, v in entity.items() if k in known}
+        data["scopes"] = json.loads(entity.get("scopes") or "[]")
+        return cls(**data)
+
+    def public_view(self) -> dict[str, Any]:
+        """What the status API shows: no secret names, no internal counters."""
+        return {
+            "connection_id": self.connection_id,
+            "user_ref": self.user_ref,
+            "tenant_id": self.tenant_id,
+            "mailbox": self.mailbox,
+            "display_name": self.display_name,
+            "scopes": self.scopes,
+            "status": self.status,
+            "is_default": self.is_default,
+            "created_at": _iso(self.created_at),
+            "last_refreshed_at": _iso(self.last_refreshed_at),
+            "last_used_at": _iso(self.last_used_at),
+            "last_error": (
+                {"code": self.last_error_code, "message": self.last_error_message} if self.last_error_code else None
+            ),
+        }
+
+
+def _iso(ts: float) -> str | None:
+    if not ts:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class ConnectionStore:
+    """Connections and their indexes in the ``connections`` table."""
+
+    def __init__(self, clients: StorageClients) -> None:
+        self.clients = clients
+
+    @property
+    def table(self):
+        return self.clients.table(CONNECTIONS_TABLE)
+
+    def get(self, connection_id: str) -> Connection:
+        try:
+            entity = self.table.get_entity(connection_id, CONNECTION_ROW)
+        except ResourceNotFoundError:
+            raise NotFound(f"No connection {connection_id}.") from None
+        return Connection.from_entity(entity)
+
+    def get_with_etag(self, connection_id: str) -> tuple[Connection, str]:
+        try:
+            entity = self.table.get_entity(connection_id, CONNECTION_ROW)
+        except ResourceNotFoundError:
+            raise NotFound(f"No connection {connection_id}.") from None
+        return Connection.from_entity(entity), entity.metadata["etag"]
+
+    def find(self, connection_id: str) -> Connection | None:
+        try:
+            return self.get(connection_id)
+        except NotFound:
+            return None
+
+    def save(self, conn: Connection, *, etag: str | None = None) -> None:
+        """Upsert the row (or replace only if unchanged since ``etag``) and keep the indexes in step."""
+        conn.updated_at = time.time()
+        if etag:
+            self.table.update_entity(
+                conn.to_entity(), mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        else:
+            self.table.upsert_entity(conn.to_entity(), mode="replace")
+        self.table.upsert_entity({"PartitionKey": user_partition(conn.user_ref), "RowKey": conn.connection_id})
+
+    def for_user(self, user_ref: str) -> list[Connection]:
+        rows = self.table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": user_partition(user_ref)}, select=["RowKey"]
+        )
+        found = [self.find(r["RowKey"]) for r in rows]
+        return sorted((c for c in found if c and c.user_ref == user_ref), key=lambda c: c.created_at)
+
+    def forget_user_index(self, user_ref: str, connection_id: str) -> None:
+        try:
+            self.table.delete_entity(user_partition(user_ref), connection_id)
+        except ResourceNotFoundError:
+            pass
+
+    # --- keep-alive index -------------------------------------------------------------------------
+    def set_refresh_due(self, conn: Connection, due_at: float | None) -> None:
+        """Move the connection's keep-alive index row to ``due_at`` (None removes it)."""
+        if conn.refresh_due_at:
+            try:
+                self.table.delete_entity(REFRESH_PARTITION, _due_key(conn.refresh_due_at, conn.connection_id))
+            except ResourceNotFoundError:
+                pass
+        conn.refresh_due_at = due_at or 0.0
+        if due_at:
+            self.table.upsert_entity(
+                {"PartitionKey": REFRESH_PARTITION, "RowKey": _due_key(due_at, conn.connection_id)}
+            )
+
+    def due_for_refresh(self, now: float, limit: int, after_key: str = "") -> list[tuple[str, str]]:
+        """(index key, connection id) pairs due by ``now``, in due order, starting after ``after_key``."""
+        upper = f"{int(now):012d}~"
+        rows = self.table.query_entities(
+            "PartitionKey eq @pk and RowKey gt @lo and RowKey le @hi",
+            parameters={"pk": REFRESH_PARTITION, "lo": after_key, "hi": upper},
+            select=["RowKey"],
+            results_per_page=min(limit, 1000),
+        )
+        out: list[tuple[str, str]] = []
+        for row in rows:
+            out.append((row["RowKey"], row["RowKey"].split("-", 1)[1]))
+            if len(out) >= limit:
+                break
+        return out
+
+    def drop_due_key(self, key: str) -> None:
+        try:
+            self.table.delete_entity(REFRESH_PARTITION, key)
+        except ResourceNotFoundError:
+            pass
+
+
+def _due_key(due_at: float, connection_id: str) -> str:
+    return f"{int(due_at):012d}-{connection_id}"
+
+
+class FlowStore:
+    """Server-side OAuth flow state (PKCE verifier, nonce, return URL), single use, 10-minute TTL."""
+
+    TTL_SECONDS = 600
+
+    def __init__(self, clients: StorageClients) -> None:
+        self.clients = clients
+
+    @property
+    def table(self):
+        return self.clients.table(AUTHFLOWS_TABLE)
+
+    def claim_ticket(self, ticket_id: str, expires_at: int) -> None:
+        """Record a ticket as used; a second use raises ExpiredLink (replay)."""
+        try:
+            self.table.create_entity(
+                {"PartitionKey": f"ticket-{ticket_id}", "RowKey": "used", "expires_at": float(expires_at)}
+            )
+        except ResourceExistsError:
+            raise ExpiredLink(detail="ticket already used") from None
+
+    def put(self, state: str, kind: str, data: dict[str, Any]) -> None:
+        self.table.create_entity(
+            {
+                "PartitionKey": state,
+                "RowKey": kind,
+                "data": json.dumps(data),
+                "expires_at": time.time() + self.TTL_SECONDS,
+            }
+        )
+
+    def consume(self, state: str | None, kind: str) -> dict[str, Any]:
+        """Load and delete the flow for ``state``; a missing, expired or already-used one raises InvalidState."""
+        if not state or len(state) > 256:
+            raise InvalidState(detail="missing state")
+        try:
+            entity = self.table.get_entity(state, kind)
+        except (ResourceNotFoundError, ValueError):
+            raise InvalidState(detail="unknown or used state") from None
+        try:
+            self.table.delete_entity(
+                state, kind, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceNotFoundError, ResourceModifiedError):
+            raise InvalidState(detail="state already used") from None
+        if float(entity.get("expires_at", 0)) < time.time():
+            raise InvalidState(detail="flow expired")
+        return json.loads(entity["data"])
+
+    def purge_expired(self, now: float | None = None, limit: int = 1000) -> int:
+        """Delete expired flow and ticket rows; returns how many (called by the keep-alive sweep)."""
+        cutoff = time.time() if now is None else now
+        count = 0
+        for row in self.table.query_entities(
+            "expires_at lt @cutoff", parameters={"cutoff": cutoff}, select=["PartitionKey", "RowKey"]
+        ):
+            try:
+                self.table.delete_entity(row["PartitionKey"], row["RowKey"])
+                count += 1
+            except ResourceNotFoundError:
+                pass
+            if count >= limit:
+                break
+        return count
+
+
+class TenantStore:
+    """Tenants whose admin granted consent (recorded by the admin-consent callback; informational)."""
+
+    def __init__(self, clients: StorageClients) -> None:
+        self.clients = clients
+
+    def record_admin_consent(self, tenant_id: str, scopes: str) -> None:
+        self.clients.table(TENANTS_TABLE).upsert_entity(
+            {"PartitionKey": tenant_id.lower(), "RowKey": "consent", "scopes": scopes, "granted_at": time.time()}
+        )
+
+    def get(self, tenant_id: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.clients.table(TENANTS_TABLE).get_entity(tenant_id.lower(), "consent"))
+        except ResourceNotFoundError:
+            return None

@@ -1,0 +1,136 @@
+"""Access tokens for a connection: memory first, else Key Vault + MSAL silent refresh, under the lock.
+
+One refresh path serves the sender and the keep-alive timer. The stored MSAL token cache is written
+back only when MSAL changed it, always under the connection's lease, after re-reading what is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import msal
+
+from shared.entra_errors import map_entra_error
+from shared.errors import ReauthRequired, TransientError
+from shared.identity import MsalFactory
+from shared.locks import ConnectionLocks
+from shared.secrets import TokenCacheVault
+from shared.settings import Settings
+from shared.store import Connection, ConnectionStore
+
+logger = logging.getLogger(__name__)
+
+EARLY_REFRESH_SECONDS = 300  # never hand out a token with less than 5 minutes to live
+
+
+@dataclass
+class _Cached:
+    token: str
+    expires_at: float
+
+
+@dataclass
+class RefreshOutcome:
+    token: str
+    expires_at: float
+    refreshed: bool  # the refresh token was redeemed (a token-endpoint call happened)
+    wrote_cache: bool
+
+
+class TokenService:
+    """Hands out Graph access tokens per connection; marks connections reauth_required when the grant is dead."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        msal_factory: MsalFactory,
+        vault: TokenCacheVault,
+        connections: ConnectionStore,
+        locks: ConnectionLocks,
+        max_cached: int = 5000,
+    ) -> None:
+        self.settings = settings
+        self.msal = msal_factory
+        self.vault = vault
+        self.connections = connections
+        self.locks = locks
+        self.max_cached = max_cached
+        self._memory: OrderedDict[str, _Cached] = OrderedDict()
+        self._mem_lock = threading.Lock()
+
+    def forget(self, connection_id: str) -> None:
+        with self._mem_lock:
+            self._memory.pop(connection_id, None)
+
+    def access_token(self, conn: Connection) -> str:
+        """A token with at least 5 minutes left: from memory, else via a locked refresh."""
+        now = time.time()
+        with self._mem_lock:
+            hit = self._memory.get(conn.connection_id)
+            if hit and hit.expires_at - now > EARLY_REFRESH_SECONDS:
+                self._memory.move_to_end(conn.connection_id)
+                return hit.token
+        return self.refresh(conn, force=False).token
+
+    def refresh(self, conn: Connection, *, force: bool) -> RefreshOutcome:
+        """Under the connection's lease: read the stored cache, acquire silently (forced or not), write back."""
+        with self.locks.hold(conn.connection_id):
+            fresh = self.connections.get(conn.connection_id)
+            if fresh.status != "connected":
+                raise ReauthRequired(detail=f"connection is {fresh.status}", reason=fresh.last_error_code)
+            serialized = self.vault.read(fresh.secret_name)
+            if not serialized:
+                self._mark_reauth(fresh, ReauthRequired(detail="no stored token cache"))
+                raise ReauthRequired(detail="no stored token cache")
+            cache = msal.SerializableTokenCache()
+            cache.deserialize(serialized)
+            app = self.msal.app(token_cache=cache)
+            accounts = app.get_accounts()
+            account = next((a for a in accounts if a.get("home_account_id", "").startswith(fresh.object_id)), None) or (
+                accounts[0] if accounts else None
+            )
+            if account is None:
+                self._mark_reauth(fresh, ReauthRequired(detail="token cache holds no account"))
+                raise ReauthRequired(detail="token cache holds no account")
+            result = app.acquire_token_silent_with_error(
+                self.settings.graph_scopes, account=account, force_refresh=force
+            )
+            if not result or "access_token" not in result:
+                err = map_entra_error(result or {"error": "interaction_required"}, during="refresh")
+                if isinstance(err, TransientError):
+                    raise err
+                reauth = err if isinstance(err, ReauthRequired) else ReauthRequired(detail=err.detail)
+                self._mark_reauth(fresh, reauth)
+                raise reauth
+            refreshed = result.get("token_source") == "identity_provider"
+            wrote = False
+            if cache.has_state_changed:
+                self.vault.write(fresh.secret_name, cache.serialize(), tags={"connection": fresh.connection_id})
+                wrote = True
+            if refreshed:
+                fresh.last_refreshed_at = time.time()
+                fresh.secret_writes += int(wrote)
+                due = fresh.last_refreshed_at + self.settings.refresh_after_days * 86400
+                self.connections.set_refresh_due(fresh, due)
+                self.connections.save(fresh)
+            expires_at = time.time() + float(result.get("expires_in", 3600))
+            with self._mem_lock:
+                self._memory[fresh.connection_id] = _Cached(result["access_token"], expires_at)
+                self._memory.move_to_end(fresh.connection_id)
+                while len(self._memory) > self.max_cached:
+                    self._memory.popitem(last=False)
+            return RefreshOutcome(result["access_token"], expires_at, refreshed, wrote)
+
+    def _mark_reauth(self, conn: Connection, err: ReauthRequired) -> None:
+        """Record that the user must reconnect; the caller emits the event."""
+        self.forget(conn.connection_id)
+        conn.status = "reauth_required"
+        conn.last_error_code = err.code
+        conn.last_error_message = f"{err.message} ({err.detail})" if err.detail else err.message
+        self.connections.set_refresh_due(conn, None)
+        self.connections.save(conn)
+        logger.warning("Connection %s needs re-authorisation: %s", conn.connection_id, err.detail)

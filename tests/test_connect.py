@@ -1,0 +1,109 @@
+"""End-to-end connect flow: real Azurite, the emulator over HTTPS, the real msal and Key Vault SDKs."""
+
+from __future__ import annotations
+
+import json
+
+import msal
+
+from tests.fixtures.app import RETURN_ORIGIN, query_of
+
+
+def test_connect_stores_a_token_cache_msal_can_use_silently(mailbridge):
+    mb = mailbridge()
+    result = mb.connect("alice", user_ref="customer-42")
+    assert result["status"] == "connected", result
+    cid = result["connection_id"]
+
+    status = mb.http("get_connection", route_params={"connection_id": cid})
+    view = mb.json(status)
+    assert status.status_code == 200
+    assert view["status"] == "connected" and view["user_ref"] == "customer-42"
+    assert view["mailbox"] == mb.kit.users["alice"]["upn"] and view["tenant_id"] == mb.kit.tid
+    assert "Mail.Send" in view["scopes"] and view["is_default"] is True
+
+    conn = mb.services.connections.get(cid)
+    serialized = mb.services.vault.read(conn.secret_name)
+    cache = msal.SerializableTokenCache()
+    cache.deserialize(serialized)
+    assert json.loads(serialized)["RefreshToken"], "the refresh token is stored in Key Vault"
+    app = mb.services.msal.app(token_cache=cache)
+    account = app.get_accounts()[0]
+    silent = app.acquire_token_silent_with_error(["Mail.Send"], account=account, force_refresh=True)
+    assert "access_token" in silent, silent
+
+    token = mb.services.tokens.access_token(conn)
+    sent = mb.services.http.post(
+        f"{mb.env['GRAPH_ENDPOINT']}/v1.0/me/sendMail",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"message": {"subject": "hi", "toRecipients": [{"emailAddress": {"address": "x@example.com"}}]}},
+        timeout=10,
+    )
+    assert sent.status_code == 202, sent.text
+
+
+def test_reconnect_updates_the_same_connection_and_lists_per_user(mailbridge):
+    mb = mailbridge()
+    first = mb.connect("alice", user_ref="u1")
+    second = mb.connect("alice", user_ref="u1")
+    other = mb.connect("bob", user_ref="u1")
+    assert first["connection_id"] == second["connection_id"] != other["connection_id"]
+    listing = mb.json(mb.http("list_connections", params={"user_ref": "u1"}))
+    assert [c["mailbox"] for c in listing["connections"]] == [mb.kit.users["alice"]["upn"], mb.kit.users["bob"]["upn"]]
+    assert [c["is_default"] for c in listing["connections"]] == [True, False]
+    missing = mb.http("list_connections")
+    assert missing.status_code == 400 and mb.json(missing)["error"]["code"] == "invalid_request"
+
+
+def test_disconnect_then_reconnect_despite_key_vault_soft_delete(mailbridge):
+    mb = mailbridge()
+    cid = mb.connect("alice")["connection_id"]
+    old_secret = mb.services.connections.get(cid).secret_name
+    gone = mb.http("delete_connection", "DELETE", route_params={"connection_id": cid})
+    assert gone.status_code == 200 and mb.json(gone)["status"] == "disconnected"
+    assert mb.services.vault.read(old_secret) is None
+    again = mb.connect("alice")
+    assert again == {"tab": "1", "status": "connected", "connection_id": cid}  # return_url's own query is kept
+    conn = mb.services.connections.get(cid)
+    assert conn.secret_name != old_secret and mb.services.vault.read(conn.secret_name)
+    unknown = mb.http("get_connection", route_params={"connection_id": "c" + "0" * 31})
+    assert unknown.status_code == 404 and mb.json(unknown)["error"]["code"] == "not_found"
+
+
+def test_connect_link_rejects_foreign_return_urls_and_bad_bodies(mailbridge):
+    mb = mailbridge()
+    for body in (
+        {"user_ref": "u", "return_url": "https://evil.example/steal"},
+        {"user_ref": "u", "return_url": RETURN_ORIGIN + ".evil.example/x"},
+        {"user_ref": "u", "return_url": "https://user:pw@saas.example/x"},
+        {"user_ref": "u", "return_url": "javascript:alert(1)"},
+    ):
+        resp = mb.http("create_connection_link", "POST", body=body)
+        assert resp.status_code == 400 and mb.json(resp)["error"]["code"] == "return_url_not_allowed", body
+    for body in (b"not json", [1, 2], {"return_url": RETURN_ORIGIN + "/x"}, {"user_ref": "u", "return_url": 7}):
+        resp = mb.http("create_connection_link", "POST", body=body)
+        assert resp.status_code == 400, body
+
+
+def test_tickets_are_single_use_and_tamper_proof(mailbridge):
+    mb = mailbridge()
+    url = mb.connect_link()
+    assert mb.start(url).status_code == 302
+    replay = mb.start(url)
+    assert replay.status_code == 400 and b"expired_link" in replay.get_body()
+    ticket = query_of(mb.connect_link())["ticket"]
+    body, sig = ticket.split(".")
+    forged = body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1] + "." + sig
+    assert mb.http("connect_start", params={"ticket": forged}).status_code == 400
+    assert mb.http("connect_start", params={}).status_code == 400
+
+
+def test_state_is_single_use_and_unknown_state_is_refused(mailbridge):
+    mb = mailbridge()
+    start = mb.start(mb.connect_link())
+    redirect = mb.authorize(start.headers["Location"], "alice")
+    assert query_of(mb.callback(redirect).headers["Location"])["status"] == "connected"
+    replay = mb.callback(redirect)
+    assert replay.status_code == 400 and b"invalid_state" in replay.get_body()
+    forged = mb.http("connect_callback", params={"state": "made-up", "code": "x"})
+    assert forged.status_code == 400 and b"invalid_state" in forged.get_body()
