@@ -58,8 +58,21 @@ class ConnectService:
         prompt = body.get("prompt")
         if prompt is not None and prompt not in _PROMPTS:
             raise errors.InvalidRequest(f"prompt must be one of {sorted(_PROMPTS)}.")
+        reconnect = body.get("connection_id")
+        if reconnect is not None:
+            if not isinstance(reconnect, str) or len(reconnect) > 64:
+                raise errors.InvalidRequest("connection_id must be a connection id string.")
+            existing = self.s.connections.get(reconnect)
+            if existing.user_ref != user_ref:
+                raise errors.NotFound(f"No connection {reconnect} for this user_ref.")
+            hints["login_hint"] = hints.get("login_hint") or existing.mailbox or None
         token, ticket = issue_ticket(
-            self.settings.ticket_signing_key, user_ref=user_ref, return_url=return_url, prompt=prompt, **hints
+            self.settings.ticket_signing_key,
+            user_ref=user_ref,
+            return_url=return_url,
+            prompt=prompt,
+            connection_id=reconnect,
+            **hints,
         )
         connect_url = f"{self.settings.public_base_url}/api/connect/start?{urlencode({'ticket': token})}"
         return {"connect_url": connect_url, "expires_at": _iso(ticket.expires_at)}
@@ -76,9 +89,11 @@ class ConnectService:
             domain_hint=ticket.domain_hint,
             prompt=ticket.prompt,
         )
-        self.s.flows.put(
-            flow["state"], "connect", {"flow": flow, "user_ref": ticket.user_ref, "return_url": ticket.return_url}
-        )
+        record: dict[str, Any] = {"flow": flow, "user_ref": ticket.user_ref, "return_url": ticket.return_url}
+        if ticket.connection_id:
+            existing = self.s.connections.get(ticket.connection_id)
+            record["expected"] = {"tid": existing.tenant_id, "oid": existing.object_id}
+        self.s.flows.put(flow["state"], "connect", record)
         return flow["auth_uri"]
 
     # 3. callback --------------------------------------------------------------------------------------
@@ -90,6 +105,7 @@ class ConnectService:
             conn = self._finish(record, query)
         except errors.ConnectError as exc:
             logger.info("Connect failed for a user: %s (%s)", exc.code, exc.detail)
+            self._remember_failure(record, exc)
             params = {"status": "error", "error": exc.code, "error_description": exc.message}
             if isinstance(exc, errors.AdminConsentRequired):
                 params["admin_consent_url"] = self.admin_consent_entry_url(None)
@@ -99,6 +115,16 @@ class ConnectService:
                 return_url, {"status": "error", "error": "temporarily_unavailable", "error_description": exc.message}
             )
         return with_query(return_url, {"status": "connected", "connection_id": conn.connection_id})
+
+    def _remember_failure(self, record: dict[str, Any], exc: errors.MailbridgeError) -> None:
+        """A failed re-authorisation of an existing connection shows in its status (last_error)."""
+        expected = record.get("expected")
+        if not expected:
+            return
+        conn = self.s.connections.find(connection_id_for(expected["tid"], expected["oid"]))
+        if conn is not None:
+            conn.last_error_code, conn.last_error_message = exc.code, exc.message
+            self.s.connections.save(conn)
 
     def _finish(self, record: dict[str, Any], query: dict[str, str]) -> Connection:
         if query.get("error"):

@@ -42,6 +42,7 @@ class Ticket:
     login_hint: str | None = None
     domain_hint: str | None = None
     prompt: str | None = None
+    connection_id: str | None = None  # set when the link re-authorises one existing connection
 
 
 def check_return_url(return_url: str, allowed_origins: tuple[str, ...]) -> str:
@@ -67,6 +68,7 @@ def issue_ticket(
     login_hint: str | None = None,
     domain_hint: str | None = None,
     prompt: str | None = None,
+    connection_id: str | None = None,
     now: float | None = None,
     ttl: int = TICKET_TTL_SECONDS,
 ) -> tuple[str, Ticket]:
@@ -82,6 +84,7 @@ def issue_ticket(
         login_hint=login_hint,
         domain_hint=domain_hint,
         prompt=prompt,
+        connection_id=connection_id,
     )
     payload: dict[str, Any] = {
         "v": _VERSION,
@@ -90,7 +93,7 @@ def issue_ticket(
         "ret": return_url,
         "exp": ticket.expires_at,
     }
-    for short, value in (("lh", login_hint), ("dh", domain_hint), ("pr", prompt)):
+    for short, value in (("lh", login_hint), ("dh", domain_hint), ("pr", prompt), ("cid", connection_id)):
         if value:
             payload[short] = value
     body = _b64e(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
@@ -122,4 +125,5 @@ def verify_ticket(key: bytes, token: str | None, *, now: float | None = None) ->
         login_hint=payload.get("lh"),
         domain_hint=payload.get("dh"),
         prompt=payload.get("pr"),
+        connection_id=payload.get("cid"),
     )
