@@ -117,7 +117,7 @@ def serve(front: HttpFront, host: str, port: int) -> tuple[ThreadingHTTPServer, 
             resp = front.handle(self.command, self.path, self.headers, body, base)
             payload = resp.get_body() or b""
             self.send_response(resp.status_code)
-            sent = {k.lower() for k in resp.headers}
+            sent = {k.lower() for k, _ in resp.headers.items()}
             for key, value in resp.headers.items():
                 self.send_header(key, value)
             if "content-type" not in sent and payload:

@@ -150,9 +150,7 @@ class EmulatorAdmin:
 
     def clear_faults(self, endpoint: str | None = None) -> int:
         """Remove all fault rules (or those with this exact endpoint glob)."""
-        return self._call("DELETE", "/_emulator/faults", params={"endpoint": endpoint} if endpoint else None)[
-            "removed"
-        ]
+        return self._call("DELETE", "/_emulator/faults", params={"endpoint": endpoint} if endpoint else None)["removed"]
 
     def seed_faults(self, seed: int) -> None:
         """Re-seed the RNG behind ``rate`` faults."""
@@ -230,8 +228,7 @@ class EmulatorAdmin:
         self, mailbox: str | None = None, key: str | None = None, since_seq: int | None = None
     ) -> dict[str, Any]:
         """Global ordered delivery log: ``{"value": [...], "count", "counts_by_key"}``."""
-        params = {k: v for k, v in {"mailbox": mailbox, "key": key, "since_seq": since_seq}.items()
-                  if v is not None}
+        params = {k: v for k, v in {"mailbox": mailbox, "key": key, "since_seq": since_seq}.items() if v is not None}
         return self._call("GET", "/_emulator/graph/deliveries", params=params or None)
 
     def graph_limits(self, **changes: float) -> dict[str, Any]:

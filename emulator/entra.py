@@ -46,7 +46,10 @@ def unknown_tenant(state: EmulatorState, segment: str) -> Response:
     from emulator.entra_common import token_error
 
     return token_error(
-        state, None, "invalid_tenant", 90002,
+        state,
+        None,
+        "invalid_tenant",
+        90002,
         f"Tenant '{segment}' not found. Check to make sure you have the correct tenant ID and are signing "
         "into the correct cloud.",
     )
@@ -66,34 +69,57 @@ def register(router: Router, state: EmulatorState) -> None:
         path = kind if kind in ALIASES else tn.tid  # type: ignore[union-attr]
         issuer_tid = tn.tid if tn else "{tenantid}"  # multi-tenant aliases publish a placeholder
         b = base()
-        return json_response(200, {
-            "token_endpoint": f"{b}/{path}/oauth2/v2.0/token",
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
-            "jwks_uri": f"{b}/{path}/discovery/v2.0/keys",
-            "response_modes_supported": ["query", "fragment", "form_post"],
-            "subject_types_supported": ["pairwise"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-            "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "issuer": f"{b}/{issuer_tid}/v2.0",
-            "request_uri_parameter_supported": False,
-            "userinfo_endpoint": f"{b}/oidc/userinfo",
-            "authorization_endpoint": f"{b}/{path}/oauth2/v2.0/authorize",
-            "device_authorization_endpoint": f"{b}/{path}/oauth2/v2.0/devicecode",
-            "http_logout_supported": True,
-            "frontchannel_logout_supported": True,
-            "end_session_endpoint": f"{b}/{path}/oauth2/v2.0/logout",
-            "claims_supported": [
-                "sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name",
-                "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username",
-                "name", "tid", "ver", "at_hash", "c_hash", "email",
-            ],
-            "tenant_region_scope": "EU" if tn and tn.kind == "work" else None,
-            "cloud_instance_name": "microsoftonline.com",
-            "cloud_graph_host_name": "graph.windows.net",
-            "msgraph_host": b.split("://", 1)[1],
-            "rbac_url": "https://pas.windows.net",
-        })
+        return json_response(
+            200,
+            {
+                "token_endpoint": f"{b}/{path}/oauth2/v2.0/token",
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
+                "jwks_uri": f"{b}/{path}/discovery/v2.0/keys",
+                "response_modes_supported": ["query", "fragment", "form_post"],
+                "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "issuer": f"{b}/{issuer_tid}/v2.0",
+                "request_uri_parameter_supported": False,
+                "userinfo_endpoint": f"{b}/oidc/userinfo",
+                "authorization_endpoint": f"{b}/{path}/oauth2/v2.0/authorize",
+                "device_authorization_endpoint": f"{b}/{path}/oauth2/v2.0/devicecode",
+                "http_logout_supported": True,
+                "frontchannel_logout_supported": True,
+                "end_session_endpoint": f"{b}/{path}/oauth2/v2.0/logout",
+                "claims_supported": [
+                    "sub",
+                    "iss",
+                    "cloud_instance_name",
+                    "cloud_instance_host_name",
+                    "cloud_graph_host_name",
+                    "msgraph_host",
+                    "aud",
+                    "exp",
+                    "iat",
+                    "auth_time",
+                    "acr",
+                    "nonce",
+                    "preferred_username",
+                    "name",
+                    "tid",
+                    "ver",
+                    "at_hash",
+                    "c_hash",
+                    "email",
+                ],
+                "tenant_region_scope": "EU" if tn and tn.kind == "work" else None,
+                "cloud_instance_name": "microsoftonline.com",
+                "cloud_graph_host_name": "graph.windows.net",
+                "msgraph_host": b.split("://", 1)[1],
+                "rbac_url": "https://pas.windows.net",
+            },
+        )
 
     @router.route("GET", "/{tenant}/discovery/v2.0/keys", "entra.keys")
     def keys(req: Request, tenant: str) -> Response:
@@ -146,8 +172,10 @@ def _user_allowed(state: EmulatorState, app: App, kind: str, tn: Tenant | None, 
     """Why this user cannot sign in through this authority to this app (None when fine)."""
     personal = state.directory.tenant(user.tid).kind == "personal"  # type: ignore[union-attr]
     if kind == "tenant" and tn is not None and user.tid != tn.tid:
-        return (f"AADSTS50020: User account '{user.upn}' from identity provider does not exist in tenant "
-                f"'{tn.display_name}' and cannot access the application '{app.client_id}' in that tenant.")
+        return (
+            f"AADSTS50020: User account '{user.upn}' from identity provider does not exist in tenant "
+            f"'{tn.display_name}' and cannot access the application '{app.client_id}' in that tenant."
+        )
     if kind == "organizations" and personal:
         return "AADSTS50020: You can't sign in here with a personal account. Use your work or school account."
     if kind == "consumers" and not personal:
@@ -157,8 +185,9 @@ def _user_allowed(state: EmulatorState, app: App, kind: str, tn: Tenant | None, 
     if not personal and app.sign_in_audience == "PersonalMicrosoftAccount":
         return "AADSTS50020: This application only accepts personal Microsoft accounts."
     if app.sign_in_audience == "AzureADMyOrg" and user.tid != app.home_tid:
-        return (f"AADSTS700016: Application with identifier '{app.client_id}' was not found in the directory "
-                f"'{user.tid}'.")
+        return (
+            f"AADSTS700016: Application with identifier '{app.client_id}' was not found in the directory '{user.tid}'."
+        )
     if user.is_shared or "disabled" in user.failures:
         return "AADSTS50057: The user account is disabled."
     return None
@@ -179,21 +208,32 @@ def _authorize(state: EmulatorState, req: Request, tenant: str, p: dict[str, str
     if p.get("response_type") != "code":
         return fail("unsupported_response_type", 700054, "response_type must be 'code' for this application.")
     if app.sign_in_audience == "AzureADMyOrg" and kind in ("common", "organizations", "consumers"):
-        return fail("invalid_request", 50194, (
-            f"Application '{app.client_id}'({app.display_name}) is not configured as a multi-tenant application. "
-            "Usage of the /common endpoint is not supported for such applications created after '10/15/2018'. "
-            "Use a tenant-specific endpoint or configure the application to be multi-tenant."))
+        return fail(
+            "invalid_request",
+            50194,
+            (
+                f"Application '{app.client_id}'({app.display_name}) is not configured as a multi-tenant application. "
+                "Usage of the /common endpoint is not supported for such applications created after '10/15/2018'. "
+                "Use a tenant-specific endpoint or configure the application to be multi-tenant."
+            ),
+        )
     # Project policy (stricter than Entra for confidential web apps): PKCE with S256 is mandatory.
     if not p.get("code_challenge"):
-        return fail("invalid_request", 9002325, "Proof Key for Code Exchange is required (emulator policy: "
-                    "code_challenge with code_challenge_method=S256).")
+        return fail(
+            "invalid_request",
+            9002325,
+            "Proof Key for Code Exchange is required (emulator policy: "
+            "code_challenge with code_challenge_method=S256).",
+        )
     if p.get("code_challenge_method", "plain") != "S256":
-        return fail("invalid_request", 9002325, "code_challenge_method must be S256 (emulator policy; "
-                    "'plain' is rejected).")
+        return fail(
+            "invalid_request", 9002325, "code_challenge_method must be S256 (emulator policy; 'plain' is rejected)."
+        )
     prompt = p.get("prompt", "")
     if prompt and prompt not in PROMPTS:
-        return fail("invalid_request", 90023, f"Invalid request. The prompt request parameter value '{prompt}' "
-                    "is invalid.")
+        return fail(
+            "invalid_request", 90023, f"Invalid request. The prompt request parameter value '{prompt}' is invalid."
+        )
     try:
         scopes = parse_scopes(p.get("scope", ""))
     except ScopeError as exc:
@@ -213,8 +253,15 @@ def _authorize(state: EmulatorState, req: Request, tenant: str, p: dict[str, str
         accounts = [u.upn for u in state.directory.users_in(tn.tid) if not u.is_shared][:25] if tn else []
         hint = p.get("login_hint") or (sso.upn if sso and prompt not in ("login", "select_account") else "")
         perms = [display_perm(state.entra, c) for c in sorted(scopes.canonical())]
-        return sign_in_page(action_url=action_url, app_name=app.display_name, tenant_label=label,
-                            permissions=perms, login_hint=hint, accounts=accounts, error=error)
+        return sign_in_page(
+            action_url=action_url,
+            app_name=app.display_name,
+            tenant_label=label,
+            permissions=perms,
+            login_hint=hint,
+            accounts=accounts,
+            error=error,
+        )
 
     if not submitted or "action" not in p:
         return page()
@@ -233,17 +280,33 @@ def _authorize(state: EmulatorState, req: Request, tenant: str, p: dict[str, str
 
 
 def _complete(
-    state: EmulatorState, req: Request, app: App, kind: str, tn: Tenant | None, p: dict[str, str],
-    scopes: ScopeRequest, user: User, fail: Any, *, silent: bool,
+    state: EmulatorState,
+    req: Request,
+    app: App,
+    kind: str,
+    tn: Tenant | None,
+    p: dict[str, str],
+    scopes: ScopeRequest,
+    user: User,
+    fail: Any,
+    *,
+    silent: bool,
 ) -> Response:
     """After the user is known: scripted failures, consent policy, then the code."""
     if "ca_block" in user.failures:
-        return fail("access_denied", 53003, "Access has been blocked by Conditional Access policies. The access "
-                    "policy does not allow token issuance.")
+        return fail(
+            "access_denied",
+            53003,
+            "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",
+        )
     if "mfa_required" in user.failures:
-        return fail("interaction_required", 50076, "Due to a configuration change made by your administrator, or "
-                    "because you moved to a new location, you must use multi-factor authentication to access "
-                    f"'{scopes.resource or GRAPH_RESOURCE}'.")
+        return fail(
+            "interaction_required",
+            50076,
+            "Due to a configuration change made by your administrator, or "
+            "because you moved to a new location, you must use multi-factor authentication to access "
+            f"'{scopes.resource or GRAPH_RESOURCE}'.",
+        )
     tenant = state.directory.tenant(user.tid)
     have = consented(state, user, app.client_id)
     missing = scopes.canonical() - have
@@ -251,9 +314,11 @@ def _complete(
         missing = {f"{scopes.resource}/.default"}
     needs_consent = bool(missing) or p.get("prompt") == "consent"
     if needs_consent:
-        consent_msg = (f"The user or administrator has not consented to use the application with ID "
-                       f"'{app.client_id}' named '{app.display_name}'. Send an interactive authorization "
-                       "request for this user and resource.")
+        consent_msg = (
+            f"The user or administrator has not consented to use the application with ID "
+            f"'{app.client_id}' named '{app.display_name}'. Send an interactive authorization "
+            "request for this user and resource."
+        )
         if silent:
             return fail("consent_required", 65001, consent_msg)
         policy = tenant.consent_policy if tenant else "user"
@@ -267,10 +332,18 @@ def _complete(
             user.consents.setdefault(app.client_id, set()).update(granted)
             for perm in scopes.perms:
                 state.entra.casing.setdefault(perm.lower(), perm)
-    code = state.entra.new_code(AuthCode(
-        client_id=app.client_id, redirect_uri=p["redirect_uri"], challenge=p["code_challenge"], oid=user.oid,
-        tid=user.tid, scope=p.get("scope", ""), nonce=p.get("nonce"), issued_at=state.clock.now(),
-    ))
+    code = state.entra.new_code(
+        AuthCode(
+            client_id=app.client_id,
+            redirect_uri=p["redirect_uri"],
+            challenge=p["code_challenge"],
+            oid=user.oid,
+            tid=user.tid,
+            scope=p.get("scope", ""),
+            nonce=p.get("nonce"),
+            issued_at=state.clock.now(),
+        )
+    )
     params = {"code": code}
     if p.get("state") is not None:
         params["state"] = p["state"]
@@ -291,8 +364,14 @@ def _admin_consent(state: EmulatorState, req: Request, tenant: str) -> Response:
     kind, tn = resolve_tenant(state, tenant)  # type: ignore[misc]
     if kind in ("common", "consumers"):
         # Observed Entra behaviour for /common/v2.0/adminconsent (MicrosoftDocs/azure-docs#45151).
-        return redirect_error(state, redirect_uri, app_state, "invalid_request", 90014,
-                              "The provided request must include a 'response_type' input parameter.")
+        return redirect_error(
+            state,
+            redirect_uri,
+            app_state,
+            "invalid_request",
+            90014,
+            "The provided request must include a 'response_type' input parameter.",
+        )
     scope = p.get("scope") or f"{GRAPH_RESOURCE}/.default"
     try:
         scopes = parse_scopes(scope)
@@ -303,15 +382,28 @@ def _admin_consent(state: EmulatorState, req: Request, tenant: str) -> Response:
     perms = [display_perm(state.entra, g) for g in sorted(grants)]
 
     def page(error: str = "") -> Response:
-        return sign_in_page(action_url=action_url, app_name=app.display_name,
-                            tenant_label=tn.display_name if tn else "your organization", permissions=perms,
-                            error=error, admin_approval=True, login_hint=p.get("login_hint", ""))
+        return sign_in_page(
+            action_url=action_url,
+            app_name=app.display_name,
+            tenant_label=tn.display_name if tn else "your organization",
+            permissions=perms,
+            error=error,
+            admin_approval=True,
+            login_hint=p.get("login_hint", ""),
+        )
 
     if req.method == "GET" or "action" not in p:
         return page()
     if p["action"] == "cancel":
-        return redirect_error(state, redirect_uri, app_state, "access_denied", 65004,
-                              "The admin declined to consent to access the app.", subcode="cancel")
+        return redirect_error(
+            state,
+            redirect_uri,
+            app_state,
+            "access_denied",
+            65004,
+            "The admin declined to consent to access the app.",
+            subcode="cancel",
+        )
     admin = state.directory.find_user(tn.tid if tn else None, p.get("username", "").strip())
     if admin is None or (tn is not None and admin.tid != tn.tid):
         return page("AADSTS50034: The user account does not exist in the directory.")

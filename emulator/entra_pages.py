@@ -80,9 +80,7 @@ def error_page(code: int, message: str, status: int = 400) -> Response:
 
 def form_post_page(redirect_uri: str, params: dict[str, str]) -> Response:
     """``response_mode=form_post``: an auto-submitting form to the redirect URI."""
-    fields = "".join(
-        f"<input type='hidden' name='{escape(k)}' value='{escape(v)}'>" for k, v in params.items()
-    )
+    fields = "".join(f"<input type='hidden' name='{escape(k)}' value='{escape(v)}'>" for k, v in params.items())
     inner = (
         f"<form method='post' action='{escape(redirect_uri)}' id='form_post'>{fields}"
         "<noscript><button type='submit'>Continue</button></noscript></form>"

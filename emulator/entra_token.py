@@ -77,22 +77,35 @@ def _token(state: EmulatorState, req: Request, tenant: str) -> Response:
     form = req.form()
     app = _authenticate_client(state, req, form, tenant)
     if app.sign_in_audience == "AzureADMyOrg" and kind in ("common", "organizations", "consumers"):
-        raise _fail(state, req, "invalid_request", 50194, (
-            f"Application '{app.client_id}'({app.display_name}) is not configured as a multi-tenant application. "
-            "Usage of the /common endpoint is not supported for such applications created after '10/15/2018'. "
-            "Use a tenant-specific endpoint or configure the application to be multi-tenant."))
+        raise _fail(
+            state,
+            req,
+            "invalid_request",
+            50194,
+            (
+                f"Application '{app.client_id}'({app.display_name}) is not configured as a multi-tenant application. "
+                "Usage of the /common endpoint is not supported for such applications created after '10/15/2018'. "
+                "Use a tenant-specific endpoint or configure the application to be multi-tenant."
+            ),
+        )
     grant = form.get("grant_type", "")
+    # Per-grant counters let tests tell user-token refreshes from app-only (Key Vault) token calls.
+    state.counters.incr(f"entra.grant.{grant or 'none'}")
     if grant == "authorization_code":
         return _redeem_code(state, req, app, form)
     if grant == "refresh_token":
         return _redeem_refresh(state, req, app, form)
     if grant == "client_credentials":
         if kind != "tenant" or tn is None:
-            raise _fail(state, req, "invalid_request", 50059, "No tenant-identifying information found in either "
-                        "the request or implied by any provided credentials.")
+            raise _fail(
+                state,
+                req,
+                "invalid_request",
+                50059,
+                "No tenant-identifying information found in either the request or implied by any provided credentials.",
+            )
         return _client_credentials(state, req, app, form, tn.tid)
-    raise _fail(state, req, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type "
-                f"'{grant}'.")
+    raise _fail(state, req, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant}'.")
 
 
 def _authenticate_client(state: EmulatorState, req: Request, form: dict[str, str], tenant: str) -> App:
@@ -106,32 +119,55 @@ def _authenticate_client(state: EmulatorState, req: Request, form: dict[str, str
         client_id, secret = client_id or user, secret or pwd
     app = state.apps.get(client_id) if client_id else None
     if app is None:
-        raise _fail(state, req, "unauthorized_client", 700016, (
-            f"Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can "
-            "happen if the application has not been installed by the administrator of the tenant or consented "
-            "to by any user in the tenant."))
+        raise _fail(
+            state,
+            req,
+            "unauthorized_client",
+            700016,
+            (
+                f"Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can "
+                "happen if the application has not been installed by the administrator of the tenant or consented "
+                "to by any user in the tenant."
+            ),
+        )
     if form.get("client_assertion"):
         _check_assertion(state, req, app, form)
         return app
     if not secret:
-        raise _fail(state, req, "invalid_client", 7000218, "The request body must contain the following "
-                    "parameter: 'client_assertion' or 'client_secret'.")
+        raise _fail(
+            state,
+            req,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        )
     match = next((s for s in app.secrets if s.value == secret), None)
     if match is None:
-        raise _fail(state, req, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret "
-                    "being sent in the request is the client secret value, not the client secret ID, for a secret "
-                    f"added to app '{app.client_id}'.")
+        raise _fail(
+            state,
+            req,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided. Ensure the secret "
+            "being sent in the request is the client secret value, not the client secret ID, for a secret "
+            f"added to app '{app.client_id}'.",
+        )
     if match.expires_at is not None and match.expires_at <= state.clock.now():
-        raise _fail(state, req, "invalid_client", 7000222, f"The provided client secret keys for app "
-                    f"'{app.client_id}' are expired. Visit the Azure portal to create new keys for your app.")
+        raise _fail(
+            state,
+            req,
+            "invalid_client",
+            7000222,
+            f"The provided client secret keys for app "
+            f"'{app.client_id}' are expired. Visit the Azure portal to create new keys for your app.",
+        )
     return app
 
 
 def _check_assertion(state: EmulatorState, req: Request, app: App, form: dict[str, str]) -> None:
     """Workload identity federation: a token from a trusted issuer whose iss/sub/aud match a credential."""
     if form.get("client_assertion_type") != ASSERTION_TYPE:
-        raise _fail(state, req, "invalid_request", 70002, "The client_assertion_type must be "
-                    f"'{ASSERTION_TYPE}'.")
+        raise _fail(state, req, "invalid_request", 70002, f"The client_assertion_type must be '{ASSERTION_TYPE}'.")
     try:
         claims = state.keys.decode(form["client_assertion"])
     except jwt.PyJWTError:
@@ -142,14 +178,19 @@ def _check_assertion(state: EmulatorState, req: Request, app: App, form: dict[st
     audiences = claims.get("aud")
     audiences = audiences if isinstance(audiences, list) else [audiences]
     for fic in app.federated_credentials:
-        if fic.issuer == claims.get("iss") and fic.subject == claims.get("sub") and set(audiences) & set(
-            fic.audiences
-        ):
+        if fic.issuer == claims.get("iss") and fic.subject == claims.get("sub") and set(audiences) & set(fic.audiences):
             return
-    raise _fail(state, req, "invalid_request", 70021, (
-        "No matching federated identity record found for presented assertion. Assertion Issuer: "
-        f"'{claims.get('iss')}'. Assertion Subject: '{claims.get('sub')}'. Assertion Audience: "
-        f"'{','.join(map(str, audiences))}'."))
+    raise _fail(
+        state,
+        req,
+        "invalid_request",
+        70021,
+        (
+            "No matching federated identity record found for presented assertion. Assertion Issuer: "
+            f"'{claims.get('iss')}'. Assertion Subject: '{claims.get('sub')}'. Assertion Audience: "
+            f"'{','.join(map(str, audiences))}'."
+        ),
+    )
 
 
 def _redeem_code(state: EmulatorState, req: Request, app: App, form: dict[str, str]) -> Response:
@@ -159,19 +200,41 @@ def _redeem_code(state: EmulatorState, req: Request, app: App, form: dict[str, s
         if code is None or code.client_id != app.client_id:
             raise _fail(state, req, "invalid_grant", 70000, "Provided grant is invalid or malformed.")
         if code.used:
-            raise _fail(state, req, "invalid_grant", 54005, "OAuth2 Authorization code was already redeemed, "
-                        "please retry with a new valid code or use an existing refresh token.")
+            raise _fail(
+                state,
+                req,
+                "invalid_grant",
+                54005,
+                "OAuth2 Authorization code was already redeemed, "
+                "please retry with a new valid code or use an existing refresh token.",
+            )
         if state.clock.now() - code.issued_at > store.settings.code_lifetime_s:
-            raise _fail(state, req, "invalid_grant", 70008, "The provided authorization code or refresh token has "
-                        "expired due to inactivity. Send a new interactive authorization request for this user "
-                        "and resource.")
+            raise _fail(
+                state,
+                req,
+                "invalid_grant",
+                70008,
+                "The provided authorization code or refresh token has "
+                "expired due to inactivity. Send a new interactive authorization request for this user "
+                "and resource.",
+            )
         if form.get("redirect_uri") != code.redirect_uri:
-            raise _fail(state, req, "invalid_grant", 500112, "The reply address does not match the reply address "
-                        "provided when requesting Authorization code.")
+            raise _fail(
+                state,
+                req,
+                "invalid_grant",
+                500112,
+                "The reply address does not match the reply address provided when requesting Authorization code.",
+            )
         verifier = form.get("code_verifier", "")
         if not verifier or b64url(hashlib.sha256(verifier.encode("ascii")).digest()) != code.challenge:
-            raise _fail(state, req, "invalid_grant", 501481, "The Code_Verifier does not match the code_challenge "
-                        "supplied in the authorization request.")
+            raise _fail(
+                state,
+                req,
+                "invalid_grant",
+                501481,
+                "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+            )
         code.used = True
     user = state.directory.user(code.oid)
     if user is None:
@@ -193,8 +256,14 @@ def _redeem_refresh(state: EmulatorState, req: Request, app: App, form: dict[str
     idle = now - grant.issued_at
     if idle > store.settings.refresh_idle_s:
         days = store.settings.refresh_idle_s // 86400
-        raise _fail(state, req, "invalid_grant", 700082, f"The refresh token has expired due to inactivity. The "
-                    f"token was issued on {_when(grant.issued_at)} and was inactive for {days}.00:00:00.")
+        raise _fail(
+            state,
+            req,
+            "invalid_grant",
+            700082,
+            f"The refresh token has expired due to inactivity. The "
+            f"token was issued on {_when(grant.issued_at)} and was inactive for {days}.00:00:00.",
+        )
     user = state.directory.user(grant.oid)
     if user is None:
         raise _fail(state, req, "invalid_grant", 50034, "The user account does not exist in the directory.")
@@ -202,15 +271,30 @@ def _redeem_refresh(state: EmulatorState, req: Request, app: App, form: dict[str
         raise _fail(state, req, "invalid_grant", 50057, "The user account is disabled.")
     revoked = user.tokens_valid_after > grant.issued_at
     if "password_reset" in user.failures or (revoked and user.revocation_reason == "password_reset"):
-        raise _fail(state, req, "invalid_grant", 50173, (
-            "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might "
-            f"have changed or reset their password. The grant was issued on '{_when(grant.issued_at)}' and the "
-            f"TokensValidFrom date (before which tokens are not valid) for this user is "
-            f"'{_when(user.tokens_valid_after or now)}'."), suberror="bad_token")
+        raise _fail(
+            state,
+            req,
+            "invalid_grant",
+            50173,
+            (
+                "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might "
+                f"have changed or reset their password. The grant was issued on '{_when(grant.issued_at)}' and the "
+                f"TokensValidFrom date (before which tokens are not valid) for this user is "
+                f"'{_when(user.tokens_valid_after or now)}'."
+            ),
+            suberror="bad_token",
+        )
     if revoked:
-        raise _fail(state, req, "invalid_grant", 70008, "The provided authorization code or refresh token has "
-                    "expired due to inactivity. Send a new interactive authorization request for this user and "
-                    "resource.", suberror="bad_token")
+        raise _fail(
+            state,
+            req,
+            "invalid_grant",
+            70008,
+            "The provided authorization code or refresh token has "
+            "expired due to inactivity. Send a new interactive authorization request for this user and "
+            "resource.",
+            suberror="bad_token",
+        )
     return _issue(state, req, app, user, form.get("scope", ""), None, check_consent=True)
 
 
@@ -225,28 +309,59 @@ def _issue(
     resource = scopes.resource or GRAPH_RESOURCE
     have = consented(state, user, app.client_id)
     if "consent_revoked" in user.failures or (check_consent and (scopes.canonical() - have)):
-        raise _fail(state, req, "invalid_grant", 65001, (
-            f"The user or administrator has not consented to use the application with ID '{app.client_id}' named "
-            f"'{app.display_name}'. Send an interactive authorization request for this user and resource."),
-            suberror="consent_required")
+        raise _fail(
+            state,
+            req,
+            "invalid_grant",
+            65001,
+            (
+                f"The user or administrator has not consented to use the application with ID '{app.client_id}' named "
+                f"'{app.display_name}'. Send an interactive authorization request for this user and resource."
+            ),
+            suberror="consent_required",
+        )
     if "ca_block" in user.failures:
-        raise _fail(state, req, "invalid_grant", 53003, "Access has been blocked by Conditional Access policies. "
-                    "The access policy does not allow token issuance.", suberror="message_only")
+        raise _fail(
+            state,
+            req,
+            "invalid_grant",
+            53003,
+            "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",
+            suberror="message_only",
+        )
     if "mfa_required" in user.failures:
         claims = json.dumps({"access_token": {"capolids": {"essential": True, "values": ["emu-mfa-policy"]}}})
-        raise _fail(state, req, "interaction_required", 50076, (
-            "Due to a configuration change made by your administrator, or because you moved to a new location, "
-            f"you must use multi-factor authentication to access '{resource}'."), suberror="basic_action",
-            claims=claims)
+        raise _fail(
+            state,
+            req,
+            "interaction_required",
+            50076,
+            (
+                "Due to a configuration change made by your administrator, or because you moved to a new location, "
+                f"you must use multi-factor authentication to access '{resource}'."
+            ),
+            suberror="basic_action",
+            claims=claims,
+        )
     granted = scopes.canonical() | {c for c in have if c.startswith(f"{resource.lower()}/")}
     perms = sorted({display_perm(state.entra, c) for c in granted})
     now, lifetime = int(state.clock.now()), state.entra.access_lifetime()
     access = issue_access_token(
-        state, tid=user.tid, oid=user.oid, client_id=app.client_id, scopes=perms, audience=resource,
-        lifetime_s=lifetime, upn=user.upn, extra={"name": user.display_name, "app_displayname": app.display_name},
+        state,
+        tid=user.tid,
+        oid=user.oid,
+        client_id=app.client_id,
+        scopes=perms,
+        audience=resource,
+        lifetime_s=lifetime,
+        upn=user.upn,
+        extra={"name": user.display_name, "app_displayname": app.display_name},
     )
-    shown = perms if resource == GRAPH_RESOURCE and (scopes.short_form or not scopes.perms) else [
-        f"{resource}/{p}" for p in perms]
+    shown = (
+        perms
+        if resource == GRAPH_RESOURCE and (scopes.short_form or not scopes.perms)
+        else [f"{resource}/{p}" for p in perms]
+    )
     body: dict[str, Any] = {
         "token_type": "Bearer",
         "scope": " ".join(shown + [s for s in scopes.oidc if s != "offline_access"]),
@@ -266,9 +381,18 @@ def _id_token(state: EmulatorState, app: App, user: User, nonce: str | None, now
     # ``sub`` is pairwise (per app), as in Entra; ``oid`` is the stable user id apps should key on.
     sub = b64url(hashlib.sha256(f"{user.oid}:{app.client_id}".encode()).digest())
     claims: dict[str, Any] = {
-        "ver": "2.0", "iss": issuer_for(state, user.tid), "sub": sub, "aud": app.client_id,
-        "exp": now + 3600, "iat": now, "nbf": now, "name": user.display_name,
-        "preferred_username": user.upn, "oid": user.oid, "tid": user.tid, "email": user.mail,
+        "ver": "2.0",
+        "iss": issuer_for(state, user.tid),
+        "sub": sub,
+        "aud": app.client_id,
+        "exp": now + 3600,
+        "iat": now,
+        "nbf": now,
+        "name": user.display_name,
+        "preferred_username": user.upn,
+        "oid": user.oid,
+        "tid": user.tid,
+        "email": user.mail,
     }
     if nonce:
         claims["nonce"] = nonce
@@ -281,17 +405,36 @@ def _client_credentials(state: EmulatorState, req: Request, app: App, form: dict
     except ScopeError as exc:
         raise _fail(state, req, "invalid_scope", exc.code, str(exc)) from None
     if not scopes.is_default or len(scopes.perms) != 1 or scopes.oidc:
-        raise _fail(state, req, "invalid_scope", 1002012, (
-            f"The provided value for scope {form.get('scope', '')} is not valid. Client credential flows must have "
-            "a scope value with /.default suffixed to the resource identifier (application ID URI)."))
+        raise _fail(
+            state,
+            req,
+            "invalid_scope",
+            1002012,
+            (
+                f"The provided value for scope {form.get('scope', '')} is not valid. Client credential flows must have "
+                "a scope value with /.default suffixed to the resource identifier (application ID URI)."
+            ),
+        )
     tenant = state.directory.tenant(tid)
     if tid != app.home_tid and app.client_id not in (tenant.admin_consented if tenant else {}):
-        raise _fail(state, req, "unauthorized_client", 700016, (
-            f"Application with identifier '{app.client_id}' was not found in the directory '{tid}'."))
+        raise _fail(
+            state,
+            req,
+            "unauthorized_client",
+            700016,
+            (f"Application with identifier '{app.client_id}' was not found in the directory '{tid}'."),
+        )
     lifetime = state.entra.access_lifetime()
     access = issue_access_token(
-        state, tid=tid, oid=None, client_id=app.client_id, scopes=[], audience=scopes.resource or GRAPH_RESOURCE,
-        lifetime_s=lifetime, roles=list(app.app_roles), extra={"app_displayname": app.display_name},
+        state,
+        tid=tid,
+        oid=None,
+        client_id=app.client_id,
+        scopes=[],
+        audience=scopes.resource or GRAPH_RESOURCE,
+        lifetime_s=lifetime,
+        roles=list(app.app_roles),
+        extra={"app_displayname": app.display_name},
     )
     body = {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": access}
     return json_response(200, body, {"Cache-Control": "no-store"})

@@ -24,8 +24,14 @@ from emulator.graph_message import GraphError
 from emulator.graph_store import GraphStore
 
 # Delegated permissions that let `GET /me` read the signed-in user's profile.
-PROFILE_SCOPES = ("User.Read", "User.ReadWrite", "User.ReadBasic.All", "User.Read.All",
-                  "User.ReadWrite.All", "Directory.Read.All")
+PROFILE_SCOPES = (
+    "User.Read",
+    "User.ReadWrite",
+    "User.ReadBasic.All",
+    "User.Read.All",
+    "User.ReadWrite.All",
+    "Directory.Read.All",
+)
 
 
 def register(router: Router, state: Any) -> None:
@@ -38,17 +44,26 @@ def register(router: Router, state: Any) -> None:
         ctx.enter(owner)
         if not ctx.has(*PROFILE_SCOPES):
             # Graph's answer when the token lacks User.Read (e.g. a Mail.Send-only token).
-            raise GraphError(403, "Authorization_RequestDenied",
-                             "Insufficient privileges to complete the operation.")
+            raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
         version = ctx.req.path.strip("/").split("/", 1)[0]
         given, _, surname = (owner.display_name or "").partition(" ")
-        return json_response(200, {
-            "@odata.context": f"https://graph.microsoft.com/{version}/$metadata#users/$entity",
-            "businessPhones": [], "displayName": owner.display_name, "givenName": given or None,
-            "jobTitle": None, "mail": owner.mail, "mobilePhone": None, "officeLocation": None,
-            "preferredLanguage": None, "surname": surname or None,
-            "userPrincipalName": owner.upn, "id": owner.oid,
-        })
+        return json_response(
+            200,
+            {
+                "@odata.context": f"https://graph.microsoft.com/{version}/$metadata#users/$entity",
+                "businessPhones": [],
+                "displayName": owner.display_name,
+                "givenName": given or None,
+                "jobTitle": None,
+                "mail": owner.mail,
+                "mobilePhone": None,
+                "officeLocation": None,
+                "preferredLanguage": None,
+                "surname": surname or None,
+                "userPrincipalName": owner.upn,
+                "id": owner.oid,
+            },
+        )
 
     graph_route(router, state, store, "GET", ["/me"], "graph.me")(me)
     graph_send.register(router, state, store)

@@ -36,9 +36,15 @@ def find_mailbox(state: Any, address: str) -> User:
 
 def mailbox_summary(store: GraphStore, user: User) -> dict[str, Any]:
     """Identity and item counts of one mailbox."""
-    return {"address": user.mail, "upn": user.upn, "oid": user.oid, "tid": user.tid,
-            "display_name": user.display_name, "is_shared": user.is_shared,
-            "counts": store.counts(user.oid)}
+    return {
+        "address": user.mail,
+        "upn": user.upn,
+        "oid": user.oid,
+        "tid": user.tid,
+        "display_name": user.display_name,
+        "is_shared": user.is_shared,
+        "counts": store.counts(user.oid),
+    }
 
 
 def _key_counts(entries: list[dict[str, Any]]) -> dict[str, int]:
@@ -66,8 +72,9 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
     def list_mailboxes(req: Request) -> Response:
         users = sorted(state.directory.users.values(), key=lambda u: u.mail.lower())
         tid = req.query.get("tid")
-        return json_response(200, {"mailboxes": [mailbox_summary(store, u) for u in users
-                                                 if tid is None or u.tid == tid]})
+        return json_response(
+            200, {"mailboxes": [mailbox_summary(store, u) for u in users if tid is None or u.tid == tid]}
+        )
 
     @router.route("GET", "/_emulator/mailboxes/{address}", "admin.graph.mailboxes")
     def get_mailbox(req: Request, address: str) -> Response:
@@ -76,14 +83,16 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
     @router.route("GET", "/_emulator/mailboxes/{address}/sentitems", "admin.graph.mailboxes")
     def sent_items(req: Request, address: str) -> Response:
         user = find_mailbox(state, address)
-        return json_response(200, {"address": user.mail, "folder": SENT,
-                                   "value": folder_items(user, SENT, req.query.get("key"))})
+        return json_response(
+            200, {"address": user.mail, "folder": SENT, "value": folder_items(user, SENT, req.query.get("key"))}
+        )
 
     @router.route("GET", "/_emulator/mailboxes/{address}/drafts", "admin.graph.mailboxes")
     def drafts(req: Request, address: str) -> Response:
         user = find_mailbox(state, address)
-        return json_response(200, {"address": user.mail, "folder": DRAFTS,
-                                   "value": folder_items(user, DRAFTS, req.query.get("key"))})
+        return json_response(
+            200, {"address": user.mail, "folder": DRAFTS, "value": folder_items(user, DRAFTS, req.query.get("key"))}
+        )
 
     @router.route("GET", "/_emulator/mailboxes/{address}/delivered", "admin.graph.mailboxes")
     def delivered(req: Request, address: str) -> Response:
@@ -91,8 +100,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         with store.lock:
             box = store.mailboxes.get(user.oid)
             entries = list(box.delivered) if box else []
-        return json_response(200, {"address": user.mail, "value": entries,
-                                   "counts_by_key": _key_counts(entries)})
+        return json_response(200, {"address": user.mail, "value": entries, "counts_by_key": _key_counts(entries)})
 
     @router.route("GET", "/_emulator/graph/deliveries", "admin.graph.deliveries")
     def deliveries(req: Request) -> Response:
@@ -113,8 +121,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
             except ValueError:
                 raise _error(400, "since_seq must be an integer") from None
             entries = [e for e in entries if e["seq"] > floor]
-        return json_response(200, {"value": entries, "count": len(entries),
-                                   "counts_by_key": _key_counts(entries)})
+        return json_response(200, {"value": entries, "count": len(entries), "counts_by_key": _key_counts(entries)})
 
     @router.route("GET", "/_emulator/graph/limits", "admin.graph.limits")
     def get_limits(req: Request) -> Response:

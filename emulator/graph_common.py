@@ -50,7 +50,8 @@ def access_denied() -> GraphError:
 def send_as_denied() -> GraphError:
     """Exchange's 403 when the caller may not send as / on behalf of the `from` mailbox."""
     return GraphError(
-        403, "ErrorSendAsDenied",
+        403,
+        "ErrorSendAsDenied",
         "The user account which was used to submit this request does not have the right to send "
         "mail on behalf of the specified sending account., Cannot submit message.",
     )
@@ -79,10 +80,13 @@ def request_ids(req: Request) -> tuple[str, str]:
 def error_response(err: GraphError, req: Request, now: float) -> Response:
     """Graph's JSON error body for `err`, with its extra headers (Retry-After ...)."""
     rid, crid = request_ids(req)
-    body: dict[str, Any] = {"error": {
-        "code": err.code, "message": err.message,
-        "innerError": {"date": graph_date(now), "request-id": rid, "client-request-id": crid},
-    }}
+    body: dict[str, Any] = {
+        "error": {
+            "code": err.code,
+            "message": err.message,
+            "innerError": {"date": graph_date(now), "request-id": rid, "client-request-id": crid},
+        }
+    }
     body.update(err.extra)
     return json_response(err.status, body, err.headers)
 
@@ -126,8 +130,7 @@ class GraphContext:
         """The mailbox addressed by `/me` (user None) or `/users/{user}`, in the token's tenant."""
         if user is None:
             if self.app_only:
-                raise GraphError(400, "BadRequest",
-                                 "/me request is only valid with delegated authentication flow.")
+                raise GraphError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
             if self.actor is None:
                 raise GraphError(404, "ErrorInvalidUser", "The signed-in user no longer exists.")
             return self.actor
@@ -144,8 +147,9 @@ class GraphContext:
             self._slot = (self.app_id, mailbox.oid)
         finally:
             # Peak attempted concurrency, refused attempts included, as a plain counter too.
-            self.state.counters.set_max(f"graph.max_concurrency.{mailbox.mail.lower()}",
-                                        throttle.max_seen(self.app_id, mailbox.oid))
+            self.state.counters.set_max(
+                f"graph.max_concurrency.{mailbox.mail.lower()}", throttle.max_seen(self.app_id, mailbox.oid)
+            )
         hold = self.store.limits.concurrency_hold_ms
         if hold:
             time.sleep(hold / 1000)
@@ -160,8 +164,9 @@ class GraphContext:
 GraphHandler = Callable[..., Response]
 
 
-def graph_route(router: Router, state: Any, store: GraphStore, method: str, paths: list[str],
-                name: str) -> Callable[[GraphHandler], GraphHandler]:
+def graph_route(
+    router: Router, state: Any, store: GraphStore, method: str, paths: list[str], name: str
+) -> Callable[[GraphHandler], GraphHandler]:
     """Register `fn(ctx, **params)` for every path under every Graph version, wrapped as above.
 
     `paths` are suffixes like `/me/sendMail`; `{user}` in a path is the `/users/{user}` form.
@@ -172,9 +177,12 @@ def graph_route(router: Router, state: Any, store: GraphStore, method: str, path
             ctx: GraphContext | None = None
             try:
                 if len(req.body) > MAX_REQUEST_BYTES:
-                    raise GraphError(413, "RequestEntityTooLarge",
-                                     f"The request body is {len(req.body)} bytes; the maximum request "
-                                     f"size is {MAX_REQUEST_BYTES} bytes.")
+                    raise GraphError(
+                        413,
+                        "RequestEntityTooLarge",
+                        f"The request body is {len(req.body)} bytes; the maximum request "
+                        f"size is {MAX_REQUEST_BYTES} bytes.",
+                    )
                 try:
                     claims = verify_bearer(state, req, GRAPH_RESOURCE)
                 except AuthError as exc:
@@ -217,8 +225,12 @@ def json_body(req: Request) -> dict[str, Any]:
     try:
         data = req.json()
     except (ValueError, UnicodeDecodeError):
-        raise GraphError(400, "BadRequest", "Unable to read JSON request payload. Please ensure "
-                         "Content-Type header is set and payload is of valid JSON format.") from None
+        raise GraphError(
+            400,
+            "BadRequest",
+            "Unable to read JSON request payload. Please ensure "
+            "Content-Type header is set and payload is of valid JSON format.",
+        ) from None
     if not isinstance(data, dict):
         raise GraphError(400, "BadRequest", "The request payload must be a JSON object.")
     return data

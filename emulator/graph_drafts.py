@@ -51,8 +51,11 @@ def require_mail_access(ctx: GraphContext, owner: User, *, write: bool) -> None:
 
 def view_base(req: Request, owner: User) -> dict[str, Any]:
     """What `StoredMessage.to_graph` needs to render links and folder ids."""
-    return {"origin": req.base_url, "address": owner.mail,
-            "folder_ids": {DRAFTS: folder_id(owner.oid, DRAFTS), SENT: folder_id(owner.oid, SENT)}}
+    return {
+        "origin": req.base_url,
+        "address": owner.mail,
+        "folder_ids": {DRAFTS: folder_id(owner.oid, DRAFTS), SENT: folder_id(owner.oid, SENT)},
+    }
 
 
 def resolve_folder(owner: User, folder: str | None) -> str | None:
@@ -89,19 +92,28 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         ctx.enter(owner)
         require_mail_access(ctx, owner, write=True)
         if folder is not None and resolve_folder(owner, folder) != DRAFTS:
-            raise GraphError(400, "ErrorInvalidRequest",
-                             "The emulator creates messages only in the Drafts folder.")
-        fields = parse_message(json_body(ctx.req), require_recipients=False,
-                               max_recipients=max_recipients(ctx, owner))
+            raise GraphError(400, "ErrorInvalidRequest", "The emulator creates messages only in the Drafts folder.")
+        fields = parse_message(json_body(ctx.req), require_recipients=False, max_recipients=max_recipients(ctx, owner))
         msg = store.create_draft(owner.oid, fields, ctx.app_id)
-        out = {"@odata.context": _entity_context(ctx.req, "messages/$entity"),
-               **msg.to_graph(view_base(ctx.req, owner))}
+        out = {
+            "@odata.context": _entity_context(ctx.req, "messages/$entity"),
+            **msg.to_graph(view_base(ctx.req, owner)),
+        }
         return json_response(201, out)
 
-    graph_route(router, state, store, "POST",
-                ["/me/messages", "/users/{user}/messages", "/me/mailFolders/{folder}/messages",
-                 "/users/{user}/mailFolders/{folder}/messages"],
-                "graph.createMessage")(create_message)
+    graph_route(
+        router,
+        state,
+        store,
+        "POST",
+        [
+            "/me/messages",
+            "/users/{user}/messages",
+            "/me/mailFolders/{folder}/messages",
+            "/users/{user}/mailFolders/{folder}/messages",
+        ],
+        "graph.createMessage",
+    )(create_message)
 
     def list_messages(ctx: GraphContext, user: str | None = None, folder: str | None = None) -> Response:
         owner = ctx.mailbox(user)
@@ -112,13 +124,19 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         items = [] if where == "" else store.list(owner.oid, where)
         if query.filter is not None:
             items = [m for m in items if query.filter.matches(m.fields.extended_properties)]
-        page = items[query.skip: query.skip + query.top]
+        page = items[query.skip : query.skip + query.top]
         base = view_base(ctx.req, owner)
         out: dict[str, Any] = {
             "@odata.context": _entity_context(ctx.req, "messages"),
-            "value": [m.to_graph(base, select=query.select,
-                                 expand_props=query.expand.props_for(m.fields.extended_properties),
-                                 expand_attachments=query.expand.attachments) for m in page],
+            "value": [
+                m.to_graph(
+                    base,
+                    select=query.select,
+                    expand_props=query.expand.props_for(m.fields.extended_properties),
+                    expand_attachments=query.expand.attachments,
+                )
+                for m in page
+            ],
         }
         if query.skip + query.top < len(items):
             params = {k: v for k, v in ctx.req.query.items() if k.lower() != "$skip"}
@@ -126,10 +144,19 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
             out["@odata.nextLink"] = f"{ctx.req.base_url}{ctx.req.path}?{urlencode(params)}"
         return json_response(200, out)
 
-    graph_route(router, state, store, "GET",
-                ["/me/messages", "/users/{user}/messages", "/me/mailFolders/{folder}/messages",
-                 "/users/{user}/mailFolders/{folder}/messages"],
-                "graph.listMessages")(list_messages)
+    graph_route(
+        router,
+        state,
+        store,
+        "GET",
+        [
+            "/me/messages",
+            "/users/{user}/messages",
+            "/me/mailFolders/{folder}/messages",
+            "/users/{user}/mailFolders/{folder}/messages",
+        ],
+        "graph.listMessages",
+    )(list_messages)
 
     item_paths = ["/me/messages/{item}", "/users/{user}/messages/{item}"]
 
@@ -141,10 +168,15 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         lowered = {k.lower(): v for k, v in ctx.req.query.items()}
         expand = parse_expand(lowered.get("$expand"))
         select = [s.strip() for s in lowered["$select"].split(",")] if lowered.get("$select") else None
-        out = {"@odata.context": _entity_context(ctx.req, "messages/$entity"),
-               **msg.to_graph(view_base(ctx.req, owner), select=select,
-                              expand_props=expand.props_for(msg.fields.extended_properties),
-                              expand_attachments=expand.attachments)}
+        out = {
+            "@odata.context": _entity_context(ctx.req, "messages/$entity"),
+            **msg.to_graph(
+                view_base(ctx.req, owner),
+                select=select,
+                expand_props=expand.props_for(msg.fields.extended_properties),
+                expand_attachments=expand.attachments,
+            ),
+        }
         return json_response(200, out)
 
     graph_route(router, state, store, "GET", item_paths, "graph.getMessage")(get_message)
@@ -166,13 +198,13 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         require_mail_access(ctx, owner, write=True)
         msg = draft_of(ctx, owner, item)
         att = validate_file_attachment(json_body(ctx.req))
-        stored = store.make_attachment(att["name"], att["contentType"], att["raw"],
-                                       is_inline=att["isInline"], content_id=att["contentId"])
+        stored = store.make_attachment(
+            att["name"], att["contentType"], att["raw"], is_inline=att["isInline"], content_id=att["contentId"]
+        )
         with store.lock:
             msg.attachments.append(stored)
             store.touch(msg)
-        out = {"@odata.context": _entity_context(ctx.req, "attachments/$entity"),
-               **stored.to_graph(include_bytes=True)}
+        out = {"@odata.context": _entity_context(ctx.req, "attachments/$entity"), **stored.to_graph(include_bytes=True)}
         return json_response(201, out)
 
     graph_route(router, state, store, "POST", attach_paths, "graph.addAttachment")(add_attachment)
@@ -182,8 +214,13 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         ctx.enter(owner)
         require_mail_access(ctx, owner, write=False)
         msg = draft_of(ctx, owner, item)
-        return json_response(200, {"@odata.context": _entity_context(ctx.req, "attachments"),
-                                   "value": [a.to_graph(include_bytes=True) for a in msg.attachments]})
+        return json_response(
+            200,
+            {
+                "@odata.context": _entity_context(ctx.req, "attachments"),
+                "value": [a.to_graph(include_bytes=True) for a in msg.attachments],
+            },
+        )
 
     graph_route(router, state, store, "GET", attach_paths, "graph.listAttachments")(list_attachments)
 
@@ -194,25 +231,43 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         msg = draft_of(ctx, owner, item)
         spec = parse_attachment_item(json_body(ctx.req))
         session = UploadSession(
-            mailbox_oid=owner.oid, message_id=msg.id, app_id=ctx.app_id, name=spec["name"],
-            content_type=spec["contentType"], size=spec["size"], is_inline=spec["isInline"],
-            content_id=spec["contentId"], cap=store.limits.attachment_bytes_cap,
+            mailbox_oid=owner.oid,
+            message_id=msg.id,
+            app_id=ctx.app_id,
+            name=spec["name"],
+            content_type=spec["contentType"],
+            size=spec["size"],
+            is_inline=spec["isInline"],
+            content_id=spec["contentId"],
+            cap=store.limits.attachment_bytes_cap,
             expires_at=state.clock.now() + store.limits.upload_session_lifetime_s,
         )
         store.add_upload(session)
-        url = (f"{ctx.req.base_url}/api/v2.0/Users('{owner.oid}@{owner.tid}')/Messages('{msg.id}')"
-               f"/AttachmentSessions('{session.token}')")
-        return json_response(201, {
-            "@odata.context": _entity_context(ctx.req, "microsoft.graph.uploadSession"),
-            "uploadUrl": url,
-            "expirationDateTime": iso(session.expires_at),
-            "nextExpectedRanges": ["0-"],
-        })
+        url = (
+            f"{ctx.req.base_url}/api/v2.0/Users('{owner.oid}@{owner.tid}')/Messages('{msg.id}')"
+            f"/AttachmentSessions('{session.token}')"
+        )
+        return json_response(
+            201,
+            {
+                "@odata.context": _entity_context(ctx.req, "microsoft.graph.uploadSession"),
+                "uploadUrl": url,
+                "expirationDateTime": iso(session.expires_at),
+                "nextExpectedRanges": ["0-"],
+            },
+        )
 
-    graph_route(router, state, store, "POST",
-                ["/me/messages/{item}/attachments/createUploadSession",
-                 "/users/{user}/messages/{item}/attachments/createUploadSession"],
-                "graph.createUploadSession")(create_upload_session)
+    graph_route(
+        router,
+        state,
+        store,
+        "POST",
+        [
+            "/me/messages/{item}/attachments/createUploadSession",
+            "/users/{user}/messages/{item}/attachments/createUploadSession",
+        ],
+        "graph.createUploadSession",
+    )(create_upload_session)
 
     @router.route("PUT", "/api/v2.0/{users}/{messages}/{session}", "graph.uploadChunk")
     def upload_chunk(req: Request, users: str, messages: str, session: str) -> Response:
@@ -230,25 +285,30 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
             slot = (upload.app_id, upload.mailbox_oid)
             store.throttle.admit_upload(upload.app_id, upload.mailbox_oid, len(req.body))
             with store.lock:  # chunks of one session are applied one at a time, in order
-                done = upload.put(req.headers.get("Content-Range"), req.headers.get("Content-Length"),
-                                  req.body, state.clock.now())
+                done = upload.put(
+                    req.headers.get("Content-Range"), req.headers.get("Content-Length"), req.body, state.clock.now()
+                )
                 if not done:
-                    return json_response(200, {
-                        "@odata.context": f"{req.base_url}/api/v2.0/$metadata#AttachmentSessions/$entity",
-                        "ExpirationDateTime": iso(upload.expires_at),
-                        "nextExpectedRanges": upload.next_expected(),
-                    })
+                    return json_response(
+                        200,
+                        {
+                            "@odata.context": f"{req.base_url}/api/v2.0/$metadata#AttachmentSessions/$entity",
+                            "ExpirationDateTime": iso(upload.expires_at),
+                            "nextExpectedRanges": upload.next_expected(),
+                        },
+                    )
                 msg = store.find(upload.mailbox_oid, upload.message_id)
                 if msg is None or msg.folder != DRAFTS:
                     raise not_found()
-                att = store.make_attachment(upload.name, upload.content_type, b"",
-                                            is_inline=upload.is_inline, content_id=upload.content_id)
+                att = store.make_attachment(
+                    upload.name, upload.content_type, b"", is_inline=upload.is_inline, content_id=upload.content_id
+                )
                 att.size, att.sha256, att.content = upload.size, upload.sha256, upload.content
                 att.content_complete = len(att.content) == upload.size
                 att.via_upload_session = True
                 msg.attachments.append(att)
                 store.touch(msg)
-            location = (f"{req.base_url}/api/v2.0/{users}/{messages}/Attachments('{att.id}')")
+            location = f"{req.base_url}/api/v2.0/{users}/{messages}/Attachments('{att.id}')"
             return Response(201, b"", {"Location": location})
         except GraphError as err:
             if err.status == 429:

@@ -33,14 +33,42 @@ FILE_ATTACHMENT_TYPE = "#microsoft.graph.fileAttachment"
 # property that does not exist on the type, which catches client typos like `toRecipient`.
 KNOWN_MESSAGE_PROPERTIES = frozenset(
     {
-        "id", "subject", "body", "bodyPreview", "uniqueBody", "toRecipients", "ccRecipients",
-        "bccRecipients", "replyTo", "from", "sender", "importance", "internetMessageHeaders",
-        "internetMessageId", "attachments", "hasAttachments", "singleValueExtendedProperties",
-        "multiValueExtendedProperties", "categories", "isDeliveryReceiptRequested",
-        "isReadReceiptRequested", "isRead", "isDraft", "flag", "inferenceClassification",
-        "conversationId", "conversationIndex", "parentFolderId", "createdDateTime",
-        "lastModifiedDateTime", "receivedDateTime", "sentDateTime", "changeKey", "webLink",
-        "extensions", "mentions",
+        "id",
+        "subject",
+        "body",
+        "bodyPreview",
+        "uniqueBody",
+        "toRecipients",
+        "ccRecipients",
+        "bccRecipients",
+        "replyTo",
+        "from",
+        "sender",
+        "importance",
+        "internetMessageHeaders",
+        "internetMessageId",
+        "attachments",
+        "hasAttachments",
+        "singleValueExtendedProperties",
+        "multiValueExtendedProperties",
+        "categories",
+        "isDeliveryReceiptRequested",
+        "isReadReceiptRequested",
+        "isRead",
+        "isDraft",
+        "flag",
+        "inferenceClassification",
+        "conversationId",
+        "conversationIndex",
+        "parentFolderId",
+        "createdDateTime",
+        "lastModifiedDateTime",
+        "receivedDateTime",
+        "sentDateTime",
+        "changeKey",
+        "webLink",
+        "extensions",
+        "mentions",
     }
 )
 
@@ -61,7 +89,12 @@ class GraphError(Exception):
     """An error answer of Microsoft Graph: HTTP status, error code and message."""
 
     def __init__(
-        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
@@ -110,9 +143,15 @@ class Attachment:
     def to_admin(self) -> dict[str, Any]:
         """Admin view: metadata plus the content hash, for tests to reconcile."""
         return {
-            "id": self.id, "name": self.name, "contentType": self.content_type, "size": self.size,
-            "sha256": self.sha256, "isInline": self.is_inline, "contentId": self.content_id,
-            "contentStored": len(self.content), "contentComplete": self.content_complete,
+            "id": self.id,
+            "name": self.name,
+            "contentType": self.content_type,
+            "size": self.size,
+            "sha256": self.sha256,
+            "isInline": self.is_inline,
+            "contentId": self.content_id,
+            "contentStored": len(self.content),
+            "contentComplete": self.content_complete,
             "viaUploadSession": self.via_upload_session,
         }
 
@@ -161,7 +200,8 @@ def parse_recipient(value: Any, field_name: str) -> dict[str, Any]:
         raise bad_body(f"Invalid 'name' in '{field_name}'.")
     if not is_valid_address(address):
         raise GraphError(
-            400, "ErrorInvalidRecipients",
+            400,
+            "ErrorInvalidRecipients",
             f"At least one recipient isn't valid., Recipient '{address}' isn't resolved. "
             "All recipients must be resolved before a message can be submitted.",
         )
@@ -184,8 +224,7 @@ def _parse_body(value: Any) -> tuple[str, str]:
         raise bad_body("'body' must be an itemBody object.")
     content_type = value.get("contentType", "text")
     if not isinstance(content_type, str) or content_type.lower() not in ("text", "html"):
-        raise bad_body(f"Cannot convert the literal '{content_type}' to the expected type "
-                       "'microsoft.graph.bodyType'.")
+        raise bad_body(f"Cannot convert the literal '{content_type}' to the expected type 'microsoft.graph.bodyType'.")
     content = value.get("content", "")
     if content is None:
         content = ""
@@ -208,12 +247,16 @@ def _parse_headers(value: Any) -> list[dict[str, str]]:
             raise bad_body("internetMessageHeader 'value' must be a string.")
         if not name.lower().startswith("x-"):
             raise GraphError(
-                400, "InvalidInternetMessageHeader",
+                400,
+                "InvalidInternetMessageHeader",
                 f"The internet message header name '{name}' should start with 'x-' or 'X-'.",
             )
         if any(c in name + hvalue for c in "\r\n"):
-            raise GraphError(400, "InvalidInternetMessageHeader",
-                             f"The internet message header '{name}' contains an invalid character.")
+            raise GraphError(
+                400,
+                "InvalidInternetMessageHeader",
+                f"The internet message header '{name}' contains an invalid character.",
+            )
         out.append({"name": name, "value": hvalue})
     return out
 
@@ -230,9 +273,11 @@ def parse_extended_properties(value: Any) -> list[dict[str, str]]:
             raise bad_body("Invalid singleValueExtendedProperty.")
         pid, pvalue = item.get("id"), item.get("value")
         if not isinstance(pid, str) or not _PROPERTY_ID_RE.match(pid.strip()):
-            raise GraphError(400, "ErrorInvalidExtendedPropertyValue" if isinstance(pid, str)
-                             else "RequestBodyRead",
-                             f"The extended property id '{pid}' is not valid.")
+            raise GraphError(
+                400,
+                "ErrorInvalidExtendedPropertyValue" if isinstance(pid, str) else "RequestBodyRead",
+                f"The extended property id '{pid}' is not valid.",
+            )
         if not isinstance(pvalue, str):
             raise bad_body("singleValueExtendedProperty 'value' must be a string.")
         out.append({"id": " ".join(pid.split()), "value": pvalue})
@@ -245,12 +290,15 @@ def validate_file_attachment(value: Any) -> dict[str, Any]:
         raise bad_body("Invalid attachment.")
     odata_type = value.get("@odata.type")
     if odata_type != FILE_ATTACHMENT_TYPE:
-        raise bad_body(f"Attachment '@odata.type' must be '{FILE_ATTACHMENT_TYPE}' "
-                       f"(got {odata_type!r}); item and reference attachments are not modelled.")
+        raise bad_body(
+            f"Attachment '@odata.type' must be '{FILE_ATTACHMENT_TYPE}' "
+            f"(got {odata_type!r}); item and reference attachments are not modelled."
+        )
     name = value.get("name")
     if not isinstance(name, str) or not name:
-        raise GraphError(400, "ErrorInvalidAttachmentName" if name == "" else "RequestBodyRead",
-                         "A file attachment needs a 'name'.")
+        raise GraphError(
+            400, "ErrorInvalidAttachmentName" if name == "" else "RequestBodyRead", "A file attachment needs a 'name'."
+        )
     content_b64 = value.get("contentBytes")
     if not isinstance(content_b64, str):
         raise bad_body("A file attachment needs 'contentBytes' (base64).")
@@ -262,7 +310,8 @@ def validate_file_attachment(value: Any) -> dict[str, Any]:
         # Graph's own advice: inline attachments are for files under 3 MB; above that the
         # client must use an upload session on a draft.
         raise GraphError(
-            400, "ErrorAttachmentSizeLimitExceeded",
+            400,
+            "ErrorAttachmentSizeLimitExceeded",
             f"The attachment '{name}' is {len(raw)} bytes; inline attachments must be under "
             "3 MB. Use an upload session (createUploadSession) for larger files.",
         )
@@ -270,21 +319,24 @@ def validate_file_attachment(value: Any) -> dict[str, Any]:
     if not isinstance(content_type, str):
         raise bad_body("'contentType' must be a string.")
     return {
-        "name": name, "contentType": content_type, "raw": raw,
-        "isInline": bool(value.get("isInline", False)), "contentId": value.get("contentId"),
+        "name": name,
+        "contentType": content_type,
+        "raw": raw,
+        "isInline": bool(value.get("isInline", False)),
+        "contentId": value.get("contentId"),
     }
 
 
-def parse_message(
-    msg: Any, *, require_recipients: bool, max_recipients: int = MAX_RECIPIENTS
-) -> MessageFields:
+def parse_message(msg: Any, *, require_recipients: bool, max_recipients: int = MAX_RECIPIENTS) -> MessageFields:
     """Validate a message object like Graph; `require_recipients` for sendMail-style calls."""
     if not isinstance(msg, dict):
         raise bad_body("'message' must be an object.")
     for key in msg:
         if not key.startswith("@") and key not in KNOWN_MESSAGE_PROPERTIES:
-            raise bad_body(f"The property '{key}' does not exist on type 'microsoft.graph.message'. "
-                           "Make sure to only use property names that are defined by the type.")
+            raise bad_body(
+                f"The property '{key}' does not exist on type 'microsoft.graph.message'. "
+                "Make sure to only use property names that are defined by the type."
+            )
     subject = msg.get("subject") or ""
     if not isinstance(subject, str):
         raise bad_body("'subject' must be a string.")
@@ -298,8 +350,7 @@ def parse_message(
         fields.from_ = parse_recipient(msg["from"], "from")
     importance = msg.get("importance", "normal") or "normal"
     if not isinstance(importance, str) or importance.lower() not in ("low", "normal", "high"):
-        raise bad_body(f"Cannot convert the literal '{importance}' to the expected type "
-                       "'microsoft.graph.importance'.")
+        raise bad_body(f"Cannot convert the literal '{importance}' to the expected type 'microsoft.graph.importance'.")
     fields.importance = importance.lower()
     fields.headers = _parse_headers(msg.get("internetMessageHeaders"))
     fields.extended_properties = parse_extended_properties(msg.get("singleValueExtendedProperties"))
@@ -314,17 +365,17 @@ def parse_message(
     count = fields.recipient_count()
     if require_recipients and count == 0:
         raise GraphError(
-            400, "ErrorInvalidRecipients",
-            "At least one recipient isn't valid., A message can't be sent because it contains "
-            "no recipients.",
+            400,
+            "ErrorInvalidRecipients",
+            "At least one recipient isn't valid., A message can't be sent because it contains no recipients.",
         )
     if count > max_recipients:
         # Exchange's per-message recipient limit (500 in Exchange Online). The code is the
         # Exchange ServiceError name; the exact Graph wire code is unconfirmed.
         raise GraphError(
-            400, "ErrorExceededMaxRecipientLimit",
-            f"The message has {count} recipients; the maximum number of recipients per message "
-            f"is {max_recipients}.",
+            400,
+            "ErrorExceededMaxRecipientLimit",
+            f"The message has {count} recipients; the maximum number of recipients per message is {max_recipients}.",
         )
     return fields
 

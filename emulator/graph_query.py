@@ -17,16 +17,19 @@ from dataclasses import dataclass, field
 from emulator.graph_message import GraphError
 
 _LITERAL = r"'((?:[^']|'')*)'"
-_ANY_RE = re.compile(r"^\s*singleValueExtendedProperties\s*/\s*any\s*\(\s*([A-Za-z_]\w*)\s*:\s*(.*)\)\s*$",
-                     re.IGNORECASE | re.DOTALL)
+_ANY_RE = re.compile(
+    r"^\s*singleValueExtendedProperties\s*/\s*any\s*\(\s*([A-Za-z_]\w*)\s*:\s*(.*)\)\s*$", re.IGNORECASE | re.DOTALL
+)
 _EXPAND_PROPS_RE = re.compile(
     r"^singleValueExtendedProperties\s*(?:\(\s*\$filter\s*=\s*id\s+eq\s+" + _LITERAL + r"\s*\))?$",
-    re.IGNORECASE | re.DOTALL)
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 def _invalid_filter(detail: str) -> GraphError:
-    return GraphError(400, "ErrorInvalidUrlQueryFilter",
-                      f"The query filter contains one or more invalid nodes. ({detail})")
+    return GraphError(
+        400, "ErrorInvalidUrlQueryFilter", f"The query filter contains one or more invalid nodes. ({detail})"
+    )
 
 
 def _unquote(literal: str) -> str:
@@ -50,8 +53,7 @@ class PropertyFilter:
     def matches(self, props: list[dict[str, str]]) -> bool:
         """True when one of `props` has this id (and value, when given)."""
         want = " ".join(self.prop_id.split()).lower()
-        return any(p["id"].lower() == want and (self.value is None or p["value"] == self.value)
-                   for p in props)
+        return any(p["id"].lower() == want and (self.value is None or p["value"] == self.value) for p in props)
 
 
 def parse_filter(text: str) -> PropertyFilter:
@@ -60,8 +62,9 @@ def parse_filter(text: str) -> PropertyFilter:
     if not match:
         raise _invalid_filter("only singleValueExtendedProperties/Any(...) is supported by the emulator")
     var, body = match.group(1), _strip_parens(match.group(2))
-    cond_re = re.compile(r"^\(?\s*" + re.escape(var) + r"\s*/\s*(id|value)\s+eq\s+" + _LITERAL + r"\s*\)?$",
-                         re.IGNORECASE | re.DOTALL)
+    cond_re = re.compile(
+        r"^\(?\s*" + re.escape(var) + r"\s*/\s*(id|value)\s+eq\s+" + _LITERAL + r"\s*\)?$", re.IGNORECASE | re.DOTALL
+    )
     parts = re.split(r"\s+and\s+(?=(?:[^']*'[^']*')*[^']*$)", body, flags=re.IGNORECASE)
     found: dict[str, str] = {}
     for part in parts:
@@ -121,9 +124,13 @@ def parse_expand(text: str | None) -> Expand:
             continue
         match = _EXPAND_PROPS_RE.match(part)
         if not match:
-            raise GraphError(400, "BadRequest", f"Parsing OData Select and Expand failed: unsupported "
-                             f"$expand {part!r} (the emulator supports singleValueExtendedProperties and "
-                             "attachments).")
+            raise GraphError(
+                400,
+                "BadRequest",
+                f"Parsing OData Select and Expand failed: unsupported "
+                f"$expand {part!r} (the emulator supports singleValueExtendedProperties and "
+                "attachments).",
+            )
         out.props = True
         out.prop_id = _unquote(match.group(1)) if match.group(1) is not None else None
     return out

@@ -42,8 +42,7 @@ def max_recipients(ctx: GraphContext, owner: User) -> int:
 
 def recipient(user: User, address: str | None = None, name: str | None = None) -> dict[str, Any]:
     """A Graph recipient object for a directory user."""
-    return {"emailAddress": {"name": name or user.display_name or user.mail,
-                             "address": address or user.mail}}
+    return {"emailAddress": {"name": name or user.display_name or user.mail, "address": address or user.mail}}
 
 
 def require_send_rights(ctx: GraphContext, owner: User) -> None:
@@ -60,8 +59,9 @@ def require_send_rights(ctx: GraphContext, owner: User) -> None:
         raise access_denied()
 
 
-def resolve_from(ctx: GraphContext, owner: User, requested: dict[str, Any] | None
-                 ) -> tuple[User, dict[str, Any], dict[str, Any]]:
+def resolve_from(
+    ctx: GraphContext, owner: User, requested: dict[str, Any] | None
+) -> tuple[User, dict[str, Any], dict[str, Any]]:
     """(from mailbox, `from` recipient, `sender` recipient) or 403 per the rules above."""
     if requested is None:
         from_user, address, name = owner, owner.mail, None
@@ -88,27 +88,32 @@ def resolve_from(ctx: GraphContext, owner: User, requested: dict[str, Any] | Non
     raise send_as_denied()
 
 
-def check_sendable(ctx: GraphContext, owner: User, fields: MessageFields,
-                   attachments_size: int = 0) -> None:
+def check_sendable(ctx: GraphContext, owner: User, fields: MessageFields, attachments_size: int = 0) -> None:
     """Recipient and size checks done at submission time (also for drafts)."""
     count = fields.recipient_count()
     if count == 0:
-        raise GraphError(400, "ErrorInvalidRecipients",
-                         "At least one recipient isn't valid., A message can't be sent because it "
-                         "contains no recipients.")
+        raise GraphError(
+            400,
+            "ErrorInvalidRecipients",
+            "At least one recipient isn't valid., A message can't be sent because it contains no recipients.",
+        )
     limit = max_recipients(ctx, owner)
     if count > limit:
-        raise GraphError(400, "ErrorExceededMaxRecipientLimit",
-                         f"The message has {count} recipients; the maximum is {limit}.")
+        raise GraphError(
+            400, "ErrorExceededMaxRecipientLimit", f"The message has {count} recipients; the maximum is {limit}."
+        )
     size = len(fields.body.encode("utf-8")) + attachments_size
     if size > ctx.store.limits.max_message_bytes:
-        raise GraphError(400, "ErrorMessageSizeExceeded",
-                         f"The message exceeds the maximum supported size of "
-                         f"{ctx.store.limits.max_message_bytes} bytes.")
+        raise GraphError(
+            400,
+            "ErrorMessageSizeExceeded",
+            f"The message exceeds the maximum supported size of {ctx.store.limits.max_message_bytes} bytes.",
+        )
 
 
-def finish_send(ctx: GraphContext, store: GraphStore, owner: User, msg: StoredMessage,
-                save: bool, via: str) -> dict[str, Any]:
+def finish_send(
+    ctx: GraphContext, store: GraphStore, owner: User, msg: StoredMessage, save: bool, via: str
+) -> dict[str, Any]:
     """Rights, send limits, then the send itself; counters updated.
 
     Runs under the store lock so two concurrent sends of one draft cannot both succeed: the
@@ -124,8 +129,15 @@ def finish_send(ctx: GraphContext, store: GraphStore, owner: User, msg: StoredMe
             store.delete(msg)
         addresses = {u.oid: u.mail.lower() for u in (owner, from_user)}
         entry = store.record_send(
-            msg, owner_oid=owner.oid, from_oid=from_user.oid, sender=sender_rec, from_=from_rec,
-            actor_oid=ctx.actor.oid if ctx.actor else None, save=save, via=via, address_of=addresses,
+            msg,
+            owner_oid=owner.oid,
+            from_oid=from_user.oid,
+            sender=sender_rec,
+            from_=from_rec,
+            actor_oid=ctx.actor.oid if ctx.actor else None,
+            save=save,
+            via=via,
+            address_of=addresses,
         )
     ctx.state.counters.incr("graph.messages_sent")
     ctx.state.counters.incr("graph.recipients", msg.fields.recipient_count())
@@ -151,8 +163,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
             save = True
         if not isinstance(save, bool):
             raise bad_body(f"Cannot convert the literal '{save}' to the expected type 'Edm.Boolean'.")
-        fields = parse_message(lowered["message"], require_recipients=True,
-                               max_recipients=max_recipients(ctx, owner))
+        fields = parse_message(lowered["message"], require_recipients=True, max_recipients=max_recipients(ctx, owner))
         msg = store.new_message(owner.oid, SENT, fields, ctx.app_id)
         finish_send(ctx, store, owner, msg, save, "sendMail")
         return Response(202)
@@ -172,10 +183,18 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         finish_send(ctx, store, owner, msg, True, "draft")
         return Response(202)
 
-    graph_route(router, state, store, "POST",
-                ["/me/messages/{item}/send", "/users/{user}/messages/{item}/send",
-                 "/me/mailFolders/{folder}/messages/{item}/send"],
-                "graph.send")(_drop_folder(send_draft))
+    graph_route(
+        router,
+        state,
+        store,
+        "POST",
+        [
+            "/me/messages/{item}/send",
+            "/users/{user}/messages/{item}/send",
+            "/me/mailFolders/{folder}/messages/{item}/send",
+        ],
+        "graph.send",
+    )(_drop_folder(send_draft))
 
 
 def _drop_folder(fn: Any) -> Any:

@@ -76,9 +76,14 @@ class StoredMessage:
                 return prop["value"]
         return None
 
-    def to_graph(self, base: dict[str, str], *, select: list[str] | None = None,
-                 expand_props: list[dict[str, str]] | None = None,
-                 expand_attachments: bool = False) -> dict[str, Any]:
+    def to_graph(
+        self,
+        base: dict[str, str],
+        *,
+        select: list[str] | None = None,
+        expand_props: list[dict[str, str]] | None = None,
+        expand_attachments: bool = False,
+    ) -> dict[str, Any]:
         """Graph's message representation; `$select`/`$expand` shape what is returned."""
         f = self.fields
         preview = " ".join(f.body.split())[:255]
@@ -116,8 +121,7 @@ class StoredMessage:
         if select:
             wanted = {s.lower() for s in select}
             extra = {"internetmessageheaders": ("internetMessageHeaders", list(f.headers))}
-            out = {k: v for k, v in out.items()
-                   if k in ("@odata.etag", "id") or k.lower() in wanted}
+            out = {k: v for k, v in out.items() if k in ("@odata.etag", "id") or k.lower() in wanted}
             for low, (name, value) in extra.items():
                 if low in wanted:
                     out[name] = value
@@ -136,9 +140,12 @@ class StoredMessage:
             "folder": self.folder,
             "subject": f.subject,
             "body": {"contentType": f.body_type, "content": f.body},
-            "toRecipients": f.to, "ccRecipients": f.cc, "bccRecipients": f.bcc,
+            "toRecipients": f.to,
+            "ccRecipients": f.cc,
+            "bccRecipients": f.bcc,
             "replyTo": f.reply_to,
-            "from": self.from_, "sender": self.sender,
+            "from": self.from_,
+            "sender": self.sender,
             "requestedFrom": f.from_,
             "importance": f.importance,
             "categories": list(f.categories),
@@ -160,7 +167,8 @@ class Mailbox:
 
     oid: str
     folders: dict[str, OrderedDict[str, StoredMessage]] = field(
-        default_factory=lambda: {name: OrderedDict() for name in FOLDERS})
+        default_factory=lambda: {name: OrderedDict() for name in FOLDERS}
+    )
     delivered: list[dict[str, Any]] = field(default_factory=list)
     dropped: int = 0  # items evicted by the per-folder cap
 
@@ -193,28 +201,42 @@ class GraphStore:
             folder.popitem(last=False)
             box.dropped += 1
 
-    def make_attachment(self, name: str, content_type: str, raw: bytes, *, is_inline: bool = False,
-                        content_id: str | None = None) -> Attachment:
+    def make_attachment(
+        self, name: str, content_type: str, raw: bytes, *, is_inline: bool = False, content_id: str | None = None
+    ) -> Attachment:
         """An Attachment keeping at most `attachment_bytes_cap` bytes of content."""
         cap = self.limits.attachment_bytes_cap
         return Attachment(
-            id=new_item_id(), name=name, content_type=content_type, size=len(raw),
-            sha256=hash_bytes(raw), content=raw[:cap], content_complete=len(raw) <= cap,
-            is_inline=is_inline, content_id=content_id,
+            id=new_item_id(),
+            name=name,
+            content_type=content_type,
+            size=len(raw),
+            sha256=hash_bytes(raw),
+            content=raw[:cap],
+            content_complete=len(raw) <= cap,
+            is_inline=is_inline,
+            content_id=content_id,
         )
 
     def new_message(self, oid: str, folder: str, fields: MessageFields, app_id: str) -> StoredMessage:
         """Build (not store) a message whose inline attachments come from `fields.attachments`."""
         now = self._now()
         msg = StoredMessage(
-            id=new_item_id(), mailbox_oid=oid, folder=folder, fields=fields, created=now,
-            modified=now, app_id=app_id, change_key=secrets.token_urlsafe(12),
+            id=new_item_id(),
+            mailbox_oid=oid,
+            folder=folder,
+            fields=fields,
+            created=now,
+            modified=now,
+            app_id=app_id,
+            change_key=secrets.token_urlsafe(12),
             conversation_id="AAQkAG" + secrets.token_urlsafe(24),
             internet_message_id=f"<{secrets.token_hex(12)}@emulator.local>",
         )
         msg.attachments = [
-            self.make_attachment(a["name"], a["contentType"], a["raw"], is_inline=a["isInline"],
-                                 content_id=a["contentId"])
+            self.make_attachment(
+                a["name"], a["contentType"], a["raw"], is_inline=a["isInline"], content_id=a["contentId"]
+            )
             for a in fields.attachments
         ]
         fields.attachments = []  # raw bytes now live (capped) on the Attachment objects
@@ -252,7 +274,7 @@ class GraphStore:
                 return []
             names = [folder] if folder else list(FOLDERS)
             items = [m for name in names for m in box.folders[name].values()]
-        return sorted(items, key=lambda m: (m.sent or m.created), reverse=True)
+        return sorted(items, key=lambda m: m.sent or m.created, reverse=True)
 
     def touch(self, msg: StoredMessage) -> None:
         """Record a modification (new change key)."""
@@ -261,8 +283,16 @@ class GraphStore:
 
     # ----- sending ------------------------------------------------------------------------
     def record_send(
-        self, msg: StoredMessage, *, owner_oid: str, from_oid: str, sender: dict[str, Any],
-        from_: dict[str, Any], actor_oid: str | None, save: bool, via: str,
+        self,
+        msg: StoredMessage,
+        *,
+        owner_oid: str,
+        from_oid: str,
+        sender: dict[str, Any],
+        from_: dict[str, Any],
+        actor_oid: str | None,
+        save: bool,
+        via: str,
         address_of: dict[str, str],
     ) -> dict[str, Any]:
         """Finish a send: stamp, save copies to Sent Items, append to the delivery logs.
@@ -302,8 +332,7 @@ class GraphStore:
                 "idempotencyKey": msg.idempotency_key(),
                 "internetMessageHeaders": list(f.headers),
                 "singleValueExtendedProperties": list(f.extended_properties),
-                "attachments": [{"name": a.name, "size": a.size, "sha256": a.sha256}
-                                for a in msg.attachments],
+                "attachments": [{"name": a.name, "size": a.size, "sha256": a.sha256} for a in msg.attachments],
                 "savedToSentItems": save,
                 "sentItemIds": {address_of.get(k, k): v for k, v in saved_ids.items()},
                 "internetMessageId": msg.internet_message_id,

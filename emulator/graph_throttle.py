@@ -79,7 +79,9 @@ class GraphLimits:
 def throttled(limit_name: str, retry_after: int) -> GraphError:
     """The 429 Graph answers when an Outlook limit is hit (with Retry-After in seconds)."""
     return GraphError(
-        429, THROTTLE_CODE, f"Application is over its {limit_name} limit.",
+        429,
+        THROTTLE_CODE,
+        f"Application is over its {limit_name} limit.",
         headers={"Retry-After": str(retry_after)},
     )
 
@@ -214,8 +216,14 @@ class Throttle:
             per_key = []
             for (app, mailbox), seen in sorted(self._max_seen.items()):
                 per_mailbox[mailbox] = max(per_mailbox.get(mailbox, 0), seen)
-                per_key.append({"app_id": app, "mailbox": mailbox, "max_concurrency": seen,
-                                "in_flight": self._inflight.get((app, mailbox), 0)})
+                per_key.append(
+                    {
+                        "app_id": app,
+                        "mailbox": mailbox,
+                        "max_concurrency": seen,
+                        "in_flight": self._inflight.get((app, mailbox), 0),
+                    }
+                )
             return {
                 "max_concurrency": per_mailbox,
                 "per_app_mailbox": per_key,

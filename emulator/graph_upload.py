@@ -46,15 +46,19 @@ def parse_attachment_item(body: Any) -> dict[str, Any]:
         raise GraphError(400, "RequestBodyRead", "AttachmentItem needs a positive integer 'size'.")
     if size > MAX_ATTACHMENT_BYTES:
         raise GraphError(
-            400, "ErrorAttachmentSizeLimitExceeded",
+            400,
+            "ErrorAttachmentSizeLimitExceeded",
             f"The attachment size {size} exceeds the maximum of {MAX_ATTACHMENT_BYTES} bytes.",
         )
     content_type = item.get("contentType") or "application/octet-stream"
     if not isinstance(content_type, str):
         raise GraphError(400, "RequestBodyRead", "'contentType' must be a string.")
     return {
-        "name": name, "size": size, "contentType": content_type,
-        "isInline": bool(item.get("isInline", False)), "contentId": item.get("contentId"),
+        "name": name,
+        "size": size,
+        "contentType": content_type,
+        "isInline": bool(item.get("isInline", False)),
+        "contentId": item.get("contentId"),
     }
 
 
@@ -82,39 +86,47 @@ class UploadSession:
         """Graph's `nextExpectedRanges` after the first PUT (start offset of the next range)."""
         return [str(self.received)]
 
-    def put(self, content_range: str | None, content_length: str | None, body: bytes,
-            now: float) -> bool:
+    def put(self, content_range: str | None, content_length: str | None, body: bytes, now: float) -> bool:
         """Accept one chunk; True when the upload is complete. Raises GraphError otherwise."""
         if self.done:
             raise GraphError(404, "ErrorItemNotFound", "The upload session has already completed.")
         if now >= self.expires_at:
-            raise GraphError(401, "InvalidAuthenticationToken",
-                             "The upload session's token has expired.")
+            raise GraphError(401, "InvalidAuthenticationToken", "The upload session's token has expired.")
         match = _RANGE_RE.match(content_range or "")
         if not match:
-            raise GraphError(400, "InvalidRequest",
-                             "The Content-Range header is missing or malformed; expected "
-                             "'bytes {start}-{end}/{total}'.")
+            raise GraphError(
+                400,
+                "InvalidRequest",
+                "The Content-Range header is missing or malformed; expected 'bytes {start}-{end}/{total}'.",
+            )
         start, end, total = (int(g) for g in match.groups())
         if total != self.size:
-            raise GraphError(400, "InvalidRequest",
-                             f"Content-Range total {total} does not match the session size {self.size}.")
+            raise GraphError(
+                400, "InvalidRequest", f"Content-Range total {total} does not match the session size {self.size}."
+            )
         if end < start or end >= total:
             raise GraphError(400, "InvalidRequest", f"Content-Range {start}-{end} is not a valid range.")
         length = end - start + 1
         if length > MAX_CHUNK_BYTES:
-            raise GraphError(400, "InvalidRequest",
-                             f"The range is {length} bytes; at most {MAX_CHUNK_BYTES} bytes may be "
-                             "uploaded per request.")
+            raise GraphError(
+                400,
+                "InvalidRequest",
+                f"The range is {length} bytes; at most {MAX_CHUNK_BYTES} bytes may be uploaded per request.",
+            )
         if content_length is not None and content_length.strip() != str(length):
-            raise GraphError(400, "InvalidRequest",
-                             f"Content-Length {content_length} does not match the Content-Range length {length}.")
+            raise GraphError(
+                400,
+                "InvalidRequest",
+                f"Content-Length {content_length} does not match the Content-Range length {length}.",
+            )
         if len(body) != length:
-            raise GraphError(400, "InvalidRequest",
-                             f"The request body has {len(body)} bytes; Content-Range announces {length}.")
+            raise GraphError(
+                400, "InvalidRequest", f"The request body has {len(body)} bytes; Content-Range announces {length}."
+            )
         if start != self.received:
             raise GraphError(
-                416, "InvalidRange",
+                416,
+                "InvalidRange",
                 f"The range must start at byte {self.received}; got {start}. Bytes must be "
                 "uploaded in order without overlap.",
                 extra={"nextExpectedRanges": [f"{self.received}-"]},

@@ -95,13 +95,21 @@ def register(router: Router, state: EmulatorState) -> None:
         tenant = kv.config.tenant_id
         claims = verify_bearer(state, req, KEYVAULT_RESOURCE, challenge_tenant=tenant)
         if claims.get("tid") != tenant:
-            raise keyvault_challenge(state, f"AKV10032: Invalid issuer. Expected one of "
-                                     f"{state.base_url}/{tenant}/v2.0, found {claims.get('iss')}.", tenant)
+            raise keyvault_challenge(
+                state,
+                f"AKV10032: Invalid issuer. Expected one of {state.base_url}/{tenant}/v2.0, found {claims.get('iss')}.",
+                tenant,
+            )
         allowed = kv.config.allowed_principals
         if allowed is not None and not {claims.get("oid"), claims.get("appid")} & set(allowed):
-            raise _error(403, "Forbidden", "Caller is not authorized to perform action on resource. If role "
-                         "assignments were recently changed, please wait several minutes for role assignments "
-                         "to become effective.", "ForbiddenByRbac")
+            raise _error(
+                403,
+                "Forbidden",
+                "Caller is not authorized to perform action on resource. If role "
+                "assignments were recently changed, please wait several minutes for role assignments "
+                "to become effective.",
+                "ForbiddenByRbac",
+            )
         now = state.clock.now()
         with kv.lock:
             while kv.ops and kv.ops[0] <= now - kv.config.window_s:
@@ -109,9 +117,14 @@ def register(router: Router, state: EmulatorState) -> None:
             if len(kv.ops) >= kv.config.ops_limit:
                 retry = max(1, math.ceil(kv.ops[0] + kv.config.window_s - now))
                 state.counters.incr("kv.throttled")
-                raise _error(429, "Throttled", "Request was not processed because too many requests were "
-                             "received. Reason: A single client has exceeded the maximum number of requests "
-                             "per 10 seconds.", headers={"Retry-After": str(retry)})
+                raise _error(
+                    429,
+                    "Throttled",
+                    "Request was not processed because too many requests were "
+                    "received. Reason: A single client has exceeded the maximum number of requests "
+                    "per 10 seconds.",
+                    headers={"Retry-After": str(retry)},
+                )
             kv.ops.append(now)
 
     def check_name(name: str) -> None:
@@ -121,14 +134,23 @@ def register(router: Router, state: EmulatorState) -> None:
     def live(name: str) -> SecretEntry:
         entry = kv.secrets.get(name.lower())
         if entry is None:
-            raise _error(404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this key vault. "
-                         "If you recently deleted this secret you may be able to recover it using the correct "
-                         "recovery command.")
+            raise _error(
+                404,
+                "SecretNotFound",
+                f"A secret with (name/id) {name} was not found in this key vault. "
+                "If you recently deleted this secret you may be able to recover it using the correct "
+                "recovery command.",
+            )
         return entry
 
     def attrs(v: SecretVersion) -> dict[str, Any]:
-        out: dict[str, Any] = {"enabled": v.enabled, "created": v.created, "updated": v.updated,
-                               "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": RETENTION_DAYS}
+        out: dict[str, Any] = {
+            "enabled": v.enabled,
+            "created": v.created,
+            "updated": v.updated,
+            "recoveryLevel": "Recoverable+Purgeable",
+            "recoverableDays": RETENTION_DAYS,
+        }
         if v.nbf is not None:
             out["nbf"] = v.nbf
         if v.exp is not None:
@@ -149,8 +171,11 @@ def register(router: Router, state: EmulatorState) -> None:
 
     def deleted_bundle(entry: SecretEntry, value: bool) -> dict[str, Any]:
         out = bundle(entry, entry.versions[-1], value=value, item=not value)
-        out.update(recoveryId=f"{vault()}/deletedsecrets/{entry.name}", deletedDate=entry.deleted_date,
-                   scheduledPurgeDate=entry.scheduled_purge)
+        out.update(
+            recoveryId=f"{vault()}/deletedsecrets/{entry.name}",
+            deletedDate=entry.deleted_date,
+            scheduledPurgeDate=entry.scheduled_purge,
+        )
         return out
 
     def page(items: list[dict[str, Any]], req: Request, path: str) -> Response:
@@ -162,8 +187,9 @@ def register(router: Router, state: EmulatorState) -> None:
         chunk = items[start : start + size]
         next_link = None
         if start + size < len(items):
-            next_link = (f"{vault()}{path}?api-version={req.query['api-version']}&$skiptoken={start + size}"
-                         f"&maxresults={size}")
+            next_link = (
+                f"{vault()}{path}?api-version={req.query['api-version']}&$skiptoken={start + size}&maxresults={size}"
+            )
         return json_response(200, {"value": chunk, "nextLink": next_link})
 
     def tags_of(data: dict[str, Any]) -> dict[str, str] | None:
@@ -197,12 +223,25 @@ def register(router: Router, state: EmulatorState) -> None:
         now = int(state.clock.now())
         with kv.lock:
             if name.lower() in kv.deleted:
-                raise _error(409, "Conflict", f"Secret {name} is currently in a deleted but recoverable state, and "
-                             "its name cannot be reused; in this state, the secret can only be recovered or purged.",
-                             "ObjectIsDeletedButRecoverable")
+                raise _error(
+                    409,
+                    "Conflict",
+                    f"Secret {name} is currently in a deleted but recoverable state, and "
+                    "its name cannot be reused; in this state, the secret can only be recovered or purged.",
+                    "ObjectIsDeletedButRecoverable",
+                )
             entry = kv.secrets.setdefault(name.lower(), SecretEntry(name))
-            version = SecretVersion(uuid.uuid4().hex, value, data.get("contentType"), tags, now, now,
-                                    bool(attributes.get("enabled", True)), attributes.get("nbf"), attributes.get("exp"))
+            version = SecretVersion(
+                uuid.uuid4().hex,
+                value,
+                data.get("contentType"),
+                tags,
+                now,
+                now,
+                bool(attributes.get("enabled", True)),
+                attributes.get("nbf"),
+                attributes.get("exp"),
+            )
             entry.versions.append(version)
             return json_response(200, bundle(entry, version))
 
@@ -220,11 +259,11 @@ def register(router: Router, state: EmulatorState) -> None:
             entry = live(name)
             v = entry.versions[-1] if not version else next((x for x in entry.versions if x.version == version), None)
             if v is None:
-                raise _error(404, "SecretNotFound", f"A secret with (name/id) {name}/{version} was not found in this "
-                             "key vault.")
+                raise _error(
+                    404, "SecretNotFound", f"A secret with (name/id) {name}/{version} was not found in this key vault."
+                )
             if not v.enabled:
-                raise _error(403, "Forbidden", "Operation get is not allowed on a disabled secret.",
-                             "SecretDisabled")
+                raise _error(403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled")
             return json_response(200, bundle(entry, v))
 
     router.add("GET", "/secrets/{name}", "kv.getSecret", get_version)
@@ -310,8 +349,9 @@ def register(router: Router, state: EmulatorState) -> None:
 
     @router.route("GET", "/_emulator/keyvault", "admin.keyvault")
     def read_config(req: Request) -> Response:
-        return json_response(200, {**vars(kv.config), "vault_url": vault(), "secrets": len(kv.secrets),
-                                   "deleted": len(kv.deleted)})
+        return json_response(
+            200, {**vars(kv.config), "vault_url": vault(), "secrets": len(kv.secrets), "deleted": len(kv.deleted)}
+        )
 
     @router.route("POST", "/_emulator/keyvault", "admin.keyvault")
     def change_config(req: Request) -> Response:

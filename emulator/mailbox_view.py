@@ -33,8 +33,10 @@ def esc(value: Any) -> str:
 
 def page(title: str, body: str) -> Response:
     """A complete page with the viewer's CSP."""
-    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
-           f"<style>{STYLE}</style></head><body>{body}</body></html>")
+    doc = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{body}</body></html>"
+    )
     resp = html_response(200, doc)
     resp.headers["Content-Security-Policy"] = CSP
     resp.headers["X-Content-Type-Options"] = "nosniff"
@@ -64,9 +66,12 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
             rows.append(
                 f"<tr><td><a href='{esc(link)}'>{esc(user.mail)}</a></td><td>{esc(user.display_name)}</td>"
                 f"<td><code>{esc(user.tid)}</code></td><td>{'shared' if user.is_shared else ''}</td>"
-                f"<td>{counts[SENT]}</td><td>{counts[DRAFTS]}</td><td>{counts['delivered']}</td></tr>")
-        table = ("<table><tr><th>Mailbox</th><th>Name</th><th>Tenant</th><th></th><th>Sent Items</th>"
-                 "<th>Drafts</th><th>Delivered</th></tr>" + "".join(rows) + "</table>")
+                f"<td>{counts[SENT]}</td><td>{counts[DRAFTS]}</td><td>{counts['delivered']}</td></tr>"
+            )
+        table = (
+            "<table><tr><th>Mailbox</th><th>Name</th><th>Tenant</th><th></th><th>Sent Items</th>"
+            "<th>Drafts</th><th>Delivered</th></tr>" + "".join(rows) + "</table>"
+        )
         return page("Mailboxes", f"<h1>Emulated mailboxes</h1>{table}")
 
     @router.route("GET", "/_emulator/ui/mailboxes/{address}", "admin.graph.ui")
@@ -87,18 +92,23 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
                 out.append(
                     f"<tr><td>{esc(iso(m.sent or m.created))}</td><td>{esc(who)}</td>"
                     f"<td>{esc(_addrs(m.fields.to))}</td><td><a href='{esc(link)}'>"
-                    f"{esc(m.fields.subject or '(no subject)')}</a></td><td>{len(m.attachments)}</td></tr>")
+                    f"{esc(m.fields.subject or '(no subject)')}</a></td><td>{len(m.attachments)}</td></tr>"
+                )
             return "".join(out) or "<tr><td colspan=5 class=muted>empty</td></tr>"
 
         head = "<tr><th>Time</th><th>From / sender</th><th>To</th><th>Subject</th><th>Attachments</th></tr>"
         unsaved_rows = "".join(
             f"<tr><td>{esc(e['time'])}</td><td>{esc(e['from'])}</td><td>{esc(', '.join(e['to']))}</td>"
-            f"<td>{esc(e['subject'])}</td></tr>" for e in reversed(unsaved))
-        body = (f"<p><a href='/_emulator/ui/mailboxes'>&larr; all mailboxes</a></p>"
-                f"<h1>{esc(user.mail)}</h1><h2>Sent Items ({len(sent)})</h2><table>{head}{rows(sent)}</table>"
-                f"<h2>Drafts ({len(drafts)})</h2><table>{head}{rows(drafts)}</table>"
-                f"<h2>Delivered without a Sent Items copy ({len(unsaved)})</h2><table>"
-                f"<tr><th>Time</th><th>From</th><th>To</th><th>Subject</th></tr>{unsaved_rows}</table>")
+            f"<td>{esc(e['subject'])}</td></tr>"
+            for e in reversed(unsaved)
+        )
+        body = (
+            f"<p><a href='/_emulator/ui/mailboxes'>&larr; all mailboxes</a></p>"
+            f"<h1>{esc(user.mail)}</h1><h2>Sent Items ({len(sent)})</h2><table>{head}{rows(sent)}</table>"
+            f"<h2>Drafts ({len(drafts)})</h2><table>{head}{rows(drafts)}</table>"
+            f"<h2>Delivered without a Sent Items copy ({len(unsaved)})</h2><table>"
+            f"<tr><th>Time</th><th>From</th><th>To</th><th>Subject</th></tr>{unsaved_rows}</table>"
+        )
         return page(user.mail, body)
 
     @router.route("GET", "/_emulator/ui/mailboxes/{address}/messages/{item}", "admin.graph.ui")
@@ -108,25 +118,38 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         if msg is None:
             return page("Not found", "<h1>Message not found</h1>")
         f = msg.fields
-        meta = [("Folder", msg.folder), ("Sent", iso(msg.sent)), ("From", _addr(msg.from_)),
-                ("Sender", _addr(msg.sender)), ("To", _addrs(f.to)), ("Cc", _addrs(f.cc)),
-                ("Bcc", _addrs(f.bcc)), ("Reply-To", _addrs(f.reply_to)), ("Subject", f.subject),
-                ("Importance", f.importance), ("Internet message id", msg.internet_message_id),
-                ("Item id", msg.id)]
+        meta = [
+            ("Folder", msg.folder),
+            ("Sent", iso(msg.sent)),
+            ("From", _addr(msg.from_)),
+            ("Sender", _addr(msg.sender)),
+            ("To", _addrs(f.to)),
+            ("Cc", _addrs(f.cc)),
+            ("Bcc", _addrs(f.bcc)),
+            ("Reply-To", _addrs(f.reply_to)),
+            ("Subject", f.subject),
+            ("Importance", f.importance),
+            ("Internet message id", msg.internet_message_id),
+            ("Item id", msg.id),
+        ]
         meta += [(h["name"], h["value"]) for h in f.headers]
         meta += [(p["id"], p["value"]) for p in f.extended_properties]
         table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in meta)
         atts = "".join(
             f"<tr><td>{esc(a.name)}</td><td>{esc(a.content_type)}</td><td>{a.size}</td>"
-            f"<td><code>{esc(a.sha256)}</code></td></tr>" for a in msg.attachments)
+            f"<td><code>{esc(a.sha256)}</code></td></tr>"
+            for a in msg.attachments
+        )
         if f.body_type == "html":
             # srcdoc is an attribute: escaping makes it inert text here, the iframe parses it.
             shown = f"<iframe sandbox='' referrerpolicy='no-referrer' srcdoc=\"{esc(f.body)}\"></iframe>"
         else:
             shown = f"<pre>{esc(f.body)}</pre>"
         back = f"/_emulator/ui/mailboxes/{quote(user.mail)}"
-        body = (f"<p><a href='{esc(back)}'>&larr; {esc(user.mail)}</a></p><h1>{esc(f.subject or '(no subject)')}"
-                f"</h1><table>{table}</table><h2>Attachments ({len(msg.attachments)})</h2><table><tr><th>Name"
-                f"</th><th>Type</th><th>Size</th><th>sha256</th></tr>{atts}</table><h2>Body ({esc(f.body_type)})"
-                f"</h2>{shown}")
+        body = (
+            f"<p><a href='{esc(back)}'>&larr; {esc(user.mail)}</a></p><h1>{esc(f.subject or '(no subject)')}"
+            f"</h1><table>{table}</table><h2>Attachments ({len(msg.attachments)})</h2><table><tr><th>Name"
+            f"</th><th>Type</th><th>Size</th><th>sha256</th></tr>{atts}</table><h2>Body ({esc(f.body_type)})"
+            f"</h2>{shown}"
+        )
         return page(f.subject or "message", body)

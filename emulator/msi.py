@@ -31,22 +31,34 @@ def register(router: Router, state: EmulatorState) -> None:
         client_id = req.query.get("client_id") or req.query.get("clientid")
         identity = state.apps.identity(client_id)
         if identity is None:
-            return json_response(400, {
-                "statusCode": 400,
-                "message": f"Unable to load the proper Managed Identity. client_id={client_id or '(none)'}",
-            })
+            return json_response(
+                400,
+                {
+                    "statusCode": 400,
+                    "message": f"Unable to load the proper Managed Identity. client_id={client_id or '(none)'}",
+                },
+            )
         # The resource may be given as a scope (".../.default"); the audience is the bare resource.
         audience = resource[: -len("/.default")] if resource.endswith("/.default") else resource
         now = int(state.clock.now())
         access = issue_access_token(
-            state, tid=identity.tid, oid=identity.principal_id, client_id=identity.client_id, scopes=[],
-            audience=audience, lifetime_s=MI_LIFETIME_S, roles=[],
+            state,
+            tid=identity.tid,
+            oid=identity.principal_id,
+            client_id=identity.client_id,
+            scopes=[],
+            audience=audience,
+            lifetime_s=MI_LIFETIME_S,
+            roles=[],
             extra={"xms_mirid": f"/emulator/identities/{identity.client_id}"},
         )
-        return json_response(200, {
-            "access_token": access,
-            "expires_on": str(now + MI_LIFETIME_S),
-            "resource": resource,
-            "token_type": "Bearer",
-            "client_id": identity.client_id,
-        })
+        return json_response(
+            200,
+            {
+                "access_token": access,
+                "expires_on": str(now + MI_LIFETIME_S),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": identity.client_id,
+            },
+        )

@@ -164,8 +164,7 @@ def _graph_error(state: Any, req: Request, message: str) -> AuthError:
     }
     headers = {
         "WWW-Authenticate": (
-            f'Bearer realm="", authorization_uri="{state.base_url}/common/oauth2/authorize", '
-            f'client_id="{GRAPH_APP_ID}"'
+            f'Bearer realm="", authorization_uri="{state.base_url}/common/oauth2/authorize", client_id="{GRAPH_APP_ID}"'
         )
     }
     return AuthError(json_response(401, body, headers), message)
@@ -173,15 +172,11 @@ def _graph_error(state: Any, req: Request, message: str) -> AuthError:
 
 def keyvault_challenge(state: Any, message: str, tenant: str) -> AuthError:
     """Key Vault's 401: a bearer challenge naming the authority and the resource."""
-    headers = {
-        "WWW-Authenticate": f'Bearer authorization="{state.base_url}/{tenant}", resource="{KEYVAULT_RESOURCE}"'
-    }
+    headers = {"WWW-Authenticate": f'Bearer authorization="{state.base_url}/{tenant}", resource="{KEYVAULT_RESOURCE}"'}
     return AuthError(json_response(401, {"error": {"code": "Unauthorized", "message": message}}, headers), message)
 
 
-def verify_bearer(
-    state: Any, req: Request, audience: str, *, challenge_tenant: str | None = None
-) -> dict[str, Any]:
+def verify_bearer(state: Any, req: Request, audience: str, *, challenge_tenant: str | None = None) -> dict[str, Any]:
     """Check the bearer token for ``audience``; return its claims or raise :class:`AuthError`.
 
     ``audience`` is ``GRAPH_RESOURCE`` or ``KEYVAULT_RESOURCE``; the error shape follows that

@@ -156,7 +156,7 @@ class ConnectService:
         return self._store_connection(record["user_ref"], claims, sorted(granted), cache)
 
     def _store_connection(self, user_ref: str, claims: dict, scopes: list[str], cache) -> Connection:
-        now = time.time()
+        now = self.s.clock()
         cid = connection_id_for(claims["tid"], claims["oid"])
         conn = self.s.connections.find(cid)
         existing_for_user = self.s.connections.for_user(user_ref)

@@ -10,8 +10,14 @@ can help::
     ├── InputError                      bad input from a caller: HTTP 4xx, never retried
     │   ├── InvalidRequest              invalid_request        (400)
     │   ├── InvalidMessage              invalid_message        (400 / queue message rejected)
+    │   │   ├── InvalidJson             invalid_json
+    │   │   ├── TooManyRecipients       too_many_recipients
+    │   │   ├── HeaderInjection         header_injection
+    │   │   ├── InvalidHeader           invalid_header
+    │   │   └── SendAsNotEnabled        send_as_not_enabled
     │   ├── ReturnUrlNotAllowed         return_url_not_allowed (400)
     │   ├── NotFound                    not_found              (404)
+    │   │   └── UnknownConnection       unknown_connection
     │   └── Conflict                    conflict               (409)
     ├── ConnectError                    the OAuth connect flow failed; shown on return_url
     │   ├── ExpiredLink                 expired_link
@@ -29,6 +35,8 @@ can help::
     │   ├── AttachmentsTooLarge         attachments_too_large
     │   ├── MessageTooLarge             message_too_large
     │   ├── InvalidRecipients           invalid_recipients
+    │   ├── MailboxAccessDenied         access_denied
+    │   ├── AttemptsExhausted           attempts_exhausted
     │   └── OutcomeUnknown              outcome_unknown (the request may have been applied)
     └── TransientError                  try again later (transient=True)
         ├── Throttled                   throttled (carries retry_after seconds)
@@ -229,3 +237,52 @@ class Throttled(TransientError):
 
 class TemporarilyUnavailable(TransientError):
     code = "temporarily_unavailable"
+
+
+# --- send pipeline (issue 5) ------------------------------------------------------------------------
+# Rejections of a mailbridge.send/v1 message: all InvalidMessage, so HTTP callers get a 400 and queue
+# messages are recorded as ``rejected`` once instead of being retried.
+
+
+class InvalidJson(InvalidMessage):
+    code = "invalid_json"
+    default_hint = "The queue message is not UTF-8 JSON (plain, or base64-encoded JSON)."
+
+
+class TooManyRecipients(InvalidMessage):
+    code = "too_many_recipients"
+    default_hint = "A message may have at most 500 recipients (to + cc + bcc). Split it into several messages."
+
+
+class HeaderInjection(InvalidMessage):
+    code = "header_injection"
+    default_hint = "Line breaks (CR or LF) are not allowed in the subject, addresses, names or header values."
+
+
+class InvalidHeader(InvalidMessage):
+    code = "invalid_header"
+    default_hint = "Custom headers must be named x-... (letters, digits, hyphens) and x-mailbridge-* is reserved."
+
+
+class UnknownConnection(NotFound):
+    code = "unknown_connection"
+    default_hint = "No connected mailbox has this connection_id (never connected, or disconnected)."
+
+
+class SendAsNotEnabled(InvalidMessage):
+    code = "send_as_not_enabled"
+    default_hint = "Sending as another mailbox ('from') needs ENABLE_SHARED_MAILBOXES=true and a reconnect."
+
+
+class MailboxAccessDenied(SendError):
+    code = "access_denied"
+    http_status = 403
+    default_hint = (
+        "Microsoft Graph denied access to the mailbox. The user may need to reconnect to grant the "
+        "permissions this operation needs, or lacks Exchange rights on the mailbox."
+    )
+
+
+class AttemptsExhausted(SendError):
+    code = "attempts_exhausted"
+    default_hint = "The message was delayed too many times (throttling or pacing) and was given up."

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import requests
 
@@ -16,10 +19,20 @@ from shared.storage import StorageClients
 from shared.store import ConnectionStore, FlowStore, TenantStore
 from shared.tokens import TokenService
 
+if TYPE_CHECKING:
+    from shared.attachments import AttachmentStore
+    from shared.deliveries import DeliveryStore
+    from shared.events import EventPublisher
+    from shared.graph import GraphClient
+    from shared.pacing import MailboxPacer
+    from shared.sender import Sender
+
 
 @dataclass
 class Services:
     settings: Settings
+    # Every "now" the app reasons with (refresh due dates, token expiry); tests substitute the emulator's clock.
+    clock: Callable[[], float] = time.time
 
     @cached_property
     def http(self) -> requests.Session:
@@ -55,7 +68,59 @@ class Services:
 
     @cached_property
     def tokens(self) -> TokenService:
-        return TokenService(self.settings, self.msal, self.vault, self.connections, self.locks)
+        return TokenService(self.settings, self.msal, self.vault, self.connections, self.locks, clock=self.clock)
+
+    # --- send pipeline (issue 5); imported here so the connect path does not load it -------------------
+    @cached_property
+    def graph(self) -> GraphClient:
+        from shared.graph import GraphClient
+
+        return GraphClient(self.settings, self.http)
+
+    @cached_property
+    def deliveries(self) -> DeliveryStore:
+        from shared.deliveries import DeliveryStore
+
+        return DeliveryStore(self.storage)
+
+    @cached_property
+    def events(self) -> EventPublisher:
+        from shared.events import EventPublisher
+
+        return EventPublisher(self.settings, self.storage)
+
+    @cached_property
+    def attachments(self) -> AttachmentStore:
+        from shared.attachments import AttachmentStore
+
+        return AttachmentStore(self.storage, self.settings.attachments_container)
+
+    @cached_property
+    def pacer(self) -> MailboxPacer:
+        """Per-process pacing; tests replace it with scaled-down windows (``services.pacer = MailboxPacer(...)``)."""
+        from shared.pacing import MailboxPacer
+
+        return MailboxPacer(
+            max_concurrency=self.settings.mailbox_concurrency,
+            messages_per_window=self.settings.mailbox_messages_per_minute,
+            recipients_per_window=self.settings.mailbox_recipients_per_day,
+        )
+
+    @cached_property
+    def sender(self) -> Sender:
+        from shared.sender import Sender
+
+        return Sender(
+            self.settings,
+            self.storage,
+            self.connections,
+            self.tokens,
+            self.graph,
+            self.pacer,
+            self.deliveries,
+            self.events,
+            self.attachments,
+        )
 
 
 _lock = threading.Lock()

@@ -74,6 +74,12 @@ class Settings:
     ticket_signing_key: bytes = field(repr=False)
     ca_bundle: str | None
     enable_sample_ui: bool
+    table_prefix: str = ""
+    # Per-mailbox pacing of sends (Outlook/Exchange limits; lower them for Outlook.com: ~300 mails/day).
+    mailbox_concurrency: int = 4
+    mailbox_messages_per_minute: int = 30
+    mailbox_recipients_per_day: int = 10_000
+    send_as_endpoint: str = "me"  # "me": /me/sendMail with from; "users": /users/{from}/sendMail
     version: str = VERSION
 
     @property
@@ -202,6 +208,20 @@ def _ticket_key(env: Mapping[str, str]) -> bytes:
     return key
 
 
+def _table_prefix(env: Mapping[str, str]) -> str:
+    prefix = _get(env, "TABLE_PREFIX", "") or ""
+    if prefix and not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,19}", prefix):
+        raise SettingsError("TABLE_PREFIX", "must be 1-20 letters/digits starting with a letter")
+    return prefix
+
+
+def _send_as_endpoint(env: Mapping[str, str]) -> str:
+    value = (_get(env, "SEND_AS_ENDPOINT", "me") or "me").lower()
+    if value not in {"me", "users"}:
+        raise SettingsError("SEND_AS_ENDPOINT", f"must be 'me' or 'users', got {value!r}")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from ``env`` (default: the process environment); raise SettingsError naming the culprit."""
     env = os.environ if env is None else env
@@ -273,6 +293,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ticket_signing_key=_ticket_key(env),
         ca_bundle=ca_bundle,
         enable_sample_ui=_bool(env, "ENABLE_SAMPLE_UI", False),
+        table_prefix=_table_prefix(env),
+        mailbox_concurrency=_int(env, "MAILBOX_CONCURRENCY", 4, 1, 16),
+        mailbox_messages_per_minute=_int(env, "MAILBOX_MESSAGES_PER_MINUTE", 30, 1, 10_000),
+        mailbox_recipients_per_day=_int(env, "MAILBOX_RECIPIENTS_PER_DAY", 10_000, 1, 1_000_000),
+        send_as_endpoint=_send_as_endpoint(env),
     )
 
 

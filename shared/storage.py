@@ -60,7 +60,11 @@ class StorageClients:
         return BlobServiceClient(account_url=s.blob_service_uri, credential=self._credential)
 
     def table(self, name: str) -> TableClient:
-        """A client for table ``name``, created on first use (infra creates them in Azure; Azurite starts empty)."""
+        """A client for table ``name``, created on first use (infra creates them in Azure; Azurite starts empty).
+
+        TABLE_PREFIX (empty in Azure) lets several deployments or test runs share one storage account.
+        """
+        name = self.settings.table_prefix + name
         with self._lock:
             client = self._tables.get(name)
             if client is None:

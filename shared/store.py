@@ -210,15 +210,20 @@ class FlowStore:
         """Record a ticket as used; a second use raises ExpiredLink (replay)."""
         try:
             self.table.create_entity(
-                {"PartitionKey": f"ticket-{ticket_id}", "RowKey": "used", "expires_at": float(expires_at)}
+                {"PartitionKey": "ticket-" + self._key(ticket_id), "RowKey": "used", "expires_at": float(expires_at)}
             )
         except ResourceExistsError:
             raise ExpiredLink(detail="ticket already used") from None
 
+    @staticmethod
+    def _key(state: str) -> str:
+        # Rows are keyed by a hash of the state: storage request URLs (which libraries log) never carry it.
+        return "s" + hashlib.sha256(state.encode()).hexdigest()
+
     def put(self, state: str, kind: str, data: dict[str, Any]) -> None:
         self.table.create_entity(
             {
-                "PartitionKey": state,
+                "PartitionKey": self._key(state),
                 "RowKey": kind,
                 "data": json.dumps(data),
                 "expires_at": time.time() + self.TTL_SECONDS,
@@ -229,13 +234,14 @@ class FlowStore:
         """Load and delete the flow for ``state``; a missing, expired or already-used one raises InvalidState."""
         if not state or len(state) > 256:
             raise InvalidState(detail="missing state")
+        key = self._key(state)
         try:
-            entity = self.table.get_entity(state, kind)
+            entity = self.table.get_entity(key, kind)
         except (ResourceNotFoundError, ValueError):
             raise InvalidState(detail="unknown or used state") from None
         try:
             self.table.delete_entity(
-                state, kind, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
+                key, kind, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
             )
         except (ResourceNotFoundError, ResourceModifiedError):
             raise InvalidState(detail="state already used") from None

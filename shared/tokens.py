@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msal
@@ -52,6 +53,8 @@ class TokenService:
         connections: ConnectionStore,
         locks: ConnectionLocks,
         max_cached: int = 5000,
+        max_secret_versions: int = 100,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.msal = msal_factory
@@ -59,6 +62,8 @@ class TokenService:
         self.connections = connections
         self.locks = locks
         self.max_cached = max_cached
+        self.max_secret_versions = max_secret_versions
+        self.clock = clock  # injectable so tests can live on the emulator's clock
         self._memory: OrderedDict[str, _Cached] = OrderedDict()
         self._mem_lock = threading.Lock()
 
@@ -68,7 +73,7 @@ class TokenService:
 
     def access_token(self, conn: Connection) -> str:
         """A token with at least 5 minutes left: from memory, else via a locked refresh."""
-        now = time.time()
+        now = self.clock()
         with self._mem_lock:
             hit = self._memory.get(conn.connection_id)
             if hit and hit.expires_at - now > EARLY_REFRESH_SECONDS:
@@ -108,22 +113,50 @@ class TokenService:
                 raise reauth
             refreshed = result.get("token_source") == "identity_provider"
             wrote = False
+            old_secret = None
             if cache.has_state_changed:
-                self.vault.write(fresh.secret_name, cache.serialize(), tags={"connection": fresh.connection_id})
+                old_secret = self._write_back(fresh, cache.serialize())
                 wrote = True
-            if refreshed:
-                fresh.last_refreshed_at = time.time()
-                fresh.secret_writes += int(wrote)
+            if refreshed or wrote:
+                if refreshed:
+                    fresh.last_refreshed_at = self.clock()
                 due = fresh.last_refreshed_at + self.settings.refresh_after_days * 86400
                 self.connections.set_refresh_due(fresh, due)
                 self.connections.save(fresh)
-            expires_at = time.time() + float(result.get("expires_in", 3600))
+            if old_secret:
+                # Only after the row points at the new name: the old one (and all its versions) goes to soft delete.
+                self.vault.delete(old_secret)
+            expires_at = self.clock() + float(result.get("expires_in", 3600))
             with self._mem_lock:
                 self._memory[fresh.connection_id] = _Cached(result["access_token"], expires_at)
                 self._memory.move_to_end(fresh.connection_id)
                 while len(self._memory) > self.max_cached:
                     self._memory.popitem(last=False)
             return RefreshOutcome(result["access_token"], expires_at, refreshed, wrote)
+
+    def _write_back(self, conn: Connection, serialized: str) -> str | None:
+        """Store the rotated cache. Every set adds a Key Vault version, and versions cannot be deleted one by
+        one, so after ``max_secret_versions`` writes the cache moves to the next generation's name and the
+        old secret is deleted (soft delete, then purged by Key Vault after its retention). Returns the name
+        to delete once the connection row points at the new one, or None."""
+        from shared.secrets import SecretNameDeleted, secret_name
+
+        if conn.secret_writes < self.max_secret_versions:
+            self.vault.write(conn.secret_name, serialized, tags={"connection": conn.connection_id})
+            conn.secret_writes += 1
+            return None
+        old = conn.secret_name
+        for _ in range(5):
+            conn.secret_generation += 1
+            conn.secret_name = secret_name(conn.connection_id, conn.secret_generation)
+            try:
+                self.vault.write(conn.secret_name, serialized, tags={"connection": conn.connection_id})
+                break
+            except SecretNameDeleted:
+                continue
+        conn.secret_writes = 1
+        logger.info("Connection %s token cache moved to generation %d", conn.connection_id, conn.secret_generation)
+        return old
 
     def _mark_reauth(self, conn: Connection, err: ReauthRequired) -> None:
         """Record that the user must reconnect; the caller emits the event."""

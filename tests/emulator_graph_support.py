@@ -50,9 +50,16 @@ class GraphKit:
 
     def app_token(self, *roles: str) -> str:
         """App-only Graph token (application permissions `roles`)."""
-        return issue_access_token(self.tenant.emulator.state, tid=self.tenant.tid, oid=None,
-                                  client_id=self.tenant.client_id, scopes=[], audience=GRAPH_RESOURCE,
-                                  lifetime_s=3600, roles=list(roles))
+        return issue_access_token(
+            self.tenant.emulator.state,
+            tid=self.tenant.tid,
+            oid=None,
+            client_id=self.tenant.client_id,
+            scopes=[],
+            audience=GRAPH_RESOURCE,
+            lifetime_s=3600,
+            roles=list(roles),
+        )
 
     def call(self, method: str, path: str, token: str | None, **kwargs: Any) -> requests.Response:
         """Call `path` (relative to the base URL) with a bearer token."""
@@ -62,8 +69,9 @@ class GraphKit:
         url = path if path.startswith("https://") else f"{self.base}{path}"
         return self.http.request(method, url, headers=headers, timeout=60, **kwargs)
 
-    def send(self, token: str, message: dict[str, Any], *, user: str | None = None,
-             save: bool | None = None, **kwargs: Any) -> requests.Response:
+    def send(
+        self, token: str, message: dict[str, Any], *, user: str | None = None, save: bool | None = None, **kwargs: Any
+    ) -> requests.Response:
         """POST sendMail for /me (or /users/{user})."""
         body: dict[str, Any] = {"message": message}
         if save is not None:
@@ -74,9 +82,13 @@ class GraphKit:
     def simple(self, subject: str = "hello", to: str = "rcpt@external.example", **extra: Any) -> dict[str, Any]:
         """A minimal valid message whose `x-mailbridge-id` header (the idempotency key the
         delivery log groups by) is the subject."""
-        return {"subject": subject, "body": {"contentType": "text", "content": "hi"},
-                "toRecipients": [rcpt(to)],
-                "internetMessageHeaders": [{"name": "x-mailbridge-id", "value": subject}], **extra}
+        return {
+            "subject": subject,
+            "body": {"contentType": "text", "content": "hi"},
+            "toRecipients": [rcpt(to)],
+            "internetMessageHeaders": [{"name": "x-mailbridge-id", "value": subject}],
+            **extra,
+        }
 
 
 @pytest.fixture
@@ -85,8 +97,14 @@ def graph_kit(emu_tenant: Callable[..., Any]) -> Iterator[GraphKit]:
     bob: Send on Behalf + Full Access, carol: nothing)."""
     kit = emu_tenant(users=("alice", "bob", "carol"))
     alice, bob = kit.users["alice"]["oid"], kit.users["bob"]["oid"]
-    kit.add_user("team", is_shared=True, display_name="Team Mailbox", send_as=[alice],
-                 send_on_behalf=[bob], full_access=[alice, bob])
+    kit.add_user(
+        "team",
+        is_shared=True,
+        display_name="Team Mailbox",
+        send_as=[alice],
+        send_on_behalf=[bob],
+        full_access=[alice, bob],
+    )
     http = kit.http()
     yield GraphKit(kit, http)
     http.close()

@@ -107,3 +107,28 @@ def test_state_is_single_use_and_unknown_state_is_refused(mailbridge):
     assert replay.status_code == 400 and b"invalid_state" in replay.get_body()
     forged = mb.http("connect_callback", params={"state": "made-up", "code": "x"})
     assert forged.status_code == 400 and b"invalid_state" in forged.get_body()
+
+
+def test_secretless_app_credential_through_a_managed_identity(mailbridge, emulator, emulator_admin, monkeypatch):
+    """ENTRA_CLIENT_CREDENTIAL=managed_identity: MSAL and Key Vault use a federated managed-identity assertion."""
+    mb = mailbridge()
+    identity = emulator_admin.create_managed_identity()
+    emulator_admin.update_app(
+        mb.env["ENTRA_CLIENT_ID"],
+        federated_credentials=[{"issuer": identity["issuer"], "subject": identity["principal_id"]}],
+    )
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{emulator.base_url}/_msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", emulator.state.identity_header)
+    monkeypatch.delenv("ENTRA_CLIENT_SECRET")
+    monkeypatch.setenv("ENTRA_CLIENT_CREDENTIAL", "managed_identity")
+    monkeypatch.setenv("MANAGED_IDENTITY_CLIENT_ID", identity["client_id"])
+    from shared.services import reset_services
+
+    reset_services()
+    assert mb.services.settings.entra_client_secret is None
+    emulator_admin.reset_counters()
+    result = mb.connect("alice")
+    assert result["status"] == "connected"
+    conn = mb.services.connections.get(result["connection_id"])
+    assert mb.services.tokens.refresh(conn, force=True).refreshed
+    assert emulator_admin.counters().get("calls.msi.token", 0) >= 1

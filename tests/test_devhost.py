@@ -88,7 +88,8 @@ def test_routing_methods_prefix_and_errors(devhost):
     special = requests.get(base + "/api/items/special", timeout=5)
     assert special.status_code == 200 and special.text == "literal route wins"
     echo = requests.post(base + "/api/open", data=b"payload", timeout=5)
-    assert echo.status_code == 201 and echo.content == b"payload"
+    assert echo.status_code == 201 and echo.content == b"payload" and echo.headers["X-Echo"] == "yes"
+    assert echo.headers["Content-Type"].startswith("text/plain")
     assert requests.get(base + "/api/boom", timeout=5).status_code == 500
 
 

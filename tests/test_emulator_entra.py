@@ -134,8 +134,9 @@ def test_redirect_uri_mismatch_shows_error_page_not_redirect(emu_tenant, emu_htt
     kit = emu_tenant()
     _, challenge = _pkce()
     resp = emu_http.get(
-        _authorize_url(kit, redirect_uri="https://evil.example/cb", code_challenge=challenge,
-                       code_challenge_method="S256"),
+        _authorize_url(
+            kit, redirect_uri="https://evil.example/cb", code_challenge=challenge, code_challenge_method="S256"
+        ),
         allow_redirects=False,
     )
     assert resp.status_code == 400 and "Location" not in resp.headers
@@ -145,11 +146,18 @@ def test_redirect_uri_mismatch_shows_error_page_not_redirect(emu_tenant, emu_htt
 def test_unknown_client_and_single_tenant_app_on_common(emu_tenant, emulator_admin, emu_http, emulator):
     kit = emu_tenant()
     _, challenge = _pkce()
-    page = emu_http.get(_authorize_url(kit, client_id="11111111-2222-3333-4444-555555555555",
-                                       code_challenge=challenge, code_challenge_method="S256"))
+    page = emu_http.get(
+        _authorize_url(
+            kit,
+            client_id="11111111-2222-3333-4444-555555555555",
+            code_challenge=challenge,
+            code_challenge_method="S256",
+        )
+    )
     assert "AADSTS700016" in page.text
-    single = emulator_admin.register_app(home_tid=kit.tid, sign_in_audience="AzureADMyOrg",
-                                         redirect_uris=[kit.redirect_uri], secrets=["x"])
+    single = emulator_admin.register_app(
+        home_tid=kit.tid, sign_in_audience="AzureADMyOrg", redirect_uris=[kit.redirect_uri], secrets=["x"]
+    )
     url = _authorize_url(kit, client_id=single["client_id"], code_challenge=challenge, code_challenge_method="S256")
     url = url.replace(f"/{kit.tid}/", "/common/")
     resp = emu_http.get(url, allow_redirects=False)
@@ -162,11 +170,18 @@ def _code_for(kit, emulator_admin, challenge: str) -> str:
 
 
 def _redeem(kit, code: str, verifier: str, redirect_uri: str | None = None) -> dict:
-    resp = kit.http().post(f"{kit.authority}/oauth2/v2.0/token", data={
-        "grant_type": "authorization_code", "client_id": kit.client_id, "client_secret": kit.client_secret,
-        "code": code, "code_verifier": verifier, "redirect_uri": redirect_uri or kit.redirect_uri,
-        "scope": "Mail.Send openid profile offline_access",
-    })
+    resp = kit.http().post(
+        f"{kit.authority}/oauth2/v2.0/token",
+        data={
+            "grant_type": "authorization_code",
+            "client_id": kit.client_id,
+            "client_secret": kit.client_secret,
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": redirect_uri or kit.redirect_uri,
+            "scope": "Mail.Send openid profile offline_access",
+        },
+    )
     return {"status": resp.status_code, **resp.json()}
 
 
@@ -295,8 +310,12 @@ def test_admin_consent_unblocks_an_admin_required_tenant(emu_tenant, emulator_ad
     kit = emu_tenant(consent_policy="admin_required")
     kit.add_user("boss", is_admin=True)
     assert _authorize_as(kit, emulator_admin, "alice")["error"] == "consent_required"
-    params = {"client_id": kit.client_id, "redirect_uri": kit.redirect_uri, "state": "ac-1",
-              "scope": "https://graph.microsoft.com/.default"}
+    params = {
+        "client_id": kit.client_id,
+        "redirect_uri": kit.redirect_uri,
+        "state": "ac-1",
+        "scope": "https://graph.microsoft.com/.default",
+    }
     common = emu_http.get(f"{emulator.base_url}/common/v2.0/adminconsent?{urlencode(params)}", allow_redirects=False)
     assert emulator_admin.query_of(common.headers["Location"])["error"] == "invalid_request"
     url = f"{emulator.base_url}/organizations/v2.0/adminconsent?{urlencode(params)}"
@@ -317,8 +336,9 @@ def test_prompt_none_needs_a_session(emu_tenant, emulator_admin):
     resp = session.get(silent, allow_redirects=False)
     assert emulator_admin.query_of(resp.headers["Location"])["error"] == "login_required"
     interactive = _authorize_url(kit, code_challenge=challenge, code_challenge_method="S256")
-    session.post(interactive, data={"username": kit.users["alice"]["upn"], "action": "accept"},
-                 allow_redirects=False)  # sets the emulator's SSO cookie on this session
+    session.post(
+        interactive, data={"username": kit.users["alice"]["upn"], "action": "accept"}, allow_redirects=False
+    )  # sets the emulator's SSO cookie on this session
     again = session.get(silent, allow_redirects=False)
     assert "code" in emulator_admin.query_of(again.headers["Location"])
 
@@ -338,7 +358,10 @@ def test_personal_accounts_through_consumers(emu_tenant, emulator_admin, emulato
 def test_wrong_and_expired_client_secret(emu_tenant, emulator_admin, emulator):
     kit = emu_tenant(secret_expires_in_s=3600)
     wrong = msal.ConfidentialClientApplication(
-        kit.client_id, client_credential="nope", authority=kit.authority, instance_discovery=False,
+        kit.client_id,
+        client_credential="nope",
+        authority=kit.authority,
+        instance_discovery=False,
         http_client=kit.http(),
     ).acquire_token_for_client(["https://vault.azure.net/.default"])
     assert wrong["error"] == "invalid_client" and 7000215 in wrong["error_codes"]
@@ -354,7 +377,8 @@ def test_client_assertion_from_the_managed_identity_endpoint(emu_tenant, emulato
     kit = emu_tenant()
     identity = emulator_admin.create_managed_identity(kit.tid)
     fic_app = emulator_admin.register_app(
-        home_tid=kit.tid, redirect_uris=[kit.redirect_uri],
+        home_tid=kit.tid,
+        redirect_uris=[kit.redirect_uri],
         federated_credentials=[{"issuer": identity["issuer"], "subject": identity["principal_id"]}],
     )
     monkeypatch.setenv("IDENTITY_ENDPOINT", f"{emulator.base_url}/_msi/token")
@@ -365,8 +389,11 @@ def test_client_assertion_from_the_managed_identity_endpoint(emu_tenant, emulato
         return credential.get_token("api://AzureADTokenExchange/.default").token
 
     app = msal.ConfidentialClientApplication(
-        fic_app["client_id"], client_credential={"client_assertion": assertion}, authority=kit.authority,
-        instance_discovery=False, http_client=kit.http(),
+        fic_app["client_id"],
+        client_credential={"client_assertion": assertion},
+        authority=kit.authority,
+        instance_discovery=False,
+        http_client=kit.http(),
     )
     app_only = app.acquire_token_for_client(["https://vault.azure.net/.default"])
     assert "access_token" in app_only, app_only
@@ -378,8 +405,11 @@ def test_client_assertion_from_the_managed_identity_endpoint(emu_tenant, emulato
         home_tid=kit.tid, federated_credentials=[{"issuer": identity["issuer"], "subject": "someone-else"}]
     )
     denied = msal.ConfidentialClientApplication(
-        stranger["client_id"], client_credential={"client_assertion": assertion}, authority=kit.authority,
-        instance_discovery=False, http_client=kit.http(),
+        stranger["client_id"],
+        client_credential={"client_assertion": assertion},
+        authority=kit.authority,
+        instance_discovery=False,
+        http_client=kit.http(),
     ).acquire_token_for_client(["https://vault.azure.net/.default"])
     assert 70021 in denied["error_codes"]
 
@@ -388,8 +418,9 @@ def test_msi_endpoint_requires_the_identity_header(emulator, emu_http, emulator_
     identity = emulator_admin.create_managed_identity()
     url = f"{emulator.base_url}/_msi/token?api-version=2019-08-01&resource=api://AzureADTokenExchange"
     assert emu_http.get(url + f"&client_id={identity['client_id']}").status_code == 401
-    ok = emu_http.get(url + f"&client_id={identity['client_id']}",
-                      headers={"X-IDENTITY-HEADER": emulator.state.identity_header})
+    ok = emu_http.get(
+        url + f"&client_id={identity['client_id']}", headers={"X-IDENTITY-HEADER": emulator.state.identity_header}
+    )
     assert ok.status_code == 200 and set(ok.json()) >= {"access_token", "expires_on", "resource", "token_type"}
 
 
@@ -405,7 +436,6 @@ def test_form_post_response_mode(emu_tenant, emulator_admin):
     kit = emu_tenant()
     _, challenge = _pkce()
     url = _authorize_url(kit, code_challenge=challenge, code_challenge_method="S256", response_mode="form_post")
-    resp = kit.http().post(url, data={"username": kit.users["alice"]["upn"], "action": "accept"},
-                           allow_redirects=False)
+    resp = kit.http().post(url, data={"username": kit.users["alice"]["upn"], "action": "accept"}, allow_redirects=False)
     assert resp.status_code == 200
     assert f"action='{kit.redirect_uri}'" in resp.text and "name='code'" in resp.text

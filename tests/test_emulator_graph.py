@@ -36,8 +36,14 @@ def test_send_mail_stores_every_field(graph_kit: GraphKit, emulator_admin) -> No
         "importance": "high",
         "internetMessageHeaders": [{"name": "x-mailbridge-id", "value": key}],
         "singleValueExtendedProperties": [{"id": PROP_ID, "value": key}],
-        "attachments": [{"@odata.type": "#microsoft.graph.fileAttachment", "name": "r.pdf",
-                         "contentType": "application/pdf", "contentBytes": base64.b64encode(pdf).decode()}],
+        "attachments": [
+            {
+                "@odata.type": "#microsoft.graph.fileAttachment",
+                "name": "r.pdf",
+                "contentType": "application/pdf",
+                "contentBytes": base64.b64encode(pdf).decode(),
+            }
+        ],
     }
     before = emulator_admin.counters("graph.")
     resp = graph_kit.send(graph_kit.token("alice"), message, headers={"client-request-id": "cr-123"})
@@ -84,8 +90,7 @@ def test_send_as_on_behalf_and_denied(graph_kit: GraphKit, emulator_admin) -> No
     shared = ("Mail.Send", "Mail.Send.Shared")
     # alice has Send As: from = sender = team; copies in alice's and team's Sent Items
     key = unique()
-    resp = graph_kit.send(graph_kit.token("alice", *shared),
-                          graph_kit.simple(key, **{"from": rcpt(team)}))
+    resp = graph_kit.send(graph_kit.token("alice", *shared), graph_kit.simple(key, **{"from": rcpt(team)}))
     assert resp.status_code == 202
     [copy] = [m for m in emulator_admin.sent_items(team) if m["subject"] == key]
     assert copy["from"]["emailAddress"]["address"] == team
@@ -93,8 +98,10 @@ def test_send_as_on_behalf_and_denied(graph_kit: GraphKit, emulator_admin) -> No
     assert any(m["subject"] == key for m in emulator_admin.sent_items(graph_kit.addr("alice")))
     # bob has Send on Behalf: from = team, sender = bob
     key = unique()
-    assert graph_kit.send(graph_kit.token("bob", *shared),
-                          graph_kit.simple(key, **{"from": rcpt(team)})).status_code == 202
+    assert (
+        graph_kit.send(graph_kit.token("bob", *shared), graph_kit.simple(key, **{"from": rcpt(team)})).status_code
+        == 202
+    )
     [copy] = [m for m in emulator_admin.sent_items(team) if m["subject"] == key]
     assert copy["from"]["emailAddress"]["address"] == team
     assert copy["sender"]["emailAddress"]["address"] == graph_kit.addr("bob")
@@ -105,8 +112,9 @@ def test_send_as_on_behalf_and_denied(graph_kit: GraphKit, emulator_admin) -> No
     resp = graph_kit.send(graph_kit.token("alice"), graph_kit.simple(**{"from": rcpt(team)}))
     assert resp.status_code == 403 and resp.json()["error"]["code"] == "ErrorAccessDenied"
     # an address outside the organisation
-    resp = graph_kit.send(graph_kit.token("alice", *shared),
-                          graph_kit.simple(**{"from": rcpt("ceo@elsewhere.example")}))
+    resp = graph_kit.send(
+        graph_kit.token("alice", *shared), graph_kit.simple(**{"from": rcpt("ceo@elsewhere.example")})
+    )
     assert resp.json()["error"]["code"] == "ErrorSendAsDenied"
 
 
@@ -145,8 +153,9 @@ def test_app_only_token(graph_kit: GraphKit) -> None:
 
 
 def test_missing_scope_is_403_with_graph_error_shape(graph_kit: GraphKit) -> None:
-    resp = graph_kit.send(graph_kit.token("alice", "Mail.Read"), graph_kit.simple(),
-                          headers={"client-request-id": "abc"})
+    resp = graph_kit.send(
+        graph_kit.token("alice", "Mail.Read"), graph_kit.simple(), headers={"client-request-id": "abc"}
+    )
     assert resp.status_code == 403
     error = resp.json()["error"]
     assert error["code"] == "ErrorAccessDenied"
@@ -185,8 +194,10 @@ def test_request_body_limit_is_exactly_4_mib(graph_kit: GraphKit, emulator_admin
     limit = 4 * 1024 * 1024
 
     def body_of_size(size: int) -> bytes:
-        head = b'{"message":{"subject":"big","toRecipients":[{"emailAddress":{"address":"a@b.example"}}],' \
-               b'"body":{"contentType":"text","content":"'
+        head = (
+            b'{"message":{"subject":"big","toRecipients":[{"emailAddress":{"address":"a@b.example"}}],'
+            b'"body":{"contentType":"text","content":"'
+        )
         tail = b'"}}}'
         return head + b"x" * (size - len(head) - len(tail)) + tail
 
@@ -235,7 +246,8 @@ def test_mailbox_viewer_escapes_and_sandboxes(graph_kit: GraphKit) -> None:
     assert key in box.text and "<script>x</script>" not in box.text
     link = box.text.split("/messages/", 1)[1].split("'", 1)[0]
     page = graph_kit.http.get(
-        f"{graph_kit.base}/_emulator/ui/mailboxes/{graph_kit.addr('alice')}/messages/{link}", timeout=30)
+        f"{graph_kit.base}/_emulator/ui/mailboxes/{graph_kit.addr('alice')}/messages/{link}", timeout=30
+    )
     assert page.status_code == 200
     assert "<iframe sandbox=''" in page.text and "<script>" not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text

@@ -18,9 +18,13 @@ graph_limits = support.graph_limits
 
 
 def create_draft(kit: GraphKit, token: str, key: str, **extra: object) -> dict:
-    message = {"subject": f"draft {key}", "body": {"contentType": "text", "content": "see attached"},
-               "toRecipients": [rcpt("client@partner.example")],
-               "singleValueExtendedProperties": [{"id": PROP_ID, "value": key}], **extra}
+    message = {
+        "subject": f"draft {key}",
+        "body": {"contentType": "text", "content": "see attached"},
+        "toRecipients": [rcpt("client@partner.example")],
+        "singleValueExtendedProperties": [{"id": PROP_ID, "value": key}],
+        **extra,
+    }
     resp = kit.call("POST", "/v1.0/me/messages", token, json=message)
     assert resp.status_code == 201, resp.text
     return resp.json()
@@ -28,8 +32,11 @@ def create_draft(kit: GraphKit, token: str, key: str, **extra: object) -> dict:
 
 def lookup(kit: GraphKit, token: str, folder: str, key: str) -> list[dict]:
     flt = f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP_ID}' and ep/value eq '{key}')"
-    params = {"$filter": flt, "$select": "id,subject,isDraft",
-              "$expand": f"singleValueExtendedProperties($filter=id eq '{PROP_ID}')"}
+    params = {
+        "$filter": flt,
+        "$select": "id,subject,isDraft",
+        "$expand": f"singleValueExtendedProperties($filter=id eq '{PROP_ID}')",
+    }
     path = f"/v1.0/me/mailFolders/{folder}/messages" if folder else "/v1.0/me/messages"
     resp = kit.call("GET", path, token, params=params)
     assert resp.status_code == 200, resp.text
@@ -62,8 +69,12 @@ def test_draft_endpoints_need_mail_readwrite(graph_kit: GraphKit) -> None:
     resp = graph_kit.call("GET", "/v1.0/me/messages", send_only)
     assert resp.status_code == 403
     draft = create_draft(graph_kit, graph_kit.token("alice", *RW), unique())
-    resp = graph_kit.call("POST", f"/v1.0/me/messages/{draft['id']}/attachments/createUploadSession",
-                          send_only, json={"AttachmentItem": {"attachmentType": "file", "name": "a", "size": 10}})
+    resp = graph_kit.call(
+        "POST",
+        f"/v1.0/me/messages/{draft['id']}/attachments/createUploadSession",
+        send_only,
+        json={"AttachmentItem": {"attachmentType": "file", "name": "a", "size": 10}},
+    )
     assert resp.status_code == 403
 
 
@@ -72,9 +83,17 @@ def test_small_attachment_then_send(graph_kit: GraphKit, emulator_admin) -> None
     key = unique()
     draft = create_draft(graph_kit, token, key)
     data = os.urandom(1000)
-    resp = graph_kit.call("POST", f"/v1.0/me/messages/{draft['id']}/attachments", token, json={
-        "@odata.type": "#microsoft.graph.fileAttachment", "name": "small.bin",
-        "contentType": "application/octet-stream", "contentBytes": base64.b64encode(data).decode()})
+    resp = graph_kit.call(
+        "POST",
+        f"/v1.0/me/messages/{draft['id']}/attachments",
+        token,
+        json={
+            "@odata.type": "#microsoft.graph.fileAttachment",
+            "name": "small.bin",
+            "contentType": "application/octet-stream",
+            "contentBytes": base64.b64encode(data).decode(),
+        },
+    )
     assert resp.status_code == 201 and resp.json()["size"] == 1000
     assert graph_kit.call("POST", f"/v1.0/me/messages/{draft['id']}/send", token).status_code == 202
     [sent] = emulator_admin.sent_items(graph_kit.addr("alice"), key=key)
@@ -88,9 +107,18 @@ def test_upload_session_10_mib_in_4_mib_chunks_then_send(graph_kit: GraphKit, em
     draft = create_draft(graph_kit, token, key)
     data = os.urandom(10 * MIB)
     resp = graph_kit.call(
-        "POST", f"/v1.0/me/messages/{draft['id']}/attachments/createUploadSession", token,
-        json={"AttachmentItem": {"attachmentType": "file", "name": "big.bin", "size": len(data),
-                                 "contentType": "application/octet-stream"}})
+        "POST",
+        f"/v1.0/me/messages/{draft['id']}/attachments/createUploadSession",
+        token,
+        json={
+            "AttachmentItem": {
+                "attachmentType": "file",
+                "name": "big.bin",
+                "size": len(data),
+                "contentType": "application/octet-stream",
+            }
+        },
+    )
     assert resp.status_code == 201, resp.text
     session = resp.json()
     assert session["nextExpectedRanges"] == ["0-"] and session["expirationDateTime"]
@@ -101,8 +129,9 @@ def test_upload_session_10_mib_in_4_mib_chunks_then_send(graph_kit: GraphKit, em
         headers = {"Content-Range": f"bytes {start}-{end}/{len(data)}", "Content-Type": "application/octet-stream"}
         if auth:
             headers["Authorization"] = f"Bearer {auth}"
-        return graph_kit.http.put(url, data=data[start:end + 1] if body is None else body,
-                                  headers=headers, timeout=60)
+        return graph_kit.http.put(
+            url, data=data[start : end + 1] if body is None else body, headers=headers, timeout=60
+        )
 
     refused = put(0, 4 * MIB - 1, auth=token)  # the pre-authenticated URL refuses a bearer token
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "InvalidAudience"
@@ -146,16 +175,18 @@ def test_concurrent_sends_of_one_draft_deliver_once(graph_kit: GraphKit, emulato
 
     token = graph_kit.token("alice", *RW)
     key = unique()
-    draft = create_draft(graph_kit, token, key,
-                         internetMessageHeaders=[{"name": "x-mailbridge-id", "value": key}])
+    draft = create_draft(graph_kit, token, key, internetMessageHeaders=[{"name": "x-mailbridge-id", "value": key}])
     barrier = threading.Barrier(3)
     codes: list[int] = []
 
     def send() -> None:
         session = graph_kit.tenant.http()
         barrier.wait()
-        resp = session.post(f"{graph_kit.base}/v1.0/me/messages/{draft['id']}/send",
-                            headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        resp = session.post(
+            f"{graph_kit.base}/v1.0/me/messages/{draft['id']}/send",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
         codes.append(resp.status_code)
         session.close()
 

@@ -26,8 +26,12 @@ def test_fifth_concurrent_request_gets_429(graph_kit: GraphKit, graph_limits, em
         session.get(f"{graph_kit.base}/_emulator/health", timeout=30)  # TLS handshake done up front
         message = graph_kit.simple(unique())
         barrier.wait()
-        resp = session.post(f"{graph_kit.base}/v1.0/me/sendMail", json={"message": message},
-                            headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        resp = session.post(
+            f"{graph_kit.base}/v1.0/me/sendMail",
+            json={"message": message},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
         with lock:
             results.append(resp)
         session.close()

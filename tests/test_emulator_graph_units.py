@@ -25,30 +25,41 @@ def rcpt(address: str) -> dict:
 
 
 def test_parse_message_normalises_every_field() -> None:
-    fields = parse_message({
-        "subject": "Hi", "body": {"contentType": "HTML", "content": "<b>x</b>"},
-        "toRecipients": [rcpt("a@x.example")], "ccRecipients": [rcpt("b@x.example")],
-        "bccRecipients": [rcpt("c@x.example")], "replyTo": [rcpt("d@x.example")],
-        "importance": "High", "internetMessageHeaders": [{"name": "X-Trace", "value": "1"}],
-        "singleValueExtendedProperties": [{"id": PROP, "value": "k1"}],
-    }, require_recipients=True)
+    fields = parse_message(
+        {
+            "subject": "Hi",
+            "body": {"contentType": "HTML", "content": "<b>x</b>"},
+            "toRecipients": [rcpt("a@x.example")],
+            "ccRecipients": [rcpt("b@x.example")],
+            "bccRecipients": [rcpt("c@x.example")],
+            "replyTo": [rcpt("d@x.example")],
+            "importance": "High",
+            "internetMessageHeaders": [{"name": "X-Trace", "value": "1"}],
+            "singleValueExtendedProperties": [{"id": PROP, "value": "k1"}],
+        },
+        require_recipients=True,
+    )
     assert fields.body_type == "html" and fields.importance == "high"
     assert fields.recipient_count() == 3
     assert fields.to == [{"emailAddress": {"name": "a@x.example", "address": "a@x.example"}}]
     assert fields.extended_properties == [{"id": PROP, "value": "k1"}]
 
 
-@pytest.mark.parametrize(("message", "code"), [
-    ({"toRecipients": [rcpt("not-an-address")]}, "ErrorInvalidRecipients"),
-    ({"toRecipients": [rcpt("a@x.example\r\nBcc: e@x.example")]}, "ErrorInvalidRecipients"),
-    ({"subject": "no recipients"}, "ErrorInvalidRecipients"),
-    ({"toRecipients": [rcpt("a@x.example")], "internetMessageHeaders": [{"name": "Reply", "value": "v"}]},
-     "InvalidInternetMessageHeader"),
-    ({"toRecipients": [rcpt("a@x.example")], "toRecipient": []}, "RequestBodyRead"),
-    ({"toRecipients": [rcpt("a@x.example")], "importance": "urgent"}, "RequestBodyRead"),
-    ({"toRecipients": [rcpt("a@x.example")], "body": {"contentType": "rtf", "content": ""}},
-     "RequestBodyRead"),
-])
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ({"toRecipients": [rcpt("not-an-address")]}, "ErrorInvalidRecipients"),
+        ({"toRecipients": [rcpt("a@x.example\r\nBcc: e@x.example")]}, "ErrorInvalidRecipients"),
+        ({"subject": "no recipients"}, "ErrorInvalidRecipients"),
+        (
+            {"toRecipients": [rcpt("a@x.example")], "internetMessageHeaders": [{"name": "Reply", "value": "v"}]},
+            "InvalidInternetMessageHeader",
+        ),
+        ({"toRecipients": [rcpt("a@x.example")], "toRecipient": []}, "RequestBodyRead"),
+        ({"toRecipients": [rcpt("a@x.example")], "importance": "urgent"}, "RequestBodyRead"),
+        ({"toRecipients": [rcpt("a@x.example")], "body": {"contentType": "rtf", "content": ""}}, "RequestBodyRead"),
+    ],
+)
 def test_parse_message_rejects_like_graph(message: dict, code: str) -> None:
     with pytest.raises(GraphError) as err:
         parse_message(message, require_recipients=True)
@@ -59,20 +70,30 @@ def test_recipient_limit_counts_to_cc_bcc() -> None:
     many = [rcpt(f"u{i}@x.example") for i in range(250)]
     parse_message({"toRecipients": many, "ccRecipients": many}, require_recipients=True)  # 500 ok
     with pytest.raises(GraphError) as err:
-        parse_message({"toRecipients": many, "ccRecipients": many, "bccRecipients": [rcpt("z@x.example")]},
-                      require_recipients=True)
+        parse_message(
+            {"toRecipients": many, "ccRecipients": many, "bccRecipients": [rcpt("z@x.example")]},
+            require_recipients=True,
+        )
     assert err.value.code == "ErrorExceededMaxRecipientLimit"
 
 
 def test_inline_attachment_limit_is_3_mb() -> None:
     def att(size: int) -> dict:
-        return {"@odata.type": "#microsoft.graph.fileAttachment", "name": "f.bin",
-                "contentBytes": base64.b64encode(b"\0" * size).decode()}
-    parse_message({"toRecipients": [rcpt("a@x.example")], "attachments": [att(MAX_INLINE_ATTACHMENT_BYTES)]},
-                  require_recipients=True)
+        return {
+            "@odata.type": "#microsoft.graph.fileAttachment",
+            "name": "f.bin",
+            "contentBytes": base64.b64encode(b"\0" * size).decode(),
+        }
+
+    parse_message(
+        {"toRecipients": [rcpt("a@x.example")], "attachments": [att(MAX_INLINE_ATTACHMENT_BYTES)]},
+        require_recipients=True,
+    )
     with pytest.raises(GraphError) as err:
-        parse_message({"toRecipients": [rcpt("a@x.example")],
-                       "attachments": [att(MAX_INLINE_ATTACHMENT_BYTES + 1)]}, require_recipients=True)
+        parse_message(
+            {"toRecipients": [rcpt("a@x.example")], "attachments": [att(MAX_INLINE_ATTACHMENT_BYTES + 1)]},
+            require_recipients=True,
+        )
     assert err.value.code == "ErrorAttachmentSizeLimitExceeded"
 
 
@@ -137,8 +158,9 @@ def test_limits_update_validates() -> None:
 
 def test_upload_session_in_order_chunks() -> None:
     data = bytes(range(256)) * 40  # 10,240 bytes
-    session = UploadSession("mbx", "msg", "app", "f.bin", "application/octet-stream", len(data),
-                            expires_at=2e9, cap=4096)
+    session = UploadSession(
+        "mbx", "msg", "app", "f.bin", "application/octet-stream", len(data), expires_at=2e9, cap=4096
+    )
     assert not session.put(f"bytes 0-4095/{len(data)}", "4096", data[:4096], 1e9)
     assert session.next_expected() == ["4096"]
     with pytest.raises(GraphError) as err:  # overlap
@@ -170,11 +192,14 @@ def test_attachment_item_validation() -> None:
         parse_attachment_item({"AttachmentItem": {"name": "a", "size": 151 * 1024 * 1024}})
 
 
-@pytest.mark.parametrize("text", [
-    f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP}' and ep/value eq 'k''1')",
-    f"singleValueExtendedProperties/any(x:x/value eq 'k''1' and x/id eq '{PROP}')",
-    f"singleValueExtendedProperties/Any(ep: (ep/id eq '{PROP}') and (ep/value eq 'k''1'))",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP}' and ep/value eq 'k''1')",
+        f"singleValueExtendedProperties/any(x:x/value eq 'k''1' and x/id eq '{PROP}')",
+        f"singleValueExtendedProperties/Any(ep: (ep/id eq '{PROP}') and (ep/value eq 'k''1'))",
+    ],
+)
 def test_filter_forms(text: str) -> None:
     flt = parse_filter(text)
     assert flt.prop_id == PROP and flt.value == "k'1"
@@ -182,12 +207,15 @@ def test_filter_forms(text: str) -> None:
     assert not flt.matches([{"id": PROP, "value": "k1"}])
 
 
-@pytest.mark.parametrize("text", [
-    "subject eq 'x'",
-    f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP}' or ep/value eq 'k')",
-    f"singleValueExtendedProperties/Any(ep: other/id eq '{PROP}')",
-    "singleValueExtendedProperties/Any(ep: ep/value eq 'k')",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "subject eq 'x'",
+        f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROP}' or ep/value eq 'k')",
+        f"singleValueExtendedProperties/Any(ep: other/id eq '{PROP}')",
+        "singleValueExtendedProperties/Any(ep: ep/value eq 'k')",
+    ],
+)
 def test_filter_rejects_other_forms(text: str) -> None:
     with pytest.raises(GraphError) as err:
         parse_filter(text)
@@ -198,7 +226,8 @@ def test_expand_and_list_query() -> None:
     exp = parse_expand(f"singleValueExtendedProperties($filter=id eq '{PROP}'),attachments")
     assert exp.props and exp.prop_id == PROP and exp.attachments
     assert exp.props_for([{"id": PROP, "value": "v"}, {"id": "String 0x1234", "value": "w"}]) == [
-        {"id": PROP, "value": "v"}]
+        {"id": PROP, "value": "v"}
+    ]
     query = parse_list_query({"$select": "id,subject", "$top": "5"})
     assert query.select == ["id", "subject"] and query.top == 5
     with pytest.raises(GraphError):

@@ -77,8 +77,9 @@ def test_soft_delete_conflict_recover_and_purge(client, emu_http, emulator, bear
         client.get_secret(name)
     with pytest.raises(ResourceExistsError):
         client.set_secret(name, "cache-2")
-    raw = emu_http.put(f"{emulator.base_url}/secrets/{name}?{API}", json={"value": "x"},
-                       headers={"Authorization": f"Bearer {bearer}"})
+    raw = emu_http.put(
+        f"{emulator.base_url}/secrets/{name}?{API}", json={"value": "x"}, headers={"Authorization": f"Bearer {bearer}"}
+    )
     assert raw.status_code == 409
     error = raw.json()["error"]
     assert error["code"] == "Conflict" and error["innererror"]["code"] == "ObjectIsDeletedButRecoverable"
@@ -134,8 +135,15 @@ def test_bearer_challenge_audience_expiry_and_tenant(emulator, emu_http, emu_ten
     assert challenge.json()["error"]["code"] == "Unauthorized"
 
     def token(audience: str, lifetime: int = 3600, tid: str | None = None) -> str:
-        return issue_access_token(emulator.state, tid=tid or emu_vault.tenant_id, oid=None,
-                                  client_id=emu_vault.client_id, scopes=[], audience=audience, lifetime_s=lifetime)
+        return issue_access_token(
+            emulator.state,
+            tid=tid or emu_vault.tenant_id,
+            oid=None,
+            client_id=emu_vault.client_id,
+            scopes=[],
+            audience=audience,
+            lifetime_s=lifetime,
+        )
 
     graph = emu_http.get(url, headers={"Authorization": f"Bearer {token(GRAPH_RESOURCE)}"})
     assert graph.status_code == 401 and "audience" in graph.json()["error"]["message"].lower()

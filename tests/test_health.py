@@ -13,8 +13,6 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-
-
 def test_health_reports_configuration(monkeypatch, app_functions):
     sample = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
     for key, value in sample.items():

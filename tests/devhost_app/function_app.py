@@ -29,7 +29,7 @@ def special(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.route(route="open", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def open_route(req: func.HttpRequest) -> func.HttpResponse:
-    return func.HttpResponse(req.get_body(), status_code=201, mimetype="text/plain")
+    return func.HttpResponse(req.get_body(), status_code=201, mimetype="text/plain", headers={"X-Echo": "yes"})
 
 
 @app.route(route="boom", auth_level=func.AuthLevel.ANONYMOUS)

@@ -1,0 +1,43 @@
+"""HTTP adapters for sending (function key): enqueue a message, read its delivery record, send a test."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from blueprints.http_util import api, json_response, read_json
+from shared.intake import MessageIntake
+from shared.services import get_services
+
+messages_bp = func.Blueprint()
+
+# A 25 MB message arrives base64-encoded inside JSON: allow for the 4/3 growth plus the envelope.
+_BODY_LIMIT_FACTOR = 1.4
+
+
+def _intake() -> MessageIntake:
+    return MessageIntake(get_services())
+
+
+@messages_bp.route(route="messages", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@api
+def enqueue_message(req: func.HttpRequest) -> func.HttpResponse:
+    """A mailbridge.send/v1 message in; 202 {id, status, status_url} (200 + duplicate:true on a replay)."""
+    intake = _intake()
+    limit = int(intake.settings.max_message_bytes * _BODY_LIMIT_FACTOR) + 256 * 1024
+    status, body = intake.accept(read_json(req, max_bytes=limit))
+    return json_response(body, status=status, headers={"Location": body["status_url"]})
+
+
+@messages_bp.route(route="messages/{message_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api
+def get_message(req: func.HttpRequest) -> func.HttpResponse:
+    """The delivery record: GET /api/messages/{id}?connection_id=..."""
+    return json_response(_intake().status(req.route_params["message_id"], req.params.get("connection_id")))
+
+
+@messages_bp.route(route="connections/{connection_id}/test", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@api
+def send_test_message(req: func.HttpRequest) -> func.HttpResponse:
+    """Send a test message from the connected mailbox to itself; answers with its delivery record."""
+    status, body = _intake().send_test(req.route_params["connection_id"])
+    return json_response(body, status=status)

@@ -1,0 +1,19 @@
+"""Queue trigger on OUTBOUND_QUEUE: one mailbridge.send/v1 message per invocation.
+
+Returning normally completes (deletes) the message: the pipeline records every outcome itself and
+puts a delayed copy back on the queue when it must wait, so the host's own retries (dequeue count,
+poison queue) are left for genuine outages.
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.services import get_services
+
+sender_bp = func.Blueprint()
+
+
+@sender_bp.queue_trigger(arg_name="msg", queue_name="%OUTBOUND_QUEUE%", connection="AzureWebJobsStorage")
+def send_queued_message(msg: func.QueueMessage) -> None:
+    get_services().sender.handle_queue_message(msg.get_body(), msg.id or "no-id")

@@ -1,0 +1,206 @@
+// Mailbridge sample connect page. No framework, no external resources; every value coming from the
+// URL or the API is rendered with textContent (never innerHTML), and links are checked to be http(s).
+"use strict";
+
+(function () {
+  const API = "ui/"; // relative to /api/ui
+  const MESSAGES = {
+    admin_consent_required:
+      "Your organisation requires an administrator to approve Mailbridge before you can connect. " +
+      "Send the admin approval link below to your IT administrator, then connect again.",
+    blocked_by_policy:
+      "A Conditional Access policy of your organisation blocked the sign-in. Ask your IT administrator " +
+      "to allow this app, or connect from a compliant device or network.",
+    mfa_required: "Your organisation requires multi-factor authentication. Connect again and complete it.",
+    interaction_required: "Microsoft needs you to sign in interactively. Connect again.",
+    user_declined: "The permission request was declined. Connect again and accept to send mail from your mailbox.",
+    admin_consent_declined: "The administrator did not approve Mailbridge.",
+    app_misconfigured: "The Mailbridge app registration is misconfigured. Tell the operator of this service.",
+    identity_mismatch: "A different account signed in than the one expected. Connect again with the right account.",
+    expired_link: "This connect link has expired or was already used. Click Connect again.",
+    invalid_state: "The sign-in response did not match a sign-in started here. Click Connect again.",
+    temporarily_unavailable: "A Microsoft service is temporarily unavailable. Try again in a moment.",
+    reauth_required: "The mailbox connection has expired or was revoked. Connect again.",
+    return_url_not_allowed: "This page's address is not an allowed return address (ALLOWED_RETURN_ORIGINS).",
+  };
+
+  const $ = (id) => document.getElementById(id);
+  let connectionId = null;
+
+  function el(tag, textValue, attrs) {
+    const node = document.createElement(tag);
+    if (textValue !== undefined && textValue !== null) node.textContent = String(textValue);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    return node;
+  }
+
+  function httpUrl(raw) {
+    try {
+      const url = new URL(raw, window.location.href);
+      return url.protocol === "https:" || url.protocol === "http:" ? url : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function showOutcome(kind, title, sentence, extra) {
+    const box = $("outcome");
+    box.replaceChildren(el("strong", title, { id: "outcome-title" }), el("p", sentence, { id: "outcome-message" }));
+    for (const node of extra || []) box.append(node);
+    box.className = "outcome " + kind;
+    box.hidden = false;
+  }
+
+  async function call(method, path, body) {
+    const init = { method, cache: "no-store", credentials: "same-origin", headers: {} };
+    if (body !== undefined) {
+      init.headers["content-type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let resp;
+    try {
+      resp = await fetch(API + path, init);
+    } catch (_) {
+      return { ok: false, status: 0, data: { error: { message: "The app did not answer. Is it running?" } } };
+    }
+    let data = null;
+    try {
+      data = await resp.json();
+    } catch (_) {
+      data = null;
+    }
+    return { ok: resp.ok, status: resp.status, data };
+  }
+
+  function errorText(result) {
+    const err = (result.data && result.data.error) || {};
+    return (MESSAGES[err.code] || err.message || "Request failed (HTTP " + result.status + ").") +
+      (err.code ? " [" + err.code + "]" : "");
+  }
+
+  function renderConnection(conn) {
+    const dl = $("connection-details");
+    const status = el("dd", conn.status, { id: "connection-status", class: "status-" + String(conn.status) });
+    const rows = [
+      ["Status", status],
+      ["Mailbox", el("dd", conn.mailbox, { id: "connection-mailbox" })],
+      ["Name", el("dd", conn.display_name || "")],
+      ["Permissions", el("dd", (conn.scopes || []).join(" "))],
+      ["Tenant", el("dd", conn.tenant_id)],
+      ["Connection id", el("dd", conn.connection_id, { id: "connection-id" })],
+    ];
+    if (conn.last_error) rows.push(["Last error", el("dd", conn.last_error.code + ": " + conn.last_error.message)]);
+    dl.replaceChildren();
+    for (const [label, value] of rows) dl.append(el("dt", label), value);
+    const live = conn.status === "connected";
+    $("send-test").disabled = !live;
+    $("disconnect").disabled = conn.status === "disconnected";
+    $("connection-card").hidden = false;
+  }
+
+  async function loadConnection(id) {
+    const result = await call("GET", "connections/" + encodeURIComponent(id));
+    if (result.ok) {
+      renderConnection(result.data);
+    } else {
+      showOutcome("error", "Could not read the connection", errorText(result));
+    }
+  }
+
+  async function onConnect(event) {
+    event.preventDefault();
+    const userRef = $("user-ref").value.trim();
+    const hint = $("login-hint").value.trim();
+    if (!userRef) {
+      showOutcome("error", "A user reference is needed", "Enter the id of the user in your product, e.g. demo-user-1.");
+      return;
+    }
+    $("connect").disabled = true;
+    const result = await call("POST", "connect-link", hint ? { user_ref: userRef, login_hint: hint } : { user_ref: userRef });
+    const target = result.ok && result.data ? httpUrl(result.data.connect_url) : null;
+    if (!target) {
+      $("connect").disabled = false;
+      showOutcome("error", "Could not start the connection", errorText(result));
+      return;
+    }
+    window.sessionStorage.setItem("mailbridge.user_ref", userRef);
+    window.location.assign(target.href);
+  }
+
+  async function onDisconnect() {
+    if (!connectionId) return;
+    $("disconnect").disabled = true;
+    const result = await call("DELETE", "connections/" + encodeURIComponent(connectionId));
+    if (result.ok) {
+      renderConnection(result.data);
+      showOutcome("", "Disconnected", "The mailbox is disconnected; its stored token was deleted. Connect again at any time.");
+      $("action-result").textContent = "";
+    } else {
+      $("disconnect").disabled = false;
+      showOutcome("error", "Could not disconnect", errorText(result));
+    }
+  }
+
+  async function onSendTest() {
+    if (!connectionId) return;
+    const out = $("action-result");
+    $("send-test").disabled = true;
+    out.className = "";
+    out.textContent = "Sending a test email ...";
+    const result = await call("POST", "connections/" + encodeURIComponent(connectionId) + "/test", {});
+    $("send-test").disabled = false;
+    const d = result.data || {};
+    if (result.ok && d.status === "sent") {
+      out.textContent = "Test email sent from " + ($("connection-mailbox").textContent || "the mailbox") +
+        " to itself (message " + d.id + "). It is in the mailbox's Sent Items.";
+    } else if (result.ok) {
+      out.textContent = "Test email " + d.id + " is " + d.status + ": it will be sent shortly (pacing or throttling).";
+    } else {
+      out.className = "error";
+      out.textContent = "The test email was not sent: " + errorText(result);
+    }
+  }
+
+  function adminConsentLink(raw) {
+    const url = httpUrl(raw);
+    if (!url) return null;
+    if (!url.searchParams.has("return_url")) url.searchParams.set("return_url", url.origin + "/api/ui");
+    const p = el("p", "Admin approval link: ");
+    p.append(el("a", url.href, { id: "admin-consent-link", href: url.href }));
+    return p;
+  }
+
+  function showQueryOutcome() {
+    const q = new URLSearchParams(window.location.search);
+    const status = q.get("status");
+    const saved = window.sessionStorage.getItem("mailbridge.user_ref");
+    if (saved) $("user-ref").value = saved;
+    if (status === "connected" && q.get("connection_id")) {
+      connectionId = q.get("connection_id");
+      showOutcome("ok", "Connected", "Your mailbox is connected. Mailbridge can now send email from it.");
+      loadConnection(connectionId);
+    } else if (status === "error") {
+      const code = q.get("error") || "";
+      const sentence = MESSAGES[code] || q.get("error_description") || "The connection did not complete.";
+      const extra = [];
+      const link = q.get("admin_consent_url") ? adminConsentLink(q.get("admin_consent_url")) : null;
+      if (link) extra.push(link);
+      if (code) {
+        const codeLine = el("p");
+        codeLine.append(el("code", "error: " + code));
+        extra.push(codeLine);
+      }
+      showOutcome("error", "Not connected", sentence, extra);
+    } else if (status === "admin_consented") {
+      showOutcome("ok", "Approved", "Mailbridge is approved for your organisation" +
+        (q.get("tenant") ? " (tenant " + q.get("tenant") + ")" : "") + ". Users can connect now.");
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("connect-form").addEventListener("submit", onConnect);
+    $("disconnect").addEventListener("click", onDisconnect);
+    $("send-test").addEventListener("click", onSendTest);
+    showQueryOutcome();
+  });
+})();

@@ -1,0 +1,174 @@
+"""Delivery records: one Table row per message (Alloy's "outgoing log"), and the idempotency guard.
+
+PartitionKey = connection id, RowKey = the client's message id. A message whose id or connection id
+cannot be read is still recorded, under PartitionKey ``_unreadable`` and RowKey ``queue-<queue message
+id>``. Rows move through::
+
+    queued ──> sending ──> sent | failed | unknown
+       │  ^       │
+       │  └───────┘ (429/503 before anything was applied: back to queued, rescheduled)
+       └──> rejected (validation) / failed (reauth_required, attempts_exhausted)
+
+``sending`` is written (ETag-guarded) *before* Graph is called, with a lease: whoever changes
+``queued`` to ``sending`` owns the send; a duplicate of the same id sees the row and backs off or
+acknowledges. Final states are never left again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+from shared.errors import MailbridgeError
+from shared.settings import DELIVERIES_TABLE
+from shared.storage import StorageClients
+
+FINAL = frozenset({"sent", "failed", "unknown", "rejected"})
+UNREADABLE_PARTITION = "_unreadable"
+
+
+class RecordContended(Exception):
+    """Someone else changed the row between our read and our write (ETag mismatch)."""
+
+
+@dataclass
+class Delivery:
+    connection_id: str
+    message_id: str
+    status: str = "queued"
+    attempts: int = 0  # Graph send attempts (requests that could have sent the mail)
+    reschedules: int = 0  # times the message was put back on the queue with a delay
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    sending_at: float = 0.0
+    completed_at: float = 0.0
+    next_attempt_at: float = 0.0
+    lease_until: float = 0.0  # while status is sending: the owner is working on it until then
+    mode: str = ""  # sendMail | draft
+    phase: str = ""  # draft mode: "" | send_requested
+    mailbox: str = ""
+    recipients: int = 0
+    fingerprint: str = ""
+    source: str = "queue"  # queue | http | test
+    graph_request_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    error_detail: str | None = None
+    error_field: str | None = None
+    event_emitted: bool = False
+    callback_queue: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    etag: str = field(default="", repr=False, compare=False)  # of the row as last read or written; not stored
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL
+
+    def set_error(self, err: MailbridgeError | None) -> None:
+        if err is None:
+            self.error_code = self.error_message = self.error_detail = self.error_field = None
+            return
+        self.error_code = err.code
+        self.error_message = err.message
+        self.error_detail = err.detail
+        self.error_field = err.extra.get("field")
+        self.graph_request_id = err.extra.get("graph_request_id") or self.graph_request_id
+
+    def to_entity(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["metadata"] = json.dumps(self.metadata)
+        data.pop("etag")
+        data = {k: v for k, v in data.items() if v is not None}
+        return {"PartitionKey": self.connection_id, "RowKey": self.message_id, **data}
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any]) -> Delivery:
+        known = set(cls.__dataclass_fields__)
+        data = {k: v for k, v in entity.items() if k in known}
+        data["metadata"] = json.loads(entity.get("metadata") or "{}")
+        data["etag"] = entity.metadata["etag"]
+        return cls(**data)
+
+    def public_view(self) -> dict[str, Any]:
+        """What ``GET /api/messages/{id}`` returns (no internal lease/phase fields)."""
+        error = None
+        if self.error_code:
+            error = {"code": self.error_code, "message": self.error_message}
+            if self.error_detail:
+                error["detail"] = self.error_detail
+            if self.error_field:
+                error["field"] = self.error_field
+        return {
+            "id": self.message_id,
+            "connection_id": self.connection_id,
+            "status": self.status,
+            "attempts": self.attempts,
+            "reschedules": self.reschedules,
+            "mode": self.mode or None,
+            "recipients": self.recipients,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "sending_at": iso(self.sending_at),
+            "completed_at": iso(self.completed_at),
+            "next_attempt_at": iso(self.next_attempt_at) if self.status == "queued" else None,
+            "graph_request_id": self.graph_request_id,
+            "error": error,
+            "metadata": self.metadata,
+        }
+
+
+def iso(ts: float) -> str | None:
+    if not ts:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class DeliveryStore:
+    """The ``deliveries`` table."""
+
+    def __init__(self, clients: StorageClients) -> None:
+        self.clients = clients
+
+    @property
+    def table(self):
+        return self.clients.table(DELIVERIES_TABLE)
+
+    def get(self, connection_id: str, message_id: str) -> Delivery | None:
+        try:
+            entity = self.table.get_entity(connection_id, message_id)
+        except ResourceNotFoundError:
+            return None
+        return Delivery.from_entity(entity)
+
+    def create(self, record: Delivery) -> bool:
+        """Insert; False when a row with these keys already exists (someone else owns the id)."""
+        record.created_at = record.updated_at = record.created_at or time.time()
+        try:
+            meta = self.table.create_entity(record.to_entity())
+        except ResourceExistsError:
+            return False
+        record.etag = meta["etag"]
+        return True
+
+    def update(self, record: Delivery, *, force: bool = False) -> None:
+        """Replace the row if unchanged since we last saw it (``record.etag``), else RecordContended."""
+        record.updated_at = time.time()
+        condition = MatchConditions.Unconditionally if force else MatchConditions.IfNotModified
+        try:
+            meta = self.table.update_entity(
+                record.to_entity(), mode="replace", etag=record.etag or None, match_condition=condition
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            raise RecordContended() from None
+        record.etag = meta["etag"]
+
+    def delete(self, connection_id: str, message_id: str) -> None:
+        try:
+            self.table.delete_entity(connection_id, message_id)
+        except ResourceNotFoundError:
+            pass

@@ -1,0 +1,96 @@
+"""Outcome events on the events queue (EVENTS_QUEUE): CloudEvents 1.0 JSON, plain text, one per outcome.
+
+Types (``type`` is ``mailbridge.`` + the name): ``message.sent``, ``message.failed``,
+``message.unknown``, ``message.rejected`` and ``connection.reauth_required``. The shape is CloudEvents'
+structured JSON mode, so Event Grid, Logic Apps and Functions can route them unchanged::
+
+    {"specversion": "1.0", "type": "mailbridge.message.sent", "source": "/mailbridge",
+     "id": "<uuid>", "time": "<RFC 3339>", "subject": "connections/<id>/messages/<id>",
+     "datacontenttype": "application/json", "data": {...}}
+
+A message's event also goes to its ``callback.queue`` when given — any queue of the same storage
+account except our own outbound queue and its poison queue (a producer must not be able to loop mail
+back into the sender). Events never contain a token or mail content (no subject, body or addresses).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from shared.deliveries import Delivery, iso
+
+if TYPE_CHECKING:
+    from shared.services import Services
+    from shared.settings import Settings
+    from shared.storage import StorageClients
+
+logger = logging.getLogger(__name__)
+
+EVENT_SOURCE = "/mailbridge"
+TYPE_PREFIX = "mailbridge."
+
+
+def build_event(event_type: str, data: dict[str, Any], subject: str | None = None) -> dict[str, Any]:
+    """A CloudEvents 1.0 envelope; ``event_type`` without the ``mailbridge.`` prefix."""
+    event: dict[str, Any] = {
+        "specversion": "1.0",
+        "type": TYPE_PREFIX + event_type,
+        "source": EVENT_SOURCE,
+        "id": str(uuid.uuid4()),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    if subject:
+        event["subject"] = subject
+    return event
+
+
+class EventPublisher:
+    """Writes events to EVENTS_QUEUE (and allowed callback queues)."""
+
+    def __init__(self, settings: Settings, clients: StorageClients) -> None:
+        self.settings = settings
+        self.clients = clients
+
+    def callback_allowed(self, queue: str | None) -> bool:
+        if not queue:
+            return False
+        return queue not in {self.settings.outbound_queue, self.settings.outbound_poison_queue}
+
+    def publish(self, event: dict[str, Any], callback_queue: str | None = None) -> dict[str, Any]:
+        text = json.dumps(event, separators=(",", ":"))
+        self.clients.queue(self.settings.events_queue).send_message(text)
+        if callback_queue and callback_queue != self.settings.events_queue and self.callback_allowed(callback_queue):
+            self.clients.queue(callback_queue).send_message(text)
+        logger.info("Event %s (%s)", event["type"], event.get("subject") or "")
+        return event
+
+    def message_outcome(self, record: Delivery) -> dict[str, Any]:
+        """Publish ``mailbridge.message.<status>`` for a final delivery record."""
+        data = {
+            "message_id": record.message_id,
+            "connection_id": record.connection_id,
+            "status": record.status,
+            "attempts": record.attempts,
+            "completed_at": iso(record.completed_at),
+            "graph_request_id": record.graph_request_id,
+            "error": record.public_view()["error"],
+            "metadata": record.metadata,
+        }
+        subject = f"connections/{record.connection_id}/messages/{record.message_id}"
+        return self.publish(build_event(f"message.{record.status}", data, subject), record.callback_queue)
+
+    def reauth_required(self, connection_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        body = {"connection_id": connection_id, **data}
+        return self.publish(build_event("connection.reauth_required", body, f"connections/{connection_id}"))
+
+
+def emit_event(services: Services, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Publish one event (``event_type`` like ``connection.reauth_required``) on EVENTS_QUEUE."""
+    subject = f"connections/{data['connection_id']}" if data.get("connection_id") else None
+    return EventPublisher(services.settings, services.storage).publish(build_event(event_type, data, subject))

@@ -1,0 +1,361 @@
+"""The ``mailbridge.send/v1`` message: model, validation and the stable rejection codes.
+
+A producer (HTTP caller, Logic App, Event Grid, another Function) hands us one JSON object. Validation
+happens in two layers:
+
+1. :class:`SendMessage` (pydantic) checks shape and per-field rules; ``docs/schema/send-v1.json`` is
+   generated from it (``python -m shared.mail > docs/schema/send-v1.json``).
+2. :func:`check_limits` checks what depends on the settings (total size, send-as switched on,
+   attachments that need large-attachment mode).
+
+Every failure becomes one exception of the ``InvalidMessage`` family (or ``MessageTooLarge`` /
+``AttachmentsTooLarge``) carrying ``field`` and a reason, so HTTP answers, delivery records and events
+all show the same code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from shared import errors
+from shared.settings import Settings
+
+SCHEMA_ID = "mailbridge.send/v1"
+MAX_RECIPIENTS = 500
+MAX_HEADERS = 20
+INLINE_ATTACHMENT_LIMIT = 3 * 1024 * 1024  # Graph: inline fileAttachments must be under 3 MB
+UPLOAD_ATTACHMENT_LIMIT = 150 * 1024 * 1024  # Graph upload sessions: up to 150 MB
+GRAPH_REQUEST_LIMIT = 4 * 1024 * 1024  # Graph refuses request bodies over ~4 MB (413)
+
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+CONNECTION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+BLOB_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,511}$"
+# Deliberately modest, like Exchange's own resolver: local@domain.tld, no spaces or list separators.
+_ADDRESS_RE = re.compile(
+    r"^[^@\s<>(),;:\"\[\]\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
+_HEADER_NAME_RE = re.compile(r"^[Xx]-[A-Za-z0-9-]{1,62}$")
+_CONTENT_TYPE_RE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
+_CRLF = re.compile(r"[\r\n]")
+
+# Custom pydantic error types that map to our own exception classes (everything else: invalid_message).
+_ERROR_CLASSES: dict[str, type[errors.MailbridgeError]] = {
+    "header_injection": errors.HeaderInjection,
+    "invalid_header": errors.InvalidHeader,
+    "too_many_recipients": errors.TooManyRecipients,
+}
+
+
+def _no_crlf(value: str | None, what: str) -> str | None:
+    if value is not None and _CRLF.search(value):
+        raise PydanticCustomError("header_injection", "{what} contains a line break", {"what": what})
+    return value
+
+
+class Address(BaseModel):
+    """A recipient or sender: ``{"address": "...", "name": "..."}`` (a bare string is accepted too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(max_length=320, description="SMTP address, e.g. ada@contoso.com")
+    name: str | None = Field(default=None, max_length=256, description="Display name")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"address": value} if isinstance(value, str) else value
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        _no_crlf(value, "an address")
+        value = value.strip()
+        if not _ADDRESS_RE.match(value):
+            raise PydanticCustomError("invalid_address", "not an email address")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        return _no_crlf(value, "a display name")
+
+    def to_graph(self) -> dict[str, Any]:
+        email: dict[str, Any] = {"address": self.address}
+        if self.name:
+            email["name"] = self.name
+        return {"emailAddress": email}
+
+
+class Body(BaseModel):
+    """The message body: inline ``content``, or a ``blob`` in ATTACHMENTS_CONTAINER for very large bodies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content_type: Literal["text", "html"] = "text"
+    content: str | None = None
+    blob: Annotated[str, Field(pattern=BLOB_PATTERN)] | None = Field(
+        default=None, description="Name of a UTF-8 blob in ATTACHMENTS_CONTAINER holding the content"
+    )
+    size: int | None = Field(default=None, ge=0, description="Bytes of the blob (set by POST /api/messages)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Body:
+        if self.content is not None and self.blob is not None:
+            raise PydanticCustomError("invalid_body", "give content or blob, not both")
+        return self
+
+    def byte_size(self) -> int:
+        if self.content is not None:
+            return len(self.content.encode("utf-8"))
+        return self.size or 0
+
+
+class Attachment(BaseModel):
+    """A file attachment: base64 content inline in the message, or a blob reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    content_type: str = Field(default="application/octet-stream", max_length=127)
+    content_base64: str | None = None
+    blob: Annotated[str, Field(pattern=BLOB_PATTERN)] | None = Field(
+        default=None, description="Name of a blob in ATTACHMENTS_CONTAINER"
+    )
+    size: int | None = Field(default=None, ge=0, description="Bytes of the blob (set by POST /api/messages)")
+    content_id: str | None = Field(default=None, max_length=128, description="For inline images: cid in HTML")
+
+    @field_validator("name", "content_id")
+    @classmethod
+    def _names(cls, value: str | None) -> str | None:
+        return _no_crlf(value, "an attachment name")
+
+    @field_validator("content_type")
+    @classmethod
+    def _ctype(cls, value: str) -> str:
+        _no_crlf(value, "a content type")
+        if not _CONTENT_TYPE_RE.match(value):
+            raise PydanticCustomError("invalid_content_type", "not a MIME type like application/pdf")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Attachment:
+        if (self.content_base64 is None) == (self.blob is None):
+            raise PydanticCustomError("invalid_attachment", "give exactly one of content_base64 or blob")
+        if self.content_base64 is not None:
+            try:
+                decoded = base64.b64decode(self.content_base64, validate=True)
+            except (binascii.Error, ValueError):
+                raise PydanticCustomError("invalid_base64", "content_base64 is not valid base64") from None
+            self.size = len(decoded)
+        return self
+
+    def content(self) -> bytes:
+        """Decoded inline content (blob attachments are read by shared.attachments)."""
+        assert self.content_base64 is not None
+        return base64.b64decode(self.content_base64)
+
+
+class Callback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    queue: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+        description="Storage queue (same account) that also receives this message's final event",
+    )
+
+    @field_validator("queue")
+    @classmethod
+    def _no_double_hyphen(cls, value: str) -> str:
+        if "--" in value:
+            raise PydanticCustomError("invalid_queue", "queue names cannot contain '--'")
+        return value
+
+
+class SendMessage(BaseModel):
+    """One email to send from a connected mailbox (``mailbridge.send/v1``)."""
+
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, title="mailbridge.send/v1", json_schema_extra={"$id": SCHEMA_ID}
+    )
+
+    schema_: Literal["mailbridge.send/v1"] | None = Field(default=None, alias="schema")
+    id: str = Field(pattern=ID_PATTERN, description="Client idempotency key: one id is sent at most once")
+    connection_id: str = Field(pattern=CONNECTION_ID_PATTERN)
+    from_: Address | None = Field(default=None, alias="from", description="Send as / on behalf of this mailbox")
+    to: list[Address] = Field(default_factory=list)
+    cc: list[Address] = Field(default_factory=list)
+    bcc: list[Address] = Field(default_factory=list)
+    reply_to: list[Address] = Field(default_factory=list, max_length=50)
+    subject: str = Field(default="", max_length=998)
+    body: Body = Field(default_factory=Body)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=100)
+    headers: dict[str, str] = Field(default_factory=dict, description="Custom internet headers, names x-...")
+    importance: Literal["low", "normal", "high"] = "normal"
+    save_to_sent_items: bool = True
+    callback: Callback | None = None
+    on_ambiguous: Literal["record", "resend"] = Field(
+        default="record",
+        description="If Graph may have sent it but did not confirm (5xx/timeout): record 'unknown', or resend",
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict, max_length=16, description="Echoed in the delivery record and events (not sent)"
+    )
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        return _no_crlf(value, "the subject") or ""
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_HEADERS:
+            raise PydanticCustomError("invalid_header", "at most {n} custom headers", {"n": MAX_HEADERS})
+        for name, hvalue in value.items():
+            _no_crlf(name, f"header name {name!r}")
+            _no_crlf(hvalue, f"header {name!r}")
+            if not _HEADER_NAME_RE.match(name):
+                raise PydanticCustomError("invalid_header", "header {name} must be named x-...", {"name": repr(name)})
+            if name.lower().startswith("x-mailbridge-"):
+                raise PydanticCustomError("invalid_header", "x-mailbridge-* headers are reserved")
+            if len(hvalue) > 998:
+                raise PydanticCustomError(
+                    "invalid_header", "header {name} is longer than 998 characters", {"name": repr(name)}
+                )
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(len(k) > 64 or len(v) > 256 for k, v in value.items()):
+            raise PydanticCustomError("invalid_metadata", "metadata keys <= 64 and values <= 256 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _recipients(self) -> SendMessage:
+        count = self.recipient_count()
+        if count == 0:
+            raise PydanticCustomError("no_recipients", "at least one of to, cc, bcc is required")
+        if count > MAX_RECIPIENTS:
+            raise PydanticCustomError(
+                "too_many_recipients", "{count} recipients; at most {max}", {"count": count, "max": MAX_RECIPIENTS}
+            )
+        return self
+
+    def recipient_count(self) -> int:
+        return len(self.to) + len(self.cc) + len(self.bcc)
+
+    def total_bytes(self) -> int:
+        """Body plus decoded attachments: what MAX_MESSAGE_BYTES limits (blob sizes as declared)."""
+        return self.body.byte_size() + sum(a.size or 0 for a in self.attachments) + len(self.subject.encode())
+
+    def fingerprint(self) -> str:
+        """Hash of the content, to tell a replay of an id from a different message reusing it."""
+        data = self.model_dump(mode="json", by_alias=True, exclude={"schema_", "callback", "metadata"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+
+    def to_queue_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
+
+
+def decode_payload(raw: bytes | str) -> Any:
+    """Queue message text -> JSON value. Plain JSON, or base64-encoded JSON (the Functions SDK default)."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise errors.InvalidJson(detail="not UTF-8") from None
+    stripped = text.strip()
+    if stripped.startswith(("{", "[")):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise errors.InvalidJson(detail=f"JSON error at character {exc.pos}") from None
+    try:
+        decoded = base64.b64decode(stripped, validate=True).decode("utf-8")
+        return json.loads(decoded)
+    except (binascii.Error, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise errors.InvalidJson() from None
+
+
+def parse_message(data: Any) -> SendMessage:
+    """Validate a decoded JSON value; raise the InvalidMessage subclass for the first problem found."""
+    if not isinstance(data, dict):
+        raise errors.InvalidMessage("The message must be a JSON object.", field="$")
+    try:
+        return SendMessage.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or "$"
+        cls = _ERROR_CLASSES.get(first["type"], errors.InvalidMessage)
+        reason = first["msg"]
+        if first["type"] == "extra_forbidden":
+            reason = "unknown field (check the spelling against docs/schema/send-v1.json)"
+        return_error = cls(f"Invalid message: {field}: {reason}.", field=field, reason=reason)
+        raise return_error from None
+
+
+def attachment_plan(sizes: list[int], body_bytes: int, large_attachments: bool) -> list[bool]:
+    """For each attachment, True when it must go through an upload session instead of inline.
+
+    Inline attachments must each be under 3 MB and the whole Graph request under 4 MB (base64 grows
+    bytes by 4/3). Without large-attachment mode anything that does not fit inline is rejected.
+    """
+    budget = GRAPH_REQUEST_LIMIT - 64 * 1024 - body_bytes  # headroom for JSON, recipients, headers
+    upload = [size >= INLINE_ATTACHMENT_LIMIT for size in sizes]
+    inline_cost = sum(_b64(size) for size, up in zip(sizes, upload, strict=True) if not up)
+    # Move the biggest remaining inline attachments to upload sessions until the request fits.
+    for index in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        if inline_cost <= budget:
+            break
+        if not upload[index]:
+            upload[index] = True
+            inline_cost -= _b64(sizes[index])
+    if any(size > UPLOAD_ATTACHMENT_LIMIT for size in sizes):
+        raise errors.AttachmentsTooLarge("An attachment is larger than 150 MB, Graph's upload limit.")
+    if any(upload) and not large_attachments:
+        raise errors.AttachmentsTooLarge(
+            detail="attachments of 3 MB or more (or over ~3 MB together) need ENABLE_MAIL_READWRITE=true"
+        )
+    if inline_cost > budget:
+        raise errors.MessageTooLarge(detail="the body is too large for one Graph request")
+    return upload
+
+
+def _b64(size: int) -> int:
+    return (size + 2) // 3 * 4
+
+
+def check_limits(msg: SendMessage, settings: Settings) -> list[bool]:
+    """Setting-dependent checks; returns the attachment plan (see :func:`attachment_plan`)."""
+    if msg.from_ is not None and not settings.enable_shared_mailboxes:
+        raise errors.SendAsNotEnabled(field="from")
+    total = msg.total_bytes()
+    if total > settings.max_message_bytes:
+        raise errors.MessageTooLarge(
+            f"The message is {total} bytes; the limit is {settings.max_message_bytes} (MAX_MESSAGE_BYTES).",
+            field="$",
+        )
+    sizes = [a.size or 0 for a in msg.attachments]
+    return attachment_plan(sizes, msg.body.byte_size(), settings.enable_mail_readwrite)
+
+
+def json_schema() -> dict[str, Any]:
+    """The published JSON Schema (docs/schema/send-v1.json), generated from :class:`SendMessage`."""
+    schema = SendMessage.model_json_schema(by_alias=True, mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":  # python -m shared.mail > docs/schema/send-v1.json
+    print(schema_text(), end="")

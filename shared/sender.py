@@ -1,0 +1,415 @@
+"""The send pipeline for one queue message: parse -> validate -> idempotency -> pacing -> token -> Graph
+-> delivery record -> event. docs/sending.md is the prose version of this module.
+
+:meth:`Sender.process` never raises for anything a message or Microsoft can do to it; it returns an
+:class:`Outcome`. A positive ``delay`` means "put a copy back on the queue, invisible for that long"
+(:meth:`Sender.handle_queue_message` does it), so throttling never burns the host's dequeue count.
+Only our own bugs or Storage outages raise, and then the Functions host retries as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from shared import errors
+from shared.attachments import AttachmentStore
+from shared.deliveries import UNREADABLE_PARTITION, Delivery, DeliveryStore, RecordContended
+from shared.events import EventPublisher
+from shared.graph import UPLOAD_CHUNK_BYTES, GraphClient
+from shared.mail import CONNECTION_ID_PATTERN, ID_PATTERN, SendMessage, check_limits, decode_payload, parse_message
+from shared.pacing import MailboxPacer
+from shared.settings import Settings
+from shared.storage import StorageClients
+from shared.store import Connection, ConnectionStore
+from shared.tokens import TokenService
+
+logger = logging.getLogger(__name__)
+
+MAX_RESCHEDULES = 100  # pacing + throttling delays before a message is given up (attempts_exhausted)
+LEASE_SECONDS = 600.0  # a "sending" row belongs to its owner this long (the host's functionTimeout)
+MAX_DELAY_SECONDS = 6 * 86400  # queue visibility must stay below the 7-day message TTL
+
+
+@dataclass
+class Outcome:
+    """What happened to one message: a final status, ``queued`` with a delay, or ``duplicate``."""
+
+    status: str
+    message_id: str
+    connection_id: str
+    delay: float = 0.0
+    record: Delivery | None = None
+    error: errors.MailbridgeError | None = None
+
+
+class Sender:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: StorageClients,
+        connections: ConnectionStore,
+        tokens: TokenService,
+        graph: GraphClient,
+        pacer: MailboxPacer,
+        deliveries: DeliveryStore,
+        events: EventPublisher,
+        attachments: AttachmentStore,
+        max_reschedules: int = MAX_RESCHEDULES,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.connections = connections
+        self.tokens = tokens
+        self.graph = graph
+        self.pacer = pacer
+        self.deliveries = deliveries
+        self.events = events
+        self.attachments = attachments
+        self.max_reschedules = max_reschedules
+        self._token_locks: dict[str, threading.Lock] = {}
+        self._token_guard = threading.Lock()
+        self.busy_recheck_s = 10.0  # how soon a duplicate looks again at a message another worker is sending
+
+    # --- entry points -----------------------------------------------------------------------------------
+    def handle_queue_message(self, body: bytes | str, queue_message_id: str) -> Outcome:
+        """The queue trigger's job: process, and re-enqueue a delayed copy when asked to wait."""
+        outcome = self.process(body, queue_message_id)
+        if outcome.delay > 0:
+            self.enqueue(body if isinstance(body, str) else body.decode("utf-8"), outcome.delay)
+        return outcome
+
+    def enqueue(self, text: str, delay: float = 0.0) -> None:
+        """Put a message on the outbound queue, invisible for ``delay`` seconds."""
+        visibility = min(MAX_DELAY_SECONDS, math.ceil(delay)) if delay > 0 else None
+        self.storage.queue(self.settings.outbound_queue).send_message(
+            text, visibility_timeout=visibility, time_to_live=7 * 86400
+        )
+
+    def process(self, raw: bytes | str | dict[str, Any], queue_message_id: str, source: str = "queue") -> Outcome:
+        data: Any = None
+        try:
+            data = raw if isinstance(raw, dict) else decode_payload(raw)
+            msg = parse_message(data)
+        except errors.InvalidMessage as exc:
+            return self._reject_unparsed(data, exc, queue_message_id)
+        return self._process(msg, source)
+
+    # --- the pipeline -------------------------------------------------------------------------------------
+    def _process(self, msg: SendMessage, source: str) -> Outcome:
+        found = self._claim_record(msg, source)
+        if isinstance(found, Outcome):
+            return found
+        record = found
+        recovering = record.status == "sending"  # the previous owner's lease ran out mid-send
+        conn = self.connections.find(msg.connection_id)
+        if conn is None or conn.status == "disconnected":
+            detail = "connection is disconnected" if conn else None
+            return self._finish(msg, record, "rejected", errors.UnknownConnection(detail=detail, field="connection_id"))
+        if conn.status != "connected":
+            err = errors.ReauthRequired(detail=f"connection is {conn.status}", reason=conn.last_error_code)
+            return self._finish(msg, record, "failed", err)
+        try:
+            uploads = self._plan(msg, conn)
+        except errors.MailbridgeError as exc:
+            status = (
+                "rejected"
+                if isinstance(exc, errors.InputError | errors.MessageTooLarge | errors.AttachmentsTooLarge)
+                else "failed"
+            )
+            return self._finish(msg, record, status, exc)
+        draft_mode = self._use_drafts(msg, conn, uploads)
+        record.mode = "draft" if draft_mode else "sendMail"
+        mailbox = conn.mailbox
+        if msg.from_ and self.settings.send_as_endpoint == "users" and not draft_mode:
+            mailbox = msg.from_.address
+        record.mailbox = mailbox.lower()
+
+        admission = self.pacer.admit(mailbox, msg.recipient_count())
+        if not admission.admitted:
+            logger.info("Message %s paced (%s): retry in %.1fs", msg.id, admission.reason, admission.delay)
+            return self._reschedule(msg, record, admission.delay, None)
+        with self.pacer.slot(admission):
+            try:
+                token = self._token(conn)
+            except errors.ReauthRequired as exc:
+                return self._reauth_failed(msg, conn, record, exc)
+            except errors.TransientError as exc:
+                return self._reschedule(msg, record, self._backoff(record, exc), exc)
+            if recovering and not draft_mode and msg.on_ambiguous != "resend":
+                err = errors.OutcomeUnknown(detail="a previous attempt was interrupted while sending")
+                return self._finish(msg, record, "unknown", err)
+            try:
+                self._mark_sending(record)
+            except RecordContended:
+                delay = self.busy_recheck_s * random.uniform(1, 1.5)
+                return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
+            return self._send(msg, conn, token, record, uploads, draft_mode)
+
+    def _send(
+        self,
+        msg: SendMessage,
+        conn: Connection,
+        token: str,
+        record: Delivery,
+        uploads: list[bool],
+        draft_mode: bool,
+    ) -> Outcome:
+        try:
+            if draft_mode:
+                request_id = self._send_via_draft(msg, token, record, uploads)
+            else:
+                request_id = self._send_mail(msg, token)
+        except errors.OutcomeUnknown as exc:
+            if draft_mode:
+                return self._resolve_draft(msg, token, record, exc)
+            if msg.on_ambiguous == "resend":
+                return self._reschedule(msg, record, self._backoff(record, exc), exc)
+            return self._finish(msg, record, "unknown", exc)
+        except errors.TransientError as exc:  # nothing was applied
+            delay = self._backoff(record, exc)
+            if exc.extra.get("token_rejected"):
+                # Graph says the token is no good although it has not expired by our clock (revoked, or
+                # clocks disagree): redeem the refresh token now, which also tells us if the grant is dead.
+                try:
+                    self.tokens.forget(conn.connection_id)
+                    self.tokens.refresh(conn, force=True)
+                    delay = 1.0
+                except errors.ReauthRequired as reauth:
+                    return self._reauth_failed(msg, conn, record, reauth)
+                except errors.TransientError:
+                    pass
+            return self._reschedule(msg, record, delay, exc)
+        except errors.InputError as exc:  # e.g. a referenced blob vanished
+            return self._finish(msg, record, "rejected", exc)
+        except errors.MailbridgeError as exc:
+            return self._finish(msg, record, "failed", exc)
+        record.graph_request_id = request_id
+        return self._finish(msg, record, "sent", None)
+
+    def _token(self, conn: Connection) -> str:
+        # One miss per connection at a time: concurrent messages of a cold connection wait for the
+        # first one's Key Vault read instead of each reading the vault (then all hit memory).
+        with self._token_guard:
+            lock = self._token_locks.setdefault(conn.connection_id, threading.Lock())
+        with lock:
+            return self.tokens.access_token(conn)
+
+    def _reauth_failed(
+        self, msg: SendMessage, conn: Connection, record: Delivery, exc: errors.ReauthRequired
+    ) -> Outcome:
+        """The grant is dead (TokenService has marked the connection): tell everyone, fail the message."""
+        self.events.reauth_required(
+            conn.connection_id,
+            {"user_ref": conn.user_ref, "mailbox": conn.mailbox, "reason": exc.detail, "error": exc.to_dict()},
+        )
+        return self._finish(msg, record, "failed", exc)
+
+    # --- Graph, two ways ----------------------------------------------------------------------------------
+    def _send_mail(self, msg: SendMessage, token: str) -> str | None:
+        inline = [(a, self.attachments.content(a)) for a in msg.attachments]
+        message = self.graph.build_message(msg, self.attachments.body_text(msg), inline, with_property=False)
+        mailbox = msg.from_.address if (msg.from_ and self.settings.send_as_endpoint == "users") else None
+        return self.graph.send_mail(token, mailbox, message, msg.save_to_sent_items).request_id
+
+    def _send_via_draft(self, msg: SendMessage, token: str, record: Delivery, uploads: list[bool]) -> str | None:
+        """Draft carrying our idempotency property -> uploads -> send. Retries find the earlier draft."""
+        draft_id = None
+        if record.attempts > 1:  # an earlier attempt may have created or even sent the draft
+            if self.graph.find_by_key(token, "sentitems", msg.id):
+                return None
+            drafts = self.graph.find_by_key(token, "drafts", msg.id)
+            if drafts and record.phase == "send_requested":
+                draft_id = drafts[0]  # complete draft whose send did not happen: send it now
+            else:
+                for stale in drafts:  # incomplete (upload interrupted): start over
+                    self.graph.delete_message(token, stale)
+                if record.phase == "send_requested":
+                    raise errors.OutcomeUnknown(detail="the draft left Drafts but is not in Sent Items")
+        if draft_id is None:
+            inline = [
+                (a, self.attachments.content(a)) for a, up in zip(msg.attachments, uploads, strict=True) if not up
+            ]
+            message = self.graph.build_message(msg, self.attachments.body_text(msg), inline, with_property=True)
+            draft_id, _ = self.graph.create_draft(token, message)
+            for att, up in zip(msg.attachments, uploads, strict=True):
+                if up:
+                    self.graph.upload_attachment(
+                        token,
+                        draft_id,
+                        att.name,
+                        att.content_type,
+                        att.size or 0,
+                        self.attachments.chunks_of(att, UPLOAD_CHUNK_BYTES),
+                    )
+            record.phase = "send_requested"
+            self.deliveries.update(record)
+        try:
+            resp = self.graph.send_draft(token, draft_id)
+        except errors.SendError as exc:
+            if exc.extra.get("graph_status") == 404:  # someone else sent this draft already
+                raise errors.OutcomeUnknown(detail="the draft was gone at send") from None
+            raise
+        return resp.request_id
+
+    def _resolve_draft(self, msg: SendMessage, token: str, record: Delivery, err: errors.OutcomeUnknown) -> Outcome:
+        """After an ambiguous send in draft mode: Sent Items tells us what happened."""
+        try:
+            if self.graph.find_by_key(token, "sentitems", msg.id):
+                logger.info("Message %s: ambiguous send resolved as sent (found in Sent Items)", msg.id)
+                return self._finish(msg, record, "sent", None)
+            if self.graph.find_by_key(token, "drafts", msg.id):  # not sent: the next attempt sends the draft
+                return self._reschedule(msg, record, self._backoff(record, err), err)
+        except errors.MailbridgeError as lookup_err:
+            logger.warning("Message %s: lookup after ambiguous send failed: %s", msg.id, lookup_err.code)
+            return self._reschedule(msg, record, self._backoff(record, err), err)
+        return self._finish(msg, record, "unknown", err)
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+    def _plan(self, msg: SendMessage, conn: Connection) -> list[bool]:
+        self.attachments.measure(msg)
+        uploads = check_limits(msg, self.settings)
+        if any(uploads) and not _has_scope(conn, "Mail.ReadWrite"):
+            raise errors.AttachmentsTooLarge(detail="the connection lacks Mail.ReadWrite: the user must reconnect")
+        return uploads
+
+    def _use_drafts(self, msg: SendMessage, conn: Connection, uploads: list[bool]) -> bool:
+        if any(uploads):
+            return True
+        # Draft mode is the idempotent path; a draft send always saves to Sent Items, so honour
+        # save_to_sent_items=false with sendMail.
+        return self.settings.enable_mail_readwrite and msg.save_to_sent_items and _has_scope(conn, "Mail.ReadWrite")
+
+    @staticmethod
+    def _backoff(record: Delivery, err: errors.MailbridgeError) -> float:
+        asked = err.extra.get("retry_after")
+        if asked:
+            return float(asked) + random.uniform(0, 1)
+        return min(300.0, 5.0 * 2 ** min(record.reschedules, 6)) * random.uniform(0.8, 1.2)
+
+    def _claim_record(self, msg: SendMessage, source: str) -> Delivery | Outcome:
+        """The row for (connection, id): created queued, or an Outcome when this copy must not send."""
+        now = time.time()
+        found = self.deliveries.get(msg.connection_id, msg.id)
+        if found is None:
+            record = Delivery(
+                msg.connection_id,
+                msg.id,
+                recipients=msg.recipient_count(),
+                fingerprint=msg.fingerprint(),
+                source=source,
+                callback_queue=msg.callback.queue if msg.callback else None,
+                metadata=msg.metadata,
+                created_at=now,
+            )
+            if self.deliveries.create(record):
+                return record
+            found = self.deliveries.get(msg.connection_id, msg.id)
+            assert found is not None
+        record = found
+        if record.is_final:
+            logger.info("Message %s already %s: acknowledged, not sent again", msg.id, record.status)
+            if not record.event_emitted:  # the earlier run died between record and event
+                self._emit(record)
+            return Outcome("duplicate", msg.id, msg.connection_id, record=record)
+        if record.status == "sending" and record.lease_until > now:
+            wait = min(record.lease_until - now, self.busy_recheck_s) * random.uniform(1, 1.5)
+            logger.info("Message %s is being sent by another worker; checking again in %.0fs", msg.id, wait)
+            return Outcome("queued", msg.id, msg.connection_id, delay=wait, record=record)
+        return record
+
+    def _mark_sending(self, record: Delivery) -> None:
+        now = time.time()
+        record.status = "sending"
+        record.attempts += 1
+        record.sending_at = now
+        record.lease_until = now + LEASE_SECONDS
+        self.deliveries.update(record)
+
+    def _reschedule(
+        self,
+        msg: SendMessage,
+        record: Delivery,
+        delay: float,
+        err: errors.MailbridgeError | None,
+    ) -> Outcome:
+        record.reschedules += 1
+        if record.reschedules > self.max_reschedules:
+            cause = f"last: {err.code}" if err else "pacing"
+            return self._finish(msg, record, "failed", errors.AttemptsExhausted(detail=cause))
+        record.status = "queued"
+        record.lease_until = 0.0
+        record.next_attempt_at = time.time() + delay
+        if err is not None:
+            record.set_error(err)
+        try:
+            self.deliveries.update(record)
+        except RecordContended:
+            logger.info("Message %s: record changed concurrently while rescheduling", msg.id)
+        if err is not None:
+            logger.info("Message %s: %s, retry in %.1fs", msg.id, err.code, delay)
+        return Outcome("queued", msg.id, msg.connection_id, delay=max(delay, 1.0), record=record, error=err)
+
+    def _finish(self, msg: SendMessage, record: Delivery, status: str, err: errors.MailbridgeError | None) -> Outcome:
+        record.status = status
+        record.completed_at = time.time()
+        record.lease_until = 0.0
+        record.next_attempt_at = 0.0
+        record.set_error(err)
+        try:
+            self.deliveries.update(record)
+        except RecordContended:
+            # We own the send; a concurrent writer can only be a stale duplicate. Ours is the truth.
+            self.deliveries.update(record, force=True)
+        log = logger.info if status == "sent" else logger.warning
+        log(
+            "Message %s (connection %s): %s%s%s",
+            msg.id,
+            msg.connection_id,
+            status,
+            f" [{err.code}]" if err else "",
+            f" graph request-id {record.graph_request_id}" if record.graph_request_id else "",
+        )
+        self._emit(record)
+        self.attachments.cleanup(msg)
+        return Outcome(status, msg.id, msg.connection_id, record=record, error=err)
+
+    def _emit(self, record: Delivery) -> None:
+        self.events.message_outcome(record)
+        record.event_emitted = True
+        try:
+            self.deliveries.update(record)
+        except RecordContended:
+            pass  # worst case a later duplicate emits the event once more
+
+    def _reject_unparsed(self, data: Any, err: errors.MailbridgeError, queue_message_id: str) -> Outcome:
+        """Record a message we could not validate, keyed as well as its content allows."""
+        data = data if isinstance(data, dict) else {}
+        cid = _readable(data.get("connection_id"), CONNECTION_ID_PATTERN) or UNREADABLE_PARTITION
+        mid = _readable(data.get("id"), ID_PATTERN) or f"queue-{queue_message_id}"
+        callback = data.get("callback") if isinstance(data.get("callback"), dict) else {}
+        queue = callback.get("queue") if isinstance(callback.get("queue"), str) else None
+        record = Delivery(cid, mid, status="rejected", completed_at=time.time(), created_at=time.time())
+        record.callback_queue = queue if queue and re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", queue) else None
+        record.set_error(err)
+        if not self.deliveries.create(record):
+            logger.warning("Message %s rejected (%s) but a record already exists; left unchanged", mid, err.code)
+            return Outcome("rejected", mid, cid, error=err)
+        logger.warning("Message %s (connection %s) rejected: %s", mid, cid, err.code)
+        self._emit(record)
+        return Outcome("rejected", mid, cid, record=record, error=err)
+
+
+def _readable(value: Any, pattern: str) -> str | None:
+    return value if isinstance(value, str) and re.fullmatch(pattern, value) else None
+
+
+def _has_scope(conn: Connection, scope: str) -> bool:
+    want = scope.lower()
+    return any(s.lower() == want or s.lower().endswith("/" + want) for s in conn.scopes)

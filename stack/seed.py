@@ -1,0 +1,118 @@
+"""Demo data for the local stack: tenants, users and the Mailbridge app registration in a fresh emulator,
+and the app settings (``.run/local.settings.json``) that point the app at them."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emulator.client import EmulatorAdmin
+
+DEMO_PASSWORD = "password"  # noqa: S105 - the emulator's documented default; a local demo account only
+CUSTOMER_DOMAIN = "contoso.example"
+ADMIN_REQUIRED_DOMAIN = "fabrikam.example"
+OPERATOR_DOMAIN = "mailbridge-operator.example"
+
+
+@dataclass
+class DemoSeed:
+    """What was created in the emulator: who can sign in, and the app's credentials."""
+
+    operator_tid: str
+    customer_tid: str
+    admin_required_tid: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    users: dict[str, str] = field(default_factory=dict)  # role -> address
+
+
+def seed_demo(admin: EmulatorAdmin, app_base_url: str) -> DemoSeed:
+    """Create the demo directory in a fresh emulator (its state is in memory, so fixed domains are safe).
+
+    - operator tenant: home of the Mailbridge app registration and of the Key Vault;
+    - contoso.example (users may consent): alice, bob, shared mailbox team@ (alice may Send As);
+    - fabrikam.example (admin approval required): carol, and admin@ who can approve the app.
+    """
+    operator = admin.create_tenant("user", "work", domain=OPERATOR_DOMAIN, display_name="Mailbridge operator")
+    admin.keyvault_config(tenant_id=operator["tid"])
+
+    contoso = admin.create_tenant("user", "work", domain=CUSTOMER_DOMAIN, display_name="Contoso (demo)")
+    alice = admin.create_user(contoso["tid"], f"alice@{CUSTOMER_DOMAIN}", display_name="Alice Example")
+    admin.create_user(contoso["tid"], f"bob@{CUSTOMER_DOMAIN}", display_name="Bob Example")
+    admin.create_user(
+        contoso["tid"],
+        f"team@{CUSTOMER_DOMAIN}",
+        display_name="Contoso Team (shared)",
+        is_shared=True,
+        send_as=[alice["oid"]],
+        full_access=[alice["oid"]],
+    )
+
+    fabrikam = admin.create_tenant(
+        "admin_required", "work", domain=ADMIN_REQUIRED_DOMAIN, display_name="Fabrikam (admin approval)"
+    )
+    admin.create_user(fabrikam["tid"], f"carol@{ADMIN_REQUIRED_DOMAIN}", display_name="Carol Example")
+    admin.create_user(fabrikam["tid"], f"admin@{ADMIN_REQUIRED_DOMAIN}", display_name="Fabrikam Admin", is_admin=True)
+
+    secret = "local-" + secrets.token_urlsafe(24)
+    app = admin.register_app(
+        home_tid=operator["tid"],
+        display_name="Mailbridge (local)",
+        redirect_uris=[f"{app_base_url}/api/connect/callback", f"{app_base_url}/api/admin-consent/callback"],
+        sign_in_audience="AzureADMultipleOrgs",
+        secrets=[{"value": secret}],
+    )
+    return DemoSeed(
+        operator_tid=operator["tid"],
+        customer_tid=contoso["tid"],
+        admin_required_tid=fabrikam["tid"],
+        client_id=app["client_id"],
+        client_secret=app["secrets"][0]["value"],
+        users={
+            "alice": f"alice@{CUSTOMER_DOMAIN}",
+            "bob": f"bob@{CUSTOMER_DOMAIN}",
+            "shared": f"team@{CUSTOMER_DOMAIN}",
+            "carol": f"carol@{ADMIN_REQUIRED_DOMAIN}",
+            "tenant_admin": f"admin@{ADMIN_REQUIRED_DOMAIN}",
+        },
+    )
+
+
+def local_settings(
+    sample: Path,
+    *,
+    seed: DemoSeed,
+    emulator_base_url: str,
+    ca_file: str,
+    storage_connection_string: str,
+    app_base_url: str,
+    function_key: str,
+    master_key: str,
+) -> dict[str, Any]:
+    """``local.settings.sample.json`` with the real local values filled in."""
+    doc = json.loads(sample.read_text())
+    doc["Values"].update(
+        {
+            "AzureWebJobsStorage": storage_connection_string,
+            "ENTRA_CLIENT_ID": seed.client_id,
+            "ENTRA_CLIENT_CREDENTIAL": "secret",
+            "ENTRA_CLIENT_SECRET": seed.client_secret,
+            "ENTRA_TENANT": "organizations",
+            "ENTRA_AUTHORITY_HOST": emulator_base_url,
+            "GRAPH_ENDPOINT": emulator_base_url,
+            "KEY_VAULT_URL": emulator_base_url,
+            "KEY_VAULT_AUTH": "app",
+            "MAILBRIDGE_CA_BUNDLE": ca_file,
+            "PUBLIC_BASE_URL": app_base_url,
+            "ALLOWED_RETURN_ORIGINS": app_base_url,
+            "ENABLE_SAMPLE_UI": "true",
+            "TICKET_SIGNING_KEY": secrets.token_urlsafe(48),
+            "DEVHOST_FUNCTION_KEYS": function_key,
+            "DEVHOST_MASTER_KEY": master_key,
+        }
+    )
+    doc.setdefault("Host", {})["LocalHttpPort"] = int(app_base_url.rsplit(":", 1)[1])
+    return doc

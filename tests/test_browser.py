@@ -1,0 +1,325 @@
+"""The sample connect page in a real headless Chromium: app under devhost, real Azurite, emulator over HTTPS.
+
+How the browser trusts the emulator: Chromium on Linux reads trust anchors from the NSS database in
+``$HOME/.pki/nssdb``. The browser runs with a throw-away HOME whose NSS database holds the emulator's
+CA (``certutil -A -t C,,``, Debian package ``libnss3-tools``), so TLS is verified normally; no
+``--ignore-certificate-errors``. ``test_browser_rejects_an_unknown_ca`` proves verification is on.
+
+Chromium comes from the Debian package (``/usr/bin/chromium``), driven by Playwright's
+``executable_path``; nothing is downloaded. Missing Chromium or certutil: skipped, but failed under CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from shared.tickets import verify_ticket
+from stack.azurite import free_port
+from tests.fixtures.app import query_of
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
+SCREENSHOTS = REPO / ".run" / "screenshots"
+PASSWORD = "password"  # the emulator's default user password
+
+
+def _require(ok: bool, reason: str) -> None:
+    """Skip with a clear reason locally; under CI a missing browser is a failure, not a skip."""
+    if ok:
+        return
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{reason} (CI=true: the browser tests must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser_home(emulator, tmp_path_factory) -> Path:
+    """A HOME whose NSS database trusts the emulator's CA (and nothing else of ours)."""
+    _require(Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)")
+    _require(shutil.which("certutil") is not None, "certutil not found (apt-get install -y libnss3-tools)")
+    home = tmp_path_factory.mktemp("browser-home")
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True, capture_output=True)
+    trust_ca = ["-A", "-t", "C,,", "-n", "mailbridge-emulator-ca", "-i", str(emulator.ca_path)]
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", *trust_ca], check=True, capture_output=True)
+    return home
+
+
+def _launch(playwright, home: Path):
+    env = {**os.environ, "HOME": str(home)}
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+
+
+@pytest.fixture(scope="module")
+def playwright(browser_home) -> Iterator[Any]:
+    """One Playwright driver per module (the sync API allows only one at a time)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright, browser_home) -> Iterator[Any]:
+    instance = _launch(playwright, browser_home)
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
+@pytest.fixture(scope="module")
+def ui_app(emulator, emulator_admin, azurite, operator_tenant, tmp_path_factory) -> Iterator[dict[str, Any]]:
+    """Mailbridge under devhost on a free port, its app registered with redirect URIs on that port.
+
+    Two customer tenants: one where users may consent (alice), one requiring admin approval
+    (carol, plus admin who may approve).
+    """
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    suffix = uuid.uuid4().hex[:8]
+    app = emulator_admin.register_app(
+        home_tid=operator_tenant["tid"],
+        display_name=f"Mailbridge UI {suffix}",
+        redirect_uris=[f"{base}/api/connect/callback", f"{base}/api/admin-consent/callback"],
+        sign_in_audience="AzureADMultipleOrgs",
+        secrets=[{"value": f"ui-secret-{suffix}"}],
+    )
+    open_tenant = emulator_admin.create_tenant("user", "work", domain=f"ui{suffix}.example")
+    emulator_admin.create_user(open_tenant["tid"], f"alice@ui{suffix}.example", display_name="Alice UI")
+    strict = emulator_admin.create_tenant("admin_required", "work", domain=f"strict{suffix}.example")
+    emulator_admin.create_user(strict["tid"], f"carol@strict{suffix}.example")
+    emulator_admin.create_user(strict["tid"], f"admin@strict{suffix}.example", is_admin=True)
+
+    # Every setting's local default from the sample (schedules, queue names ...), then this test's values.
+    values = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
+    values |= {
+        "ENTRA_CLIENT_ID": app["client_id"],
+        "ENTRA_CLIENT_SECRET": app["secrets"][0]["value"],
+        "ENTRA_CLIENT_CREDENTIAL": "secret",
+        "ENTRA_TENANT": "organizations",
+        "ENTRA_AUTHORITY_HOST": emulator.base_url,
+        "GRAPH_ENDPOINT": emulator.base_url,
+        "KEY_VAULT_URL": emulator.base_url,
+        "KEY_VAULT_AUTH": "app",
+        "MAILBRIDGE_CA_BUNDLE": str(emulator.ca_path),
+        "AzureWebJobsStorage": azurite.connection_string,
+        "OUTBOUND_QUEUE": f"outbound-{suffix}",
+        "EVENTS_QUEUE": f"events-{suffix}",
+        "ATTACHMENTS_CONTAINER": f"attachments-{suffix}",
+        "PUBLIC_BASE_URL": base,
+        "ALLOWED_RETURN_ORIGINS": base,
+        "TICKET_SIGNING_KEY": "ui-test-ticket-key-" + "k" * 32,
+        "ENABLE_SAMPLE_UI": "true",
+        "DEVHOST_FUNCTION_KEYS": f"fk-{suffix}",
+        "DEVHOST_MASTER_KEY": f"mk-{suffix}",
+    }
+    out = tmp_path_factory.mktemp("ui-devhost")
+    settings = out / "local.settings.json"
+    settings.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    ready = out / "ready.json"
+    log = open(out / "devhost.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devhost", "--app-dir", str(REPO), "--settings", str(settings)]
+        + ["--port", str(port), "--ready-file", str(ready)],
+        cwd=REPO,
+        env={**os.environ, **values, "PYTHONPATH": str(REPO)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None and ready.exists(), (out / "devhost.log").read_text()[-3000:]
+        http = requests.Session()
+        http.trust_env = False
+        health = http.get(f"{base}/api/health", timeout=10)
+        assert health.status_code == 200 and health.json()["ok"], health.text
+        yield {
+            "base": base,
+            "ui": f"{base}/api/ui",
+            "alice": f"alice@ui{suffix}.example",
+            "carol": f"carol@strict{suffix}.example",
+            "tenant_admin": f"admin@strict{suffix}.example",
+            "log": out / "devhost.log",
+        }
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+
+
+def _sign_in(page, username: str) -> None:
+    """Pass the emulator's sign-in / consent page (stable ids #username, #password, #accept)."""
+    page.wait_for_selector("#username")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("#accept")
+
+
+@pytest.mark.browser
+def test_connect_send_test_then_disconnect_from_the_sample_page(browser, ui_app, emulator, emulator_admin):
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(ui_app["ui"])
+        expect(page.locator("h1")).to_have_text("Mailbridge")
+        page.fill("#user-ref", "browser-user-1")
+        page.click("#connect")
+
+        page.wait_for_url(f"{emulator.base_url}/**")  # Microsoft's (the emulator's) page, over verified TLS
+        expect(page.locator("#permissions")).to_contain_text("Mail.Send")
+        _sign_in(page, ui_app["alice"])
+
+        page.wait_for_url(f"{ui_app['ui']}?status=connected*")
+        expect(page.locator("#outcome-title")).to_have_text("Connected")
+        expect(page.locator("#connection-status")).to_have_text("connected")
+        expect(page.locator("#connection-mailbox")).to_have_text(ui_app["alice"])
+
+        # Send test email: through the send pipeline to Graph; the message lands in alice's Sent Items.
+        page.click("#send-test")
+        expect(page.locator("#action-result")).to_contain_text("Test email sent", timeout=30000)
+        sent = emulator_admin.sent_items(ui_app["alice"])
+        assert [m["subject"] for m in sent] == ["Mailbridge test message"]
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "connected.png"), full_page=True)
+
+        page.click("#disconnect")
+        expect(page.locator("#connection-status")).to_have_text("disconnected")
+        expect(page.locator("#outcome-title")).to_have_text("Disconnected")
+        expect(page.locator("#send-test")).to_be_disabled()
+
+        # The page never carried a function key; its state came from the anonymous local-only helpers.
+        assert "x-functions-key" not in page.content()
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_admin_approval_required_shows_the_admin_consent_link_which_works(browser, ui_app, emulator):
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(ui_app["ui"])
+        page.fill("#user-ref", "browser-user-2")
+        page.click("#connect")
+        _sign_in(page, ui_app["carol"])
+
+        page.wait_for_url(f"{ui_app['ui']}?status=error*")
+        expect(page.locator("#outcome-title")).to_have_text("Not connected")
+        expect(page.locator("#outcome-message")).to_contain_text("requires an administrator to approve")
+        expect(page.locator("#outcome")).to_contain_text("error: admin_consent_required")
+        link = page.locator("#admin-consent-link")
+        href = link.get_attribute("href") or ""
+        assert href.startswith(f"{ui_app['base']}/api/admin-consent"), href
+
+        # The IT admin follows the link, approves for the organisation and lands back on the page.
+        link.click()
+        page.wait_for_url(f"{emulator.base_url}/**")
+        _sign_in(page, ui_app["tenant_admin"])
+        page.wait_for_url(f"{ui_app['ui']}?status=admin_consented*")
+        expect(page.locator("#outcome-title")).to_have_text("Approved")
+
+        # Now carol can connect.
+        page.fill("#user-ref", "browser-user-2")
+        page.click("#connect")
+        _sign_in(page, ui_app["carol"])
+        page.wait_for_url(f"{ui_app['ui']}?status=connected*")
+        expect(page.locator("#connection-status")).to_have_text("connected")
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_error_text_from_the_url_is_rendered_as_text_not_html(browser, ui_app):
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        evil = "<img src=x id=injected onerror=alert(1)>"
+        page.goto(
+            f"{ui_app['ui']}?status=error&error=made_up&error_description={requests.utils.quote(evil)}"
+            "&admin_consent_url=javascript:alert(1)"
+        )
+        expect(page.locator("#outcome-message")).to_have_text(evil)
+        assert page.locator("#injected").count() == 0
+        assert page.locator("#admin-consent-link").count() == 0  # not an http(s) URL: no link
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_browser_rejects_an_unknown_ca(playwright, emulator, tmp_path):
+    """Without the emulator CA in its NSS database the same Chromium refuses the emulator: TLS is really verified."""
+    from playwright.sync_api import Error
+
+    bare = _launch(playwright, tmp_path)  # an empty HOME: no NSS database, only the system roots
+    try:
+        page = bare.new_page()
+        with pytest.raises(Error, match="ERR_CERT_AUTHORITY_INVALID"):
+            page.goto(f"{emulator.base_url}/_emulator/health")
+    finally:
+        bare.close()
+
+
+def test_sample_ui_is_404_unless_enabled_and_local(mailbridge):
+    mb = mailbridge(ENABLE_SAMPLE_UI="false", PUBLIC_BASE_URL="http://127.0.0.1:7071")
+    for name, method in (("sample_ui_page", "GET"), ("sample_ui_connect_link", "POST")):
+        resp = mb.http(name, method, body={"user_ref": "u"})
+        assert resp.status_code == 404
+        assert mb.json(resp)["error"]["code"] == "not_found"
+    # Enabled but deployed (non-loopback PUBLIC_BASE_URL): the anonymous helpers must not exist.
+    mb = mailbridge(ENABLE_SAMPLE_UI="true")
+    assert mb.http("sample_ui_page").status_code == 404
+    assert mb.http("sample_ui_connect_link", "POST", body={"user_ref": "u"}).status_code == 404
+
+
+def test_sample_ui_connect_link_returns_to_the_page(mailbridge):
+    local = "http://127.0.0.1:7071"
+    mb = mailbridge(ENABLE_SAMPLE_UI="true", PUBLIC_BASE_URL=local, ALLOWED_RETURN_ORIGINS=local)
+    page = mb.http("sample_ui_page")
+    assert page.status_code == 200
+    csp = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    # A caller-supplied return_url is ignored: the link always returns to the sample page itself.
+    link = mb.http("sample_ui_connect_link", "POST", body={"user_ref": "u-1", "return_url": "https://evil.example"})
+    assert link.status_code == 201
+    token = query_of(mb.json(link)["connect_url"])["ticket"]
+    ticket = verify_ticket(mb.env["TICKET_SIGNING_KEY"].encode(), token)
+    assert ticket.return_url == f"{local}/api/ui" and ticket.user_ref == "u-1"
+    bad = mb.http("sample_ui_connect_link", "POST", body={"user_ref": ""})
+    assert bad.status_code == 400 and mb.json(bad)["error"]["code"] == "invalid_request"
+    missing = mb.http("sample_ui_connection_status", route_params={"connection_id": "nope"})
+    assert missing.status_code == 404 and mb.json(missing)["error"]["code"] == "not_found"
+    unknown = mb.http("sample_ui_send_test", "POST", route_params={"connection_id": "nope"})
+    assert unknown.status_code == 404

@@ -1,0 +1,178 @@
+"""Keep-alive: connections outlive the 90-day refresh-token inactivity limit; races never lose the newest token."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msal
+import pytest
+
+from shared.errors import ReauthRequired
+from shared.refresh import KeepAlive
+
+REPO = Path(__file__).resolve().parent.parent
+DAY = 86400
+
+
+@pytest.fixture
+def mb_clock(mailbridge, emulator):
+    """A Mailbridge living on the emulator's clock (so 'days later' is the same for both)."""
+
+    def make(**kwargs):
+        mb = mailbridge(**kwargs)
+        mb.services.clock = emulator.state.clock.now
+        return mb
+
+    return make
+
+
+def advance(mb, emulator, seconds: float) -> None:
+    """Jump the shared clock. Key Vault tokens cached by azure-identity live on real time, so drop them
+    (a real clock never jumps 60 days between two calls)."""
+    emulator.state.clock.advance(seconds)
+    mb.services.vault.__dict__.pop("client", None)
+
+
+def _events(mb) -> list[dict]:
+    queue = mb.services.storage.queue(mb.env["EVENTS_QUEUE"])
+    return [json.loads(m.content) for m in queue.peek_messages(max_messages=32)]
+
+
+def _newest_refresh_token(emulator, oid: str, client_id: str) -> str:
+    # The emulator's grant table is insertion-ordered, i.e. in issue order (its timestamps are whole seconds).
+    issued = [rt for rt, g in emulator.state.entra.refresh.items() if g.oid == oid and g.client_id == client_id]
+    return issued[-1]
+
+
+def _stored_refresh_token(mb, cid: str) -> str:
+    cache = json.loads(mb.services.vault.read(mb.services.connections.get(cid).secret_name))
+    (entry,) = cache["RefreshToken"].values()
+    return entry["secret"]
+
+
+def test_timer_keeps_an_idle_connection_alive_for_150_days(mb_clock, emulator):
+    mb = mb_clock()
+    cid = mb.connect("alice")["connection_id"]
+    for _ in ("day 61", "day 122"):
+        advance(mb, emulator, 61 * DAY)
+        report = KeepAlive(mb.services).sweep()
+        assert (report.due_seen, report.refreshed) == (1, 1), report
+    advance(mb, emulator, 28 * DAY)  # day 150: no send for 150 days, the last refresh was 28 days ago
+    outcome = mb.services.tokens.refresh(mb.services.connections.get(cid), force=False)
+    assert outcome.token
+    assert mb.services.connections.get(cid).status == "connected"
+
+
+def test_without_the_timer_a_91_day_idle_connection_needs_reauth(mb_clock, emulator):
+    mb = mb_clock()
+    cid = mb.connect("alice")["connection_id"]
+    advance(mb, emulator, 91 * DAY)
+    with pytest.raises(ReauthRequired) as info:
+        mb.services.tokens.refresh(mb.services.connections.get(cid), force=True)
+    assert "700082" in info.value.detail
+    view = mb.json(mb.http("get_connection", route_params={"connection_id": cid}))
+    assert view["status"] == "reauth_required" and view["last_error"]["code"] == "reauth_required"
+
+
+def test_only_due_connections_cost_a_token_call_and_a_key_vault_write(mb_clock, emulator, emulator_admin):
+    mb = mb_clock()
+    due = mb.connect("alice", user_ref="a")["connection_id"]
+    advance(mb, emulator, 30 * DAY)
+    fresh = mb.connect("bob", user_ref="b")["connection_id"]
+    advance(mb, emulator, 31 * DAY)  # alice idle 61 days, bob 31
+    emulator_admin.reset_counters()
+    report = KeepAlive(mb.services).sweep()
+    counters = emulator_admin.counters()
+    assert (report.due_seen, report.refreshed, report.skipped) == (1, 1, 0)
+    assert counters.get("entra.grant.refresh_token", 0) == 1
+    assert counters.get("calls.kv.setSecret", 0) == 1
+    assert counters.get("calls.kv.listSecrets", 0) == 0  # no Key Vault scan
+    before = mb.services.connections.get(fresh).last_refreshed_at
+    assert mb.services.connections.get(fresh).last_refreshed_at == before
+    assert mb.services.connections.get(due).last_refreshed_at > before
+
+
+def test_a_sweep_that_runs_out_of_time_resumes_next_run(mb_clock, emulator, emu_tenant):
+    mb = mb_clock(users=("u1", "u2", "u3", "u4", "u5"))
+    for i, user in enumerate(("u1", "u2", "u3", "u4", "u5")):
+        mb.connect(user, user_ref=f"ref{i}")
+    advance(mb, emulator, 61 * DAY)
+    keepalive = KeepAlive(mb.services, concurrency=2)
+    nothing = keepalive.sweep(budget_seconds=0)
+    assert nothing.stopped_early and nothing.refreshed == 0
+    first = keepalive.sweep(max_connections=2)  # stands in for the host's time budget running out
+    assert first.stopped_early and first.refreshed == 2
+    second = keepalive.sweep()
+    assert not second.stopped_early and second.refreshed == 3
+    assert keepalive.sweep().due_seen == 0
+
+
+def test_permanent_refresh_failure_marks_reauth_and_emits_an_event(mb_clock, emulator):
+    mb = mb_clock()
+    cid = mb.connect("alice")["connection_id"]
+    mb.admin.password_reset(mb.kit.users["alice"]["upn"])
+    advance(mb, emulator, 61 * DAY)
+    report = KeepAlive(mb.services).sweep()
+    assert report.reauth_required == 1 and report.reauth_ids == [cid]
+    conn = mb.services.connections.get(cid)
+    assert conn.status == "reauth_required" and "50173" in (conn.last_error_message or "")
+    events = _events(mb)
+    matching = [e for e in events if e.get("type") == "mailbridge.connection.reauth_required"]
+    assert len(matching) == 1, events
+    data = matching[0]["data"]
+    assert data["connection_id"] == cid and data["user_ref"] == "user-1" and "50173" in data["detail"]
+    assert KeepAlive(mb.services).sweep().due_seen == 0  # no longer in the due index
+
+
+@pytest.mark.slow
+def test_twenty_concurrent_refreshes_in_two_processes_keep_the_newest_token(mailbridge, emulator):
+    mb = mailbridge()
+    cid = mb.connect("alice")["connection_id"]
+    env = {**os.environ, **mb.env, "PYTHONPATH": str(REPO), "RACE_CONNECTION_ID": cid, "RACE_THREADS": "10"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.workers.refresh_race"],
+            env={**env, "RACE_MODE": mode},
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for mode in ("timer", "sender")
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert [r["errors"] for r in results] == [[], []]
+    assert sum(r["ok"] for r in results) == 20
+    newest = _newest_refresh_token(emulator, mb.kit.users["alice"]["oid"], mb.env["ENTRA_CLIENT_ID"])
+    assert _stored_refresh_token(mb, cid) == newest
+    conn = mb.services.connections.get(cid)
+    assert conn.status == "connected"
+    cache = msal.SerializableTokenCache()
+    cache.deserialize(mb.services.vault.read(conn.secret_name))
+    app = mb.services.msal.app(token_cache=cache)
+    assert "access_token" in app.acquire_token_silent_with_error(
+        ["Mail.Send"], account=app.get_accounts()[0], force_refresh=True
+    )
+
+
+def test_key_vault_versions_stay_bounded_by_moving_to_a_new_secret(mailbridge, emulator):
+    mb = mailbridge()
+    cid = mb.connect("alice")["connection_id"]
+    mb.services.tokens.max_secret_versions = 3
+    first = mb.services.connections.get(cid).secret_name
+    for _ in range(7):
+        mb.services.tokens.refresh(mb.services.connections.get(cid), force=True)
+    conn = mb.services.connections.get(cid)
+    assert conn.secret_generation == 3 and conn.secret_name != first
+    assert mb.services.vault.read(first) is None  # deleted (soft delete keeps it only for the retention period)
+    versions = list(mb.services.vault.client.list_properties_of_secret_versions(conn.secret_name))
+    assert 1 <= len(versions) <= 3
+    assert mb.services.tokens.refresh(conn, force=True).refreshed
