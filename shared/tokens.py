@@ -84,6 +84,12 @@ class TokenService:
     def refresh(self, conn: Connection, *, force: bool) -> RefreshOutcome:
         """Under the connection's lease: read the stored cache, acquire silently (forced or not), write back."""
         with self.locks.hold(conn.connection_id):
+            if not force:
+                # Another thread may have refreshed while we waited for the lock: reuse its token.
+                with self._mem_lock:
+                    hit = self._memory.get(conn.connection_id)
+                if hit and hit.expires_at - self.clock() > EARLY_REFRESH_SECONDS:
+                    return RefreshOutcome(hit.token, hit.expires_at, refreshed=False, wrote_cache=False)
             fresh = self.connections.get(conn.connection_id)
             if fresh.status != "connected":
                 raise ReauthRequired(detail=f"connection is {fresh.status}", reason=fresh.last_error_code)
