@@ -79,6 +79,11 @@ var settings = {
   REFRESH_AFTER_DAYS: string(refreshAfterDays)
   REFRESH_SCHEDULE: refreshSchedule
   MAX_MESSAGE_BYTES: string(maxMessageBytes)
+  // Per-mailbox pacing (Outlook limits: 4 concurrent, 30 messages/min, 10,000 recipients/day).
+  MAILBOX_CONCURRENCY: '4'
+  MAILBOX_MESSAGES_PER_MINUTE: '30'
+  MAILBOX_RECIPIENTS_PER_DAY: '10000'
+  SEND_AS_ENDPOINT: 'me'
   // Scope switches (lower-case strings; Bicep's string(bool) would give 'True').
   ENABLE_SHARED_MAILBOXES: enableSharedMailboxes ? 'true' : 'false'
   ENABLE_MAIL_READWRITE: enableMailReadWrite ? 'true' : 'false'
