@@ -27,7 +27,7 @@ import requests
 
 from shared.tickets import verify_ticket
 from stack.azurite import free_port
-from tests.fixtures.app import query_of
+from tests.fixtures.app import emulated_settings, query_of
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -116,27 +116,18 @@ def ui_app(emulator, emulator_admin, azurite, operator_tenant, tmp_path_factory)
 
     # Every setting's local default from the sample (schedules, queue names ...), then this test's values.
     values = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
-    values |= {
-        "ENTRA_CLIENT_ID": app["client_id"],
-        "ENTRA_CLIENT_SECRET": app["secrets"][0]["value"],
-        "ENTRA_CLIENT_CREDENTIAL": "secret",
-        "ENTRA_TENANT": "organizations",
-        "ENTRA_AUTHORITY_HOST": emulator.base_url,
-        "GRAPH_ENDPOINT": emulator.base_url,
-        "KEY_VAULT_URL": emulator.base_url,
-        "KEY_VAULT_AUTH": "app",
-        "MAILBRIDGE_CA_BUNDLE": str(emulator.ca_path),
-        "AzureWebJobsStorage": azurite.connection_string,
-        "OUTBOUND_QUEUE": f"outbound-{suffix}",
-        "EVENTS_QUEUE": f"events-{suffix}",
-        "ATTACHMENTS_CONTAINER": f"attachments-{suffix}",
-        "PUBLIC_BASE_URL": base,
-        "ALLOWED_RETURN_ORIGINS": base,
-        "TICKET_SIGNING_KEY": "ui-test-ticket-key-" + "k" * 32,
-        "ENABLE_SAMPLE_UI": "true",
-        "DEVHOST_FUNCTION_KEYS": f"fk-{suffix}",
-        "DEVHOST_MASTER_KEY": f"mk-{suffix}",
-    }
+    values |= emulated_settings(
+        emulator,
+        azurite,
+        app,
+        suffix,
+        public_base_url=base,
+        return_origin=base,
+        TICKET_SIGNING_KEY="ui-test-ticket-key-" + "k" * 32,
+        ENABLE_SAMPLE_UI="true",
+        DEVHOST_FUNCTION_KEYS=f"fk-{suffix}",
+        DEVHOST_MASTER_KEY=f"mk-{suffix}",
+    )
     out = tmp_path_factory.mktemp("ui-devhost")
     settings = out / "local.settings.json"
     settings.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
