@@ -12,3 +12,6 @@ bootstrap:
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+bench:
+	scripts/dev.sh bootstrap && bench/setup.sh && .venv/bin/python -m bench
