@@ -56,7 +56,7 @@ class ConnectService:
                 raise errors.InvalidRequest(f"{key} must be a string of at most 256 characters.")
             hints[key] = value
         prompt = body.get("prompt")
-        if prompt is not None and prompt not in _PROMPTS:
+        if prompt is not None and (not isinstance(prompt, str) or prompt not in _PROMPTS):
             raise errors.InvalidRequest(f"prompt must be one of {sorted(_PROMPTS)}.")
         reconnect = body.get("connection_id")
         if reconnect is not None:

@@ -139,6 +139,10 @@ class DeliveryStore:
         return self.clients.table(DELIVERIES_TABLE)
 
     def get(self, connection_id: str, message_id: str) -> Delivery | None:
+        from shared.store import is_safe_key
+
+        if not (is_safe_key(connection_id) and is_safe_key(message_id)):
+            return None
         try:
             entity = self.table.get_entity(connection_id, message_id)
         except ResourceNotFoundError:

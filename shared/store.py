@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,6 +26,15 @@ from shared.storage import StorageClients
 
 CONNECTION_ROW = "connection"
 REFRESH_PARTITION = "refresh-due"
+
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def is_safe_key(value: object) -> bool:
+    """Whether ``value`` can be a Table key as given: Azure Tables reject '/', '\\', '#', '?' and control
+    characters in keys, and user-supplied ids reach us from URLs, so anything else is simply not found."""
+    return isinstance(value, str) and bool(_SAFE_KEY.match(value))
 
 
 def connection_id_for(tenant_id: str, object_id: str) -> str:
@@ -110,6 +120,8 @@ class ConnectionStore:
         return self.clients.table(CONNECTIONS_TABLE)
 
     def get(self, connection_id: str) -> Connection:
+        if not is_safe_key(connection_id):
+            raise NotFound("No such connection.")
         try:
             entity = self.table.get_entity(connection_id, CONNECTION_ROW)
         except ResourceNotFoundError:
@@ -117,6 +129,8 @@ class ConnectionStore:
         return Connection.from_entity(entity)
 
     def get_with_etag(self, connection_id: str) -> tuple[Connection, str]:
+        if not is_safe_key(connection_id):
+            raise NotFound("No such connection.")
         try:
             entity = self.table.get_entity(connection_id, CONNECTION_ROW)
         except ResourceNotFoundError:

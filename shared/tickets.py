@@ -107,7 +107,8 @@ def verify_ticket(key: bytes, token: str | None, *, now: float | None = None) ->
         raise ExpiredLink(detail="missing or malformed ticket")
     body, sig = token.split(".")
     expected = _b64e(hmac.new(key, body.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(sig, expected):
+    # Compare bytes: compare_digest refuses non-ASCII str, and a forged ticket may carry anything.
+    if not hmac.compare_digest(sig.encode("utf-8", "surrogatepass"), expected.encode()):
         raise ExpiredLink(detail="bad ticket signature")
     try:
         payload = json.loads(_b64d(body))
