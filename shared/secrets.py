@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError, ServiceRequestError
 from azure.keyvault.secrets import SecretClient
 
-from shared.errors import MailbridgeError, TemporarilyUnavailable
+from shared.errors import MailbridgeError, TemporarilyUnavailable, Throttled
 from shared.identity import key_vault_credential
 from shared.settings import Settings
 
@@ -74,9 +74,15 @@ class TokenCacheVault:
             try:
                 return fn()
             except HttpResponseError as exc:
-                if exc.status_code not in (429, 500, 502, 503, 504) or attempt == self.max_attempts:
+                if exc.status_code not in (429, 500, 502, 503, 504):
                     raise
                 retry_after = _retry_after(exc) or delay
+                if attempt == self.max_attempts:
+                    # Out of patience: tell callers this is transient (the sender reschedules the message,
+                    # the keep-alive retries next run) rather than leaking the SDK's raw error.
+                    if exc.status_code == 429:
+                        raise Throttled(detail=f"Key Vault {what} throttled", retry_after=retry_after) from exc
+                    raise TemporarilyUnavailable(detail=f"Key Vault {what} answered {exc.status_code}") from exc
                 logger.warning(
                     "Key Vault %s throttled/unavailable (%s); retrying in %.1fs", what, exc.status_code, retry_after
                 )

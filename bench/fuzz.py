@@ -1,0 +1,58 @@
+"""Long fuzzing run: the properties of tests/test_fuzz.py with >= 10,000 examples each.
+
+    .venv/bin/python -m bench.fuzz [--examples 10000] [--seed N] [-k EXPR]
+
+Starts the same real Azurite and HTTPS emulator the test suite uses (the pytest fixtures), so it is
+pytest under the hood; prints hypothesis statistics and a one-line summary for docs/reliability.md.
+Exit status is pytest's: non-zero when any property found a counterexample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MIN_EXAMPLES = 10_000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.fuzz", description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=MIN_EXAMPLES, help="examples per property (default 10000)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: derandomized, repeatable)")
+    parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression to run a subset")
+    args = parser.parse_args(argv)
+    os.environ["MAILBRIDGE_FUZZ_EXAMPLES"] = str(args.examples)
+    if args.seed is not None:
+        os.environ["MAILBRIDGE_FUZZ_SEED"] = str(args.seed)
+    pytest_args = [
+        str(REPO / "tests" / "test_fuzz.py"),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore::UserWarning",
+        "--hypothesis-show-statistics",
+        "--timeout=0",
+    ]
+    if args.seed is not None:
+        pytest_args.append(f"--hypothesis-seed={args.seed}")
+    if args.keyword:
+        pytest_args += ["-k", args.keyword]
+    started = time.monotonic()
+    code = pytest.main(pytest_args)
+    elapsed = time.monotonic() - started
+    print(
+        f"bench.fuzz: {args.examples} examples per property ({args.examples * 4} for pure parsing), "
+        f"exit {int(code)}, {elapsed:.0f} s"
+    )
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

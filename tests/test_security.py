@@ -1,0 +1,297 @@
+"""Security suite: function keys on every non-anonymous route (through devhost, over HTTP), hostile
+message content refused with stable codes, no secret in any error body, and a dependency audit.
+
+The OAuth side (state/ticket tamper, replay, expiry, PKCE, nonce, open redirect, cross-tenant
+callback) is covered in tests/test_connect*.py; the log side in tests/test_security_logs.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.fixtures.app import FUNCTION_KEY, RETURN_URL
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def http_routes(app_functions: dict) -> list[tuple[str, str, str, str]]:
+    """(function name, route, method, auth level) of every HTTP function of function_app."""
+    found = []
+    for name, fn in app_functions.items():
+        for binding in json.loads(fn.get_function_json())["bindings"]:
+            if binding["type"] == "httpTrigger":
+                for method in binding["methods"]:
+                    found.append((name, binding["route"], method, binding["authLevel"].lower()))
+    return found
+
+
+def concrete(route: str) -> str:
+    return route.replace("{connection_id}", "c-missing").replace("{message_id}", "m-missing")
+
+
+@pytest.fixture(name="devhost_app")
+def devhost_app_fixture(app_env, tmp_path):
+    """The real function_app under devhost (subprocess), configured like the app tests' tenant."""
+    env, _kit = app_env()
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"IsEncrypted": False, "Values": env}))
+    ready = tmp_path / "ready.json"
+    log = tmp_path / "devhost.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devhost",
+            "--app-dir",
+            str(REPO),
+            "--port",
+            "0",
+            "--settings",
+            str(settings),
+            "--ready-file",
+            str(ready),
+            "--no-timers",
+        ],
+        cwd=REPO,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        stdout=open(log, "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready.exists() and proc.poll() is None, log.read_text()
+        yield {"url": json.loads(ready.read_text())["base_url"], "env": env, "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_function_key_is_enforced_on_every_non_anonymous_route(devhost_app, app_functions):
+    base = devhost_app["url"] + "/api/"
+    routes = http_routes(app_functions)
+    protected = [r for r in routes if r[3] != "anonymous"]
+    assert len(protected) >= 7
+    for name, route, method, _ in protected:
+        url = base + concrete(route)
+        for headers, params in [({}, {}), ({"x-functions-key": "wrong"}, {}), ({}, {"code": "wrong"})]:
+            resp = requests.request(method, url, headers=headers, params=params, json={}, timeout=30)
+            assert resp.status_code == 401, (name, headers, params, resp.status_code)
+            assert FUNCTION_KEY not in resp.text
+        with_header = requests.request(method, url, headers={"x-functions-key": FUNCTION_KEY}, json={}, timeout=30)
+        with_query = requests.request(method, url, params={"code": FUNCTION_KEY}, json={}, timeout=30)
+        for resp in (with_header, with_query):
+            assert resp.status_code not in (401, 500), (name, resp.status_code, resp.text[:200])
+            assert resp.json()["error"]["code"]  # a missing resource or a bad body, answered by us
+
+
+def test_anonymous_routes_need_no_key(devhost_app, app_functions):
+    base = devhost_app["url"] + "/api/"
+    for name, route, method, level in http_routes(app_functions):
+        if level == "anonymous":
+            resp = requests.request(method, base + concrete(route), allow_redirects=False, timeout=30)
+            assert resp.status_code not in (401, 403, 500), (name, resp.status_code)
+
+
+def test_a_ticket_with_a_non_ascii_signature_is_a_clean_400(mailbridge):
+    """Regression (found by schemathesis): hmac.compare_digest(str, str) raised TypeError for non-ASCII
+    text, and connect/start logged an unhandled error and answered 503 "try again" for a forged link."""
+    mb = mailbridge()
+    ticket = mb.connect_link("sec").split("ticket=", 1)[1]
+    body = ticket.split(".")[0]
+    resp = mb.http("connect_start", params={"ticket": body + ".é"})
+    assert resp.status_code == 400, resp.get_body()
+    assert b"expired_link" in resp.get_body()
+
+
+# --- hostile message content ------------------------------------------------------------------------------
+
+
+def message(cid: str, **fields: Any) -> dict[str, Any]:
+    base = {
+        "id": f"m-{uuid.uuid4().hex[:12]}",
+        "connection_id": cid,
+        "to": [{"address": "someone@example.com"}],
+        "subject": "Hello",
+        "body": {"content_type": "text", "content": "Plain"},
+    }
+    return {**base, **fields}
+
+
+INJECTIONS = [
+    ("subject", {"subject": "Hi\r\nBcc: victim@example.com"}),
+    ("display name", {"to": [{"address": "a@example.com", "name": "A\nBcc: v@example.com"}]}),
+    ("address", {"to": ["a@example.com\r\nBcc: v@example.com"]}),
+    ("header value", {"headers": {"x-tag": "v\r\nBcc: v@example.com"}}),
+    ("header name", {"headers": {"x-a\r\nbcc": "v"}}),
+    ("attachment name", {"attachments": [{"name": "a\r\n.txt", "content_base64": "aGk="}]}),
+    (
+        "content type",
+        {"attachments": [{"name": "a.txt", "content_type": "text/plain\r\nX: y", "content_base64": "aGk="}]},
+    ),
+]
+
+
+@pytest.fixture
+def connected(mailbridge):
+    mb = mailbridge(MAX_MESSAGE_BYTES=str(64 * 1024))
+    cid = mb.connect("alice", user_ref="sec")["connection_id"]
+    return mb, cid
+
+
+def test_header_injection_is_refused_everywhere(connected):
+    mb, cid = connected
+    for where, fields in INJECTIONS:
+        resp = mb.http("enqueue_message", "POST", body=message(cid, **fields))
+        assert resp.status_code == 400, where
+        assert mb.json(resp)["error"]["code"] == "header_injection", (where, mb.json(resp))
+
+
+def test_recipient_and_header_limits(connected):
+    mb, cid = connected
+    many = [f"r{i}@example.com" for i in range(300)]
+    resp = mb.http("enqueue_message", "POST", body=message(cid, to=many, cc=many[:201]))
+    assert (resp.status_code, mb.json(resp)["error"]["code"]) == (400, "too_many_recipients")
+    ok = mb.http("enqueue_message", "POST", body=message(cid, to=many, cc=many[:200]))
+    assert ok.status_code == 202, ok.get_body()
+    for headers in ({"x-mailbridge-id": "spoof"}, {"Bcc": "v@example.com"}, {f"x-h{i}": "v" for i in range(21)}):
+        resp = mb.http("enqueue_message", "POST", body=message(cid, headers=headers))
+        assert (resp.status_code, mb.json(resp)["error"]["code"]) == (400, "invalid_header"), headers
+
+
+def test_size_limits(connected):
+    mb, cid = connected
+    big = message(cid, body={"content_type": "text", "content": "x" * (64 * 1024 + 1)})
+    resp = mb.http("enqueue_message", "POST", body=big)
+    assert (resp.status_code, mb.json(resp)["error"]["code"]) == (413, "message_too_large")
+    # The raw request body is capped before JSON parsing (1.4 x MAX_MESSAGE_BYTES + 256 KiB).
+    huge = b'{"pad": "' + b"x" * (int(64 * 1024 * 1.4) + 256 * 1024 + 10) + b'"}'
+    resp = mb.http("enqueue_message", "POST", body=huge)
+    assert (resp.status_code, mb.json(resp)["error"]["code"]) == (400, "invalid_request")
+    link = mb.http("create_connection_link", "POST", body=b"[" * (1024 * 1024 + 1))
+    assert (link.status_code, mb.json(link)["error"]["code"]) == (400, "invalid_request")
+
+
+def test_html_body_is_passed_as_given(connected, emulator_admin):
+    """HTML is the producer's to sanitise: we neither render nor rewrite it (and never serve it)."""
+    mb, cid = connected
+    html = "<p onclick='x()'>Hi <script>alert(1)</script><img src=x onerror=y></p>"
+    msg = message(cid, body={"content_type": "html", "content": html})
+    assert mb.http("enqueue_message", "POST", body=msg).status_code == 202
+    outcome = mb.services.sender.process(json.loads(json.dumps(msg)), "q-html")
+    assert outcome.status == "duplicate" or outcome.status == "sent", outcome
+    record = mb.services.deliveries.get(cid, msg["id"])
+    assert record is not None and record.status == "sent"
+    status = mb.json(mb.http("get_message", params={"connection_id": cid}, route_params={"message_id": msg["id"]}))
+    assert "<script>" not in json.dumps(status)  # the record never echoes the body
+    mailbox = mb.kit.users["alice"]["mail"]
+    bodies = [m.get("body", {}) for m in emulator_admin.sent_items(mailbox)]
+    assert any(b.get("contentType", "").lower() == "html" and b.get("content") == html for b in bodies), bodies[-1:]
+
+
+def secrets_of(env: dict[str, str]) -> list[str]:
+    values = [env["ENTRA_CLIENT_SECRET"], env["TICKET_SIGNING_KEY"], FUNCTION_KEY]
+    values += [
+        part.split("=", 1)[1] for part in env["AzureWebJobsStorage"].split(";") if part.startswith("AccountKey=")
+    ]
+    return values
+
+
+def test_error_bodies_never_contain_secrets(connected):
+    mb, cid = connected
+    answers = [
+        mb.http("health"),
+        mb.http("create_connection_link", "POST", body={"user_ref": "u", "return_url": "https://evil.example/"}),
+        mb.http("create_connection_link", "POST", body=b"\xff"),
+        mb.http("list_connections"),
+        mb.http("get_connection", route_params={"connection_id": "nope"}),
+        mb.http("enqueue_message", "POST", body=message(cid, subject="a\nb")),
+        mb.http("enqueue_message", "POST", body=message("c-unknown")),
+        mb.http("get_message", route_params={"message_id": "m"}),
+        mb.http("connect_start", params={"ticket": "forged"}),
+        mb.http("connect_callback", params={"state": "forged", "code": "c"}),
+        mb.http("connect_callback", params={"error": "access_denied", "state": "x"}),
+        mb.http("admin_consent", params={"tenant": "bad tenant"}),
+        mb.http("admin_consent_callback", params={"state": "forged", "error": "x"}),
+    ]
+    mb.services.vault  # noqa: B018 - make sure the app is fully wired (secrets loaded) before checking
+    secrets = secrets_of(mb.env)
+    assert all(len(s) >= 16 for s in secrets)
+    for resp in answers:
+        text = resp.get_body().decode("utf-8", "replace") + json.dumps(dict(resp.headers))
+        for secret in secrets:
+            assert secret not in text, (resp.status_code, text[:200])
+        assert "Traceback" not in text
+
+
+def test_error_bodies_on_a_misconfigured_app_name_the_setting_not_its_value(mailbridge, monkeypatch):
+    mb = mailbridge()
+    secret = mb.env["ENTRA_CLIENT_SECRET"]
+    monkeypatch.setenv("TICKET_SIGNING_KEY", "tiny-key-ZQ9")
+    from shared.services import reset_services
+
+    reset_services()
+    for resp in (
+        mb.http("health"),
+        mb.http("create_connection_link", "POST", body={"user_ref": "u", "return_url": RETURN_URL}),
+    ):
+        assert resp.status_code == 503
+        text = resp.get_body().decode()
+        assert "TICKET_SIGNING_KEY" in text and "tiny-key-ZQ9" not in text
+        assert secret not in text
+
+
+# --- dependencies -------------------------------------------------------------------------------------------
+
+
+def test_runtime_requirements_have_no_known_vulnerabilities(tmp_path):
+    """pip-audit over requirements.txt (pinned). Needs PyPI's JSON API (or OSV); skipped when unreachable."""
+    audit = REPO / ".venv" / "bin" / "pip-audit"
+    if not audit.exists():
+        pytest.skip("pip-audit is not installed (requirements-dev.txt)")
+    out = tmp_path / "audit.json"
+    proc = subprocess.run(
+        [
+            str(audit),
+            "-r",
+            str(REPO / "requirements.txt"),
+            "--no-deps",
+            "--disable-pip",
+            "--progress-spinner",
+            "off",
+            "-f",
+            "json",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+    )
+    if not out.exists():
+        pytest.skip(f"pip-audit could not reach its vulnerability service: {proc.stderr.strip()[-300:]}")
+    report = json.loads(out.read_text())
+    deps = report["dependencies"]
+    skipped = [d for d in deps if d.get("skip_reason")]
+    if deps and len(skipped) == len(deps):
+        pytest.skip(f"pip-audit audited nothing (vulnerability service unreachable): {skipped[0]['skip_reason']}")
+    assert not skipped, skipped
+    vulnerable = {d["name"]: [v["id"] for v in d["vulns"]] for d in deps if d.get("vulns")}
+    assert not vulnerable, vulnerable
