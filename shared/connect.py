@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -11,8 +12,8 @@ import msal
 
 from shared import errors
 from shared.entra_errors import map_entra_error
-from shared.secrets import SecretNameDeleted, secret_name
 from shared.services import Services
+from shared.settings import _TENANT_RE
 from shared.store import Connection, connection_id_for
 from shared.tickets import check_return_url, issue_ticket, verify_ticket
 
@@ -191,15 +192,10 @@ class ConnectService:
         return conn
 
     def _write_cache(self, conn: Connection, serialized: str) -> None:
-        for _ in range(5):
-            conn.secret_name = secret_name(conn.connection_id, conn.secret_generation)
-            try:
-                self.s.vault.write(conn.secret_name, serialized, tags={"connection": conn.connection_id})
-                conn.secret_writes = 1
-                return
-            except SecretNameDeleted:
-                conn.secret_generation += 1
-        raise errors.TemporarilyUnavailable(detail="no free Key Vault secret name")
+        conn.secret_name, conn.secret_generation = self.s.vault.write_new_name(
+            conn.connection_id, conn.secret_generation, serialized
+        )
+        conn.secret_writes = 1
 
     # 4. admin consent -----------------------------------------------------------------------------------
     def admin_consent_entry_url(self, tenant: str | None) -> str:
@@ -211,15 +207,11 @@ class ConnectService:
         tenant = (tenant or "organizations").strip()
         if tenant.lower() in {"common", "consumers"}:
             raise errors.InvalidRequest("Admin consent needs your tenant id or domain (or 'organizations').")
-        from shared.settings import _TENANT_RE
-
         if not _TENANT_RE.match(tenant):
             raise errors.InvalidRequest("tenant must be a tenant id, a verified domain or 'organizations'.")
         if return_url:
             check_return_url(return_url, self.settings.allowed_return_origins)
-        import secrets as _secrets
-
-        state = _secrets.token_urlsafe(24)
+        state = secrets.token_urlsafe(24)
         self.s.flows.put(state, "adminconsent", {"tenant": tenant, "return_url": return_url})
         scope = " ".join(f"{self.settings.cloud.graph_resource}/{s.split('/')[-1]}" for s in self.settings.graph_scopes)
         params = {

@@ -27,6 +27,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from shared.errors import MailbridgeError
 from shared.settings import DELIVERIES_TABLE
 from shared.storage import StorageClients
+from shared.store import is_safe_key
 
 FINAL = frozenset({"sent", "failed", "unknown", "rejected"})
 UNREADABLE_PARTITION = "_unreadable"
@@ -139,8 +140,6 @@ class DeliveryStore:
         return self.clients.table(DELIVERIES_TABLE)
 
     def get(self, connection_id: str, message_id: str) -> Delivery | None:
-        from shared.store import is_safe_key
-
         if not (is_safe_key(connection_id) and is_safe_key(message_id)):
             return None
         try:

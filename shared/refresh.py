@@ -53,10 +53,14 @@ class KeepAlive:
         deadline = time.monotonic() + budget_seconds
         now = self.s.clock()
         after = ""
+
+        def out_of_budget() -> bool:
+            return time.monotonic() > deadline or (max_connections is not None and report.due_seen >= max_connections)
+
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="keepalive") as pool:
             pending: set[Future] = set()
             while True:
-                if time.monotonic() > deadline or (max_connections is not None and report.due_seen >= max_connections):
+                if out_of_budget():
                     report.stopped_early = True
                     break
                 page = self.s.connections.due_for_refresh(now, self.page_size, after_key=after)
@@ -64,9 +68,7 @@ class KeepAlive:
                     break
                 for key, connection_id in page:
                     after = key
-                    if time.monotonic() > deadline or (
-                        max_connections is not None and report.due_seen >= max_connections
-                    ):
+                    if out_of_budget():
                         report.stopped_early = True
                         break
                     report.due_seen += 1

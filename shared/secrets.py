@@ -118,6 +118,18 @@ class TokenCacheVault:
                 raise SecretNameDeleted(detail=name) from exc
             raise
 
+    def write_new_name(self, connection_id: str, generation: int, value: str, attempts: int = 5) -> tuple[str, int]:
+        """Write ``value`` under the first generation from ``generation`` on whose name is not soft-deleted;
+        returns (name, generation). Used by connect (first write, reconnect) and by version rotation."""
+        for gen in range(generation, generation + attempts):
+            name = secret_name(connection_id, gen)
+            try:
+                self.write(name, value, tags={"connection": connection_id})
+                return name, gen
+            except SecretNameDeleted:
+                continue
+        raise TemporarilyUnavailable(detail="no free Key Vault secret name")
+
     def delete(self, name: str) -> bool:
         """Soft-delete the secret (Key Vault keeps it for the retention period); False when it did not exist."""
         try:

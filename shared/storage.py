@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import cached_property
+from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
@@ -29,9 +31,7 @@ class StorageClients:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
-        self._tables: dict[str, TableClient] = {}
-        self._queues: dict[str, QueueClient] = {}
-        self._containers: dict[str, ContainerClient] = {}
+        self._clients: dict[tuple[str, str], Any] = {}
         self._ensured: set[tuple[str, str]] = set()
 
     @cached_property
@@ -59,50 +59,30 @@ class StorageClients:
             return BlobServiceClient.from_connection_string(s.connection_string)
         return BlobServiceClient(account_url=s.blob_service_uri, credential=self._credential)
 
-    def table(self, name: str) -> TableClient:
-        """A client for table ``name``, created on first use (infra creates them in Azure; Azurite starts empty).
-
-        TABLE_PREFIX (empty in Azure) lets several deployments or test runs share one storage account.
-        """
-        name = self.settings.table_prefix + name
+    def _client(self, kind: str, name: str, make: Callable[[str], Any], create: Callable[[Any], Any]) -> Any:
+        """The cached per-name client; the resource is created on first use (infra creates them in Azure,
+        Azurite starts empty), so every later call is a dictionary lookup."""
         with self._lock:
-            client = self._tables.get(name)
+            client = self._clients.get((kind, name))
             if client is None:
-                client = self.tables.get_table_client(name)
-                self._tables[name] = client
-        if ("table", name) not in self._ensured:
+                client = self._clients[(kind, name)] = make(name)
+        if (kind, name) not in self._ensured:
             try:
-                self.tables.create_table(name)
+                create(client)
             except ResourceExistsError:
                 pass
-            self._ensured.add(("table", name))
+            self._ensured.add((kind, name))
         return client
+
+    def table(self, name: str) -> TableClient:
+        """A client for table ``name``. TABLE_PREFIX (empty in Azure) lets several deployments or test runs
+        share one storage account."""
+        name = self.settings.table_prefix + name
+        return self._client("table", name, self.tables.get_table_client, lambda c: c.create_table())
 
     def queue(self, name: str) -> QueueClient:
         """A client for queue ``name`` (messages as plain text: host.json messageEncoding is none)."""
-        with self._lock:
-            client = self._queues.get(name)
-            if client is None:
-                client = self.queues.get_queue_client(name)
-                self._queues[name] = client
-        if ("queue", name) not in self._ensured:
-            try:
-                client.create_queue()
-            except ResourceExistsError:
-                pass
-            self._ensured.add(("queue", name))
-        return client
+        return self._client("queue", name, self.queues.get_queue_client, lambda c: c.create_queue())
 
     def container(self, name: str) -> ContainerClient:
-        with self._lock:
-            client = self._containers.get(name)
-            if client is None:
-                client = self.blobs.get_container_client(name)
-                self._containers[name] = client
-        if ("container", name) not in self._ensured:
-            try:
-                client.create_container()
-            except ResourceExistsError:
-                pass
-            self._ensured.add(("container", name))
-        return client
+        return self._client("container", name, self.blobs.get_container_client, lambda c: c.create_container())

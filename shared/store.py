@@ -128,30 +128,16 @@ class ConnectionStore:
             raise NotFound(f"No connection {connection_id}.") from None
         return Connection.from_entity(entity)
 
-    def get_with_etag(self, connection_id: str) -> tuple[Connection, str]:
-        if not is_safe_key(connection_id):
-            raise NotFound("No such connection.")
-        try:
-            entity = self.table.get_entity(connection_id, CONNECTION_ROW)
-        except ResourceNotFoundError:
-            raise NotFound(f"No connection {connection_id}.") from None
-        return Connection.from_entity(entity), entity.metadata["etag"]
-
     def find(self, connection_id: str) -> Connection | None:
         try:
             return self.get(connection_id)
         except NotFound:
             return None
 
-    def save(self, conn: Connection, *, etag: str | None = None) -> None:
-        """Upsert the row (or replace only if unchanged since ``etag``) and keep the indexes in step."""
+    def save(self, conn: Connection) -> None:
+        """Upsert the row and keep the per-user index in step."""
         conn.updated_at = time.time()
-        if etag:
-            self.table.update_entity(
-                conn.to_entity(), mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
-            )
-        else:
-            self.table.upsert_entity(conn.to_entity(), mode="replace")
+        self.table.upsert_entity(conn.to_entity(), mode="replace")
         self.table.upsert_entity({"PartitionKey": user_partition(conn.user_ref), "RowKey": conn.connection_id})
 
     def for_user(self, user_ref: str) -> list[Connection]:

@@ -71,24 +71,27 @@ class TokenService:
         with self._mem_lock:
             self._memory.pop(connection_id, None)
 
+    def _remembered(self, connection_id: str) -> _Cached | None:
+        """The in-memory token when it has more than 5 minutes left (marked recently used), else None."""
+        with self._mem_lock:
+            hit = self._memory.get(connection_id)
+            if hit and hit.expires_at - self.clock() > EARLY_REFRESH_SECONDS:
+                self._memory.move_to_end(connection_id)
+                return hit
+        return None
+
     def access_token(self, conn: Connection) -> str:
         """A token with at least 5 minutes left: from memory, else via a locked refresh."""
-        now = self.clock()
-        with self._mem_lock:
-            hit = self._memory.get(conn.connection_id)
-            if hit and hit.expires_at - now > EARLY_REFRESH_SECONDS:
-                self._memory.move_to_end(conn.connection_id)
-                return hit.token
-        return self.refresh(conn, force=False).token
+        hit = self._remembered(conn.connection_id)
+        return hit.token if hit else self.refresh(conn, force=False).token
 
     def refresh(self, conn: Connection, *, force: bool) -> RefreshOutcome:
         """Under the connection's lease: read the stored cache, acquire silently (forced or not), write back."""
         with self.locks.hold(conn.connection_id):
             if not force:
                 # Another thread may have refreshed while we waited for the lock: reuse its token.
-                with self._mem_lock:
-                    hit = self._memory.get(conn.connection_id)
-                if hit and hit.expires_at - self.clock() > EARLY_REFRESH_SECONDS:
+                hit = self._remembered(conn.connection_id)
+                if hit:
                     return RefreshOutcome(hit.token, hit.expires_at, refreshed=False, wrote_cache=False)
             fresh = self.connections.get(conn.connection_id)
             if fresh.status != "connected":
@@ -145,21 +148,14 @@ class TokenService:
         one, so after ``max_secret_versions`` writes the cache moves to the next generation's name and the
         old secret is deleted (soft delete, then purged by Key Vault after its retention). Returns the name
         to delete once the connection row points at the new one, or None."""
-        from shared.secrets import SecretNameDeleted, secret_name
-
         if conn.secret_writes < self.max_secret_versions:
             self.vault.write(conn.secret_name, serialized, tags={"connection": conn.connection_id})
             conn.secret_writes += 1
             return None
         old = conn.secret_name
-        for _ in range(5):
-            conn.secret_generation += 1
-            conn.secret_name = secret_name(conn.connection_id, conn.secret_generation)
-            try:
-                self.vault.write(conn.secret_name, serialized, tags={"connection": conn.connection_id})
-                break
-            except SecretNameDeleted:
-                continue
+        conn.secret_name, conn.secret_generation = self.vault.write_new_name(
+            conn.connection_id, conn.secret_generation + 1, serialized
+        )
         conn.secret_writes = 1
         logger.info("Connection %s token cache moved to generation %d", conn.connection_id, conn.secret_generation)
         return old
