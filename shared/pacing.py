@@ -6,9 +6,13 @@ burns queue dequeue counts. So each instance paces itself *before* calling Graph
 
 - concurrency: a slot per mailbox is held for the whole send of one message (its Graph calls run
   one after another), so at most ``max_concurrency`` calls per mailbox are in flight;
-- rates: sliding windows of admitted sends. When a window is full, :meth:`MailboxPacer.admit`
-  answers with a delay instead of a slot. Delays are handed out as *reservations* spaced by
-  ``window / limit``, so a backlog of N messages comes back spread over time, not all at once.
+- rates: sliding windows of sends. When a window is full, :meth:`MailboxPacer.admit` answers with a
+  delay instead of a slot. A send enters the window when it is admitted and is re-stamped when its
+  slot is released, i.e. after Graph answered: Graph counted it at some moment in between, so our
+  window never ends before Graph's does, however long the token lookup, the record write or the
+  request itself took (stamping at admission alone let that jitter put 31 sends in Graph's window).
+  Delays are handed out as *reservations* spaced by ``window / limit``, so a backlog of N messages
+  comes back spread over time, not all at once.
 
 The state is per process (no Table round trip per message). Across instances Graph's own 429 +
 Retry-After is the backstop; docs/sending.md explains the choice.
@@ -26,9 +30,15 @@ from dataclasses import dataclass, field
 
 
 @dataclass
+class _Send:
+    at: float  # admission time while in flight, release time after
+    done: bool = False
+
+
+@dataclass
 class _Mailbox:
     in_flight: int = 0
-    sends: deque[float] = field(default_factory=deque)  # admission times within the message window
+    sends: list[_Send] = field(default_factory=list)  # sends in the message window (in flight or recent)
     recipients: deque[tuple[float, int]] = field(default_factory=deque)
     reserved_until: float = 0.0  # last time slot promised to a rescheduled message
 
@@ -40,6 +50,7 @@ class Admission:
     mailbox: str
     delay: float = 0.0
     reason: str = ""
+    send: _Send | None = field(default=None, repr=False)
 
     @property
     def admitted(self) -> bool:
@@ -93,11 +104,12 @@ class MailboxPacer:
             wait, reason = self._rate_wait(box, now, recipients)
             if wait > 0:
                 return Admission(key, self._reserve(box, now, wait), reason)
-            box.sends.append(now)
+            send = _Send(now)
+            box.sends.append(send)
             box.recipients.append((now, recipients))
             box.in_flight += 1
             self.peak_in_flight[key] = max(self.peak_in_flight.get(key, 0), box.in_flight)
-            return Admission(key)
+            return Admission(key, send=send)
 
     def release(self, admission: Admission) -> None:
         if not admission.admitted:
@@ -105,6 +117,9 @@ class MailboxPacer:
         with self._cond:
             box = self._box(admission.mailbox)
             box.in_flight = max(0, box.in_flight - 1)
+            if admission.send is not None and not admission.send.done:
+                admission.send.at = self.clock()
+                admission.send.done = True
             self._cond.notify_all()
 
     @contextmanager
@@ -115,14 +130,20 @@ class MailboxPacer:
             self.release(admission)
 
     def _prune(self, box: _Mailbox, now: float) -> None:
-        while box.sends and box.sends[0] <= now - self.message_window_s:
-            box.sends.popleft()
+        horizon = now - self.message_window_s
+        if any(s.done and s.at <= horizon for s in box.sends):
+            box.sends = [s for s in box.sends if not (s.done and s.at <= horizon)]
         while box.recipients and box.recipients[0][0] <= now - self.recipient_window_s:
             box.recipients.popleft()
 
     def _rate_wait(self, box: _Mailbox, now: float, recipients: int) -> tuple[float, str]:
         if len(box.sends) >= self.messages_per_window:
-            return box.sends[0] + self.message_window_s - now, "messages_per_window"
+            # The first to leave the window is the oldest finished send; while all are in flight, the
+            # earliest one to finish frees a place: look again after one spacing.
+            finished = [s.at for s in box.sends if s.done]
+            spacing = self.message_window_s / max(1, self.messages_per_window)
+            wait = min(finished) + self.message_window_s - now if finished else spacing
+            return max(wait, 0.01), "messages_per_window"
         used = sum(n for _, n in box.recipients)
         if used + recipients > self.recipients_per_window:
             # Wait until enough old recipients leave the window to make room for this message.

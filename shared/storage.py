@@ -15,6 +15,11 @@ from azure.storage.queue import QueueClient, QueueServiceClient
 
 from shared.settings import Settings
 
+# Storage is reached directly (no proxy, no .netrc): with environment settings on, requests looks for a
+# .netrc file and re-checks the CA bundle path on every call, ~12 % of the CPU of a Table read here
+# (docs/benchmarks.md, B3).
+_TRANSPORT = {"use_env_settings": False}
+
 
 def azure_credential(settings: Settings) -> TokenCredential:
     """The credential for Azure resources (Storage, Key Vault) in Azure: the app's managed identity."""
@@ -42,22 +47,22 @@ class StorageClients:
     def tables(self) -> TableServiceClient:
         s = self.settings.storage
         if s.connection_string:
-            return TableServiceClient.from_connection_string(s.connection_string)
-        return TableServiceClient(endpoint=s.table_service_uri, credential=self._credential)
+            return TableServiceClient.from_connection_string(s.connection_string, **_TRANSPORT)
+        return TableServiceClient(endpoint=s.table_service_uri, credential=self._credential, **_TRANSPORT)
 
     @cached_property
     def queues(self) -> QueueServiceClient:
         s = self.settings.storage
         if s.connection_string:
-            return QueueServiceClient.from_connection_string(s.connection_string)
-        return QueueServiceClient(account_url=s.queue_service_uri, credential=self._credential)
+            return QueueServiceClient.from_connection_string(s.connection_string, **_TRANSPORT)
+        return QueueServiceClient(account_url=s.queue_service_uri, credential=self._credential, **_TRANSPORT)
 
     @cached_property
     def blobs(self) -> BlobServiceClient:
         s = self.settings.storage
         if s.connection_string:
-            return BlobServiceClient.from_connection_string(s.connection_string)
-        return BlobServiceClient(account_url=s.blob_service_uri, credential=self._credential)
+            return BlobServiceClient.from_connection_string(s.connection_string, **_TRANSPORT)
+        return BlobServiceClient(account_url=s.blob_service_uri, credential=self._credential, **_TRANSPORT)
 
     def _client(self, kind: str, name: str, make: Callable[[str], Any], create: Callable[[Any], Any]) -> Any:
         """The cached per-name client; the resource is created on first use (infra creates them in Azure,

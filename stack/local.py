@@ -105,6 +105,47 @@ def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | No
     raise StackError(f"{what}: not ready within {timeout:.0f}s; see {log}")
 
 
+def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``cmd`` in its own session (stop it with :func:`stop_pid`), output appended to ``log``."""
+    handle = open(log, "ab")  # noqa: SIM115 - the child owns it
+    try:
+        return subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=env if env is not None else {**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        handle.close()
+
+
+def start_emulator_process(
+    state_dir: Path, log: Path, python: str = sys.executable
+) -> tuple[subprocess.Popen, dict[str, Any]]:
+    """``python -m emulator`` on a free port; returns the process and its emulator.json (base_url, ca_file)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    info_file = state_dir / "emulator.json"
+    info_file.unlink(missing_ok=True)  # never read a previous run's port
+    cmd = [python, "-m", "emulator", "--port", "0", "--state-dir", str(state_dir), "--log-level", "WARNING"]
+    proc = spawn(cmd, log)
+
+    def ready() -> dict[str, Any] | None:
+        try:
+            data = json.loads(info_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if data.get("pid") == proc.pid else None
+
+    try:
+        return proc, wait_until(ready, 30, "emulator", proc, log)
+    except BaseException:
+        stop_pid(proc.pid)
+        raise
+
+
 @dataclass
 class LocalStack:
     """One local stack rooted at ``run_dir``; ``up()`` starts it, ``stop()`` ends it."""
@@ -175,25 +216,8 @@ class LocalStack:
 
     def _start_emulator(self) -> dict[str, Any]:
         self.say("starting the Entra / Graph / Key Vault emulator ...")
-        state_dir = self.run_dir / "emulator"
-        state_dir.mkdir(parents=True, exist_ok=True)
-        info_file = state_dir / "emulator.json"
-        info_file.unlink(missing_ok=True)  # never read a previous run's port
-        log = self.run_dir / "emulator.log"
-        proc = self._spawn(
-            "emulator",
-            [self.python, "-m", "emulator", "--port", "0", "--state-dir", str(state_dir), "--log-level", "WARNING"],
-            log,
-        )
-
-        def ready() -> dict[str, Any] | None:
-            try:
-                data = json.loads(info_file.read_text())
-            except (OSError, ValueError):
-                return None
-            return data if data.get("pid") == proc.pid else None
-
-        emu = wait_until(ready, 30, "emulator", proc, log)
+        proc, emu = start_emulator_process(self.run_dir / "emulator", self.run_dir / "emulator.log", self.python)
+        self.children["emulator"] = proc
         self.info["emulator_url"] = emu["base_url"]
         self.info["emulator_ca_file"] = emu["ca_file"]
         self._record()
@@ -257,19 +281,7 @@ class LocalStack:
             http.close()
 
     def _spawn(self, name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-        handle = open(log, "ab")  # noqa: SIM115 - the child owns it
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=REPO,
-                env=env if env is not None else {**os.environ, "PYTHONPATH": str(REPO)},
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            handle.close()
+        proc = spawn(cmd, log, env)
         self.children[name] = proc
         return proc
 

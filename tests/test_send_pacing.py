@@ -48,6 +48,35 @@ def test_pacer_limits_concurrency_messages_and_recipients():
     assert pacer.admit("box@x", 8).admitted
 
 
+def test_a_send_leaves_the_window_a_full_window_after_graph_answered_not_after_admission():
+    """Graph counts a send when it arrives, which is after we admitted it: a slow token lookup or record
+    write must not let the next window open early (the cause of B4's one 429 in docs/benchmarks.md)."""
+    clock = FakeClock()
+    pacer = MailboxPacer(max_concurrency=4, messages_per_window=2, message_window_s=10, clock=clock)
+    quick, slow = pacer.admit("box", 1), pacer.admit("box", 1)
+    clock.now += 0.1
+    pacer.release(quick)
+    clock.now += 4.9  # the slow one reached Graph somewhere in these 5 s
+    pacer.release(slow)
+    clock.now = 1000 + 10.05  # 10 s after both admissions, but not after quick's release
+    assert not pacer.admit("box", 1).admitted
+    clock.now = 1000 + 10.2  # quick's place is free; slow's is not until 1000 + 15
+    freed = pacer.admit("box", 1)
+    assert freed.admitted
+    pacer.release(freed)
+    held = pacer.admit("box", 1)
+    assert not held.admitted and held.reason == "messages_per_window" and held.delay >= 4.7
+
+
+def test_a_full_window_of_sends_still_in_flight_is_full():
+    clock = FakeClock()
+    pacer = MailboxPacer(max_concurrency=4, messages_per_window=2, message_window_s=10, clock=clock)
+    pacer.admit("box", 1), pacer.admit("box", 1)
+    clock.now += 60  # both still running (a latency spike): neither has left the window
+    blocked = pacer.admit("box", 1)
+    assert not blocked.admitted and blocked.reason == "messages_per_window"
+
+
 def test_pacer_waits_briefly_for_a_free_slot_instead_of_rescheduling():
     pacer = MailboxPacer(max_concurrency=1, concurrency_wait_s=5)
     first = pacer.admit("box", 1)
