@@ -11,27 +11,46 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import b1_cost, b2_cold, b4_pacing, machine, report
+from bench import b1_cost, b1_peers, b2_cold, b3_throughput, b4_pacing, b5_keepalive, machine, report
 from bench.harness import BenchStack
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_PY = ROOT / ".venv-bench" / "bin" / "python"
-NOT_MEASURED = [
-    "B1 beside msgraph-sdk and O365 (same sends with their own token handling).",
-    "B3 throughput: 2,000 messages over 50 mailboxes with 50 ms Graph latency, CPU ms per message.",
-    "B5 keep-alive sweep over 10,000 connections (1/3 due) at 20 ms latency.",
-]
+REMOTE = ("graph.*", "entra.*", "kv.*")  # the emulated Microsoft services B1's latency run slows down
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="small sizes (B1 200/5 only, 3 cold runs, B4 60)")
+    p.add_argument("--quick", action="store_true", help="small sizes everywhere (a smoke run, minutes)")
+    p.add_argument("--only", default="b1,b2,b3,b4,b5", help="comma-separated subset, e.g. b3,b5")
     p.add_argument("--cold-runs", type=int, default=7)
+    p.add_argument("--latency-ms", type=int, default=50, help="latency of Graph, Entra and Key Vault in B1's 2nd run")
+    p.add_argument("--b3-messages", type=int, default=2000)
+    p.add_argument("--b3-mailboxes", type=int, default=50)
+    p.add_argument("--b3-latency-ms", type=int, default=50, help="Graph latency in B3")
     p.add_argument("--b4-messages", type=int, default=300)
-    p.add_argument("--graph-latency-ms", type=int, default=0, help="latency injected on every Graph call")
+    p.add_argument("--b5-connections", type=int, default=10_000)
+    p.add_argument("--b5-latency-ms", type=int, default=20, help="Entra and Key Vault latency in B5")
     p.add_argument("--no-doc", action="store_true", help="print the table only")
     p.add_argument("--results", type=Path, help="also write the raw results as JSON here")
     return p.parse_args(argv)
+
+
+def b1_runs(stack: BenchStack, emails: int, mailboxes: int, latency_ms: int) -> list[dict]:
+    """Mailbridge, the naive design and the peers on the same sizes (and latency), one after another."""
+    for endpoint in REMOTE if latency_ms else ():
+        stack.admin.add_fault(endpoint, "latency", latency_ms=latency_ms)
+    try:
+        users = tuple(f"u{i}" for i in range(mailboxes))
+        rows = [b1_cost.run_mailbridge(stack.send_kit(users), emails, mailboxes).as_dict()]
+        rows.append(b1_cost.run_naive(stack.tenant(users), stack.admin, emails, mailboxes).as_dict())
+        rows += b1_peers.run_peers(stack, emails, mailboxes)
+    finally:
+        for endpoint in REMOTE if latency_ms else ():
+            stack.admin.clear_faults(endpoint)
+    for row in rows:
+        row["latency_ms"] = latency_ms
+    return rows
 
 
 def plots(results: dict, out_dir: Path) -> list[str]:
@@ -47,32 +66,40 @@ def plots(results: dict, out_dir: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    only = set(args.only.split(","))
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    sizes = [(200, 5)] if args.quick else [(200, 5), (1000, 20)]
-    cold_runs = 3 if args.quick else args.cold_runs
-    b4_messages = 60 if args.quick else args.b4_messages
-    results: dict = {
-        "machine": machine.describe(),
-        "graph_latency_ms": args.graph_latency_ms,
-        "b1": [],
-        "not_measured": list(NOT_MEASURED),
-    }
+    q = args.quick
+    b1_sizes = [(100, 5, 0), (100, 5, args.latency_ms)] if q else [(1000, 20, 0), (500, 20, args.latency_ms)]
+    b3 = (200, 10) if q else (args.b3_messages, args.b3_mailboxes)
+    results: dict = {"machine": machine.describe(), "b1": [], "b3": []}
     stack = BenchStack.start()
     try:
-        if args.graph_latency_ms:
-            stack.admin.add_fault("graph.*", "latency", latency_ms=args.graph_latency_ms)
-        for emails, mailboxes in sizes:
-            users = tuple(f"u{i}" for i in range(mailboxes))
-            print(f"B1: {emails} emails / {mailboxes} mailboxes ...", flush=True)
-            ours = b1_cost.run_mailbridge(stack.send_kit(users), emails, mailboxes)
-            naive = b1_cost.run_naive(stack.tenant(users), stack.admin, emails, mailboxes)
-            results["b1"].append([ours.as_dict(), naive.as_dict()])
-        print(f"B2: {cold_runs} cold starts ...", flush=True)
-        results["b2"] = [b2_cold.run_mailbridge(stack.send_kit(("cold",)), runs=cold_runs)]
-        results["b2_peer_notes"] = b2_cold.PEER_NOTES
-        print(f"B4: {b4_messages} messages to one mailbox ...", flush=True)
-        results["b4"] = b4_pacing.run(stack.send_kit(("paced",)), messages=b4_messages)
+        if "b1" in only:
+            for emails, mailboxes, latency in b1_sizes:
+                print(f"B1: {emails} emails / {mailboxes} mailboxes, {latency} ms latency ...", flush=True)
+                results["b1"].append(b1_runs(stack, emails, mailboxes, latency))
+            results["b1_peer_notes"] = dict(b1_peers.PEER_NOTES)
+        if "b2" in only:
+            runs = 3 if q else args.cold_runs
+            print(f"B2: {runs} cold starts each ...", flush=True)
+            results["b2"] = [b2_cold.run_mailbridge(stack.send_kit(("cold",)), runs=runs)]
+            results["b2"] += b2_cold.run_peers(stack, runs=runs)
+            results["b2_peer_notes"] = dict(b2_cold.PEER_NOTES)
+        if "b3" in only:
+            for rate_limits in (False, True):
+                print(f"B3: {b3[0]} messages / {b3[1]} mailboxes, rate limits {rate_limits} ...", flush=True)
+                results["b3"].append(
+                    b3_throughput.run(stack, *b3, latency_ms=args.b3_latency_ms, rate_limits=rate_limits)
+                )
+        if "b4" in only:
+            b4_messages = 60 if q else args.b4_messages
+            print(f"B4: {b4_messages} messages to one mailbox ...", flush=True)
+            results["b4"] = b4_pacing.run(stack.send_kit(("paced",)), messages=b4_messages)
+        if "b5" in only:
+            n = 300 if q else args.b5_connections
+            print(f"B5: keep-alive sweep over {n} connections ...", flush=True)
+            results["b5"] = b5_keepalive.run(stack, connections=n, latency_ms=args.b5_latency_ms)
     finally:
         stack.stop()
     print(report.console(results))

@@ -49,47 +49,46 @@ def run_mailbridge(kit: Any, runs: int = 7) -> dict[str, Any]:
 
 
 PEER_NOTES = {
-    "msgraph-sdk": "not in the table yet. It can be pointed at the emulator (GraphRequestAdapter.base_url, an "
-    "httpx client trusting the emulator CA, an AccessTokenProvider over MSAL), but in bench/cold_peers.py the "
-    "`/me` URL-replacement middleware did not run, so `me.send_mail` reached Graph as "
-    "`/users/me-token-to-replace` (404). Unfinished, not a limit of the SDK.",
-    "O365": "not in the table yet. Its Graph root can be overridden (MSGraphProtocol subclass), but its MSAL "
-    "authority is hard-coded to login.microsoftonline.com with instance discovery on (only replacing the "
-    "private `con._msal_client` points it elsewhere), `verify_ssl` did not reach its Graph session "
-    "(REQUESTS_CA_BUNDLE does), and it then refused the loaded MSAL cache with TokenExpiredError. Unfinished.",
+    "msgraph-sdk": "pointed at the emulator with public knobs: `GraphRequestAdapter(auth, client=<httpx client "
+    "trusting the emulator CA>)`, `adapter.base_url = <emulator>/v1.0`, tokens from MSAL (emulator authority, "
+    "`instance_discovery=False`) behind kiota's `AccessTokenProvider`. Trap: GraphRequestAdapter applies the SDK's "
+    "middleware options, among them the `/users/me-token-to-replace` -> `/me` URL replacement, only to an HTTP "
+    "client it builds itself; a custom client (the way to give it a CA file other than SSL_CERT_FILE for the "
+    "whole process) sends every `client.me` call to `/users/me-token-to-replace` (404; msgraph-sdk-python#544, "
+    "#1271) unless it is built with "
+    "`GraphClientFactory.create_with_default_middleware(client=..., options=msgraph.graph_request_adapter.options)` "
+    "(an undocumented module attribute).",
+    "O365": "Graph root: an `MSGraphProtocol` subclass overriding `_protocol_url` (the override O365's Protocol "
+    "invites subclasses to make). Tokens: the mailbox's MSAL cache file, loaded by O365's own "
+    "FileSystemTokenBackend (`BaseTokenBackend.deserialize` returns the dict without loading it, so feeding it a "
+    "cache that way leaves the backend empty and the send fails with TokenExpiredError). TLS: `verify_ssl=<CA>` "
+    "reaches its requests sessions, but requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's "
+    "`verify` (psf/requests#3829): with this machine's global REQUESTS_CA_BUNDLE the send fails the TLS handshake, "
+    "so the children run without those two variables. Authority: no public knob. O365 builds its MSAL client "
+    "(used only to refresh) from the private `_msal_authority`, `https://login.microsoftonline.com/<tenant>`, with "
+    "instance discovery on; even with that attribute replaced, MSAL asks login.microsoftonline.com for instance "
+    "discovery. The bench replaces the private `Connection._msal_client` with an MSAL client for the emulator "
+    "(`instance_discovery=False`).",
 }
 
 
 def run_peers(stack: Any, runs: int = 7) -> list[dict[str, Any]]:
-    """The same cold start for msgraph-sdk and O365 (run by .venv-bench's python), each with its own MSAL
-    token cache from a sign-in of a fresh user; the first send redeems nothing while the token is valid."""
+    """The same cold start for msgraph-sdk and O365 (run by .venv-bench's python, clients built as in B1 by
+    bench/peer_send.py), each from its own token cache file of a fresh user's sign-in: the first send redeems
+    nothing while the access token is valid."""
     import tempfile
 
-    import msal
+    from bench.b1_peers import BENCH_PY, child_env, connect, peer_config
 
-    bench_py = ROOT / ".venv-bench" / "bin" / "python"
-    if not bench_py.exists():
+    if not BENCH_PY.exists():
         return []
     kit = stack.tenant(("peer",))
-    cache = msal.SerializableTokenCache()
-    kit.sign_in("peer", app=kit.msal_app(token_cache=cache))
-    work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
-    (work / "cache.json").write_text(cache.serialize())
-    cfg = {
-        "base_url": stack.emulator.base_url,
-        "ca": str(stack.emulator.ca_path),
-        "tid": kit.tid,
-        "client_id": kit.client_id,
-        "client_secret": kit.client_secret,
-        "cache": str(work / "cache.json"),
-        "dir": str(work),
-        "to": "someone@example.com",
-    }
-    # O365's requests session ignores verify_ssl for its Graph calls here; the standard variable works.
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "REQUESTS_CA_BUNDLE": cfg["ca"]}
+    work = Path(tempfile.mkdtemp(prefix="bench-b2-peers-", dir=getattr(stack, "root", None)))
+    env = child_env()
     out = []
     for kind, name in (("msgraph", "msgraph-sdk"), ("o365", "O365")):
-        argv = [str(bench_py), str(ROOT / "bench" / "cold_peers.py"), kind, json.dumps(cfg)]
+        cfg = {**peer_config(stack, kit), "cache": connect(kit, ["peer"], work, prefix=f"{kind}-")[0]}
+        argv = [str(BENCH_PY), str(ROOT / "bench" / "cold_peers.py"), kind, json.dumps(cfg)]
         try:
             out.append(summarize(name, [run_child(argv, env) for _ in range(runs)]))
         except (RuntimeError, subprocess.TimeoutExpired) as exc:

@@ -7,10 +7,11 @@ Run by bench/b2_cold.py as ``python -m bench.cold_mailbridge <connection id>``.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 import uuid
+
+from bench.cold_peers import peak_rss_mb  # stdlib only: imports nothing of the app
 
 
 def main(connection_id: str) -> None:
@@ -38,7 +39,7 @@ def main(connection_id: str) -> None:
             {
                 "import_s": imported - start,
                 "first_send_s": done - start,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mb": peak_rss_mb(),
                 "status": rec.status if rec else "none",
             }
         )

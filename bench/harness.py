@@ -13,13 +13,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emulator.app import Emulator
 from emulator.client import EmulatorAdmin
 from shared.services import reset_services
 from stack.azurite import Azurite
+from stack.local import start_emulator_process, stop_pid
 from tests.fixtures.app import FUNCTION_KEY, PUBLIC_BASE_URL, RETURN_ORIGIN, Mailbridge
 from tests.fixtures.emulator import DEFAULT_REDIRECT, EmuTenant
 from tests.fixtures.sender import SendKit, queue_spec
+
+
+@dataclass
+class EmulatorProcess:
+    """The emulator as its own process (``python -m emulator``), as Entra, Graph and Key Vault are remote
+    services: the bench process's CPU time is then the app's (plus the harness's), not the emulator's."""
+
+    base_url: str
+    ca_path: Path
+    pid: int
+
+    @classmethod
+    def start(cls, state_dir: Path) -> EmulatorProcess:
+        proc, info = start_emulator_process(state_dir, state_dir.parent / "emulator.log")
+        return cls(info["base_url"], Path(info["ca_file"]), proc.pid)
+
+    def stop(self) -> None:
+        stop_pid(self.pid)
 
 
 def app_functions() -> dict[str, Any]:
@@ -35,7 +53,7 @@ class BenchStack:
 
     root: Path
     azurite: Azurite | None = None
-    emulator: Emulator | None = None
+    emulator: EmulatorProcess | None = None
     admin: EmulatorAdmin | None = None
     operator_tid: str = ""
     functions: dict[str, Any] = field(default_factory=dict)
@@ -46,8 +64,7 @@ class BenchStack:
         root = Path(root or tempfile.mkdtemp(prefix="mailbridge-bench-"))
         stack = cls(root)
         stack.azurite = Azurite(root / "azurite").start(timeout=60)
-        stack.emulator = Emulator(root / "emulator")
-        stack.emulator.start()
+        stack.emulator = EmulatorProcess.start(root / "emulator")
         stack.admin = EmulatorAdmin(stack.emulator.base_url, stack.emulator.ca_path)
         tenant = stack.admin.create_tenant("user", "work", domain=f"operator{uuid.uuid4().hex[:6]}.example")
         stack.operator_tid = tenant["tid"]

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def b1(results: dict, out: Path) -> None:
-    rows = results["b1"][-1]
+    rows = results["b1"][0]
     labels = [r["design"] for r in rows]
     fields = [("graph_calls", "Graph"), ("token_calls", "token endpoint"), ("kv_ops", "Key Vault")]
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -58,11 +58,26 @@ def b4(results: dict, out: Path) -> None:
     fig.savefig(out / "b4_pacing.png", dpi=100)
 
 
+def b3(results: dict, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for r in results["b3"]:
+        xs = r["completed_after_s"]
+        label = "Exchange limits on" if r["rate_limits"] else "rate limits lifted"
+        ax.plot(xs, range(1, len(xs) + 1), label=f"{label}: {r['per_s']:.1f} / s, {r['throttled_429']} x 429")
+    ax.set_xlabel("s since the listener started")
+    ax.set_ylabel("messages final")
+    r0 = results["b3"][0]
+    ax.set_title(f"B3: {r0['messages']} queued messages, {r0['mailboxes']} mailboxes, {r0['graph_latency_ms']} ms")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "b3_throughput.png", dpi=100)
+
+
 def main(results_path: str, out_dir: str) -> None:
     results = json.loads(Path(results_path).read_text())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, plot in (("b1", b1), ("b2", b2), ("b4", b4)):
+    for name, plot in (("b1", b1), ("b2", b2), ("b3", b3), ("b4", b4)):
         if results.get(name):
             plot(results, out)
 

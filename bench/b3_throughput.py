@@ -1,0 +1,109 @@
+"""B3: throughput. A backlog of messages over many mailboxes drained by one instance through the real queue
+path (devhost's QueueListener with host.json's queue settings) while Graph answers after a fixed latency.
+
+Two runs: Exchange's per-mailbox message limit lifted (the engine's own ceiling: host concurrency, latency,
+CPU), and the production limits on both sides (30 messages a minute per mailbox in the emulator, the
+default pacer in Mailbridge), where the limit is the ceiling and the figure to watch is the 429 count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def host_queue_options() -> dict[str, Any]:
+    """The queue trigger settings of host.json, as devhost's QueueOptions keywords."""
+    from devhost.config import parse_timespan
+
+    q = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
+    return {
+        "batch_size": q["batchSize"],
+        "new_batch_threshold": q["newBatchThreshold"],
+        "max_polling_interval": parse_timespan(q["maxPollingInterval"], 2.0),
+        "visibility_timeout": parse_timespan(q["visibilityTimeout"], 0.0),
+        "max_dequeue_count": q["maxDequeueCount"],
+        "message_encoding": q["messageEncoding"],
+    }
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc), for the emulator and Azurite columns."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backlog_bound_s(per_mailbox: int, limit: int, window_s: float) -> float:
+    """Shortest time a sliding window of ``limit`` per ``window_s`` allows for ``per_mailbox`` sends:
+    the first ``limit`` at once, each later group a window after the one before."""
+    return max(0, math.ceil(per_mailbox / limit) - 1) * window_s
+
+
+def run(stack: Any, messages: int = 2000, mailboxes: int = 50, latency_ms: int = 50, rate_limits: bool = False):
+    """Connect ``mailboxes`` users, enqueue the backlog, then start the listener and time the drain."""
+    kit = stack.send_kit(tuple(f"b3u{i}" for i in range(mailboxes)))
+    admin = kit.mb.admin
+    cids = [kit.connect(u) for u in kit.mb.kit.users]
+    options = host_queue_options()
+    if not rate_limits:
+        admin.graph_limits(messages_per_window=1_000_000, requests_per_window=10_000_000)
+        kit.pace(messages_per_window=1_000_000)
+    fault = admin.add_fault("graph.*", "latency", latency_ms=latency_ms) if latency_ms else None
+    msgs = [kit.message(cids[i % mailboxes]) for i in range(messages)]
+    for m in msgs:
+        kit.put(m)
+    before = admin.counters()
+    emu_cpu0, azurite_cpu0 = process_cpu_s(stack.emulator.pid), process_cpu_s(stack.azurite.process.pid)
+    cpu0, start, wall_start = time.process_time(), time.perf_counter(), time.time()
+    try:
+        with kit.listener(**options) as listener:
+            # Cheap progress signal (one counter read, no Table scan competing with the sender).
+            while (
+                admin.counters("graph.messages_sent").get("graph.messages_sent", 0)
+                - before.get("graph.messages_sent", 0)
+                < messages
+                and time.perf_counter() - start < 120 + messages
+            ):
+                time.sleep(0.25)
+            recs = kit.wait_final([(m["connection_id"], m["id"]) for m in msgs], timeout=120)
+            wall = time.perf_counter() - start
+            cpu = time.process_time() - cpu0
+    finally:
+        if fault is not None:
+            admin.clear_faults("graph.*")
+        admin.reset_graph_limits()
+    after = admin.counters()
+    statuses: dict[str, int] = {}
+    for r in recs.values():
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    concurrency = options["batch_size"] + options["new_batch_threshold"]
+    per_mailbox = math.ceil(messages / mailboxes)
+    pacing_bound = backlog_bound_s(per_mailbox, 30, 60.0) if rate_limits else 0.0
+    latency_bound = messages * latency_ms / 1000 / concurrency
+    return {
+        "messages": messages,
+        "mailboxes": mailboxes,
+        "graph_latency_ms": latency_ms,
+        "rate_limits": rate_limits,
+        "host_concurrency": concurrency,
+        "wall_s": wall,
+        "per_s": messages / wall,
+        "latency_bound_per_s": messages / latency_bound if latency_bound else None,
+        "pacing_floor_s": pacing_bound,
+        "app_cpu_ms_per_msg": cpu * 1000 / messages,
+        "emulator_cpu_ms_per_msg": (process_cpu_s(stack.emulator.pid) - emu_cpu0) * 1000 / messages,
+        "azurite_cpu_ms_per_msg": (process_cpu_s(stack.azurite.process.pid) - azurite_cpu0) * 1000 / messages,
+        "cores": os.cpu_count(),
+        "graph_calls": sum(v - before.get(k, 0) for k, v in after.items() if k.startswith("calls.graph.")),
+        "throttled_429": after.get("graph.throttled", 0) - before.get("graph.throttled", 0),
+        "statuses": statuses,
+        "reschedules": sum(r.reschedules for r in recs.values()),
+        "failed_invocations": listener.failed,
+        "completed_after_s": sorted(r.completed_at - wall_start for r in recs.values() if r.completed_at),
+    }
