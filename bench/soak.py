@@ -195,27 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="wall-time bound of the send phase (s)")
     parser.add_argument("--report", type=Path, default=REPO / ".run" / "soak-report.json")
     args = parser.parse_args(argv)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.unlink(missing_ok=True)
-    os.environ.update(
-        MAILBRIDGE_SOAK_MESSAGES=str(args.messages),
-        MAILBRIDGE_SOAK_MAILBOXES=str(args.mailboxes),
-        MAILBRIDGE_SOAK_SEED=str(args.seed),
-        MAILBRIDGE_SOAK_TIMEOUT=str(args.timeout),
-        MAILBRIDGE_SOAK_REPORT=str(args.report),
-    )
-    import pytest
-
-    code = pytest.main(
-        [
-            str(REPO / "tests" / "test_reliability.py") + "::test_soak",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-W",
-            "ignore::UserWarning",
-            f"--timeout={int(args.timeout) + 900}",
-        ]
+    code = run_case(
+        "tests/test_reliability.py::test_soak",
+        args.report,
+        args.timeout,
+        MAILBRIDGE_SOAK_MESSAGES=args.messages,
+        MAILBRIDGE_SOAK_MAILBOXES=args.mailboxes,
+        MAILBRIDGE_SOAK_SEED=args.seed,
+        MAILBRIDGE_SOAK_TIMEOUT=args.timeout,
+        MAILBRIDGE_SOAK_REPORT=args.report,
     )
     if args.report.exists():
         report = json.loads(args.report.read_text())
@@ -223,7 +211,19 @@ def main(argv: list[str] | None = None) -> int:
         for kind in ("lost", "duplicated", "misreported", "unexplained"):
             for line in report[kind][:20]:
                 print(f"  {kind}: {line}")
-    return int(code)
+    return code
+
+
+def run_case(test_id: str, report: Path, timeout: float, **env: object) -> int:
+    """Run one pytest case of the suite with its sizes in the environment (the long mode of a short test);
+    the case writes its JSON report to ``report``. Returns pytest's exit code."""
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.unlink(missing_ok=True)
+    os.environ.update({key: str(value) for key, value in env.items()})
+    import pytest
+
+    args = [str(REPO / test_id), "-q", "-p", "no:cacheprovider", "-W", "ignore::UserWarning"]
+    return int(pytest.main([*args, f"--timeout={int(timeout) + 900}"]))
 
 
 def write_report(report: Report, path: str | None) -> None:

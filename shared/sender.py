@@ -107,7 +107,12 @@ class Sender:
         if isinstance(found, Outcome):
             return found
         record = found
-        recovering = record.status == "sending"  # the previous owner's lease ran out mid-send
+        if record.status == "sending" and record.mode != "draft" and msg.on_ambiguous != "resend":
+            # The previous owner's lease ran out mid-send (it died): Graph may have sent the mail. Decide now,
+            # before pacing, the token or the connection can reschedule it (a rescheduled row is `queued`
+            # again and would be sent a second time) or fail it (`failed` promises nothing was sent).
+            err = errors.OutcomeUnknown(detail="a previous attempt was interrupted while sending")
+            return self._finish(msg, record, "unknown", err)
         conn = self.connections.find(msg.connection_id)
         if conn is None or conn.status == "disconnected":
             detail = "connection is disconnected" if conn else None
@@ -142,9 +147,6 @@ class Sender:
                 return self._reauth_failed(msg, conn, record, exc)
             except errors.TransientError as exc:
                 return self._reschedule(msg, record, self._backoff(record, exc), exc)
-            if recovering and not draft_mode and msg.on_ambiguous != "resend":
-                err = errors.OutcomeUnknown(detail="a previous attempt was interrupted while sending")
-                return self._finish(msg, record, "unknown", err)
             try:
                 self._mark_sending(record)
             except RecordContended:
@@ -296,22 +298,22 @@ class Sender:
     def _claim_record(self, msg: SendMessage, source: str) -> Delivery | Outcome:
         """The row for (connection, id): created queued, or an Outcome when this copy must not send."""
         now = time.time()
+        record = Delivery(
+            msg.connection_id,
+            msg.id,
+            recipients=msg.recipient_count(),
+            fingerprint=msg.fingerprint(),
+            source=source,
+            callback_queue=msg.callback.queue if msg.callback else None,
+            metadata=msg.metadata,
+            created_at=now,
+        )
+        # Insert first: a new id (the common case) costs one Table call; a redelivery reads the row.
+        if self.deliveries.create(record):
+            return record
         found = self.deliveries.get(msg.connection_id, msg.id)
-        if found is None:
-            record = Delivery(
-                msg.connection_id,
-                msg.id,
-                recipients=msg.recipient_count(),
-                fingerprint=msg.fingerprint(),
-                source=source,
-                callback_queue=msg.callback.queue if msg.callback else None,
-                metadata=msg.metadata,
-                created_at=now,
-            )
-            if self.deliveries.create(record):
-                return record
-            found = self.deliveries.get(msg.connection_id, msg.id)
-            assert found is not None
+        if found is None:  # deleted between our insert and read (a retention purge): treat as new
+            return Outcome("queued", msg.id, msg.connection_id, delay=1.0)
         record = found
         if record.is_final:
             logger.info("Message %s already %s: acknowledged, not sent again", msg.id, record.status)

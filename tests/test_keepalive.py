@@ -128,33 +128,85 @@ def test_permanent_refresh_failure_marks_reauth_and_emits_an_event(mb_clock, emu
     assert KeepAlive(mb.services).sweep().due_seen == 0  # no longer in the due index
 
 
+def _issued_refresh_tokens(emulator, oid: str, client_id: str) -> list[str]:
+    """Every refresh token the emulator issued to this user and app, in issue order."""
+    return [rt for rt, g in list(emulator.state.entra.refresh.items()) if g.oid == oid and g.client_id == client_id]
+
+
+def _stored_versions(emulator, secret_name: str) -> list[str]:
+    """The refresh token in each Key Vault version of a connection's token cache, oldest version first."""
+    entry = emulator.state.keyvault.secrets[secret_name.lower()]
+    out = []
+    for version in list(entry.versions):
+        (rt,) = json.loads(version.value)["RefreshToken"].values()
+        out.append(rt["secret"])
+    return out
+
+
 @pytest.mark.slow
-def test_twenty_concurrent_refreshes_in_two_processes_keep_the_newest_token(mailbridge, emulator):
+@pytest.mark.parametrize(
+    "modes",
+    [("timer", "sender"), ("timer", "timer"), ("sender", "sender")],
+    ids=["keepalive-vs-sender", "keepalive-vs-keepalive", "sender-vs-sender"],
+)
+def test_twenty_concurrent_refreshes_in_two_processes_keep_the_newest_token(mailbridge, emulator, modes):
+    """Two processes, ten threads each, refresh one connection at once: the keep-alive path (forced
+    refresh) and/or the sender's (access token expired -> refresh on demand). Every refresh token the
+    emulator issues must reach Key Vault, as one version each, in issue order; the stored one is the last."""
+    # Access tokens live 60 s, inside MSAL's 5-minute margin: every sender-path call finds the token expired
+    # (in memory and in the stored cache) and redeems the refresh token, like a send after an idle hour.
+    emulator.state.entra.settings.access_token_lifetime_s = 60
     mb = mailbridge()
     cid = mb.connect("alice")["connection_id"]
+    oid, client_id = mb.kit.users["alice"]["oid"], mb.env["ENTRA_CLIENT_ID"]
+    secret_name = mb.services.connections.get(cid).secret_name
+    issued_before = len(_issued_refresh_tokens(emulator, oid, client_id))
+    stored_before = len(_stored_versions(emulator, secret_name))
     env = {**os.environ, **mb.env, "PYTHONPATH": str(REPO), "RACE_CONNECTION_ID": cid, "RACE_THREADS": "10"}
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.workers.refresh_race"],
             env={**env, "RACE_MODE": mode},
             cwd=REPO,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for mode in ("timer", "sender")
+        for mode in modes
     ]
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=240)
-        assert proc.returncode == 0, err[-2000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    try:
+        for proc in procs:  # both ready (imports done, threads at the barrier) before either starts
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:]
+        for proc in procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0, err[-2000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert [r["errors"] for r in results] == [[], []]
-    assert sum(r["ok"] for r in results) == 20
-    newest = _newest_refresh_token(emulator, mb.kit.users["alice"]["oid"], mb.env["ENTRA_CLIENT_ID"])
-    assert _stored_refresh_token(mb, cid) == newest
+    assert [r["ok"] for r in results] == [10, 10]
+    # The two processes really ran at the same time (each one's calls overlap the other's).
+    (a_start, a_end), (b_start, b_end) = (
+        (min(s for s, _ in r["spans"]), max(e for _, e in r["spans"])) for r in results
+    )
+    assert a_start < b_end and b_start < a_end, results
+    issued = _issued_refresh_tokens(emulator, oid, client_id)[issued_before:]
+    stored = _stored_versions(emulator, secret_name)[stored_before:]
+    assert len(issued) == 20, "every call redeemed the refresh token (forced, or on demand after expiry)"
+    # No refresh token issued and then lost: each was written, once, in the order the emulator issued it
+    # (so every later version supersedes an earlier one, never the other way round).
+    assert stored == issued
+    assert _stored_refresh_token(mb, cid) == issued[-1] == _newest_refresh_token(emulator, oid, client_id)
     conn = mb.services.connections.get(cid)
-    assert conn.status == "connected"
+    assert conn.status == "connected" and conn.secret_name == secret_name
     cache = msal.SerializableTokenCache()
     cache.deserialize(mb.services.vault.read(conn.secret_name))
     app = mb.services.msal.app(token_cache=cache)
