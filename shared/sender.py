@@ -21,8 +21,9 @@ from typing import Any
 from shared import errors
 from shared.attachments import AttachmentStore
 from shared.deliveries import UNREADABLE_PARTITION, Delivery, DeliveryStore, RecordContended
+from shared.drafts import send_via_draft
 from shared.events import EventPublisher
-from shared.graph import UPLOAD_CHUNK_BYTES, GraphClient
+from shared.graph import GraphClient
 from shared.mail import CONNECTION_ID_PATTERN, ID_PATTERN, SendMessage, check_limits, decode_payload, parse_message
 from shared.pacing import MailboxPacer
 from shared.settings import Settings
@@ -165,7 +166,7 @@ class Sender:
     ) -> Outcome:
         try:
             if draft_mode:
-                request_id = self._send_via_draft(msg, token, record, uploads)
+                request_id = send_via_draft(self.graph, self.attachments, self.deliveries, msg, token, record, uploads)
             else:
                 request_id = self._send_mail(msg, token)
         except errors.OutcomeUnknown as exc:
@@ -219,46 +220,6 @@ class Sender:
         message = self.graph.build_message(msg, self.attachments.body_text(msg), inline, with_property=False)
         mailbox = msg.from_.address if (msg.from_ and self.settings.send_as_endpoint == "users") else None
         return self.graph.send_mail(token, mailbox, message, msg.save_to_sent_items).request_id
-
-    def _send_via_draft(self, msg: SendMessage, token: str, record: Delivery, uploads: list[bool]) -> str | None:
-        """Draft carrying our idempotency property -> uploads -> send. Retries find the earlier draft."""
-        draft_id = None
-        if record.attempts > 1:  # an earlier attempt may have created or even sent the draft
-            if self.graph.find_by_key(token, "sentitems", msg.id):
-                return None
-            drafts = self.graph.find_by_key(token, "drafts", msg.id)
-            if drafts and record.phase == "send_requested":
-                draft_id = drafts[0]  # complete draft whose send did not happen: send it now
-            else:
-                for stale in drafts:  # incomplete (upload interrupted): start over
-                    self.graph.delete_message(token, stale)
-                if record.phase == "send_requested":
-                    raise errors.OutcomeUnknown(detail="the draft left Drafts but is not in Sent Items")
-        if draft_id is None:
-            inline = [
-                (a, self.attachments.content(a)) for a, up in zip(msg.attachments, uploads, strict=True) if not up
-            ]
-            message = self.graph.build_message(msg, self.attachments.body_text(msg), inline, with_property=True)
-            draft_id, _ = self.graph.create_draft(token, message)
-            for att, up in zip(msg.attachments, uploads, strict=True):
-                if up:
-                    self.graph.upload_attachment(
-                        token,
-                        draft_id,
-                        att.name,
-                        att.content_type,
-                        att.size or 0,
-                        self.attachments.chunks_of(att, UPLOAD_CHUNK_BYTES),
-                    )
-            record.phase = "send_requested"
-            self.deliveries.update(record)
-        try:
-            resp = self.graph.send_draft(token, draft_id)
-        except errors.SendError as exc:
-            if exc.extra.get("graph_status") == 404:  # someone else sent this draft already
-                raise errors.OutcomeUnknown(detail="the draft was gone at send") from None
-            raise
-        return resp.request_id
 
     def _resolve_draft(self, msg: SendMessage, token: str, record: Delivery, err: errors.OutcomeUnknown) -> Outcome:
         """After an ambiguous send in draft mode: Sent Items tells us what happened."""
