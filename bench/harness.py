@@ -19,7 +19,7 @@ from stack.azurite import Azurite
 from stack.local import start_emulator_process, stop_pid
 from tests.fixtures.app import FUNCTION_KEY, PUBLIC_BASE_URL, RETURN_ORIGIN, Mailbridge
 from tests.fixtures.emulator import DEFAULT_REDIRECT, EmuTenant
-from tests.fixtures.sender import SendKit, queue_spec
+from tests.fixtures.sender import POISON_FUNCTION, SendKit, queue_spec
 
 
 @dataclass
@@ -143,4 +143,5 @@ class BenchStack:
             self._saved_env.setdefault(key, os.environ.get(key))
             os.environ[key] = value
         reset_services()
-        return SendKit(Mailbridge(self.functions, kit, self.admin, env), queue_spec(self.functions))
+        specs = (queue_spec(self.functions), queue_spec(self.functions, POISON_FUNCTION))
+        return SendKit(Mailbridge(self.functions, kit, self.admin, env), *specs)

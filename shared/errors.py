@@ -286,3 +286,11 @@ class MailboxAccessDenied(SendError):
 class AttemptsExhausted(SendError):
     code = "attempts_exhausted"
     default_hint = "The message was delayed too many times (throttling or pacing) and was given up."
+
+
+class ProcessingFailed(SendError):
+    code = "processing_failed"
+    default_hint = (
+        "Mailbridge failed to process this message several times in a row and moved it to the poison queue; "
+        "nothing was sent. The operator's logs (by message id) say why; send it again with a new id."
+    )

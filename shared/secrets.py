@@ -74,6 +74,18 @@ class TokenCacheVault:
             try:
                 return fn()
             except HttpResponseError as exc:
+                if exc.status_code in (401, 403):
+                    # Key Vault refused our credential: a token it no longer accepts (revoked, or clocks
+                    # disagree) or a missing role. Start over with a new credential; if it persists, the
+                    # caller waits and retries (an operator can fix RBAC) rather than losing the message.
+                    self.__dict__.pop("client", None)
+                    if attempt == self.max_attempts:
+                        raise TemporarilyUnavailable(
+                            detail=f"Key Vault {what} refused the app's credential ({exc.status_code})"
+                        ) from exc
+                    time.sleep(delay)
+                    delay = min(delay * 2, 16.0)
+                    continue
                 if exc.status_code not in (429, 500, 502, 503, 504):
                     raise
                 retry_after = _retry_after(exc) or delay

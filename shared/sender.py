@@ -86,6 +86,25 @@ class Sender:
             self.enqueue(body if isinstance(body, str) else body.decode("utf-8"), outcome.delay)
         return outcome
 
+    def handle_poisoned(self, body: bytes | str, queue_message_id: str) -> Outcome:
+        """A message the host gave up on (its function failed maxDequeueCount times): give it a final record
+        and an event instead of leaving it ``queued`` forever. A row left ``sending`` means a failing attempt
+        may have reached Graph, so it ends ``unknown``; otherwise nothing was sent and it ends ``failed``."""
+        data: Any = None
+        try:
+            data = decode_payload(body)
+            msg = parse_message(data)
+        except errors.InvalidMessage as exc:
+            return self._reject_unparsed(data, exc, queue_message_id)
+        logger.error("Message %s (connection %s) was moved to the poison queue", msg.id, msg.connection_id)
+        found = self._claim_record(msg, "queue")
+        if isinstance(found, Outcome):  # already final, or a live worker holds it: that worker finishes it
+            return found
+        if found.status == "sending":
+            err = errors.OutcomeUnknown(detail="the message failed repeatedly while being sent")
+            return self._finish(msg, found, "unknown", err)
+        return self._finish(msg, found, "failed", errors.ProcessingFailed())
+
     def enqueue(self, text: str, delay: float = 0.0) -> None:
         """Put a message on the outbound queue, invisible for ``delay`` seconds."""
         visibility = min(MAX_DELAY_SECONDS, math.ceil(delay)) if delay > 0 else None
