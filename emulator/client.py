@@ -172,6 +172,14 @@ class EmulatorAdmin:
         """Claims of a token this emulator issued (debugging/tests only; app code treats tokens as opaque)."""
         return self._call("POST", "/_emulator/tokens/decode", {"token": token})["claims"]
 
+    # -- Entra -----------------------------------------------------------------------------
+    def entra_settings(self, **fields: Any) -> dict[str, Any]:
+        """Read (no fields) or change the Entra knobs: access_token_lifetime_s, code_lifetime_s,
+        refresh_idle_s, id_token_claims (laid over every id_token), reset."""
+        if fields:
+            return self._call("POST", "/_emulator/entra", fields)
+        return self._call("GET", "/_emulator/entra")
+
     # -- Key Vault --------------------------------------------------------------------------
     def keyvault_config(self, **fields: Any) -> dict[str, Any]:
         """Read (no fields) or change the vault settings: tenant_id, ops_limit, window_s."""

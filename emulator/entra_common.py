@@ -55,6 +55,8 @@ class EntraSettings:
     access_token_lifetime_s: int | None = None  # None: random 3600-5400 s like Entra
     code_lifetime_s: int = CODE_LIFETIME_S
     refresh_idle_s: int = REFRESH_IDLE_S
+    # Claims laid over every id_token the token endpoint issues (security tests: a wrong nonce, another tid).
+    id_token_claims: dict[str, Any] | None = None
 
 
 @dataclass

@@ -60,6 +60,12 @@ def register(router: Router, state: EmulatorState) -> None:
         for key in ("access_token_lifetime_s", "code_lifetime_s", "refresh_idle_s"):
             if key in data:
                 setattr(state.entra.settings, key, None if data[key] is None else int(data[key]))
+        if "id_token_claims" in data:
+            claims = data["id_token_claims"]
+            if claims is not None and not isinstance(claims, dict):
+                problem = {"code": "BadRequest", "message": "id_token_claims must be an object or null"}
+                return json_response(400, {"error": problem})
+            state.entra.settings.id_token_claims = claims or None
         return json_response(200, vars(state.entra.settings))
 
 
@@ -396,6 +402,7 @@ def _id_token(state: EmulatorState, app: App, user: User, nonce: str | None, now
     }
     if nonce:
         claims["nonce"] = nonce
+    claims.update(state.entra.settings.id_token_claims or {})
     return state.keys.sign(claims)
 
 

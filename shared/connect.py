@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from typing import Any
@@ -105,7 +106,8 @@ class ConnectService:
         try:
             conn = self._finish(record, query)
         except errors.ConnectError as exc:
-            logger.info("Connect failed for a user: %s (%s)", exc.code, exc.detail)
+            # The detail may carry the callback's own ``error`` value: repr() it so it cannot forge log lines.
+            logger.info("Connect failed for a user: %s (%r)", exc.code, (exc.detail or "")[:200])
             self._remember_failure(record, exc)
             params = {"status": "error", "error": exc.code, "error_description": exc.message}
             if isinstance(exc, errors.AdminConsentRequired):
@@ -131,11 +133,17 @@ class ConnectService:
         if query.get("error"):
             err = map_entra_error(query, during="connect")
             raise err if isinstance(err, (errors.ConnectError, errors.TransientError)) else errors.InteractionRequired()
+        flow = record.get("flow")
+        if not isinstance(flow, dict) or not all(
+            isinstance(flow.get(k), str) and flow.get(k) for k in ("state", "code_verifier", "nonce", "redirect_uri")
+        ):
+            # MSAL would raise KeyError (or send no PKCE verifier / check no nonce) for an incomplete flow.
+            raise errors.InvalidState(detail="the stored flow is incomplete")
         cache = msal.SerializableTokenCache()
         app = self.s.msal.app(token_cache=cache)
         try:
-            result = app.acquire_token_by_auth_code_flow(record["flow"], query, scopes=self.settings.graph_scopes)
-        except ValueError as exc:  # MSAL's state/nonce/CSRF checks
+            result = app.acquire_token_by_auth_code_flow(flow, query, scopes=self.settings.graph_scopes)
+        except (ValueError, RuntimeError) as exc:  # MSAL's state/CSRF checks (ValueError), nonce check (RuntimeError)
             raise errors.InvalidState(detail="the response did not match the flow") from exc
         if "error" in result:
             err = map_entra_error(result, during="connect")
@@ -229,11 +237,13 @@ class ConnectService:
             err = map_entra_error(query, during="connect")
             code = "admin_consent_declined" if isinstance(err, errors.UserDeclined) else err.code
             return record.get("return_url"), {"status": "error", "error": code, "error_description": err.message}
-        if str(query.get("admin_consent", "")).lower() != "true" or not query.get("tenant"):
+        tenant = query.get("tenant")
+        if str(query.get("admin_consent", "")).lower() != "true" or not _is_tenant_id(tenant):
+            # Entra answers with the tenant id (a GUID); anything else is not its answer (and never echoed).
             return record.get("return_url"), {"status": "error", "error": "invalid_state"}
         # The tenant in the response is informational only: it authenticates nobody.
-        self.s.tenants.record_admin_consent(query["tenant"], query.get("scope", ""))
-        return record.get("return_url"), {"status": "admin_consented", "tenant": query["tenant"]}
+        self.s.tenants.record_admin_consent(tenant, query.get("scope", ""))
+        return record.get("return_url"), {"status": "admin_consented", "tenant": tenant}
 
     # 7/8. status, list, disconnect --------------------------------------------------------------------
     def status(self, connection_id: str) -> dict[str, Any]:
@@ -258,6 +268,13 @@ class ConnectService:
                 self.s.tokens.forget(connection_id)
         logger.info("Connection %s disconnected", connection_id)
         return conn.public_view()
+
+
+_TENANT_ID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _is_tenant_id(value: object) -> bool:
+    return isinstance(value, str) and bool(_TENANT_ID_RE.fullmatch(value))
 
 
 def _iso(ts: float) -> str:

@@ -6,8 +6,6 @@ import json
 
 import msal
 
-from tests.fixtures.app import RETURN_ORIGIN, query_of
-
 
 def test_connect_stores_a_token_cache_msal_can_use_silently(mailbridge):
     mb = mailbridge()
@@ -68,45 +66,6 @@ def test_disconnect_then_reconnect_despite_key_vault_soft_delete(mailbridge):
     assert conn.secret_name != old_secret and mb.services.vault.read(conn.secret_name)
     unknown = mb.http("get_connection", route_params={"connection_id": "c" + "0" * 31})
     assert unknown.status_code == 404 and mb.json(unknown)["error"]["code"] == "not_found"
-
-
-def test_connect_link_rejects_foreign_return_urls_and_bad_bodies(mailbridge):
-    mb = mailbridge()
-    for body in (
-        {"user_ref": "u", "return_url": "https://evil.example/steal"},
-        {"user_ref": "u", "return_url": RETURN_ORIGIN + ".evil.example/x"},
-        {"user_ref": "u", "return_url": "https://user:pw@saas.example/x"},
-        {"user_ref": "u", "return_url": "javascript:alert(1)"},
-    ):
-        resp = mb.http("create_connection_link", "POST", body=body)
-        assert resp.status_code == 400 and mb.json(resp)["error"]["code"] == "return_url_not_allowed", body
-    for body in (b"not json", [1, 2], {"return_url": RETURN_ORIGIN + "/x"}, {"user_ref": "u", "return_url": 7}):
-        resp = mb.http("create_connection_link", "POST", body=body)
-        assert resp.status_code == 400, body
-
-
-def test_tickets_are_single_use_and_tamper_proof(mailbridge):
-    mb = mailbridge()
-    url = mb.connect_link()
-    assert mb.start(url).status_code == 302
-    replay = mb.start(url)
-    assert replay.status_code == 400 and b"expired_link" in replay.get_body()
-    ticket = query_of(mb.connect_link())["ticket"]
-    body, sig = ticket.split(".")
-    forged = body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1] + "." + sig
-    assert mb.http("connect_start", params={"ticket": forged}).status_code == 400
-    assert mb.http("connect_start", params={}).status_code == 400
-
-
-def test_state_is_single_use_and_unknown_state_is_refused(mailbridge):
-    mb = mailbridge()
-    start = mb.start(mb.connect_link())
-    redirect = mb.authorize(start.headers["Location"], "alice")
-    assert query_of(mb.callback(redirect).headers["Location"])["status"] == "connected"
-    replay = mb.callback(redirect)
-    assert replay.status_code == 400 and b"invalid_state" in replay.get_body()
-    forged = mb.http("connect_callback", params={"state": "made-up", "code": "x"})
-    assert forged.status_code == 400 and b"invalid_state" in forged.get_body()
 
 
 def test_secretless_app_credential_through_a_managed_identity(mailbridge, emulator, emulator_admin, monkeypatch):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.client import EmulatorAdminError
 from tests.fixtures.app import PUBLIC_BASE_URL, RETURN_ORIGIN, query_of
 
 CONSUMER_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
@@ -55,7 +54,6 @@ def test_admin_consent_refuses_common_and_garbage(mailbridge):
     for tenant in ("common", "consumers", "<script>"):
         resp = mb.http("admin_consent", params={"tenant": tenant})
         assert resp.status_code == 400, tenant
-    assert mb.http("admin_consent_callback", params={"state": "nope", "admin_consent": "True"}).status_code == 400
 
 
 @pytest.mark.parametrize(
@@ -81,44 +79,6 @@ def test_wrong_client_secret_is_app_misconfigured(mailbridge):
     mb = mailbridge(ENTRA_CLIENT_SECRET="not-the-secret")
     result = _attempt(mb, "alice")
     assert result["error"] == "app_misconfigured"
-
-
-def test_code_redeemed_too_late_is_invalid_state(mailbridge):
-    mb = mailbridge()
-    start = mb.start(mb.connect_link())
-    redirect = mb.authorize(start.headers["Location"], "alice")
-    mb.admin.advance_clock(11 * 60)  # authorization codes live about 10 minutes
-    assert query_of(mb.callback(redirect).headers["Location"])["error"] == "invalid_state"
-
-
-def test_reconnect_by_another_account_is_refused_and_recorded(mailbridge):
-    mb = mailbridge()
-    cid = mb.connect("alice", user_ref="u9")["connection_id"]
-    result = _attempt(mb, "bob", user_ref="u9", connection_id=cid)
-    assert result["error"] == "identity_mismatch"
-    view = mb.json(mb.http("get_connection", route_params={"connection_id": cid}))
-    assert view["last_error"]["code"] == "identity_mismatch" and view["mailbox"] == mb.kit.users["alice"]["upn"]
-    assert _attempt(mb, "alice", user_ref="u9", connection_id=cid) == {
-        "tab": "1",
-        "status": "connected",
-        "connection_id": cid,
-    }
-    other_user = mb.http(
-        "create_connection_link",
-        "POST",
-        body={"user_ref": "someone-else", "return_url": RETURN_ORIGIN, "connection_id": cid},
-    )
-    assert other_user.status_code == 404
-
-
-def test_single_tenant_deployment_signs_in_only_its_own_tenant(mailbridge, emu_tenant):
-    mb = mailbridge()
-    mb_single = mailbridge(ENTRA_TENANT=mb.kit.tid)
-    foreign = emu_tenant(users=("mallory",))
-    location = mb_single.start(mb_single.connect_link()).headers["Location"]
-    assert location.split("/")[3] == mb.kit.tid  # the authority is the tenant, not organizations/common
-    with pytest.raises(EmulatorAdminError, match="AADSTS"):
-        mb_single.admin.complete_authorize(location, foreign.users["mallory"]["upn"])
 
 
 def test_personal_outlook_accounts_connect_with_common(mailbridge, emulator_admin):

@@ -11,6 +11,8 @@ import msal
 import pytest
 from azure.identity import ManagedIdentityCredential
 
+from emulator.client import EmulatorAdminError
+
 DAY = 86400
 # MSAL recommends form_post for web apps; these tests use the query response mode on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:response_mode='form_post' is recommended:UserWarning")
@@ -216,6 +218,22 @@ def test_code_expires_after_ten_minutes_on_the_emulator_clock(emu_tenant, emulat
     emulator_admin.advance_clock(11 * 60)
     result = app.acquire_token_by_auth_code_flow(flow, emulator_admin.query_of(location))
     assert result["error"] == "invalid_grant" and 70008 in result["error_codes"]
+
+
+def test_id_token_claims_knob_lays_claims_over_the_id_token(emu_tenant, emulator_admin):
+    """A test knob (``/_emulator/entra`` ``id_token_claims``): the security suite's wrong nonce / foreign tid."""
+    kit = emu_tenant()
+    verifier, challenge = _pkce()
+    settings = emulator_admin.entra_settings(id_token_claims={"nonce": "evil", "tid": "other-tid"})
+    assert settings["id_token_claims"] == {"nonce": "evil", "tid": "other-tid"}
+    body = _redeem(kit, _code_for(kit, emulator_admin, challenge), verifier)
+    claims = emulator_admin.decode_token(body["id_token"])
+    assert (claims["nonce"], claims["tid"], claims["oid"]) == ("evil", "other-tid", kit.users["alice"]["oid"])
+    assert emulator_admin.entra_settings(id_token_claims=None)["id_token_claims"] is None
+    with pytest.raises(EmulatorAdminError):
+        emulator_admin.entra_settings(id_token_claims=["nonce"])
+    body = _redeem(kit, _code_for(kit, emulator_admin, challenge), verifier)
+    assert emulator_admin.decode_token(body["id_token"])["tid"] == kit.tid
 
 
 # --- refresh token lifetime and revocation -------------------------------------------------------

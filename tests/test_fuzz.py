@@ -16,12 +16,13 @@ import json
 import logging
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shared import errors
@@ -37,6 +38,15 @@ FUZZ = settings(
 )
 # Pure functions are cheap: more examples there.
 FUZZ_PURE = settings(FUZZ, max_examples=EXAMPLES * 4)
+# pyproject's 300 s per-test timeout fits the short mode; 10,000 examples of the sender property take ~8 minutes,
+# which that timeout used to cut short (a "failure" of the long run that no example reproduced).
+pytestmark = pytest.mark.timeout(max(300, EXAMPLES // 4))
+# Examples each property really ran, by pytest test id (python -m bench.fuzz reports them).
+EXAMPLES_RUN: Counter[str] = Counter()
+
+
+def count_example() -> None:
+    EXAMPLES_RUN[os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" (", 1)[0]] += 1
 
 
 def stable_codes() -> set[str]:
@@ -86,6 +96,7 @@ ADDRESS = st.one_of(
     st.fixed_dictionaries({"address": st.one_of(st.emails().map(str), TEXT)}, optional={"name": TEXT}),
     JSON,
 )
+QUEUE_NAMES = ["cb--evil", "mb-callback", "-ab", "ab-", "Ab1", "ab", "a" * 64]
 FIELD_VALUES = {
     "to": st.lists(ADDRESS, max_size=3) | st.just(["a@example.com"] * 501),
     "cc": st.lists(ADDRESS, max_size=3),
@@ -105,6 +116,11 @@ FIELD_VALUES = {
     ),
     "body": st.fixed_dictionaries({}, optional={"content_type": TEXT, "content": TEXT, "blob": TEXT, "size": JSON}),
     "from": ADDRESS,
+    # Callback queue names, valid and not (Storage refuses "--", upper case, edge hyphens, < 3 characters).
+    "callback": st.one_of(
+        JSON,
+        st.fixed_dictionaries({"queue": st.one_of(TEXT, st.sampled_from(QUEUE_NAMES))}),
+    ),
 }
 
 
@@ -147,6 +163,7 @@ def queue_payloads(draw: st.DrawFn, connection_id: str = "c-fuzz") -> bytes:
 @FUZZ_PURE
 @given(queue_payloads())
 def test_parsing_accepts_or_rejects_with_a_stable_code(raw):
+    count_example()
     try:
         msg = parse_message(decode_payload(raw))
     except errors.InvalidMessage as exc:
@@ -170,6 +187,7 @@ class ErrorLog(logging.Handler):
 
 @contextmanager
 def error_log() -> Iterator[ErrorLog]:
+    count_example()  # every example of the app properties runs inside one error_log()
     handler = ErrorLog()
     root = logging.getLogger()
     root.addHandler(handler)
@@ -182,20 +200,47 @@ def error_log() -> Iterator[ErrorLog]:
 def test_sender_rejects_malformed_queue_messages_with_stable_codes(mailbridge):
     mb = mailbridge()
     sender = mb.services.sender
+    cid = f"c{uuid.uuid4().hex[:10]}"
+    rejected: set[tuple[str, str]] = set()
+    # The same id twice: the second copy is a duplicate of the first one's rejection (idempotency by id).
+    again = json.dumps({**base_message(cid), "id": "0"}).encode()
 
     @FUZZ
-    @given(queue_payloads(connection_id=f"c{uuid.uuid4().hex[:10]}"))
+    @given(queue_payloads(connection_id=cid))
+    @example(again)
+    @example(again)
     def run(raw: bytes) -> None:
         with error_log() as log:
             outcome = sender.process(raw, f"q-{uuid.uuid4().hex[:8]}")
         assert not log.records, [r.getMessage() for r in log.records]
+        key = (outcome.connection_id, outcome.message_id)
+        record = mb.services.deliveries.get(*key)
+        assert record is not None and record.status == "rejected", (outcome, record)
+        if outcome.status == "duplicate":  # an id an earlier example already had rejected
+            assert key in rejected, outcome
+            return
         # The connection does not exist, so even a valid message must end rejected (unknown_connection).
         assert outcome.status == "rejected", outcome
         assert outcome.error is not None and outcome.error.code in REJECTION_CODES, outcome.error
-        record = mb.services.deliveries.get(outcome.connection_id, outcome.message_id)
-        assert record is not None and record.status == "rejected"
+        rejected.add(key)
 
     run()
+
+
+def test_a_rejected_message_with_an_invalid_callback_queue_name_is_a_clean_rejection(mailbridge):
+    """Regression: a message rejected before validation kept its callback.queue if it merely matched
+    [a-z0-9][a-z0-9-]{1,61}[a-z0-9]; "cb--evil" (Storage refuses "--") made the event publisher create
+    that queue, Storage answered 400 InvalidResourceName and sender.process raised (the queue message
+    went to the poison queue after the host's retries)."""
+    mb = mailbridge()
+    for queue in ("cb--evil", "ab", "Ab1"):
+        raw = json.dumps({"id": f"m-{queue}", "connection_id": "c-x", "to": 7, "callback": {"queue": queue}})
+        with error_log() as log:
+            outcome = mb.services.sender.process(raw.encode(), "q-1")
+        assert not log.records, [r.getMessage() for r in log.records]
+        assert (outcome.status, outcome.error.code) == ("rejected", "invalid_message"), outcome
+        record = mb.services.deliveries.get("c-x", f"m-{queue}")
+        assert record is not None and record.status == "rejected" and record.event_emitted
 
 
 # --- HTTP routes --------------------------------------------------------------------------------------------

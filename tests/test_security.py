@@ -1,14 +1,65 @@
 """Security suite: function keys on every non-anonymous route (through devhost, over HTTP), hostile
 message content refused with stable codes, no secret in any error body, and a dependency audit.
 
-The OAuth side (state/ticket tamper, replay, expiry, PKCE, nonce, open redirect, cross-tenant
-callback) is covered in tests/test_connect*.py; the log side in tests/test_security_logs.py.
+This module is also the index of every security requirement of issue #9 and where it is tested:
+
+OAuth connect flow -- all in tests/test_security_oauth.py (each case asserts a stable code and that no
+connection, Key Vault secret or tenant approval was stored):
+- ticket tamper: ::test_tickets_are_single_use_and_tamper_proof,
+  ::test_a_tampered_ticket_is_refused_and_does_not_burn_the_real_one,
+  ::test_a_ticket_with_a_non_ascii_signature_is_a_clean_400
+- ticket replay / expiry: ::test_tickets_are_single_use_and_tamper_proof, ::test_an_expired_ticket_is_refused
+- state tamper / unknown / replay / expiry: ::test_state_is_single_use_and_unknown_state_is_refused,
+  ::test_a_tampered_or_missing_state_is_refused_and_the_real_flow_survives, ::test_an_expired_flow_is_refused,
+  ::test_code_redeemed_too_late_is_invalid_state, ::test_a_state_is_bound_to_its_flow_kind,
+  ::test_admin_consent_state_is_single_use_and_unknown_state_is_refused
+- PKCE: ::test_pkce_s256_challenge_is_of_the_stored_verifier,
+  ::test_a_callback_without_the_right_pkce_verifier_fails, ::test_a_code_injected_from_another_flow_is_refused
+- nonce: ::test_an_id_token_with_another_nonce_is_refused
+- open redirect: ::test_return_urls_off_the_allow_list_are_refused, ::test_allow_listed_return_urls_are_accepted,
+  ::test_connect_link_rejects_foreign_return_urls_and_bad_bodies
+- cross-tenant / cross-account callback: ::test_reconnect_by_another_account_is_refused_and_recorded,
+  ::test_reconnect_by_a_user_of_another_tenant_is_refused, ::test_an_id_token_for_another_tenant_or_app_is_refused,
+  ::test_an_id_token_of_another_tenant_on_a_reconnect_is_refused,
+  ::test_single_tenant_deployment_signs_in_only_its_own_tenant
+- no reflection of attacker strings (error, error_description, tenant) on the callbacks:
+  ::test_callback_error_parameters_are_never_reflected, ::test_error_pages_never_reflect_callback_parameters,
+  ::test_admin_consent_callback_reflects_only_stable_values; the sample page renders them as text:
+  tests/test_browser.py::test_error_text_from_the_url_is_rendered_as_text_not_html
+- the emulator's own PKCE S256 enforcement: tests/test_emulator_entra.py::test_missing_or_plain_pkce_is_rejected,
+  ::test_pkce_verifier_and_redirect_uri_must_match; its id_token knob (wrong nonce, foreign tid):
+  ::test_id_token_claims_knob_lays_claims_over_the_id_token
+
+Everything else:
+- function key on every non-anonymous route (header and ?code=), anonymous routes open:
+  tests/test_security.py::test_function_key_is_enforced_on_every_non_anonymous_route,
+  ::test_anonymous_routes_need_no_key; declared levels:
+  tests/test_health.py::test_every_http_route_declares_its_auth_level,
+  tests/test_openapi.py::test_security_matches_each_routes_auth_level
+- header injection (CR/LF in every header-bound field):
+  tests/test_security.py::test_header_injection_is_refused_everywhere;
+  unit level: tests/test_mail.py::test_rejections_have_stable_codes_and_name_the_field
+- recipient and header limits: tests/test_security.py::test_recipient_and_header_limits,
+  tests/test_mail.py::test_exactly_500_recipients_is_fine
+- size limits (message, raw request body): tests/test_security.py::test_size_limits,
+  tests/test_mail.py::test_limits_that_depend_on_settings,
+  tests/test_send.py::test_large_attachment_without_mail_readwrite_is_refused_at_the_door
+- HTML bodies passed as given, never rendered or echoed by us: tests/test_security.py::test_html_body_is_passed_as_given
+- no secrets in error bodies: tests/test_security.py::test_error_bodies_never_contain_secrets,
+  ::test_error_bodies_on_a_misconfigured_app_name_the_setting_not_its_value,
+  tests/test_settings.py::test_secrets_stay_out_of_repr, ::test_status_reports_configuration_without_secrets
+- no secrets in logs: tests/test_security_logs.py::test_connect_refresh_and_disconnect_log_no_secrets,
+  tests/test_send_reliability.py::test_no_token_or_mail_body_in_the_logs
+- hostile input never a 500 (property-based): tests/test_fuzz.py (long mode: python -m bench.fuzz),
+  tests/test_openapi.py::test_schemathesis_finds_no_server_error
+- dependency audit: tests/test_security.py::test_runtime_requirements_have_no_known_vulnerabilities (pip-audit)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -107,17 +158,6 @@ def test_anonymous_routes_need_no_key(devhost_app, app_functions):
         if level == "anonymous":
             resp = requests.request(method, base + concrete(route), allow_redirects=False, timeout=30)
             assert resp.status_code not in (401, 403, 500), (name, resp.status_code)
-
-
-def test_a_ticket_with_a_non_ascii_signature_is_a_clean_400(mailbridge):
-    """Regression (found by schemathesis): hmac.compare_digest(str, str) raised TypeError for non-ASCII
-    text, and connect/start logged an unhandled error and answered 503 "try again" for a forged link."""
-    mb = mailbridge()
-    ticket = mb.connect_link("sec").split("ticket=", 1)[1]
-    body = ticket.split(".")[0]
-    resp = mb.http("connect_start", params={"ticket": body + ".é"})
-    assert resp.status_code == 400, resp.get_body()
-    assert b"expired_link" in resp.get_body()
 
 
 # --- hostile message content ------------------------------------------------------------------------------
@@ -255,6 +295,20 @@ def test_error_bodies_on_a_misconfigured_app_name_the_setting_not_its_value(mail
         text = resp.get_body().decode()
         assert "TICKET_SIGNING_KEY" in text and "tiny-key-ZQ9" not in text
         assert secret not in text
+
+
+# --- the index above -----------------------------------------------------------------------------------------
+
+
+def test_the_index_names_existing_tests_and_every_oauth_case():
+    """Every ``file::test`` in this module's docstring exists, and every test of test_security_oauth.py is listed."""
+    current, named = "tests/test_security_oauth.py", set()
+    for path, name in re.findall(r"(tests/[\w/]+\.py)?::(\w+)", __doc__ or ""):
+        current = path or current
+        assert f"def {name}(" in (REPO / current).read_text(), f"{current}::{name} is not a test"
+        named.add((current, name))
+    oauth = set(re.findall(r"^def (test_\w+)\(", (REPO / "tests/test_security_oauth.py").read_text(), re.M))
+    assert oauth == {n for p, n in named if p == "tests/test_security_oauth.py"}
 
 
 # --- dependencies -------------------------------------------------------------------------------------------
