@@ -10,6 +10,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msal
+import requests
+from msal.exceptions import MsalServiceError
 
 from shared import errors
 from shared.entra_errors import map_entra_error
@@ -145,6 +147,8 @@ class ConnectService:
             result = app.acquire_token_by_auth_code_flow(flow, query, scopes=self.settings.graph_scopes)
         except (ValueError, RuntimeError) as exc:  # MSAL's state/CSRF checks (ValueError), nonce check (RuntimeError)
             raise errors.InvalidState(detail="the response did not match the flow") from exc
+        except (MsalServiceError, requests.RequestException) as exc:  # a 5xx or a dropped connection at /token
+            raise errors.TemporarilyUnavailable(detail=f"token endpoint: {type(exc).__name__}") from exc
         if "error" in result:
             err = map_entra_error(result, during="connect")
             raise err if isinstance(err, (errors.ConnectError, errors.TransientError)) else errors.InteractionRequired()

@@ -89,3 +89,19 @@ def test_personal_outlook_accounts_connect_with_common(mailbridge, emulator_admi
     assert result["status"] == "connected"
     view = mb.json(mb.http("get_connection", route_params={"connection_id": result["connection_id"]}))
     assert view["tenant_id"] == CONSUMER_TENANT
+
+
+@pytest.mark.parametrize("kind", ["503", "reset"])
+def test_token_endpoint_outage_at_the_callback_is_temporarily_unavailable(mailbridge, kind):
+    """MSAL raises (MsalServiceError, or a requests error) instead of returning an error dict when the token
+    endpoint answers 5xx or drops the connection: the browser goes back with a retryable code, not a 500."""
+    mb = mailbridge()
+    start = mb.start(mb.connect_link())
+    redirect = mb.authorize(start.headers["Location"], "alice")
+    mb.admin.add_fault("entra.token", kind, count=1)
+    try:
+        back = mb.callback(redirect)
+    finally:
+        mb.admin.clear_faults("entra.token")
+    assert back.status_code == 302, back.get_body()
+    assert query_of(back.headers["Location"])["error"] == "temporarily_unavailable"

@@ -1,4 +1,4 @@
-"""What the long soak found (docs/reliability.md, bugs 6-8): failures outside Graph must never leave a message
+"""What the long soak found (docs/reliability.md, bugs 11-14): failures outside Graph must never leave a message
 without a final record. Key Vault refusing a stale credential and the token endpoint failing are transient;
 whatever still makes the function fail ends, via the poison queue, ``failed`` (or ``unknown``) with an event."""
 
@@ -12,7 +12,7 @@ from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the
 
 
 def test_key_vault_refusing_a_token_it_no_longer_accepts_is_retried_with_a_new_credential(send_kit):
-    """BUG 6: after Key Vault's clock passed our cached vault token's expiry (AKV10032, 401), the SDK's raw
+    """BUG 11: after Key Vault's clock passed our cached vault token's expiry (AKV10032, 401), the SDK's raw
     ClientAuthenticationError failed the queue function five times and the message went to poison ``queued``."""
     kit = send_kit()
     cid = kit.connect("alice")
@@ -32,7 +32,7 @@ def test_key_vault_refusing_a_token_it_no_longer_accepts_is_retried_with_a_new_c
 
 
 def test_a_token_endpoint_5xx_during_a_refresh_is_a_transient_reschedule(send_kit):
-    """BUG 7: MSAL raises MsalServiceError (instead of returning an error) for a 5xx from the token endpoint."""
+    """BUG 12: MSAL raises MsalServiceError (instead of returning an error) for a 5xx from the token endpoint."""
     kit = send_kit()
     cid = kit.connect("alice")
     kit.mb.admin.add_fault("entra.token", "503", count=1)
@@ -48,7 +48,7 @@ def test_a_token_endpoint_5xx_during_a_refresh_is_a_transient_reschedule(send_ki
 
 
 def test_a_message_the_host_gives_up_on_ends_failed_with_an_event_not_queued(send_kit, monkeypatch):
-    """BUG 8 (the safety net): a function that keeps failing for a reason we did not foresee sends the message to
+    """BUG 13 (the safety net): a function that keeps failing for a reason we did not foresee sends the message to
     ``<queue>-poison`` after maxDequeueCount; the poison function records it ``failed`` (processing_failed)."""
     kit = send_kit()
     cid = kit.connect("alice")
