@@ -10,11 +10,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msal
-import requests
-from msal.exceptions import MsalServiceError
 
 from shared import errors
-from shared.entra_errors import map_entra_error
+from shared.entra_errors import TOKEN_ENDPOINT_OUTAGES, map_entra_error, token_endpoint_outage
 from shared.services import Services
 from shared.settings import _TENANT_RE
 from shared.store import Connection, connection_id_for
@@ -147,8 +145,8 @@ class ConnectService:
             result = app.acquire_token_by_auth_code_flow(flow, query, scopes=self.settings.graph_scopes)
         except (ValueError, RuntimeError) as exc:  # MSAL's state/CSRF checks (ValueError), nonce check (RuntimeError)
             raise errors.InvalidState(detail="the response did not match the flow") from exc
-        except (MsalServiceError, requests.RequestException) as exc:  # a 5xx or a dropped connection at /token
-            raise errors.TemporarilyUnavailable(detail=f"token endpoint: {type(exc).__name__}") from exc
+        except TOKEN_ENDPOINT_OUTAGES as exc:
+            raise token_endpoint_outage(exc) from exc
         if "error" in result:
             err = map_entra_error(result, during="connect")
             raise err if isinstance(err, (errors.ConnectError, errors.TransientError)) else errors.InteractionRequired()

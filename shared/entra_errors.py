@@ -10,7 +10,19 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import requests
+from msal.exceptions import MsalServiceError
+
 from shared import errors
+
+# MSAL *raises* these (rather than returning an error dict) when the token endpoint answers 5xx or the
+# connection drops: the grant may be fine, the endpoint is not. Catch them and call token_endpoint_outage.
+TOKEN_ENDPOINT_OUTAGES = (MsalServiceError, requests.RequestException)
+
+
+def token_endpoint_outage(exc: Exception) -> errors.TemporarilyUnavailable:
+    return errors.TemporarilyUnavailable(detail=f"token endpoint: {type(exc).__name__}")
+
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
 

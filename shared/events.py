@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from shared.deliveries import Delivery, iso
+from shared.mail import is_queue_name
 
 if TYPE_CHECKING:
     from shared.services import Services
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EVENT_SOURCE = "/mailbridge"
-# A Storage queue name (3-63 of a-z, 0-9 and single hyphens, alphanumeric at both ends): shared.mail.Callback's rule.
-_QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 TYPE_PREFIX = "mailbridge."
 
 
@@ -62,7 +60,7 @@ class EventPublisher:
 
     def callback_allowed(self, queue: str | None) -> bool:
         # The name is checked here too: a message rejected before validation may carry any string there.
-        if not queue or not _QUEUE_NAME.fullmatch(queue) or "--" in queue:
+        if not is_queue_name(queue):
             return False
         return queue not in {self.settings.outbound_queue, self.settings.outbound_poison_queue}
 

@@ -163,11 +163,19 @@ class Attachment(BaseModel):
         return base64.b64decode(self.content_base64)
 
 
+QUEUE_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"  # Storage: 3-63 chars, single hyphens (checked below)
+
+
+def is_queue_name(value: object) -> bool:
+    """True for a name Azure Storage accepts for a queue."""
+    return isinstance(value, str) and bool(re.fullmatch(QUEUE_NAME_PATTERN, value)) and "--" not in value
+
+
 class Callback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     queue: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+        pattern=QUEUE_NAME_PATTERN,
         description="Storage queue (same account) that also receives this message's final event",
     )
 

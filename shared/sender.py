@@ -24,7 +24,15 @@ from shared.deliveries import UNREADABLE_PARTITION, Delivery, DeliveryStore, Rec
 from shared.drafts import send_via_draft
 from shared.events import EventPublisher
 from shared.graph import GraphClient
-from shared.mail import CONNECTION_ID_PATTERN, ID_PATTERN, SendMessage, check_limits, decode_payload, parse_message
+from shared.mail import (
+    CONNECTION_ID_PATTERN,
+    ID_PATTERN,
+    SendMessage,
+    check_limits,
+    decode_payload,
+    is_queue_name,
+    parse_message,
+)
 from shared.pacing import MailboxPacer
 from shared.settings import Settings
 from shared.storage import StorageClients
@@ -90,12 +98,9 @@ class Sender:
         """A message the host gave up on (its function failed maxDequeueCount times): give it a final record
         and an event instead of leaving it ``queued`` forever. A row left ``sending`` means a failing attempt
         may have reached Graph, so it ends ``unknown``; otherwise nothing was sent and it ends ``failed``."""
-        data: Any = None
-        try:
-            data = decode_payload(body)
-            msg = parse_message(data)
-        except errors.InvalidMessage as exc:
-            return self._reject_unparsed(data, exc, queue_message_id)
+        msg = self._parse(body, queue_message_id)
+        if isinstance(msg, Outcome):
+            return msg
         logger.error("Message %s (connection %s) was moved to the poison queue", msg.id, msg.connection_id)
         found = self._claim_record(msg, "queue")
         if isinstance(found, Outcome):  # already final, or a live worker holds it: that worker finishes it
@@ -113,13 +118,17 @@ class Sender:
         )
 
     def process(self, raw: bytes | str | dict[str, Any], queue_message_id: str, source: str = "queue") -> Outcome:
+        msg = self._parse(raw, queue_message_id)
+        return msg if isinstance(msg, Outcome) else self._process(msg, source)
+
+    def _parse(self, raw: bytes | str | dict[str, Any], queue_message_id: str) -> SendMessage | Outcome:
+        """The validated message, or the Outcome of recording it ``rejected``."""
         data: Any = None
         try:
             data = raw if isinstance(raw, dict) else decode_payload(raw)
-            msg = parse_message(data)
+            return parse_message(data)
         except errors.InvalidMessage as exc:
             return self._reject_unparsed(data, exc, queue_message_id)
-        return self._process(msg, source)
 
     # --- the pipeline -------------------------------------------------------------------------------------
     def _process(self, msg: SendMessage, source: str) -> Outcome:
@@ -378,7 +387,7 @@ class Sender:
         callback = data.get("callback") if isinstance(data.get("callback"), dict) else {}
         queue = callback.get("queue") if isinstance(callback.get("queue"), str) else None
         record = Delivery(cid, mid, status="rejected", completed_at=time.time(), created_at=time.time())
-        record.callback_queue = queue if queue and re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", queue) else None
+        record.callback_queue = queue if is_queue_name(queue) else None
         record.set_error(err)
         if not self.deliveries.create(record):
             logger.warning("Message %s rejected (%s) but a record already exists; left unchanged", mid, err.code)

@@ -14,11 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import msal
-import requests
-from msal.exceptions import MsalServiceError
 
-from shared.entra_errors import map_entra_error
-from shared.errors import ReauthRequired, TemporarilyUnavailable, TransientError
+from shared.entra_errors import TOKEN_ENDPOINT_OUTAGES, map_entra_error, token_endpoint_outage
+from shared.errors import ReauthRequired, TransientError
 from shared.identity import MsalFactory
 from shared.locks import ConnectionLocks
 from shared.secrets import TokenCacheVault
@@ -116,10 +114,8 @@ class TokenService:
                 result = app.acquire_token_silent_with_error(
                     self.settings.graph_scopes, account=account, force_refresh=force
                 )
-            except (MsalServiceError, requests.RequestException) as exc:
-                # MSAL raises (rather than returning an error) for a 5xx or a dropped connection at the
-                # token endpoint: the grant is fine, the endpoint is not; try again later.
-                raise TemporarilyUnavailable(detail=f"token endpoint: {type(exc).__name__}") from exc
+            except TOKEN_ENDPOINT_OUTAGES as exc:
+                raise token_endpoint_outage(exc) from exc
             if not result or "access_token" not in result:
                 err = map_entra_error(result or {"error": "interaction_required"}, during="refresh")
                 if isinstance(err, TransientError):
