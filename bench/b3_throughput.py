@@ -39,6 +39,25 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CpuMeter:
+    """CPU seconds spent by this process (the app), the emulator and Azurite from creation to ``stop()``."""
+
+    def __init__(self, stack: Any) -> None:
+        self.pids = {"emulator": stack.emulator.pid, "azurite": stack.azurite.process.pid}
+        self.spent: dict[str, float] = {}
+        self._start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        return {"app": time.process_time(), **{name: process_cpu_s(pid) for name, pid in self.pids.items()}}
+
+    def stop(self) -> None:
+        self.spent = {name: now - self._start[name] for name, now in self._now().items()}
+
+    def per(self, count: int, unit: str) -> dict[str, float]:
+        """``{app,emulator,azurite}_cpu_ms_per_<unit>``."""
+        return {f"{name}_cpu_ms_per_{unit}": s * 1000 / max(1, count) for name, s in self.spent.items()}
+
+
 def backlog_bound_s(per_mailbox: int, limit: int, window_s: float) -> float:
     """Shortest time a sliding window of ``limit`` per ``window_s`` allows for ``per_mailbox`` sends:
     the first ``limit`` at once, each later group a window after the one before."""
@@ -59,8 +78,7 @@ def run(stack: Any, messages: int = 2000, mailboxes: int = 50, latency_ms: int =
     for m in msgs:
         kit.put(m)
     before = admin.counters()
-    emu_cpu0, azurite_cpu0 = process_cpu_s(stack.emulator.pid), process_cpu_s(stack.azurite.process.pid)
-    cpu0, start, wall_start = time.process_time(), time.perf_counter(), time.time()
+    cpu, start, wall_start = CpuMeter(stack), time.perf_counter(), time.time()
     try:
         with kit.listener(**options) as listener:
             # Cheap progress signal (one counter read, no Table scan competing with the sender).
@@ -73,7 +91,7 @@ def run(stack: Any, messages: int = 2000, mailboxes: int = 50, latency_ms: int =
                 time.sleep(0.25)
             recs = kit.wait_final([(m["connection_id"], m["id"]) for m in msgs], timeout=120)
             wall = time.perf_counter() - start
-            cpu = time.process_time() - cpu0
+            cpu.stop()
     finally:
         if fault is not None:
             admin.clear_faults("graph.*")
@@ -96,9 +114,7 @@ def run(stack: Any, messages: int = 2000, mailboxes: int = 50, latency_ms: int =
         "per_s": messages / wall,
         "latency_bound_per_s": messages / latency_bound if latency_bound else None,
         "pacing_floor_s": pacing_bound,
-        "app_cpu_ms_per_msg": cpu * 1000 / messages,
-        "emulator_cpu_ms_per_msg": (process_cpu_s(stack.emulator.pid) - emu_cpu0) * 1000 / messages,
-        "azurite_cpu_ms_per_msg": (process_cpu_s(stack.azurite.process.pid) - azurite_cpu0) * 1000 / messages,
+        **cpu.per(messages, "msg"),
         "cores": os.cpu_count(),
         "graph_calls": sum(v - before.get(k, 0) for k, v in after.items() if k.startswith("calls.graph.")),
         "throttled_429": after.get("graph.throttled", 0) - before.get("graph.throttled", 0),

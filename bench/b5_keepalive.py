@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.b3_throughput import process_cpu_s
+from bench.b3_throughput import CpuMeter
 from blueprints.keepalive import SWEEP_BUDGET_SECONDS
 from shared.refresh import KeepAlive
 from shared.store import Connection, connection_id_for
@@ -76,13 +76,12 @@ def run(
     for endpoint in ("entra.*", "kv.*"):
         admin.add_fault(endpoint, "latency", latency_ms=latency_ms)
     before = admin.counters()
-    emu_cpu0, azurite_cpu0 = process_cpu_s(stack.emulator.pid), process_cpu_s(stack.azurite.process.pid)
-    cpu0, start, since = time.process_time(), time.perf_counter(), kit.services.clock()
+    cpu, start, since = CpuMeter(stack), time.perf_counter(), kit.services.clock()
     try:
         # What the timer function runs (blueprints/keepalive.py), called directly to keep its report.
         report = KeepAlive(kit.services).sweep(budget_seconds=SWEEP_BUDGET_SECONDS)
         wall = time.perf_counter() - start
-        cpu = time.process_time() - cpu0
+        cpu.stop()
     finally:
         for endpoint in ("entra.*", "kv.*"):
             admin.clear_faults(endpoint)
@@ -106,9 +105,5 @@ def run(
         "refreshed": refreshed,
         "sweep": report.as_dict(),
         "still_due": still_due,
-        "app_cpu_ms_per_refresh": cpu * 1000 / max(1, len(due)),
-        "emulator_cpu_ms_per_refresh": (process_cpu_s(stack.emulator.pid) - emu_cpu0) * 1000 / max(1, len(due)),
-        "azurite_cpu_ms_per_refresh": (process_cpu_s(stack.azurite.process.pid) - azurite_cpu0)
-        * 1000
-        / max(1, len(due)),
+        **cpu.per(len(due), "refresh"),
     }
