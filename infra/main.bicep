@@ -70,7 +70,65 @@ param refreshSchedule string = '0 30 2 * * *'
 param refreshAfterDays int = 60
 
 @description('Largest accepted message, in bytes (default 25 MiB).')
+@minValue(65536)
+@maxValue(157286400)
 param maxMessageBytes int = 26214400
+
+@description('Object ids of the managed identities (Logic Apps, Function Apps, ...) that may put messages on the outbound queue: Storage Queue Data Message Sender on that queue only. See docs/producers.md.')
+param producerPrincipalIds array = []
+
+@description('Object ids of the managed identities that may read the events queue (role: eventReaderRole, on that queue only).')
+param eventReaderPrincipalIds array = []
+
+@allowed([
+  'MessageProcessor'
+  'Reader'
+])
+@description('Role of event readers on the events queue: MessageProcessor (receive and delete) or Reader (peek and read only).')
+param eventReaderRole string = 'MessageProcessor'
+
+// ---------------------------------------------------------------------------------------------
+// Scale and sending limits (docs/deploy.md, "Scale and sending limits"). The queue function runs on
+// up to maximumInstanceCount instances, each taking host.json's batchSize + newBatchThreshold
+// messages at a time; the per-mailbox limits below cap what any one mailbox sends across all of
+// them. Each limit is one azd variable (main.parameters.json) -> one parameter here -> one line
+// in `limitSettings` -> one app setting read by shared/settings.py. A new limit (for example
+// the consumer Outlook.com ones) adds exactly those four lines and its row in docs/deploy.md.
+
+@minValue(1)
+@maxValue(1000)
+@description('Upper bound of Flex Consumption scale-out for the app (the plan allows up to 1,000).')
+param maximumInstanceCount int = 100
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Memory of each Flex Consumption instance, in MB (billed per GB-second while executing).')
+param instanceMemoryMB int = 2048
+
+@minValue(1)
+@maxValue(16)
+@description('MAILBOX_CONCURRENCY: Graph requests in flight per mailbox (Outlook allows 4 per app and mailbox).')
+param mailboxConcurrency int = 4
+
+@minValue(1)
+@maxValue(10000)
+@description('MAILBOX_MESSAGES_PER_MINUTE: messages per mailbox per minute (Exchange Online: 30).')
+param mailboxMessagesPerMinute int = 30
+
+@minValue(1)
+@maxValue(1000000)
+@description('MAILBOX_RECIPIENTS_PER_DAY: recipients per mailbox per rolling 24 hours (Exchange Online: 10,000).')
+param mailboxRecipientsPerDay int = 10000
+
+var limitSettings = {
+  MAILBOX_CONCURRENCY: string(mailboxConcurrency)
+  MAILBOX_MESSAGES_PER_MINUTE: string(mailboxMessagesPerMinute)
+  MAILBOX_RECIPIENTS_PER_DAY: string(mailboxRecipientsPerDay)
+}
+// ---------------------------------------------------------------------------------------------
 
 @secure()
 @description('HMAC key for connect tickets, at least 32 characters of random text. Empty: a fresh random key is written on this deployment (see docs/deploy.md, rotating the ticket key).')
@@ -190,6 +248,8 @@ module functionApp 'core/host/functions-flexconsumption.bicep' = {
     identityId: identity.outputs.id
     runtimeName: 'python'
     runtimeVersion: '3.11'
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
   }
 }
 
@@ -233,6 +293,7 @@ module appSettings 'app/appsettings.bicep' = {
     enableSharedMailboxes: enableSharedMailboxes
     enableMailReadWrite: enableMailReadWrite
     maxMessageBytes: maxMessageBytes
+    limitSettings: limitSettings
   }
   // The settings reference the ticket key through Key Vault: let the role exist before the
   // app restarts with them, so the first resolution does not fail.
@@ -251,6 +312,11 @@ module rbac 'app/rbac.bicep' = {
     appPrincipalId: identity.outputs.principalId
     userPrincipalId: principalId
     userPrincipalType: principalType
+    outboundQueueName: outboundQueueName
+    eventsQueueName: eventsQueueName
+    producerPrincipalIds: producerPrincipalIds
+    eventReaderPrincipalIds: eventReaderPrincipalIds
+    eventReaderRole: eventReaderRole
   }
 }
 

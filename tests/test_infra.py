@@ -73,6 +73,15 @@ ROLE_IDS = {
     "storageBlobDataOwner": ("b7e6dc6d-f1e8-4753-8033-0f276bb0955b", "Storage Blob Data Owner"),
     "monitoringMetricsPublisher": ("3913510d-42f4-4e42-8a64-420c390055eb", "Monitoring Metrics Publisher"),
 }
+# Queue-scoped roles for producers and event readers (REFERENCE.md; docs/producers.md).
+QUEUE_ROLE_IDS = {
+    "storageQueueDataMessageSender": ("c6a89b2d-59bc-44d0-9896-0f6e12d7b80a", "Storage Queue Data Message Sender"),
+    "storageQueueDataMessageProcessor": (
+        "8a0f0c08-91a1-4084-bc3d-661d67233fed",
+        "Storage Queue Data Message Processor",
+    ),
+    "storageQueueDataReader": ("19e7f393-937e-4f77-808e-94535e297925", "Storage Queue Data Reader"),
+}
 # role key -> the existing resource (symbolic name in rbac.bicep) it must be scoped to.
 ROLE_SCOPES = {
     "keyVaultSecretsOfficer": "vault",
@@ -273,6 +282,15 @@ def allowed(template: dict[str, Any], name: str) -> list[Any] | None:
     return None
 
 
+def app_settings(templates: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every app setting, rendered: appsettings.bicep's `coreSettings` plus main.bicep's `limitSettings`
+    (the per-mailbox limits), which appsettings.bicep unions into `settings`."""
+    core = expr(templates["app/appsettings.bicep"]["variables"]["coreSettings"]["value"])
+    limits = expr(templates["main.bicep"]["variables"]["limitSettings"]["value"])
+    assert not set(core) & set(limits), "a setting is defined twice"
+    return {**core, **limits}
+
+
 def walk(node: Any):
     """Every dict key and every scalar in a parsed tree."""
     if isinstance(node, dict):
@@ -384,9 +402,14 @@ def test_azure_yaml_declares_the_function_service(infra_tools: Path) -> None:
     assert document.get("infra", {}).get("path", "infra") == "infra"
 
 
-def test_main_parameters_map_the_azd_variables(templates: dict[str, dict[str, Any]]) -> None:
+def _parameter_values() -> dict[str, str]:
+    """main.parameters.json as {parameter: "${AZD_VARIABLE=default}"}."""
     document = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))
-    values = {name: entry["value"] for name, entry in document["parameters"].items()}
+    return {name: entry["value"] for name, entry in document["parameters"].items()}
+
+
+def test_main_parameters_map_the_azd_variables(templates: dict[str, dict[str, Any]]) -> None:
+    values = _parameter_values()
     assert values["environmentName"] == "${AZURE_ENV_NAME}"
     assert values["location"] == "${AZURE_LOCATION}"
     assert values["principalId"] == "${AZURE_PRINCIPAL_ID}"
@@ -470,7 +493,7 @@ def test_no_keys_or_secrets_in_templates_outputs_or_settings(templates: dict[str
 
 
 def test_ticket_key_is_a_key_vault_reference(templates: dict[str, dict[str, Any]]) -> None:
-    settings = expr(templates["app/appsettings.bicep"]["variables"]["settings"]["value"])
+    settings = app_settings(templates)
     assert settings["TICKET_SIGNING_KEY"] == "@Microsoft.KeyVault(SecretUri=${ticketKeySecretUri})"
     ticket = templates["app/ticket-key.bicep"]
     assert any(d["type"] == "secure" for d in ticket["parameters"]["value"]["decorators"])
@@ -570,7 +593,7 @@ def test_monitoring_disables_local_auth(templates: dict[str, dict[str, Any]]) ->
     assert expr(insights["WorkspaceResourceId"]) == "logAnalytics.id"
     workspace = only(template, "Microsoft.OperationalInsights/workspaces")["properties"]
     assert workspace["features"]["disableLocalAuth"] is True
-    settings = expr(templates["app/appsettings.bicep"]["variables"]["settings"]["value"])
+    settings = app_settings(templates)
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
 
 
@@ -584,9 +607,9 @@ def _assignments(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_role_ids_are_the_documented_ones_and_commented(templates: dict[str, dict[str, Any]]) -> None:
     roles = templates["app/rbac.bicep"]["variables"]["roles"]["value"]
-    assert roles == {key: role_id for key, (role_id, _) in ROLE_IDS.items()}
+    assert roles == {key: role_id for key, (role_id, _) in {**ROLE_IDS, **QUEUE_ROLE_IDS}.items()}
     text = source("app/rbac.bicep")
-    for role_id, role_name in ROLE_IDS.values():
+    for role_id, role_name in {**ROLE_IDS, **QUEUE_ROLE_IDS}.values():
         assert re.search(rf"'{role_id}' // {re.escape(role_name)}\n", text), f"{role_name} id lacks its comment"
 
 
@@ -594,6 +617,8 @@ def test_role_assignments_least_privilege_for_app_and_deployer(templates: dict[s
     rbac = templates["app/rbac.bicep"]
     seen = set()
     for symbol, resource in _assignments(rbac).items():
+        if "loop_type" in resource["config"]:
+            continue  # producers and event readers: test_producers_and_event_readers_get_queue_scoped_roles
         config = body(resource)
         props = config["properties"]
         role_key = expr(props["roleDefinitionId"]).removeprefix(
@@ -624,6 +649,64 @@ def test_role_assignments_least_privilege_for_app_and_deployer(templates: dict[s
     for path, template in templates.items():
         if path != "app/rbac.bicep":
             assert not _assignments(template), path
+
+
+def test_producers_and_event_readers_get_queue_scoped_roles(templates: dict[str, dict[str, Any]]) -> None:
+    """Each producer may only add messages to the outbound queue; each event reader may only read (or
+    consume) the events queue. Nothing at account scope, nothing on the poison queue."""
+    rbac = templates["app/rbac.bicep"]
+    loops = {symbol: res for symbol, res in _assignments(rbac).items() if "loop_type" in res["config"]}
+    assert set(loops) == {"producerMessageSender", "eventReader"}
+    expected = {
+        "producerMessageSender": (
+            "producerPrincipalIds",
+            "producerId",
+            "outboundQueue",
+            "roles.storageQueueDataMessageSender",
+        ),
+        "eventReader": ("eventReaderPrincipalIds", "readerId", "eventsQueue", "eventReaderRoleId"),
+    }
+    for symbol, (array, item, scope, role) in expected.items():
+        loop = loops[symbol]["config"]["loop_type"]["detail"]
+        assert (loop["array_name"], loop["item_name"]) == (array, item)
+        config = body(loops[symbol])
+        assert config["scope"] == scope, f"{symbol} must be scoped to the {scope} queue, not the account"
+        assert expr(config["name"]) == f"guid({scope}.id, {item}, {role})"
+        props = config["properties"]
+        assert expr(props["roleDefinitionId"]) == (
+            f"subscription_resource_id(Microsoft.Authorization/roleDefinitions, {role})"
+        )
+        assert props["principalId"] == item and props["principalType"] == "ServicePrincipal"
+        assert param_default(rbac, array) == []
+    # The scopes are the two queues by name, children of the app's storage account.
+    existing = {name: res for name, res in rbac["resources"].items() if res.get("existing")}
+    for symbol, queue_param in (("outboundQueue", "outboundQueueName"), ("eventsQueue", "eventsQueueName")):
+        queue = existing[symbol]
+        assert queue["type"] == "Microsoft.Storage/storageAccounts/queueServices/queues"
+        assert queue["config"] == {"parent": "queueService", "name": queue_param}
+    assert existing["queueService"]["config"] == {"parent": "storage", "name": "default"}
+    # Reader or Processor, chosen by one parameter; Processor (consume) by default.
+    assert allowed(rbac, "eventReaderRole") == ["MessageProcessor", "Reader"]
+    assert param_default(rbac, "eventReaderRole") == "MessageProcessor"
+    assert expr(rbac["variables"]["eventReaderRoleId"]["value"]) == (
+        "equals(eventReaderRole, Reader) ? roles.storageQueueDataReader : roles.storageQueueDataMessageProcessor"
+    )
+    # main passes its parameters and the queue names it creates; azd maps the parameters.
+    main = templates["main.bicep"]
+    call = body(main["modules"]["rbac"])["params"]
+    for name in (
+        "producerPrincipalIds",
+        "eventReaderPrincipalIds",
+        "eventReaderRole",
+        "outboundQueueName",
+        "eventsQueueName",
+    ):
+        assert call[name] == name
+    assert param_default(main, "producerPrincipalIds") == [] and param_default(main, "eventReaderPrincipalIds") == []
+    values = _parameter_values()
+    assert values["producerPrincipalIds"] == "${PRODUCER_PRINCIPAL_IDS=[]}"
+    assert values["eventReaderPrincipalIds"] == "${EVENT_READER_PRINCIPAL_IDS=[]}"
+    assert values["eventReaderRole"] == "${EVENT_READER_ROLE=MessageProcessor}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -699,7 +782,9 @@ def test_app_registration_asks_only_for_the_delegated_mail_scopes(templates: dic
 
 def test_every_app_setting_is_wired(templates: dict[str, dict[str, Any]]) -> None:
     template = templates["app/appsettings.bicep"]
-    settings = expr(template["variables"]["settings"]["value"])
+    assert expr(template["variables"]["settings"]["value"]) == "union(coreSettings, limitSettings)"
+    assert body(templates["main.bicep"]["modules"]["appSettings"])["params"]["limitSettings"] == "limitSettings"
+    settings = app_settings(templates)
     assert set(settings) == EXPECTED_SETTINGS
     assert not set(settings) & FORBIDDEN_SETTINGS
     config = only(template, "Microsoft.Web/sites/config")
@@ -757,3 +842,57 @@ def test_main_feeds_the_settings_their_values(templates: dict[str, dict[str, Any
         "AzureADMultipleOrgs": "organizations",
         "AzureADandPersonalMicrosoftAccount": "common",
     }
+
+
+def _decorator(template: dict[str, Any], name: str, kind: str) -> Any:
+    found = [d["argument"] for d in template["parameters"][name]["decorators"] if d["type"] == kind]
+    return found[0] if found else None
+
+
+def test_scale_and_limits_are_azd_parameters_flowing_to_the_app(templates: dict[str, dict[str, Any]]) -> None:
+    """Issue 15 item 6: maximumInstanceCount and every per-mailbox limit is an azd variable -> a main.bicep
+    parameter -> the plan / an app setting, with the defaults and bounds shared/settings.py uses."""
+    from dataclasses import fields
+
+    from shared.settings import Settings
+
+    defaults = {f.name: f.default for f in fields(Settings)}
+    main = templates["main.bicep"]
+    values = _parameter_values()
+    # parameter -> (azd variable, app setting, Settings field, min, max) ; bounds as in shared/settings.py
+    limits = {
+        "mailboxConcurrency": ("MAILBOX_CONCURRENCY", "mailbox_concurrency", 1, 16),
+        "mailboxMessagesPerMinute": ("MAILBOX_MESSAGES_PER_MINUTE", "mailbox_messages_per_minute", 1, 10_000),
+        "mailboxRecipientsPerDay": ("MAILBOX_RECIPIENTS_PER_DAY", "mailbox_recipients_per_day", 1, 1_000_000),
+    }
+    rendered = expr(main["variables"]["limitSettings"]["value"])
+    assert set(rendered) == {setting for setting, *_ in limits.values()}, "every limit setting has its parameter"
+    for param, (setting, field, lo, hi) in limits.items():
+        assert param_default(main, param) == defaults[field], f"{param} default differs from Settings.{field}"
+        assert (_decorator(main, param, "min_value"), _decorator(main, param, "max_value")) == (lo, hi), param
+        assert rendered[setting] == f"string({param})"
+        assert values[param] == f"${{{setting}={defaults[field]}}}"
+    # Scale: the plan's bound and instance size.
+    call = body(main["modules"]["functionApp"])["params"]
+    assert call["maximumInstanceCount"] == "maximumInstanceCount" and call["instanceMemoryMB"] == "instanceMemoryMB"
+    assert param_default(main, "maximumInstanceCount") == 100
+    assert (
+        _decorator(main, "maximumInstanceCount", "min_value"),
+        _decorator(main, "maximumInstanceCount", "max_value"),
+    ) == (1, 1000)
+    assert allowed(main, "instanceMemoryMB") == [512, 2048, 4096] and param_default(main, "instanceMemoryMB") == 2048
+    assert values["maximumInstanceCount"] == "${MAXIMUM_INSTANCE_COUNT=100}"
+    assert values["instanceMemoryMB"] == "${INSTANCE_MEMORY_MB=2048}"
+    site = only(templates["core/host/functions-flexconsumption.bicep"], "Microsoft.Web/sites")
+    assert site["properties"]["functionAppConfig"]["scaleAndConcurrency"] == {
+        "instanceMemoryMB": "instanceMemoryMB",
+        "maximumInstanceCount": "maximumInstanceCount",
+    }
+    # The other tunables are mapped too, with the defaults main.bicep has.
+    assert values["refreshSchedule"] == "${REFRESH_SCHEDULE=0 30 2 * * *}"
+    assert values["refreshAfterDays"] == "${REFRESH_AFTER_DAYS=60}"
+    assert values["maxMessageBytes"] == "${MAX_MESSAGE_BYTES=26214400}"
+    assert (_decorator(main, "maxMessageBytes", "min_value"), _decorator(main, "maxMessageBytes", "max_value")) == (
+        64 * 1024,
+        150 * 1024 * 1024,
+    )

@@ -1,5 +1,6 @@
-// Every app setting Mailbridge reads in Azure, in one object (`settings`) so that tests compare it
-// with the names shared/settings.py expects. Identity-based everywhere: no storage key, no
+// Every app setting Mailbridge reads in Azure, in one object (`settings`: `coreSettings` plus the
+// per-mailbox limits main.bicep passes as `limitSettings`) so that tests compare it with the names
+// shared/settings.py expects. Identity-based everywhere: no storage key, no
 // client secret, no instrumentation key used as a credential. ENTRA_CLIENT_SECRET,
 // ENTRA_AUTHORITY_HOST and GRAPH_ENDPOINT are deliberately absent (local/emulator only).
 param functionAppName string
@@ -35,6 +36,9 @@ param enableSharedMailboxes bool
 param enableMailReadWrite bool
 param maxMessageBytes int
 
+@description('Per-mailbox limit settings (name: value), built in main.bicep\'s "Scale and sending limits" block.')
+param limitSettings object
+
 resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
   name: functionAppName
 }
@@ -47,7 +51,7 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
   name: applicationInsightsName
 }
 
-var settings = {
+var coreSettings = {
   // Functions host storage through the managed identity (no connection string).
   AzureWebJobsStorage__accountName: storage.name
   AzureWebJobsStorage__credential: 'managedidentity'
@@ -79,16 +83,15 @@ var settings = {
   REFRESH_AFTER_DAYS: string(refreshAfterDays)
   REFRESH_SCHEDULE: refreshSchedule
   MAX_MESSAGE_BYTES: string(maxMessageBytes)
-  // Per-mailbox pacing (Outlook limits: 4 concurrent, 30 messages/min, 10,000 recipients/day).
-  MAILBOX_CONCURRENCY: '4'
-  MAILBOX_MESSAGES_PER_MINUTE: '30'
-  MAILBOX_RECIPIENTS_PER_DAY: '10000'
   SEND_AS_ENDPOINT: 'me'
   // Scope switches (lower-case strings; Bicep's string(bool) would give 'True').
   ENABLE_SHARED_MAILBOXES: enableSharedMailboxes ? 'true' : 'false'
   ENABLE_MAIL_READWRITE: enableMailReadWrite ? 'true' : 'false'
   ENABLE_SAMPLE_UI: 'false'
 }
+
+// Every setting: the fixed ones above plus the per-mailbox limits (MAILBOX_*) from main.bicep.
+var settings = union(coreSettings, limitSettings)
 
 // checkov reads this appsettings config as if it were the site's web config; the skips below say
 // why each of those web-config checks does not apply. (pycep, checkov's parser, accepts at most
