@@ -1,4 +1,4 @@
-"""GET /api/health: is this instance configured? Reports names and hosts, never a secret."""
+"""GET /api/health: is this instance configured, and does Entra accept the app's credential? Never a secret."""
 
 from __future__ import annotations
 
@@ -13,7 +13,17 @@ health_bp = func.Blueprint()
 
 @health_bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    """Version and configuration status; 200 when the settings load, 503 naming the bad setting otherwise."""
+    """Version and configuration status: 200 when the settings load and the app credential works; 503 naming
+    the bad setting, or with ``error.code`` ``app_credential_failed`` while Entra refuses the app's credential
+    (recorded in Storage by whichever instance saw it, until a refresh succeeds again)."""
     status = settings_status()
     body = {"service": "mailbridge", "version": VERSION, **status}
-    return func.HttpResponse(json.dumps(body), status_code=200 if status["ok"] else 503, mimetype="application/json")
+    if status["ok"]:
+        from shared.services import get_services
+
+        credential = get_services().app_credential.status()
+        body["app_credential"] = credential
+        if credential["ok"] is False:
+            body["ok"] = False
+            body["error"] = {"code": credential["code"], "message": credential["what_to_do"]}
+    return func.HttpResponse(json.dumps(body), status_code=200 if body["ok"] else 503, mimetype="application/json")

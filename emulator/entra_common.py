@@ -57,6 +57,8 @@ class EntraSettings:
     refresh_idle_s: int = REFRESH_IDLE_S
     # Claims laid over every id_token the token endpoint issues (security tests: a wrong nonce, another tid).
     id_token_claims: dict[str, Any] | None = None
+    # The app-credential switch (emulator/entra_app_errors.py): {code, grants, client_id} or None.
+    app_credential_error: dict[str, Any] | None = None
 
 
 @dataclass

@@ -16,6 +16,7 @@ import jwt
 
 from emulator.core import HTTPError, Request, Response, Router, json_response, redirect
 from emulator.directory import App, User
+from emulator.entra_app_errors import parse_switch, refusal
 from emulator.entra_common import (
     EntraSettings,
     RefreshGrant,
@@ -66,6 +67,11 @@ def register(router: Router, state: EmulatorState) -> None:
                 problem = {"code": "BadRequest", "message": "id_token_claims must be an object or null"}
                 return json_response(400, {"error": problem})
             state.entra.settings.id_token_claims = claims or None
+        if "app_credential_error" in data:
+            try:
+                state.entra.settings.app_credential_error = parse_switch(data["app_credential_error"])
+            except ValueError as exc:
+                return json_response(400, {"error": {"code": "BadRequest", "message": str(exc)}})
         return json_response(200, vars(state.entra.settings))
 
 
@@ -82,6 +88,11 @@ def _token(state: EmulatorState, req: Request, tenant: str) -> Response:
     kind, tn = found
     form = req.form()
     app = _authenticate_client(state, req, form, tenant)
+    refused = refusal(state.entra.settings.app_credential_error, app.client_id, form.get("grant_type", ""), tenant)
+    if refused:  # the app-credential switch (emulator/entra_app_errors.py): refuse the app's own credential
+        error, code, status, message = refused
+        state.counters.incr("entra.app_credential_refused")
+        raise HTTPError(token_error(state, req, error, code, message, status=status))
     if app.sign_in_audience == "AzureADMyOrg" and kind in ("common", "organizations", "consumers"):
         raise _fail(
             state,

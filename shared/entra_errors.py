@@ -2,26 +2,45 @@
 
 Branch on the AADSTS code when one is present (``error_codes`` or the ``AADSTSnnnn:`` prefix of
 ``error_description``), else on the OAuth ``error`` value. The AADSTS code travels only as detail.
+
+Whose problem a failed refresh is, is one question with one answer (:func:`classify`): ``user`` (the
+grant is dead: the user reconnects), ``operator`` (Entra refused the *app's* credential: the operator
+fixes the registration, connections stay connected and messages wait) or ``transient`` (try again).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import requests
+from azure.core.exceptions import AzureError
 from msal.exceptions import MsalServiceError
 
 from shared import errors
 
 # MSAL *raises* these (rather than returning an error dict) when the token endpoint answers 5xx or the
 # connection drops: the grant may be fine, the endpoint is not. Catch them and call token_endpoint_outage.
-TOKEN_ENDPOINT_OUTAGES = (MsalServiceError, requests.RequestException)
+# AzureError covers azure-identity failing inside MSAL's client_assertion callable (the managed identity
+# endpoint down or refusing: ClientAuthenticationError, CredentialUnavailableError): transient as well.
+TOKEN_ENDPOINT_OUTAGES = (MsalServiceError, requests.RequestException, AzureError)
 
 
 def token_endpoint_outage(exc: Exception) -> errors.TemporarilyUnavailable:
-    return errors.TemporarilyUnavailable(detail=f"token endpoint: {type(exc).__name__}")
+    where = "app credential (managed identity)" if isinstance(exc, AzureError) else "token endpoint"
+    return errors.TemporarilyUnavailable(detail=f"{where}: {type(exc).__name__}")
+
+
+Party = Literal["user", "operator", "transient"]
+
+# The app's own credential was refused (workload-identity-federation-considerations; the auth-code flow's
+# token-endpoint error table: invalid_client "the Application Administrator updates the credentials").
+# 70021 also answers while a new federated credential propagates ("add retry logic"): never the user's fault.
+OPERATOR_CODES = frozenset({7000215, 7000222, 7000218, 70021, 700211, 700212, 700213, 7002137, 700024, 700027, 700016})
+OPERATOR_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+TRANSIENT_CODES = frozenset({50196})
+TRANSIENT_ERRORS = frozenset({"", "server_error", "temporarily_unavailable"})
 
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
@@ -34,9 +53,7 @@ _BY_CODE: dict[int, type[errors.MailbridgeError]] = {
     50076: errors.MfaRequired,
     50079: errors.MfaRequired,
     65004: errors.UserDeclined,
-    700016: errors.AppMisconfigured,
-    7000222: errors.AppMisconfigured,
-    7000215: errors.AppMisconfigured,
+    **{code: errors.AppMisconfigured for code in OPERATOR_CODES},
     50194: errors.AppMisconfigured,
     50011: errors.AppMisconfigured,
     70000: errors.ReauthRequired,
@@ -68,14 +85,39 @@ def aadsts_codes(payload: Mapping[str, Any]) -> list[int]:
     return list(dict.fromkeys(codes))
 
 
+def classify(error: Mapping[str, Any] | BaseException) -> Party:
+    """Whose problem a failed token request is: an Entra error payload, or what was raised getting it.
+
+    ``operator``: the app's credential (secret, federated credential, assertion) was refused; ``transient``:
+    the endpoint or a dependency failed (5xx, loop protection, a dropped connection, managed identity /
+    azure-identity errors); ``user``: everything else (``invalid_grant``, interaction, consent, MFA ...).
+    """
+    if isinstance(error, BaseException):
+        if isinstance(error, errors.MailbridgeError):
+            return "transient" if error.transient else "user"
+        return "transient" if isinstance(error, TOKEN_ENDPOINT_OUTAGES) else "user"
+    codes = aadsts_codes(error)
+    if any(c in OPERATOR_CODES for c in codes):
+        return "operator"
+    if any(c in TRANSIENT_CODES for c in codes):
+        return "transient"
+    value = str(error.get("error") or "")
+    if value in OPERATOR_ERRORS:
+        return "operator"
+    return "transient" if value in TRANSIENT_ERRORS else "user"
+
+
 def map_entra_error(payload: Mapping[str, Any], *, during: str = "connect") -> errors.MailbridgeError:
     """The Mailbridge error for an Entra error payload; ``during`` is ``connect`` or ``refresh``.
 
     During a refresh, anything that needs the user back (consent revoked, MFA, interaction) means the
-    connection must be re-authorised: ``ReauthRequired`` with the reason as detail.
+    connection must be re-authorised: ``ReauthRequired`` with the reason as detail; a refused app
+    credential is ``AppCredentialFailed`` (transient: the connection stays connected).
     """
     error = str(payload.get("error") or "")
     codes = aadsts_codes(payload)
+    if during == "refresh" and classify(payload) == "operator":
+        return errors.AppCredentialFailed(detail=f"{error} (AADSTS{codes[0]})" if codes else error)
     cls: type[errors.MailbridgeError] | None = None
     for code in codes:
         if code in _BY_CODE:

@@ -40,7 +40,8 @@ can help::
     │   └── OutcomeUnknown              outcome_unknown (the request may have been applied)
     └── TransientError                  try again later (transient=True)
         ├── Throttled                   throttled (carries retry_after seconds)
-        └── TemporarilyUnavailable      temporarily_unavailable
+        ├── TemporarilyUnavailable      temporarily_unavailable
+        └── AppCredentialFailed         app_credential_failed (Entra refused the app's own credential: operator)
 
 Nothing here imports a framework: adapters map ``http_status`` and ``code`` to their world.
 """
@@ -237,6 +238,18 @@ class Throttled(TransientError):
 
 class TemporarilyUnavailable(TransientError):
     code = "temporarily_unavailable"
+
+
+class AppCredentialFailed(TransientError):
+    """Entra refused Mailbridge's own credential (secret, federated credential), not the user's grant: the
+    operator must fix the app registration; connections stay connected and messages wait (transient)."""
+
+    code = "app_credential_failed"
+    default_hint = (
+        "Microsoft Entra refused the Mailbridge app's own credential (client secret wrong or expired, or the "
+        "federated identity credential does not match). The operator must fix the app registration; "
+        "messages are retried and connections stay connected."
+    )
 
 
 # --- send pipeline (issue 5) ------------------------------------------------------------------------

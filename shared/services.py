@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from shared.app_credential import AppCredentialHealth
 from shared.identity import MsalFactory, http_session
 from shared.locks import ConnectionLocks
 from shared.secrets import TokenCacheVault
@@ -67,8 +68,20 @@ class Services:
         return ConnectionLocks(self.storage)
 
     @cached_property
+    def app_credential(self) -> AppCredentialHealth:
+        return AppCredentialHealth(self.settings, self.storage)
+
+    @cached_property
     def tokens(self) -> TokenService:
-        return TokenService(self.settings, self.msal, self.vault, self.connections, self.locks, clock=self.clock)
+        return TokenService(
+            self.settings,
+            self.msal,
+            self.vault,
+            self.connections,
+            self.locks,
+            clock=self.clock,
+            credential_health=self.app_credential,
+        )
 
     # --- send pipeline (issue 5); imported here so the connect path does not load it -------------------
     @cached_property

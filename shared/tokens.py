@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import msal
 
+from shared.app_credential import AppCredentialHealth
 from shared.entra_errors import TOKEN_ENDPOINT_OUTAGES, map_entra_error, token_endpoint_outage
-from shared.errors import ReauthRequired, TransientError
+from shared.errors import AppCredentialFailed, ReauthRequired, TransientError
 from shared.identity import MsalFactory
 from shared.locks import ConnectionLocks
 from shared.secrets import TokenCacheVault
@@ -55,8 +56,10 @@ class TokenService:
         max_cached: int = 5000,
         max_secret_versions: int = 100,
         clock: Callable[[], float] = time.time,
+        credential_health: AppCredentialHealth | None = None,
     ) -> None:
         self.settings = settings
+        self.credential_health = credential_health  # told when Entra refuses (or accepts again) the app credential
         self.msal = msal_factory
         self.vault = vault
         self.connections = connections
@@ -118,12 +121,17 @@ class TokenService:
                 raise token_endpoint_outage(exc) from exc
             if not result or "access_token" not in result:
                 err = map_entra_error(result or {"error": "interaction_required"}, during="refresh")
+                if isinstance(err, AppCredentialFailed) and self.credential_health:
+                    # The operator's problem: the connection stays connected and due; the caller waits and retries.
+                    self.credential_health.failed(err)
                 if isinstance(err, TransientError):
                     raise err
                 reauth = err if isinstance(err, ReauthRequired) else ReauthRequired(detail=err.detail)
                 self._mark_reauth(fresh, reauth)
                 raise reauth
             refreshed = result.get("token_source") == "identity_provider"
+            if refreshed and self.credential_health:
+                self.credential_health.succeeded()
             wrote = False
             old_secret = None
             if cache.has_state_changed:
