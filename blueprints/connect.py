@@ -7,7 +7,7 @@ import logging
 import azure.functions as func
 
 from blueprints.http_util import api, html_page, json_response, read_json, redirect
-from shared.connect import ConnectService, with_query
+from shared.connect import BrowserStep, ConnectService, parse_cookies, with_query
 from shared.errors import ConnectError, MailbridgeError, TransientError
 from shared.services import get_services
 
@@ -25,6 +25,20 @@ def _service() -> ConnectService:
 def create_connection_link(req: func.HttpRequest) -> func.HttpResponse:
     """Backend asks for a connect link: {user_ref, return_url, login_hint?, domain_hint?, prompt?}."""
     return json_response(_service().create_link(read_json(req)), status=201)
+
+
+@connect_bp.route(route="connections/claim", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@api
+def claim_connection(req: func.HttpRequest) -> func.HttpResponse:
+    """Backend claims a connect result for the user signed in on its side: {result, user_ref} -> the connection."""
+    return json_response(_service().claim(read_json(req)))
+
+
+def _step(step: BrowserStep) -> func.HttpResponse:
+    resp = redirect(step.location)
+    if step.set_cookie:
+        resp.headers["Set-Cookie"] = step.set_cookie
+    return resp
 
 
 @connect_bp.route(route="connections", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -49,7 +63,7 @@ def delete_connection(req: func.HttpRequest) -> func.HttpResponse:
 def connect_start(req: func.HttpRequest) -> func.HttpResponse:
     """Browser entry point: a ticket in, a 302 to Microsoft's authorize page out."""
     try:
-        return redirect(_service().start(req.params.get("ticket")))
+        return _step(_service().start(req.params.get("ticket")))
     except ConnectError as exc:
         return html_page("This link cannot be used", exc.message, status=400, code=exc.code)
     except (TransientError, MailbridgeError) as exc:
@@ -64,9 +78,12 @@ def connect_start(req: func.HttpRequest) -> func.HttpResponse:
 def connect_callback(req: func.HttpRequest) -> func.HttpResponse:
     """Microsoft redirects here; we redirect to the caller's return_url with the outcome."""
     try:
-        return redirect(_service().callback(dict(req.params)))
+        return _step(_service().callback(dict(req.params), parse_cookies(req.headers.get("cookie"))))
     except ConnectError as exc:
         return html_page("Sign-in could not be completed", exc.message, status=400, code=exc.code)
+    except TransientError as exc:
+        logger.warning("connect/callback failed: %s", exc.code)
+        return html_page("Please try again", "The sign-in could not be completed. Start again shortly.", 503, exc.code)
     except Exception:
         logger.exception("connect/callback failed unexpectedly")
         return html_page("Please try again", "The sign-in could not be completed. Start again shortly.", 503)
@@ -89,8 +106,17 @@ def admin_consent_callback(req: func.HttpRequest) -> func.HttpResponse:
         return_url, result = _service().admin_consent_callback(dict(req.params))
     except ConnectError as exc:
         return html_page("Admin consent", exc.message, status=400, code=exc.code)
+    except MailbridgeError as exc:
+        return html_page("Admin consent", exc.message, status=503, code=exc.code)
     if return_url:
         return redirect(with_query(return_url, result))
     if result.get("status") == "admin_consented":
         return html_page("Approved", "Mailbridge is approved for your organisation. Users can now connect.")
     return html_page("Admin consent not completed", "The approval was not completed.", 400, result.get("error"))
+
+
+@connect_bp.timer_trigger(schedule="0 */5 * * * *", arg_name="timer", run_on_startup=False, use_monitor=True)
+def connect_housekeeping(timer: func.TimerRequest) -> None:
+    """Every 5 minutes: purge expired connect flows, used tickets and unclaimed grants (their secret too)."""
+    report = _service().purge_expired()
+    logger.info("Connect housekeeping: purged %s", report)

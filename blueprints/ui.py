@@ -7,7 +7,9 @@ else every route answers 404 ``not_found``. The page itself never sees a functio
 
 Routes (all anonymous): ``GET ui`` (HTML), ``GET ui/app.js``, ``GET ui/app.css``,
 ``POST ui/connect-link`` ``{user_ref, login_hint?}`` -> ``{connect_url, expires_at}`` (return_url =
-the page), ``GET|DELETE ui/connections/{id}`` (status / disconnect), ``POST ui/connections/{id}/test``
+the page), ``POST ui/claim`` ``{result, user_ref}`` (the claim step, as ``POST /api/connections/claim``:
+the page claims for the user_ref it asked the link for, as a backend claims for its signed-in user),
+``GET|DELETE ui/connections/{id}`` (status / disconnect), ``POST ui/connections/{id}/test``
 (a test message from the mailbox to itself, as ``POST /api/connections/{id}/test``).
 """
 
@@ -96,6 +98,14 @@ def sample_ui_connect_link(req: func.HttpRequest) -> func.HttpResponse:
     if body.get("login_hint"):
         request["login_hint"] = body["login_hint"]
     return json_response(ConnectService(get_services()).create_link(request), status=201)
+
+
+@ui_bp.route(route="ui/claim", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@api
+def sample_ui_claim(req: func.HttpRequest) -> func.HttpResponse:
+    """What the backend does when the browser comes back with ``result``: claim it for its signed-in user."""
+    _settings()
+    return json_response(ConnectService(get_services()).claim(read_json(req)))
 
 
 @ui_bp.route(route="ui/connections/{connection_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
 import secrets
 import time
+from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -13,14 +17,40 @@ import msal
 
 from shared import errors
 from shared.entra_errors import TOKEN_ENDPOINT_OUTAGES, map_entra_error, token_endpoint_outage
+from shared.grants import GrantService
 from shared.services import Services
 from shared.settings import _TENANT_RE
-from shared.store import Connection, connection_id_for
-from shared.tickets import check_return_url, issue_ticket, verify_ticket
+from shared.tickets import check_return_url, issue_ticket, open_token, sign_token, verify_ticket
 
 logger = logging.getLogger(__name__)
 
 _PROMPTS = {"login", "consent", "select_account", "none"}
+_ADMIN_CONSENT_PURPOSE = "admin-consent-state"
+FLOW_TTL_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class BrowserStep:
+    """Where to send the browser, and the Set-Cookie header value to send with it (if any)."""
+
+    location: str
+    set_cookie: str | None = None
+
+
+def parse_cookies(header: str | None) -> dict[str, str]:
+    """Cookie name -> value from a request's Cookie header (a malformed header counts as no cookies)."""
+    if not header or len(header) > 8192:
+        return {}
+    jar = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return {}
+    return {name: morsel.value for name, morsel in jar.items()}
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def with_query(url: str, params: dict[str, str]) -> str:
@@ -80,8 +110,24 @@ class ConnectService:
         return {"connect_url": connect_url, "expires_at": _iso(ticket.expires_at)}
 
     # 2. start -----------------------------------------------------------------------------------------
-    def start(self, ticket_token: str | None) -> str:
-        """Verify and burn the ticket, start an MSAL auth code flow (PKCE S256, state, nonce); the authorize URL."""
+    # Browser binding (RFC 6749 §10.12, RFC 9700 §4.7): start sets a per-flow cookie whose hash the flow
+    # keeps; the callback must come from the browser holding it. A forwarded sign-in URL is then useless.
+    def _cookie_name(self, state: str) -> str:
+        prefix = "__Host-" if self._secure_cookies else ""
+        return f"{prefix}mb_connect_{self.s.flows.binding_cookie_suffix(state)}"
+
+    @property
+    def _secure_cookies(self) -> bool:
+        # Only a plain-http loopback PUBLIC_BASE_URL (the local stack) goes without Secure / __Host-.
+        return urlsplit(self.settings.public_base_url).scheme == "https"
+
+    def _cookie(self, name: str, value: str, max_age: int) -> str:
+        secure = "; Secure" if self._secure_cookies else ""
+        return f"{name}={value}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Lax{secure}"
+
+    def start(self, ticket_token: str | None) -> BrowserStep:
+        """Verify and burn the ticket, start an MSAL auth code flow (PKCE S256, state, nonce) bound to this
+        browser by a cookie; the authorize URL to redirect to, with the cookie."""
         ticket = verify_ticket(self.settings.ticket_signing_key, ticket_token)
         self.s.flows.claim_ticket(ticket.ticket_id, ticket.expires_at)
         flow = self.s.msal.app().initiate_auth_code_flow(
@@ -91,20 +137,41 @@ class ConnectService:
             domain_hint=ticket.domain_hint,
             prompt=ticket.prompt,
         )
-        record: dict[str, Any] = {"flow": flow, "user_ref": ticket.user_ref, "return_url": ticket.return_url}
+        binding = secrets.token_urlsafe(32)
+        record: dict[str, Any] = {
+            "flow": flow,
+            "user_ref": ticket.user_ref,
+            "return_url": ticket.return_url,
+            "binding": _digest(binding),
+        }
         if ticket.connection_id:
             existing = self.s.connections.get(ticket.connection_id)
             record["expected"] = {"tid": existing.tenant_id, "oid": existing.object_id}
+            record["reconnect_id"] = existing.connection_id
         self.s.flows.put(flow["state"], "connect", record)
-        return flow["auth_uri"]
+        cookie = self._cookie(self._cookie_name(flow["state"]), binding, FLOW_TTL_SECONDS)
+        return BrowserStep(flow["auth_uri"], cookie)
 
     # 3. callback --------------------------------------------------------------------------------------
-    def callback(self, query: dict[str, str]) -> str:
-        """Finish the flow; returns the URL to redirect the browser to. InvalidState when no flow matches."""
-        record = self.s.flows.consume(query.get("state"), "connect")
+    def callback(self, query: dict[str, str], cookies: dict[str, str]) -> BrowserStep:
+        """Finish the flow started in *this* browser; the step to the return URL: ``status=connected&result=``
+        (a pending grant the backend must claim) or ``status=error&error=<code>``. InvalidState (nothing
+        consumed) when no flow matches or the binding cookie is missing or different."""
+        state = query.get("state")
+        cookie_name = self._cookie_name(state) if isinstance(state, str) and state else ""
+
+        def same_browser(record: dict[str, Any]) -> None:
+            sent = cookies.get(cookie_name)
+            expected = record.get("binding")
+            if not sent or not isinstance(expected, str) or not hmac.compare_digest(_digest(sent), expected):
+                logger.warning("Connect callback refused: invalid_state (the flow's browser-binding cookie is missing)")
+                raise errors.InvalidState(detail="callback from another browser than the one that started")
+
+        record = self.s.flows.consume(state, "connect", check=same_browser)
+        clear = self._cookie(cookie_name, "", 0)
         return_url = record["return_url"]
         try:
-            conn = self._finish(record, query)
+            result = self._finish(record, query)
         except errors.ConnectError as exc:
             # The detail may carry the callback's own ``error`` value: repr() it so it cannot forge log lines.
             logger.info("Connect failed for a user: %s (%r)", exc.code, (exc.detail or "")[:200])
@@ -112,24 +179,25 @@ class ConnectService:
             params = {"status": "error", "error": exc.code, "error_description": exc.message}
             if isinstance(exc, errors.AdminConsentRequired):
                 params["admin_consent_url"] = self.admin_consent_entry_url(None)
-            return with_query(return_url, params)
+            return BrowserStep(with_query(return_url, params), clear)
         except errors.TransientError as exc:
-            return with_query(
-                return_url, {"status": "error", "error": "temporarily_unavailable", "error_description": exc.message}
-            )
-        return with_query(return_url, {"status": "connected", "connection_id": conn.connection_id})
+            logger.warning("Connect failed for a user: %s (%r)", exc.code, (exc.detail or "")[:200])
+            params = {"status": "error", "error": "temporarily_unavailable", "error_description": exc.message}
+            return BrowserStep(with_query(return_url, params), clear)
+        return BrowserStep(with_query(return_url, {"status": "connected", "result": result}), clear)
 
     def _remember_failure(self, record: dict[str, Any], exc: errors.MailbridgeError) -> None:
         """A failed re-authorisation of an existing connection shows in its status (last_error)."""
-        expected = record.get("expected")
-        if not expected:
+        reconnect_id = record.get("reconnect_id")
+        if not reconnect_id:
             return
-        conn = self.s.connections.find(connection_id_for(expected["tid"], expected["oid"]))
+        conn = self.s.connections.find(reconnect_id)
         if conn is not None:
             conn.last_error_code, conn.last_error_message = exc.code, exc.message
             self.s.connections.save(conn)
 
-    def _finish(self, record: dict[str, Any], query: dict[str, str]) -> Connection:
+    def _finish(self, record: dict[str, Any], query: dict[str, str]) -> str:
+        """Redeem the code and park the grant; the one-time result code for the return URL."""
         if query.get("error"):
             err = map_entra_error(query, during="connect")
             raise err if isinstance(err, (errors.ConnectError, errors.TransientError)) else errors.InteractionRequired()
@@ -140,7 +208,9 @@ class ConnectService:
             # MSAL would raise KeyError (or send no PKCE verifier / check no nonce) for an incomplete flow.
             raise errors.InvalidState(detail="the stored flow is incomplete")
         cache = msal.SerializableTokenCache()
-        app = self.s.msal.app(token_cache=cache)
+        # Its own MSAL throttling state: MSAL keys a 5xx/429 of an auth-code redemption without the user,
+        # so a shared http_cache would fail every other user's connect for Retry-After seconds.
+        app = self.s.msal.app(token_cache=cache, http_cache={})
         try:
             result = app.acquire_token_by_auth_code_flow(flow, query, scopes=self.settings.graph_scopes)
         except (ValueError, RuntimeError) as exc:  # MSAL's state/CSRF checks (ValueError), nonce check (RuntimeError)
@@ -164,48 +234,21 @@ class ConnectService:
         missing = [s for s in self.settings.graph_scopes if s not in granted and s.split("/")[-1] not in granted]
         if missing:
             raise errors.AdminConsentRequired(detail=f"scopes not granted: {' '.join(missing)}")
-        return self._store_connection(record["user_ref"], claims, sorted(granted), cache)
-
-    def _store_connection(self, user_ref: str, claims: dict, scopes: list[str], cache) -> Connection:
-        now = self.s.clock()
-        cid = connection_id_for(claims["tid"], claims["oid"])
-        conn = self.s.connections.find(cid)
-        existing_for_user = self.s.connections.for_user(user_ref)
-        if conn is None:
-            conn = Connection(
-                connection_id=cid,
-                user_ref=user_ref,
-                tenant_id=claims["tid"],
-                object_id=claims["oid"],
-                mailbox=claims.get("preferred_username") or "",
-                created_at=now,
-                secret_generation=1,
-                is_default=not any(c.status == "connected" for c in existing_for_user),
-            )
-        elif conn.status == "disconnected":
-            conn.secret_generation += 1  # the old name is soft-deleted in Key Vault: never recover it
-            conn.is_default = not any(c.status == "connected" for c in existing_for_user if c.connection_id != cid)
-        if conn.user_ref != user_ref:
-            self.s.connections.forget_user_index(conn.user_ref, cid)
-            conn.user_ref = user_ref
-        conn.mailbox = claims.get("preferred_username") or conn.mailbox
-        conn.display_name = claims.get("name") or conn.display_name
-        conn.scopes = scopes
-        conn.status = "connected"
-        conn.last_error_code = conn.last_error_message = None
-        conn.last_refreshed_at = now
-        self._write_cache(conn, cache.serialize())
-        self.s.connections.set_refresh_due(conn, now + self.settings.refresh_after_days * 86400)
-        self.s.connections.save(conn)
-        self.s.tokens.forget(cid)
-        logger.info("Connection %s connected (tenant %s)", cid, conn.tenant_id)
-        return conn
-
-    def _write_cache(self, conn: Connection, serialized: str) -> None:
-        conn.secret_name, conn.secret_generation = self.s.vault.write_new_name(
-            conn.connection_id, conn.secret_generation, serialized
+        return GrantService(self.s).create(
+            user_ref=record["user_ref"],
+            claims=claims,
+            scopes=sorted(granted),
+            cache_text=cache.serialize(),
+            reconnect_id=record.get("reconnect_id"),
         )
-        conn.secret_writes = 1
+
+    def claim(self, body: Any) -> dict[str, Any]:
+        """The backend claims a connect result for the user signed in on its side (module shared/grants.py)."""
+        return GrantService(self.s).claim(body).public_view()
+
+    def purge_expired(self) -> dict[str, int]:
+        """Housekeeping: expired flows and used tickets, unclaimed grants (with their Key Vault secret)."""
+        return {"flows": self.s.flows.purge_expired(), "grants": GrantService(self.s).purge()}
 
     # 4. admin consent -----------------------------------------------------------------------------------
     def admin_consent_entry_url(self, tenant: str | None) -> str:
@@ -221,9 +264,13 @@ class ConnectService:
             raise errors.InvalidRequest("tenant must be a tenant id, a verified domain or 'organizations'.")
         if return_url:
             check_return_url(return_url, self.settings.allowed_return_origins)
-        state = secrets.token_urlsafe(24)
-        self.s.flows.put(state, "adminconsent", {"tenant": tenant, "return_url": return_url})
-        scope = " ".join(f"{self.settings.cloud.graph_resource}/{s.split('/')[-1]}" for s in self.settings.graph_scopes)
+        # The state is signed, not stored: an anonymous caller looping on this route writes nothing.
+        payload = {"t": tenant, "ret": return_url, "exp": int(self.s.clock()) + FLOW_TTL_SECONDS}
+        payload["n"] = secrets.token_hex(4)
+        state = sign_token(self.settings.ticket_signing_key, _ADMIN_CONSENT_PURPOSE, payload)
+        # ``/.default``: the registration's whole permission list (OIDC scopes included), so users of an
+        # approved tenant see no prompt. A dynamic list grants only what it names (v2-admin-consent).
+        scope = f"{self.settings.cloud.graph_resource}/.default"
         params = {
             "client_id": self.settings.entra_client_id,
             "scope": scope,
@@ -234,7 +281,10 @@ class ConnectService:
 
     def admin_consent_callback(self, query: dict[str, str]) -> tuple[str | None, dict[str, str]]:
         """Record the approval; returns (return_url or None, result params for the page/redirect)."""
-        record = self.s.flows.consume(query.get("state"), "adminconsent")
+        record = open_token(self.settings.ticket_signing_key, _ADMIN_CONSENT_PURPOSE, query.get("state"))
+        if record is None or float(record.get("exp", 0)) < self.s.clock():
+            raise errors.InvalidState(detail="unknown or expired admin-consent state")
+        record = {"return_url": record.get("ret")}
         if query.get("error"):
             err = map_entra_error(query, during="connect")
             code = "admin_consent_declined" if isinstance(err, errors.UserDeclined) else err.code

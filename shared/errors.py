@@ -18,7 +18,11 @@ can help::
     │   ├── ReturnUrlNotAllowed         return_url_not_allowed (400)
     │   ├── NotFound                    not_found              (404)
     │   │   └── UnknownConnection       unknown_connection
-    │   └── Conflict                    conflict               (409)
+    │   ├── Conflict                    conflict               (409)
+    │   │   └── ResultUsed              result_used            (409: a connect result claimed twice)
+    │   ├── InvalidResult               invalid_result         (400: malformed, tampered or unknown result)
+    │   ├── ResultExpired               result_expired         (410: the 10-minute claim window passed)
+    │   └── ClaimMismatch               claim_mismatch         (403: claimed for another user_ref)
     ├── ConnectError                    the OAuth connect flow failed; shown on return_url
     │   ├── ExpiredLink                 expired_link
     │   ├── InvalidState                invalid_state
@@ -113,6 +117,31 @@ class Conflict(InputError):
     code = "conflict"
     http_status = 409
     default_hint = "The resource is in a state that does not allow this."
+
+
+class InvalidResult(InputError):
+    code = "invalid_result"
+    default_hint = "This connect result is not one Mailbridge issued (malformed, altered or unknown)."
+
+
+class ResultUsed(Conflict):
+    code = "result_used"
+    default_hint = "This connect result was already claimed (or discarded). Start the connection again."
+
+
+class ResultExpired(InputError):
+    code = "result_expired"
+    http_status = 410
+    default_hint = "This connect result was not claimed within 10 minutes and was discarded. Connect again."
+
+
+class ClaimMismatch(InputError):
+    code = "claim_mismatch"
+    http_status = 403
+    default_hint = (
+        "The mailbox was connected through a link made for another user_ref (a forwarded link?). "
+        "The grant was discarded; the user must connect with a link of their own."
+    )
 
 
 class ConnectError(MailbridgeError):

@@ -73,8 +73,14 @@ class MsalFactory:
         self._instance_discovery = host in _KNOWN_AUTHORITY_HOSTS
 
     def app(
-        self, token_cache: msal.TokenCache | None = None, authority: str | None = None
+        self,
+        token_cache: msal.TokenCache | None = None,
+        authority: str | None = None,
+        http_cache: dict[Any, Any] | None = None,
     ) -> msal.ConfidentialClientApplication:
+        """A client for one token cache. ``http_cache`` replaces the shared one: MSAL keeps its discovery
+        answers *and* its 5xx/429 throttling state there, keyed per refresh token but, for auth-code
+        redemptions, not per user; the connect callback passes a fresh one so one user's failure stays theirs."""
         with self._lock:
             return msal.ConfidentialClientApplication(
                 self.settings.entra_client_id,
@@ -83,7 +89,7 @@ class MsalFactory:
                 http_client=self.session,
                 token_cache=token_cache,
                 instance_discovery=self._instance_discovery,
-                http_cache=self._http_cache,
+                http_cache=self._http_cache if http_cache is None else http_cache,
                 timeout=(5, 30),
             )
 

@@ -5,7 +5,9 @@ Table ``connections`` holds three kinds of rows:
 - a per-user index row: PartitionKey = ``user-<sha256(user_ref)>``, RowKey = connection id;
 - the keep-alive index: PartitionKey = ``refresh-due``, RowKey = ``<due epoch, 12 digits>-<connection id>``,
   so the timer range-queries what is due without scanning connections or Key Vault.
-Table ``authflows``: PartitionKey = state (or ``ticket-<id>``), consumed once with an ETag-matched delete.
+Table ``authflows``: PartitionKey = ``s<sha256(state)>`` (a flow, consumed once with an ETag-matched delete),
+``ticket-<id>`` (a used ticket) or ``grant-<sha256(grant id)>`` (a pending grant waiting for its claim,
+shared/grants.py). Every row carries ``expires_at``; the housekeeping timer purges them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,9 +40,19 @@ def is_safe_key(value: object) -> bool:
     return isinstance(value, str) and bool(_SAFE_KEY.match(value))
 
 
-def connection_id_for(tenant_id: str, object_id: str) -> str:
-    """Stable connection id for one Entra identity (tenant id + object id, never an email address)."""
-    return "c" + hashlib.sha256(f"{tenant_id.lower()}:{object_id.lower()}".encode()).hexdigest()[:31]
+def connection_id_for(tenant_id: str, object_id: str, user_ref: str | None = None) -> str:
+    """Stable connection id for one ``user_ref`` and one mailbox (Entra tenant id + object id, never an email
+    address). A connection never changes ``user_ref``: a second user_ref connecting the same mailbox gets its
+    own id. Without ``user_ref`` this is the id of connections made before ids were per user_ref (they keep it)."""
+    ident = f"{tenant_id.lower()}:{object_id.lower()}"
+    if user_ref is not None:
+        ident += ":" + hashlib.sha256(user_ref.encode()).hexdigest()
+    return "c" + hashlib.sha256(ident.encode()).hexdigest()[:31]
+
+
+def mailbox_key(tenant_id: str, object_id: str) -> str:
+    """The key of a mailbox (shared by every connection of it): what pacing and sending limits belong to."""
+    return f"{tenant_id.lower()}:{object_id.lower()}"
 
 
 def user_partition(user_ref: str) -> str:
@@ -147,11 +160,12 @@ class ConnectionStore:
         found = [self.find(r["RowKey"]) for r in rows]
         return sorted((c for c in found if c and c.user_ref == user_ref), key=lambda c: c.created_at)
 
-    def forget_user_index(self, user_ref: str, connection_id: str) -> None:
-        try:
-            self.table.delete_entity(user_partition(user_ref), connection_id)
-        except ResourceNotFoundError:
-            pass
+    def for_user_and_mailbox(self, user_ref: str, tenant_id: str, object_id: str) -> Connection | None:
+        """This user_ref's connection of this mailbox (connected or not), if it ever had one."""
+        for conn in self.for_user(user_ref):
+            if conn.tenant_id.lower() == tenant_id.lower() and conn.object_id.lower() == object_id.lower():
+                return conn
+        return None
 
     # --- keep-alive index -------------------------------------------------------------------------
     def set_refresh_due(self, conn: Connection, due_at: float | None) -> None:
@@ -220,6 +234,11 @@ class FlowStore:
         # Rows are keyed by a hash of the state: storage request URLs (which libraries log) never carry it.
         return "s" + hashlib.sha256(state.encode()).hexdigest()
 
+    @staticmethod
+    def binding_cookie_suffix(state: str) -> str:
+        """Short per-flow suffix of the browser-binding cookie's name (two tabs connecting keep two cookies)."""
+        return hashlib.sha256(b"cookie:" + state.encode()).hexdigest()[:12]
+
     def put(self, state: str, kind: str, data: dict[str, Any]) -> None:
         self.table.create_entity(
             {
@@ -230,15 +249,21 @@ class FlowStore:
             }
         )
 
-    def consume(self, state: str | None, kind: str) -> dict[str, Any]:
-        """Load and delete the flow for ``state``; a missing, expired or already-used one raises InvalidState."""
-        if not state or len(state) > 256:
+    def consume(
+        self, state: str | None, kind: str, check: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """Load and delete the flow for ``state``; a missing, expired or already-used one raises InvalidState.
+        ``check`` sees the flow first and may raise: then nothing is consumed (a request from another
+        browser cannot burn the flow of the one that started it)."""
+        if not isinstance(state, str) or not state or len(state) > 256:
             raise InvalidState(detail="missing state")
         key = self._key(state)
         try:
             entity = self.table.get_entity(key, kind)
         except (ResourceNotFoundError, ValueError):
             raise InvalidState(detail="unknown or used state") from None
+        if check is not None:
+            check(json.loads(entity["data"]))
         try:
             self.table.delete_entity(
                 key, kind, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
@@ -250,11 +275,14 @@ class FlowStore:
         return json.loads(entity["data"])
 
     def purge_expired(self, now: float | None = None, limit: int = 1000) -> int:
-        """Delete expired flow and ticket rows; returns how many (called by the keep-alive sweep)."""
+        """Delete expired flow and used-ticket rows (not pending grants: shared/grants.py purges those, with
+        their Key Vault secret); returns how many. Called by the housekeeping timer."""
         cutoff = time.time() if now is None else now
         count = 0
         for row in self.table.query_entities(
-            "expires_at lt @cutoff", parameters={"cutoff": cutoff}, select=["PartitionKey", "RowKey"]
+            "expires_at lt @cutoff and (PartitionKey lt 'grant-' or PartitionKey ge 'grant.')",
+            parameters={"cutoff": cutoff},
+            select=["PartitionKey", "RowKey"],
         ):
             try:
                 self.table.delete_entity(row["PartitionKey"], row["RowKey"])

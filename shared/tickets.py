@@ -101,6 +101,34 @@ def issue_ticket(
     return f"{body}.{sig}", ticket
 
 
+def sign_token(key: bytes, purpose: str, payload: dict[str, Any]) -> str:
+    """``base64url(json) "." base64url(hmac)`` for ``purpose`` (the purpose is MACed too, so a token made
+    for one purpose, e.g. an admin-consent state, is never accepted as another, e.g. a connect result)."""
+    body = _b64e(json.dumps({**payload, "p": purpose}, separators=(",", ":"), sort_keys=True).encode())
+    return f"{body}.{_mac(key, purpose, body)}"
+
+
+def open_token(key: bytes, purpose: str, token: object, *, max_len: int = 2048) -> dict[str, Any] | None:
+    """The payload of a token made by :func:`sign_token` for ``purpose``; None when malformed or forged.
+    Expiry is the caller's to check (it decides what an expired token means)."""
+    if not isinstance(token, str) or not token or len(token) > max_len or token.count(".") != 1:
+        return None
+    body, sig = token.split(".")
+    if not hmac.compare_digest(sig.encode("utf-8", "surrogatepass"), _mac(key, purpose, body).encode()):
+        return None
+    try:
+        payload = json.loads(_b64d(body))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(payload, dict) or payload.get("p") != purpose:
+        return None
+    return payload
+
+
+def _mac(key: bytes, purpose: str, body: str) -> str:
+    return _b64e(hmac.new(key, f"{purpose}\n{body}".encode(), hashlib.sha256).digest())
+
+
 def verify_ticket(key: bytes, token: str | None, *, now: float | None = None) -> Ticket:
     """Check signature and expiry; raise ExpiredLink for anything wrong (never say which part, to a browser)."""
     if not token or len(token) > 4096 or token.count(".") != 1:

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.app import PUBLIC_BASE_URL, RETURN_ORIGIN, query_of
+from tests.fixtures.app import PUBLIC_BASE_URL, query_of
 
 CONSUMER_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
 
 
 def _attempt(mb, user: str, **link):
-    start = mb.start(mb.connect_link(**link))
-    assert start.status_code == 302
-    back = mb.callback(mb.authorize(start.headers["Location"], user))
-    assert back.status_code == 302, back.get_body()
-    location = back.headers["Location"]
-    assert location.startswith(RETURN_ORIGIN)
-    return query_of(location)
+    """A whole connect attempt (claimed by the backend for the link's user_ref when it succeeds)."""
+    return mb.connect(user, **link)
 
 
 @pytest.mark.parametrize(

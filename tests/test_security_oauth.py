@@ -89,8 +89,14 @@ def back_to_return_url(resp) -> dict[str, str]:
 
 def attempt(mb, user: str, **link: Any) -> dict[str, str]:
     """A whole connect attempt by ``user`` (a key of mb.kit.users); the query of the redirect to return_url."""
-    authorize_url, _ = begin(mb, **link)
-    return back_to_return_url(mb.callback(mb.authorize(authorize_url, user)))
+    user_ref = link.pop("user_ref", "user-1")
+    authorize_url, _ = begin(mb, user_ref, **link)
+    query = back_to_return_url(mb.callback(mb.authorize(authorize_url, user)))
+    if query.get("status") == "connected":  # the backend claims it for the link's own user_ref
+        claimed = mb.claim(query.pop("result"), user_ref)
+        assert claimed.status_code == 200, claimed.get_body()
+        query["connection_id"] = mb.json(claimed)["connection_id"]
+    return query
 
 
 def b64e(raw: bytes) -> str:
@@ -219,7 +225,7 @@ def test_a_tampered_or_missing_state_is_refused_and_the_real_flow_survives(mailb
         {"state": state.upper() if state.upper() != state else state.lower(), "code": code},
         {"state": "s" * 300, "code": code},
     ):
-        resp = mb.http("connect_callback", params=params)
+        resp = mb.callback_with(params)
         assert (resp.status_code, page_code(resp)) == (400, "invalid_state"), params
         assert "Location" not in resp.headers
     assert stored(mb, emulator) == before
@@ -264,19 +270,33 @@ def test_a_state_is_bound_to_its_flow_kind(mailbridge, emulator):
     assert stored(mb, emulator) == before
 
 
-def test_admin_consent_state_is_single_use_and_unknown_state_is_refused(mailbridge, emulator):
+def test_admin_consent_state_is_signed_and_unknown_forged_or_expired_state_is_refused(mailbridge, emulator):
+    """The admin-consent state is signed, not stored (an anonymous caller can make Mailbridge write nothing).
+    A replay of a real state within its 10 minutes only re-records the same approval (informational: the
+    ``tenant`` Entra returns authenticates nobody), so it writes nothing new."""
     mb = mailbridge()
     before = stored(mb, emulator)
-    unknown = mb.http("admin_consent_callback", params={"state": "nope", "admin_consent": "True", "tenant": mb.kit.tid})
+
+    def callback(state: str):
+        return mb.http("admin_consent_callback", params={"state": state, "admin_consent": "True", "tenant": mb.kit.tid})
+
+    unknown = callback("nope")
     assert (unknown.status_code, page_code(unknown)) == (400, "invalid_state")
-    assert stored(mb, emulator) == before
     state = query_of(mb.http("admin_consent", params={"tenant": mb.kit.tid}).headers["Location"])["state"]
-    ok = mb.http("admin_consent_callback", params={"state": state, "admin_consent": "True", "tenant": mb.kit.tid})
+    body, sig = state.split(".")
+    forged = json.loads(b64d(body)) | {"ret": "https://evil.example/"}
+    for bad in (f"{b64e(json.dumps(forged).encode())}.{sig}", f"{body}.{sig[:-2]}AA", body):
+        resp = callback(bad)
+        assert (resp.status_code, page_code(resp)) == (400, "invalid_state"), bad
+    assert stored(mb, emulator) == before
+    ok = callback(state)
     assert ok.status_code == 200
     after = stored(mb, emulator)
-    replay = mb.http("admin_consent_callback", params={"state": state, "admin_consent": "True", "tenant": mb.kit.tid})
-    assert (replay.status_code, page_code(replay)) == (400, "invalid_state")
-    assert stored(mb, emulator) == after
+    assert after["tenants"] == before["tenants"] | {mb.kit.tid.lower()}
+    assert callback(state).status_code == 200 and stored(mb, emulator) == after
+    mb.services.clock = lambda: time.time() + 601  # the state's 10 minutes are over
+    late = callback(state)
+    assert (late.status_code, page_code(late)) == (400, "invalid_state")
 
 
 # --- PKCE -----------------------------------------------------------------------------------------------------
@@ -327,7 +347,7 @@ def test_a_code_injected_from_another_flow_is_refused(mailbridge, emu_tenant, em
     attacker_code = query_of(mb.authorize(attacker_url, "mallory"))["code"]
     _, victim_state = begin(mb, "victim")
     before = stored(mb, emulator)
-    result = back_to_return_url(mb.http("connect_callback", params={"state": victim_state, "code": attacker_code}))
+    result = back_to_return_url(mb.callback_with({"state": victim_state, "code": attacker_code}))
     assert (result["status"], result["error"]) == ("error", "invalid_state"), result
     assert stored(mb, emulator) == before
     assert mb.services.connections.find(connection_id_for(foreign.tid, foreign.users["mallory"]["oid"])) is None
@@ -554,7 +574,7 @@ def test_callback_error_parameters_are_never_reflected(mailbridge, emulator, cap
         "connection_id": "c-evil",
         "admin_consent_url": "https://evil.example/consent",
     }
-    resp = mb.http("connect_callback", params=params)
+    resp = mb.callback_with(params)
     result = back_to_return_url(resp)  # the ticket's return_url, not the injected one
     assert (result["status"], result["error"]) == ("error", code), result
     assert set(result) <= {"tab", "status", "error", "error_description", "admin_consent_url"}

@@ -22,6 +22,12 @@
     temporarily_unavailable: "A Microsoft service is temporarily unavailable. Try again in a moment.",
     reauth_required: "The mailbox connection has expired or was revoked. Connect again.",
     return_url_not_allowed: "This page's address is not an allowed return address (ALLOWED_RETURN_ORIGINS).",
+    claim_mismatch:
+      "The mailbox was signed in through a link made for another user, so it was not attached and its grant " +
+      "was discarded. Connect with a link of your own.",
+    result_used: "This sign-in result was already used. The connection below is current; connect again if needed.",
+    result_expired: "The sign-in result was not claimed within 10 minutes and was discarded. Click Connect again.",
+    invalid_result: "The sign-in result in the address is not valid. Click Connect again.",
   };
 
   const $ = (id) => document.getElementById(id);
@@ -98,15 +104,6 @@
     $("connection-card").hidden = false;
   }
 
-  async function loadConnection(id) {
-    const result = await call("GET", "connections/" + encodeURIComponent(id));
-    if (result.ok) {
-      renderConnection(result.data);
-    } else {
-      showOutcome("error", "Could not read the connection", errorText(result));
-    }
-  }
-
   async function onConnect(event) {
     event.preventDefault();
     const userRef = $("user-ref").value.trim();
@@ -170,15 +167,57 @@
     return p;
   }
 
+  // The banner follows the connection's real status (read from the API), not the URL: after a
+  // disconnect, a reload must not say "Connected".
+  function showConnectionBanner(conn) {
+    if (conn.status === "connected") {
+      showOutcome("ok", "Connected", "Your mailbox is connected. Mailbridge can now send email from it.");
+    } else if (conn.status === "reauth_required") {
+      showOutcome("error", "Reconnect needed", MESSAGES.reauth_required);
+    } else {
+      showOutcome("", "Disconnected", "The mailbox is not connected. Connect again at any time.");
+    }
+  }
+
+  async function loadAndShow(id) {
+    const result = await call("GET", "connections/" + encodeURIComponent(id));
+    if (result.ok) {
+      renderConnection(result.data);
+      showConnectionBanner(result.data);
+    } else {
+      window.sessionStorage.removeItem("mailbridge.connection_id");
+    }
+  }
+
+  // What a SaaS backend does when the browser comes back with ?status=connected&result=...: claim the
+  // result for the user signed in on its side. This page plays the backend with the user_ref it asked
+  // the link for; a link forwarded to someone else comes back here with their mailbox and is refused.
+  async function claim(result, userRef) {
+    window.history.replaceState(null, "", window.location.pathname); // the result is single use
+    const claimed = await call("POST", "claim", { result, user_ref: userRef || "" });
+    if (claimed.ok) {
+      connectionId = claimed.data.connection_id;
+      window.sessionStorage.setItem("mailbridge.connection_id", connectionId);
+      renderConnection(claimed.data);
+      showConnectionBanner(claimed.data);
+    } else {
+      const code = ((claimed.data || {}).error || {}).code || "";
+      const codeLine = el("p");
+      codeLine.append(el("code", "error: " + code));
+      showOutcome("error", "Not connected", errorText(claimed), code ? [codeLine] : []);
+    }
+  }
+
   function showQueryOutcome() {
     const q = new URLSearchParams(window.location.search);
     const status = q.get("status");
     const saved = window.sessionStorage.getItem("mailbridge.user_ref");
     if (saved) $("user-ref").value = saved;
-    if (status === "connected" && q.get("connection_id")) {
-      connectionId = q.get("connection_id");
-      showOutcome("ok", "Connected", "Your mailbox is connected. Mailbridge can now send email from it.");
-      loadConnection(connectionId);
+    if (status === "connected" && q.get("result")) {
+      claim(q.get("result"), saved);
+    } else if (!status && window.sessionStorage.getItem("mailbridge.connection_id")) {
+      connectionId = window.sessionStorage.getItem("mailbridge.connection_id");
+      loadAndShow(connectionId);
     } else if (status === "error") {
       const code = q.get("error") || "";
       const sentence = MESSAGES[code] || q.get("error_description") || "The connection did not complete.";
