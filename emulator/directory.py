@@ -178,9 +178,18 @@ class App:
     federated_credentials: list[FederatedCredential] = field(default_factory=list)
     # Application permissions (app-only roles) granted, per resource audience.
     app_roles: list[str] = field(default_factory=list)
-    # Statically configured delegated permissions: what ``<resource>/.default`` means at admin consent.
+    # Statically configured delegated permissions: what ``<resource>/.default`` means at admin consent
+    # (a registration lists the OIDC scopes too, as infra/app/appregistration.bicep does).
     api_permissions: list[str] = field(
-        default_factory=lambda: ["Mail.Send", "Mail.Send.Shared", "Mail.ReadWrite", "User.Read"]
+        default_factory=lambda: [
+            "Mail.Send",
+            "Mail.Send.Shared",
+            "Mail.ReadWrite",
+            "User.Read",
+            "openid",
+            "profile",
+            "offline_access",
+        ]
     )
     service_principal_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 

@@ -252,7 +252,7 @@ def _authorize(state: EmulatorState, req: Request, tenant: str, p: dict[str, str
     def page(error: str = "") -> Response:
         accounts = [u.upn for u in state.directory.users_in(tn.tid) if not u.is_shared][:25] if tn else []
         hint = p.get("login_hint") or (sso.upn if sso and prompt not in ("login", "select_account") else "")
-        perms = [display_perm(state.entra, c) for c in sorted(scopes.canonical())]
+        perms = [display_perm(state.entra, c) for c in sorted(scopes.consent_scopes())]
         return sign_in_page(
             action_url=action_url,
             app_name=app.display_name,
@@ -309,7 +309,7 @@ def _complete(
         )
     tenant = state.directory.tenant(user.tid)
     have = consented(state, user, app.client_id)
-    missing = scopes.canonical() - have
+    missing = scopes.consent_scopes() - have
     if scopes.is_default and not any(c.startswith(f"{scopes.resource}/") for c in have):
         missing = {f"{scopes.resource}/.default"}
     needs_consent = bool(missing) or p.get("prompt") == "consent"
@@ -327,7 +327,7 @@ def _complete(
         if missing and policy == "admin_required" and not user.is_admin:
             return fail("consent_required", 65001, consent_msg)
         # Consenting to ``<resource>/.default`` means consenting to the app's configured permissions.
-        granted = _admin_grants(app, scopes) if scopes.is_default else scopes.canonical()
+        granted = (_admin_grants(app, scopes) if scopes.is_default else scopes.canonical()) | scopes.consent_scopes()
         with state.lock:
             user.consents.setdefault(app.client_id, set()).update(granted)
             for perm in scopes.perms:
@@ -426,4 +426,4 @@ def _admin_grants(app: App, scopes: ScopeRequest) -> set[str]:
         for perm in app.api_permissions:
             out.add((perm if "://" in perm else f"{resource}/{perm}").lower())
         return out
-    return scopes.canonical()
+    return scopes.consent_scopes()

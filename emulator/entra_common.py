@@ -178,6 +178,13 @@ class ScopeRequest:
         """Lower-cased ``resource/perm`` strings (how consent is recorded)."""
         return {f"{self.resource}/{p}".lower() for p in self.perms if p != ".default"}
 
+    def consent_scopes(self) -> set[str]:
+        """What a user (or admin) must have consented to: the permissions plus the OIDC scopes, which are
+        Microsoft Graph delegated permissions too (openid, profile, email, offline_access: "OpenID Connect
+        scopes" in the permissions-and-consent overview). An admin consent with a dynamic scope list grants
+        only what it names, so one without offline_access leaves users a consent to give."""
+        return self.canonical() | {f"{GRAPH_RESOURCE}/{scope}" for scope in self.oidc}
+
     @property
     def is_default(self) -> bool:
         """True for ``<resource>/.default``."""

@@ -18,6 +18,7 @@ from emulator.core import HTTPError, Request, Response, Router, json_response, r
 from emulator.directory import App, User
 from emulator.entra_app_errors import parse_switch, refusal
 from emulator.entra_common import (
+    OIDC_SCOPES,
     EntraSettings,
     RefreshGrant,
     ScopeError,
@@ -360,7 +361,9 @@ def _issue(
             suberror="basic_action",
             claims=claims,
         )
-    granted = scopes.canonical() | {c for c in have if c.startswith(f"{resource.lower()}/")}
+    # OIDC consents (recorded as Graph permissions) are not resource permissions: never in ``scp``.
+    oidc = {f"{GRAPH_RESOURCE}/{o}" for o in OIDC_SCOPES}
+    granted = scopes.canonical() | {c for c in have if c.startswith(f"{resource.lower()}/") and c not in oidc}
     perms = sorted({display_perm(state.entra, c) for c in granted})
     now, lifetime = int(state.clock.now()), state.entra.access_lifetime()
     access = issue_access_token(
