@@ -61,6 +61,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
 
     def folder_items(user: User, folder: str, key: str | None) -> list[dict[str, Any]]:
         with store.lock:
+            store.complete_transport()
             box = store.mailboxes.get(user.oid)
             items = list(box.folders[folder].values()) if box else []
             rendered = [m.to_admin({user.oid: user.mail}) for m in items]
@@ -98,6 +99,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
     def delivered(req: Request, address: str) -> Response:
         user = find_mailbox(state, address)
         with store.lock:
+            store.complete_transport()
             box = store.mailboxes.get(user.oid)
             entries = list(box.delivered) if box else []
         return json_response(200, {"address": user.mail, "value": entries, "counts_by_key": _key_counts(entries)})
@@ -105,6 +107,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
     @router.route("GET", "/_emulator/graph/deliveries", "admin.graph.deliveries")
     def deliveries(req: Request) -> Response:
         with store.lock:
+            store.complete_transport()
             entries = list(store.deliveries)
         mailbox = req.query.get("mailbox")
         if mailbox is not None:

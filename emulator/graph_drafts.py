@@ -49,12 +49,13 @@ def require_mail_access(ctx: GraphContext, owner: User, *, write: bool) -> None:
         raise access_denied()
 
 
-def view_base(req: Request, owner: User) -> dict[str, Any]:
-    """What `StoredMessage.to_graph` needs to render links and folder ids."""
+def view_base(req: Request, owner: User, store: GraphStore) -> dict[str, Any]:
+    """What `StoredMessage.to_graph` needs to render links, folder ids and items in transit."""
     return {
         "origin": req.base_url,
         "address": owner.mail,
         "folder_ids": {DRAFTS: folder_id(owner.oid, DRAFTS), SENT: folder_id(owner.oid, SENT)},
+        "show_submitted": bool(store.limits.transit_shows_submitted),
     }
 
 
@@ -97,7 +98,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         msg = store.create_draft(owner.oid, fields, ctx.app_id)
         out = {
             "@odata.context": _entity_context(ctx.req, "messages/$entity"),
-            **msg.to_graph(view_base(ctx.req, owner)),
+            **msg.to_graph(view_base(ctx.req, owner, store)),
         }
         return json_response(201, out)
 
@@ -125,7 +126,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         if query.filter is not None:
             items = [m for m in items if query.filter.matches(m.fields.extended_properties)]
         page = items[query.skip : query.skip + query.top]
-        base = view_base(ctx.req, owner)
+        base = view_base(ctx.req, owner, store)
         out: dict[str, Any] = {
             "@odata.context": _entity_context(ctx.req, "messages"),
             "value": [
@@ -171,7 +172,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         out = {
             "@odata.context": _entity_context(ctx.req, "messages/$entity"),
             **msg.to_graph(
-                view_base(ctx.req, owner),
+                view_base(ctx.req, owner, store),
                 select=select,
                 expand_props=expand.props_for(msg.fields.extended_properties),
                 expand_attachments=expand.attachments,

@@ -8,7 +8,9 @@ Facts modelled (see /work/shared/REFERENCE.md and the issues cited in docs/emula
 - sendMail bodies above ~4 MB are refused with 413 (exact threshold here: 4,194,304 bytes).
 - inline `fileAttachment`s are for files under 3 MB; bigger ones need an upload session.
 - an Exchange message carries at most 500 recipients.
-- `internetMessageHeaders` names must start with `x-`/`X-` (InvalidInternetMessageHeader).
+- `internetMessageHeaders` names must start with `x-`/`X-` (InvalidInternetMessageHeader); at most 5
+  of them, and an empty collection is refused too (InvalidInternetMessageHeaderCollection: Microsoft
+  Q&A 762243, msgraph-sdk-dotnet#2208) - on sendMail and on draft creation alike.
 - invalid / missing recipients -> 400 ErrorInvalidRecipients.
 """
 
@@ -25,6 +27,7 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024  # 4,194,304: requests strictly larger get 4
 MAX_INLINE_ATTACHMENT_BYTES = 3 * 1024 * 1024  # decoded size of one inline fileAttachment
 MAX_RECIPIENTS = 500
 MAX_ATTACHMENT_BYTES = 150 * 1024 * 1024  # upload-session ceiling
+MAX_INTERNET_HEADERS = 5  # internetMessageHeaders per message (Microsoft Q&A 762243)
 
 RECIPIENT_FIELDS = ("toRecipients", "ccRecipients", "bccRecipients")
 FILE_ATTACHMENT_TYPE = "#microsoft.graph.fileAttachment"
@@ -238,6 +241,14 @@ def _parse_headers(value: Any) -> list[dict[str, str]]:
         return []
     if not isinstance(value, list):
         raise bad_body("'internetMessageHeaders' must be a collection.")
+    if not value or len(value) > MAX_INTERNET_HEADERS:
+        # Graph's answer past 5 headers (Microsoft Q&A 762243); msgraph-sdk-dotnet#2208 reports the same
+        # answer for an empty collection, on sendMail and on draft creation. Omit the property instead.
+        raise GraphError(
+            400,
+            "InvalidInternetMessageHeaderCollection",
+            "Maximum number of headers in one message should be less than or equal to 5.",
+        )
     out = []
     for item in value:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):

@@ -111,13 +111,12 @@ def check_sendable(ctx: GraphContext, owner: User, fields: MessageFields, attach
         )
 
 
-def finish_send(
-    ctx: GraphContext, store: GraphStore, owner: User, msg: StoredMessage, save: bool, via: str
-) -> dict[str, Any]:
-    """Rights, send limits, then the send itself; counters updated.
+def finish_send(ctx: GraphContext, store: GraphStore, owner: User, msg: StoredMessage, save: bool, via: str) -> None:
+    """Rights, send limits, then the submission to transport (graph_store.GraphStore.submit); counters updated.
 
-    Runs under the store lock so two concurrent sends of one draft cannot both succeed: the
-    second finds the draft gone (moved to Sent Items), as in Exchange.
+    Runs under the store lock so two concurrent sends of one draft cannot both succeed when transport is
+    immediate: the second finds the draft gone (moved to Sent Items), as in Exchange. While an item is in
+    transit (transport_delay_s) it is still in Drafts, and a second send of it is accepted: delivered twice.
     """
     with store.lock:
         if msg.folder == DRAFTS and store.find(owner.oid, msg.id) is not msg:
@@ -125,10 +124,8 @@ def finish_send(
         from_user, from_rec, sender_rec = resolve_from(ctx, owner, msg.fields.from_)
         check_sendable(ctx, owner, msg.fields, sum(a.size for a in msg.attachments))
         store.throttle.admit_send(ctx.app_id, owner.oid, msg.fields.recipient_count())
-        if msg.folder == DRAFTS:
-            store.delete(msg)
         addresses = {u.oid: u.mail.lower() for u in (owner, from_user)}
-        entry = store.record_send(
+        store.submit(
             msg,
             owner_oid=owner.oid,
             from_oid=from_user.oid,
@@ -141,7 +138,6 @@ def finish_send(
         )
     ctx.state.counters.incr("graph.messages_sent")
     ctx.state.counters.incr("graph.recipients", msg.fields.recipient_count())
-    return entry
 
 
 def register(router: Router, state: Any, store: GraphStore) -> None:

@@ -4,6 +4,13 @@ Mailboxes are keyed by the directory user's object id and created on first use. 
 (sendMail or draft + send) appends one entry to a global, ordered delivery log, whether or not
 a copy was saved to Sent Items, so tests can reconcile "how many times was message X sent".
 Message ids change when a draft moves to Sent Items, as they do in Exchange.
+
+Transport is asynchronous ("things to know about send mail"): the 202 comes when the message is saved
+in the sender's Drafts; transport later moves it to Sent Items (new id) and delivers it. With
+`limits.transport_delay_s` > 0 a submitted item (sendMail's too) waits in Drafts that long on the
+emulator clock; every read of the store first completes the transits that are due (`complete_transport`).
+Whether Exchange refuses a second send of an item in transit is undocumented: the emulator accepts it
+and delivers twice, the worst case a client must never trigger.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ class StoredMessage:
     conversation_id: str = ""
     change_key: str = ""
     sent_by_oid: str | None = None
+    submitted: float | None = None  # a send was accepted and transport has not moved the item yet
 
     def idempotency_key(self) -> str | None:
         """Client key found in an `x-...mailbridge...` header or a `...mailbridge...` property."""
@@ -95,7 +103,7 @@ class StoredMessage:
             "changeKey": self.change_key,
             "categories": list(f.categories),
             "receivedDateTime": iso(self.sent or self.created),
-            "sentDateTime": iso(self.sent),
+            "sentDateTime": iso(self.sent or (self.submitted if base.get("show_submitted") else None)),
             "hasAttachments": bool(self.attachments),
             "internetMessageId": self.internet_message_id,
             "subject": f.subject,
@@ -106,7 +114,7 @@ class StoredMessage:
             "isDeliveryReceiptRequested": False,
             "isReadReceiptRequested": False,
             "isRead": True,
-            "isDraft": self.folder == DRAFTS,
+            "isDraft": self.folder == DRAFTS and not (self.submitted and base.get("show_submitted")),
             "webLink": f"{base['origin']}/_emulator/ui/mailboxes/{base['address']}/messages/{self.id}",
             "inferenceClassification": "focused",
             "body": {"contentType": f.body_type, "content": f.body},
@@ -184,6 +192,7 @@ class GraphStore:
         self.mailboxes: dict[str, Mailbox] = {}
         self.deliveries: list[dict[str, Any]] = []
         self.uploads: dict[str, UploadSession] = {}
+        self.transit: list[tuple[float, StoredMessage, dict[str, Any]]] = []  # (due, item, record_send args)
 
     # ----- mailboxes and items -------------------------------------------------------------
     def mailbox(self, oid: str) -> Mailbox:
@@ -253,6 +262,7 @@ class GraphStore:
     def find(self, oid: str, item_id: str) -> StoredMessage | None:
         """A message of mailbox `oid` in any folder."""
         with self.lock:
+            self.complete_transport()
             box = self.mailboxes.get(oid)
             if box is None:
                 return None
@@ -269,6 +279,7 @@ class GraphStore:
     def list(self, oid: str, folder: str | None) -> list[StoredMessage]:
         """Messages of one folder (or all), newest first like Graph's default order."""
         with self.lock:
+            self.complete_transport()
             box = self.mailboxes.get(oid)
             if box is None:
                 return []
@@ -282,6 +293,38 @@ class GraphStore:
         msg.change_key = secrets.token_urlsafe(12)
 
     # ----- sending ------------------------------------------------------------------------
+    def submit(self, msg: StoredMessage, **send: Any) -> None:
+        """Accept a send: delivered at once, or after `transport_delay_s` during which the item is in Drafts."""
+        delay = self.limits.transport_delay_s
+        with self.lock:
+            if delay <= 0:
+                if msg.folder == DRAFTS:
+                    self.delete(msg)
+                self.record_send(msg, **send)
+                return
+            if msg.folder != DRAFTS:  # sendMail: Outlook first saves the new message in the sender's Drafts
+                msg.folder = DRAFTS
+                self._put(self.mailbox(msg.mailbox_oid), msg)
+            now = self._now()
+            msg.submitted = msg.submitted or now
+            self.transit.append((now + delay, msg, send))
+
+    def complete_transport(self) -> None:
+        """Move every item whose transit is due to Sent Items (new id) and deliver it."""
+        with self.lock:
+            if not self.transit:
+                return
+            now = self._now()
+            due = [t for t in self.transit if t[0] <= now]
+            self.transit = [t for t in self.transit if t[0] > now]
+            for _, msg, send in due:
+                if msg.folder == DRAFTS:  # first (or only) submission of the item
+                    self.delete(msg)
+                else:  # sent a second time while in transit: a second copy goes out
+                    msg = StoredMessage(**{**msg.__dict__, "id": new_item_id(), "folder": DRAFTS})
+                msg.submitted = None
+                self.record_send(msg, **send)
+
     def record_send(
         self,
         msg: StoredMessage,
@@ -364,6 +407,7 @@ class GraphStore:
     def counts(self, oid: str) -> dict[str, int]:
         """Item counts per folder of a mailbox, and deliveries."""
         with self.lock:
+            self.complete_transport()
             box = self.mailboxes.get(oid)
             if box is None:
                 return {DRAFTS: 0, SENT: 0, "delivered": 0}
@@ -375,4 +419,5 @@ class GraphStore:
             self.mailboxes.clear()
             self.deliveries.clear()
             self.uploads.clear()
+            self.transit.clear()
         self.throttle.reset()

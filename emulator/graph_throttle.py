@@ -56,6 +56,11 @@ class GraphLimits:
     max_items_per_folder: int = 20_000
     # Lifetime of an upload session's pre-authenticated URL.
     upload_session_lifetime_s: float = 6 * 3600.0
+    # Transport (graph_store.Transport): seconds (emulator clock) a sent item stays in Drafts before it moves
+    # to Sent Items with a new id and is delivered; 0 = at once. In transit it looks like an unsent draft
+    # (isDraft true, no sentDateTime) unless transit_shows_submitted is 1.
+    transport_delay_s: float = 0.0
+    transit_shows_submitted: int = 0
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply `changes` (a subset of fields); unknown names or bad values raise ValueError."""

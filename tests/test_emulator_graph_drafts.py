@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 from urllib.parse import quote
 
@@ -197,3 +198,88 @@ def test_concurrent_sends_of_one_draft_deliver_once(graph_kit: GraphKit, emulato
         t.join()
     assert sorted(codes) == [202, 404, 404]
     assert emulator_admin.deliveries(key=key)["count"] == 1
+
+
+# --- issue 14: what Graph refuses, and transport taking its time ----------------------------------------
+
+
+def test_more_than_five_internet_headers_are_refused_on_send_and_on_draft_creation(graph_kit: GraphKit) -> None:
+    token = graph_kit.token("alice", *RW)
+    five = [{"name": f"x-h{i}", "value": "v"} for i in range(5)]
+    ok = graph_kit.send(token, graph_kit.simple(unique(), internetMessageHeaders=five))
+    assert ok.status_code == 202, ok.text
+    for headers in (five + [{"name": "x-h5", "value": "v"}], []):  # six; and an empty collection (#2208)
+        sent = graph_kit.send(token, graph_kit.simple(unique(), internetMessageHeaders=headers))
+        draft = graph_kit.call(
+            "POST", "/v1.0/me/messages", token, json={"subject": "d", "internetMessageHeaders": headers}
+        )
+        for resp in (sent, draft):
+            assert resp.status_code == 400, resp.text
+            assert resp.json()["error"]["code"] == "InvalidInternetMessageHeaderCollection"
+
+
+def test_an_upload_session_for_a_file_under_3_mib_is_refused(graph_kit: GraphKit) -> None:
+    token = graph_kit.token("alice", *RW)
+    draft = create_draft(graph_kit, token, unique())
+    path = f"/v1.0/me/messages/{draft['id']}/attachments/createUploadSession"
+    for size, status in ((3 * MIB - 1, 400), (3 * MIB, 201)):
+        item = {"AttachmentItem": {"attachmentType": "file", "name": "f.bin", "size": size}}
+        resp = graph_kit.call("POST", path, token, json=item)
+        assert resp.status_code == status, resp.text
+        if status == 400:
+            assert resp.json()["error"]["code"] == "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize"
+
+
+def test_the_4_mib_request_limit_counts_bytes_not_characters(graph_kit: GraphKit) -> None:
+    token = graph_kit.token("alice", *RW)
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    for chars, status in ((1_500_000, 202), (2_500_000, 413)):  # 'é' is 2 bytes in UTF-8; both under 4 Mi chars
+        message = graph_kit.simple(unique(), body={"contentType": "text", "content": "é" * chars})
+        body = json.dumps({"message": message}, ensure_ascii=False).encode("utf-8")
+        assert len(body.decode("utf-8")) < 4 * MIB
+        resp = graph_kit.call("POST", "/v1.0/me/sendMail", token, data=body, headers=headers)
+        assert resp.status_code == status, resp.text[:200]
+    assert resp.json()["error"]["code"] == "RequestEntityTooLarge"
+
+
+def test_transport_delay_keeps_a_sent_draft_in_drafts_then_moves_it_with_a_new_id(
+    graph_kit: GraphKit, emulator_admin, graph_limits, emulator
+) -> None:
+    graph_limits.transport_delay_s = 30.0
+    token = graph_kit.token("alice", *RW)
+    key = unique()
+    draft = create_draft(graph_kit, token, key)
+    assert graph_kit.call("POST", f"/v1.0/me/messages/{draft['id']}/send", token).status_code == 202
+    # In transit: still in Drafts, under its old id, looking like an unsent draft (the conservative view).
+    [in_transit] = lookup(graph_kit, token, "drafts", key)
+    assert in_transit["id"] == draft["id"] and in_transit["isDraft"] is True
+    assert lookup(graph_kit, token, "sentitems", key) == []
+    assert emulator_admin.deliveries(key=key)["count"] == 0
+    graph_limits.transit_shows_submitted = 1
+    [shown] = lookup(graph_kit, token, "", key)
+    assert shown["isDraft"] is False
+    emulator.state.clock.advance(31)
+    [sent] = lookup(graph_kit, token, "sentitems", key)
+    assert sent["id"] != draft["id"] and lookup(graph_kit, token, "drafts", key) == []
+    assert emulator_admin.deliveries(key=key)["count"] == 1
+
+
+def test_a_second_send_of_an_item_in_transit_is_delivered_twice(
+    graph_kit: GraphKit, emulator_admin, graph_limits, emulator
+):
+    graph_limits.transport_delay_s = 30.0
+    token = graph_kit.token("alice", *RW)
+    key = unique()
+    draft = create_draft(graph_kit, token, key)
+    for _ in range(2):
+        assert graph_kit.call("POST", f"/v1.0/me/messages/{draft['id']}/send", token).status_code == 202
+    emulator.state.clock.advance(31)
+    assert emulator_admin.deliveries(key=key)["count"] == 2
+    assert len(lookup(graph_kit, token, "sentitems", key)) == 2
+    # sendMail goes through Drafts as well.
+    mail_key = unique()
+    assert graph_kit.send(token, graph_kit.simple(mail_key)).status_code == 202
+    assert emulator_admin.drafts(graph_kit.addr("alice"), key=mail_key) != []
+    emulator.state.clock.advance(31)
+    assert emulator_admin.deliveries(key=mail_key)["count"] == 1
+    assert emulator_admin.drafts(graph_kit.addr("alice"), key=mail_key) == []

@@ -186,10 +186,13 @@ def test_upload_session_refuses_big_chunks_and_expiry() -> None:
 
 
 def test_attachment_item_validation() -> None:
-    spec = parse_attachment_item({"AttachmentItem": {"attachmentType": "file", "name": "a", "size": 5}})
-    assert spec["size"] == 5 and spec["contentType"] == "application/octet-stream"
+    spec = parse_attachment_item({"AttachmentItem": {"attachmentType": "file", "name": "a", "size": 3 * 1024 * 1024}})
+    assert spec["size"] == 3 * 1024 * 1024 and spec["contentType"] == "application/octet-stream"
     with pytest.raises(GraphError):
         parse_attachment_item({"AttachmentItem": {"name": "a", "size": 151 * 1024 * 1024}})
+    with pytest.raises(GraphError) as small:  # Graph "attach large files", Errors section
+        parse_attachment_item({"AttachmentItem": {"name": "a", "size": 5}})
+    assert small.value.code == "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize"
 
 
 @pytest.mark.parametrize(
