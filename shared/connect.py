@@ -246,9 +246,9 @@ class ConnectService:
         """The backend claims a connect result for the user signed in on its side (module shared/grants.py)."""
         return GrantService(self.s).claim(body).public_view()
 
-    def purge_expired(self) -> dict[str, int]:
+    def purge_expired(self, now: float | None = None) -> dict[str, int]:
         """Housekeeping: expired flows and used tickets, unclaimed grants (with their Key Vault secret)."""
-        return {"flows": self.s.flows.purge_expired(), "grants": GrantService(self.s).purge()}
+        return {"flows": self.s.flows.purge_expired(now), "grants": GrantService(self.s).purge(now)}
 
     # 4. admin consent -----------------------------------------------------------------------------------
     def admin_consent_entry_url(self, tenant: str | None) -> str:
