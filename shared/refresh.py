@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from shared.errors import MailbridgeError, NotFound, ReauthRequired, TransientError
 from shared.events import emit_event
 from shared.services import Services
+from shared.telemetry import log_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +117,19 @@ class KeepAlive:
                 self.s.connections.save(conn)
             report.skipped += 1
             return
+        started = time.monotonic()
+
+        def outcome(status: str, code: str | None = None) -> None:
+            elapsed_ms = (time.monotonic() - started) * 1000
+            log_outcome("refresh", status, code=code, connection_id=connection_id, duration_ms=elapsed_ms)
+
         try:
             self.s.tokens.refresh(conn, force=True)
             report.refreshed += 1
+            outcome("refreshed")
         except ReauthRequired as exc:
             report.reauth_required += 1
+            outcome("reauth_required", exc.code)
             report.reauth_ids.append(connection_id)
             try:
                 emit_event(
@@ -137,14 +146,17 @@ class KeepAlive:
                 logger.exception("Keep-alive: could not emit reauth event for %s", connection_id)
         except TransientError as exc:
             report.transient_failures += 1
+            outcome("transient_failure", exc.code)
             self._back_off(getattr(exc, "retry_after", 2.0))
             logger.warning(
                 "Keep-alive: connection %s transient failure (%s); retried next run", connection_id, exc.code
             )
         except MailbridgeError as exc:
             report.transient_failures += 1
+            outcome("failed", exc.code)
             logger.warning("Keep-alive: connection %s failed (%s); retried next run", connection_id, exc.code)
         except Exception:
             # One broken connection must not stop the sweep; it stays due and is retried next run.
             report.transient_failures += 1
+            outcome("failed", "internal_error")
             logger.exception("Keep-alive: connection %s failed unexpectedly; retried next run", connection_id)

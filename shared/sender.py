@@ -37,6 +37,7 @@ from shared.pacing import MailboxPacer
 from shared.settings import Settings
 from shared.storage import StorageClients
 from shared.store import Connection, ConnectionStore
+from shared.telemetry import log_outcome
 from shared.tokens import TokenService
 
 logger = logging.getLogger(__name__)
@@ -358,14 +359,14 @@ class Sender:
         except RecordContended:
             # We own the send; a concurrent writer can only be a stale duplicate. Ours is the truth.
             self.deliveries.update(record, force=True)
-        log = logger.info if status == "sent" else logger.warning
-        log(
-            "Message %s (connection %s): %s%s%s",
-            msg.id,
-            msg.connection_id,
+        log_outcome(
+            "send",
             status,
-            f" [{err.code}]" if err else "",
-            f" graph request-id {record.graph_request_id}" if record.graph_request_id else "",
+            code=err.code if err else None,
+            message_id=msg.id,
+            connection_id=msg.connection_id,
+            duration_ms=(record.completed_at - record.created_at) * 1000 if record.created_at else None,
+            graph_request_id=record.graph_request_id,
         )
         self._emit(record)
         self.attachments.cleanup(msg)
@@ -392,7 +393,7 @@ class Sender:
         if not self.deliveries.create(record):
             logger.warning("Message %s rejected (%s) but a record already exists; left unchanged", mid, err.code)
             return Outcome("rejected", mid, cid, error=err)
-        logger.warning("Message %s (connection %s) rejected: %s", mid, cid, err.code)
+        log_outcome("send", "rejected", code=err.code, message_id=mid, connection_id=cid, duration_ms=0)
         self._emit(record)
         return Outcome("rejected", mid, cid, record=record, error=err)
 
