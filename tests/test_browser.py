@@ -110,6 +110,7 @@ def ui_app(emulator, emulator_admin, azurite, operator_tenant, tmp_path_factory)
     )
     open_tenant = emulator_admin.create_tenant("user", "work", domain=f"ui{suffix}.example")
     emulator_admin.create_user(open_tenant["tid"], f"alice@ui{suffix}.example", display_name="Alice UI")
+    emulator_admin.create_user(open_tenant["tid"], f"bob@ui{suffix}.example", display_name="Bob UI")
     strict = emulator_admin.create_tenant("admin_required", "work", domain=f"strict{suffix}.example")
     emulator_admin.create_user(strict["tid"], f"carol@strict{suffix}.example")
     emulator_admin.create_user(strict["tid"], f"admin@strict{suffix}.example", is_admin=True)
@@ -155,6 +156,7 @@ def ui_app(emulator, emulator_admin, azurite, operator_tenant, tmp_path_factory)
             "base": base,
             "ui": f"{base}/api/ui",
             "alice": f"alice@ui{suffix}.example",
+            "bob": f"bob@ui{suffix}.example",
             "carol": f"carol@strict{suffix}.example",
             "tenant_admin": f"admin@strict{suffix}.example",
             "log": out / "devhost.log",
@@ -189,10 +191,12 @@ def test_connect_send_test_then_disconnect_from_the_sample_page(browser, ui_app,
         expect(page.locator("#permissions")).to_contain_text("Mail.Send")
         _sign_in(page, ui_app["alice"])
 
-        page.wait_for_url(f"{ui_app['ui']}?status=connected*")
+        # Back with ?status=connected&result=...: the page (playing the backend) claims the result for the
+        # user_ref it asked the link for, then drops the single-use result from the address.
         expect(page.locator("#outcome-title")).to_have_text("Connected")
         expect(page.locator("#connection-status")).to_have_text("connected")
         expect(page.locator("#connection-mailbox")).to_have_text(ui_app["alice"])
+        assert "result=" not in page.url
 
         # Send test email: through the send pipeline to Graph; the message lands in alice's Sent Items.
         page.click("#send-test")
@@ -206,6 +210,9 @@ def test_connect_send_test_then_disconnect_from_the_sample_page(browser, ui_app,
         expect(page.locator("#connection-status")).to_have_text("disconnected")
         expect(page.locator("#outcome-title")).to_have_text("Disconnected")
         expect(page.locator("#send-test")).to_be_disabled()
+        # A reload follows the real status, not a stale ?status=connected.
+        page.reload()
+        expect(page.locator("#outcome-title")).to_have_text("Disconnected")
 
         # The page never carried a function key; its state came from the anonymous local-only helpers.
         assert "x-functions-key" not in page.content()
@@ -244,10 +251,83 @@ def test_admin_approval_required_shows_the_admin_consent_link_which_works(browse
         page.fill("#user-ref", "browser-user-2")
         page.click("#connect")
         _sign_in(page, ui_app["carol"])
-        page.wait_for_url(f"{ui_app['ui']}?status=connected*")
         expect(page.locator("#connection-status")).to_have_text("connected")
     finally:
         context.close()
+
+
+def _connect_on_page(page, ui_app: dict[str, Any], user_ref: str, user: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(ui_app["ui"])
+    page.fill("#user-ref", user_ref)
+    page.click("#connect")
+    _sign_in(page, ui_app[user])
+    expect(page.locator("#connection-status")).to_have_text("connected")
+
+
+def _pending_secrets(emulator) -> set[str]:
+    with emulator.state.keyvault.lock:
+        return {name for name in emulator.state.keyvault.secrets if name.startswith("mb-p")}
+
+
+@pytest.mark.browser
+def test_a_forwarded_connect_link_never_attaches_the_strangers_mailbox(browser, ui_app, emulator):
+    """Context A's backend asks a link for user_ref=a and A forwards it. B (bob, signed in to the SaaS as b,
+    connected and consented before) opens it in B's browser: the page claims for b -> claim_mismatch, the
+    grant is discarded (no token cache left in the vault), nothing exists for a, B's own connection stays."""
+    from playwright.sync_api import expect
+
+    a_ref, b_ref = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
+    context_b = browser.new_context()
+    page_b = context_b.new_page()
+    http = requests.Session()
+    http.trust_env = False
+    try:
+        _connect_on_page(page_b, ui_app, b_ref, "bob")
+        own_id = page_b.locator("#connection-id").text_content()
+        link = http.post(f"{ui_app['base']}/api/ui/connect-link", json={"user_ref": a_ref}, timeout=10)
+        assert link.status_code == 201, link.text
+        before = _pending_secrets(emulator)
+
+        page_b.goto(link.json()["connect_url"])  # the forwarded link, in B's browser
+        _sign_in(page_b, ui_app["bob"])
+        expect(page_b.locator("#outcome")).to_contain_text("error: claim_mismatch")
+        expect(page_b.locator("#outcome-title")).to_have_text("Not connected")
+        assert _pending_secrets(emulator) <= before, "the discarded grant's token cache is deleted"
+
+        for_a = http.get(f"{ui_app['base']}/api/ui/connections/{own_id}", timeout=10).json()
+        assert (for_a["user_ref"], for_a["status"]) == (b_ref, "connected")  # B's own connection untouched
+        claim_as_a = http.post(f"{ui_app['base']}/api/ui/claim", json={"result": "x.y", "user_ref": a_ref}, timeout=10)
+        assert claim_as_a.json()["error"]["code"] == "invalid_result"
+    finally:
+        context_b.close()
+
+
+@pytest.mark.browser
+def test_a_forwarded_microsoft_sign_in_url_is_refused_in_another_browser(browser, ui_app, emulator):
+    """A starts a connect (the binding cookie lands in A's browser) and forwards the Microsoft sign-in URL;
+    B signs in with it in B's browser: the callback has no binding cookie and is refused (invalid_state)."""
+    from playwright.sync_api import expect
+
+    context_a, context_b = browser.new_context(), browser.new_context()
+    try:
+        page_a = context_a.new_page()
+        page_a.goto(ui_app["ui"])
+        page_a.fill("#user-ref", f"a-{uuid.uuid4().hex[:6]}")
+        page_a.click("#connect")
+        page_a.wait_for_url(f"{emulator.base_url}/**")
+        assert any(c["name"].startswith("mb_connect_") for c in context_a.cookies(ui_app["base"]))
+        before = _pending_secrets(emulator)
+
+        page_b = context_b.new_page()
+        page_b.goto(page_a.url)  # the forwarded sign-in URL
+        _sign_in(page_b, ui_app["bob"])
+        expect(page_b.locator("code")).to_have_text("invalid_state")
+        assert _pending_secrets(emulator) == before
+    finally:
+        context_a.close()
+        context_b.close()
 
 
 @pytest.mark.browser
