@@ -14,7 +14,7 @@ import time
 from functools import cached_property
 from urllib.parse import urlsplit
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError, ServiceRequestError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 
 from shared.errors import MailbridgeError, TemporarilyUnavailable, Throttled
@@ -74,6 +74,13 @@ class TokenCacheVault:
             try:
                 return fn()
             except HttpResponseError as exc:
+                if exc.status_code is None:
+                    # No HTTP answer from the vault: azure-identity could not get us a token (ClientAuthenticationError,
+                    # CredentialUnavailableError: the managed identity endpoint is down or refusing). It has retried
+                    # already; the caller reschedules (the sender) or retries next run (the keep-alive).
+                    raise TemporarilyUnavailable(
+                        detail=f"Key Vault {what}: no credential ({type(exc).__name__})"
+                    ) from exc
                 if exc.status_code in (401, 403):
                     # Key Vault refused our credential: a token it no longer accepts (revoked, or clocks
                     # disagree) or a missing role. Start over with a new credential; if it persists, the
@@ -100,7 +107,7 @@ class TokenCacheVault:
                 )
                 time.sleep(min(retry_after, 16.0) * (0.8 + 0.4 * random.random()))
                 delay = min(delay * 2, 16.0)
-            except ServiceRequestError as exc:
+            except AzureError as exc:  # no HTTP status: connection refused or dropped, timeouts
                 if attempt == self.max_attempts:
                     raise TemporarilyUnavailable(detail=f"Key Vault unreachable during {what}") from exc
                 time.sleep(delay)
