@@ -12,7 +12,7 @@ connection, Key Vault secret or tenant approval was stored):
 - state tamper / unknown / replay / expiry: ::test_state_is_single_use_and_unknown_state_is_refused,
   ::test_a_tampered_or_missing_state_is_refused_and_the_real_flow_survives, ::test_an_expired_flow_is_refused,
   ::test_code_redeemed_too_late_is_invalid_state, ::test_a_state_is_bound_to_its_flow_kind,
-  ::test_admin_consent_state_is_single_use_and_unknown_state_is_refused
+  ::test_admin_consent_state_is_signed_and_unknown_forged_or_expired_state_is_refused
 - PKCE: ::test_pkce_s256_challenge_is_of_the_stored_verifier,
   ::test_a_callback_without_the_right_pkce_verifier_fails, ::test_a_code_injected_from_another_flow_is_refused
 - nonce: ::test_an_id_token_with_another_nonce_is_refused
@@ -29,6 +29,16 @@ connection, Key Vault secret or tenant approval was stored):
 - the emulator's own PKCE S256 enforcement: tests/test_emulator_entra.py::test_missing_or_plain_pkce_is_rejected,
   ::test_pkce_verifier_and_redirect_uri_must_match; its id_token knob (wrong nonce, foreign tid):
   ::test_id_token_claims_knob_lays_claims_over_the_id_token
+- forwarded links (login / account-linking CSRF, issue 13): the claim step and browser binding in
+  tests/test_connect_claim.py::test_forwarded_link_completed_by_someone_else_attaches_nothing,
+  ::test_forwarded_sign_in_url_is_refused_without_the_binding_cookie, ::test_binding_cookie_attributes,
+  ::test_claim_replay_tampering_unknown_and_bad_bodies,
+  ::test_an_unclaimed_result_expires_and_is_purged_with_its_secret,
+  ::test_one_mailbox_two_user_refs_two_connections_pacing_shared (no re-homing),
+  ::test_anonymous_admin_consent_requests_write_nothing, ::test_one_users_token_endpoint_failure_is_not_anothers;
+  in a real browser with two contexts:
+  tests/test_browser.py::test_a_forwarded_connect_link_never_attaches_the_strangers_mailbox,
+  ::test_a_forwarded_microsoft_sign_in_url_is_refused_in_another_browser
 
 Everything else:
 - function key on every non-anonymous route (header and ?code=), anonymous routes open:

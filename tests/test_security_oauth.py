@@ -17,6 +17,9 @@ connection row, no Key Vault secret (and, for admin consent, no tenant approval)
 - injection: error / error_description / tenant values on the callbacks are never reflected beyond
   the stable code.
 
+Forwarded links (the claim step, the browser-binding cookie, no re-homing) are in
+tests/test_connect_claim.py and, with two real browser contexts, tests/test_browser.py.
+
 The non-OAuth security cases are indexed in tests/test_security.py.
 """
 
