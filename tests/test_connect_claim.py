@@ -245,3 +245,20 @@ def test_admin_consent_with_default_covers_everything_users_ask(mailbridge, emul
     assert done.status_code == 200, done.get_body()
     result = mb.connect("carol", user_ref="u-carol")
     assert result["status"] == expected or result.get("error") == expected, result
+
+
+def test_a_refresh_failure_is_throttled_per_connection_only(mailbridge, emulator_admin):
+    """The refresh path keeps MSAL's shared HTTP cache (discovery answers): its 5xx/429 throttling is keyed by
+    the refresh token, so one connection's failed refresh does not hold back another's."""
+    mb = mailbridge()
+    alice = mb.services.connections.get(mb.connect("alice", user_ref="u-a")["connection_id"])
+    bob = mb.services.connections.get(mb.connect("bob", user_ref="u-b")["connection_id"])
+    emulator_admin.add_fault("entra.token", "503", count=1, retry_after=5)
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - the transient error type is the token service's business
+            mb.services.tokens.refresh(alice, force=True)
+        before = emulator_admin.counters("calls.entra.token").get("calls.entra.token", 0)
+        mb.services.tokens.refresh(bob, force=True)
+        assert emulator_admin.counters("calls.entra.token")["calls.entra.token"] == before + 1
+    finally:
+        emulator_admin.clear_faults("entra.token")
