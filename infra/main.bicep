@@ -1,6 +1,6 @@
 // Mailbridge: everything `azd up` provisions, at subscription scope.
 // Creates one resource group (rg-<environmentName>) and composes one module per concern:
-// identity, storage, key vault, monitoring, the Flex Consumption function app, the Entra app
+// identity, storage, key vault, monitoring and alerts, the Flex Consumption function app, the Entra app
 // registration (Microsoft Graph Bicep extension), the app settings and the role assignments.
 // No keys, connection secrets or client secrets are created or output: every hop uses the
 // user-assigned managed identity (and the app registration trusts it as a federated credential).
@@ -79,6 +79,9 @@ param producerPrincipalIds array = []
 
 @description('Object ids of the managed identities that may read the events queue (role: eventReaderRole, on that queue only).')
 param eventReaderPrincipalIds array = []
+
+@description('Email address that receives every alert (docs/operations.md). Empty: alerts fire and show in the portal, nobody is mailed.')
+param alertEmail string = ''
 
 @allowed([
   'MessageProcessor'
@@ -231,6 +234,20 @@ module monitoring 'core/monitor/monitoring.bicep' = {
     applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
     location: location
     tags: tags
+  }
+}
+
+module alerts 'core/monitor/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    namePrefix: '${abbrs.insightsAlertRules}${resourceToken}'
+    actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    storageAccountName: storage.outputs.name
+    alertEmail: alertEmail
   }
 }
 

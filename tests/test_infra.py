@@ -215,7 +215,8 @@ def expr(node: Any) -> Any:
     either; tests that need to tell them apart also look at the source text.
     """
     if isinstance(node, dict):
-        if "operator" in node:
+        # A property literally named `operator` or `function` (alert criteria) holds a string, not an expression.
+        if isinstance(node.get("operator"), dict):
             op = node["operator"]
             operands = op.get("operands", {})
             if op["type"] == "property_accessor":
@@ -229,7 +230,7 @@ def expr(node: Any) -> Any:
                     f"{expr(operands['condition'])} ? {expr(operands['true_value'])} : {expr(operands['false_value'])}"
                 )
             return f"{op['type']}({', '.join(str(expr(v)) for v in operands.values())})"
-        if "function" in node:
+        if isinstance(node.get("function"), dict):
             fn = node["function"]
             args = [str(expr(v)) for v in (fn.get("parameters") or {}).values() if v is not None]
             return f"{fn['type']}({', '.join(args)})"
@@ -338,6 +339,7 @@ def test_every_bicep_file_parses(parsed: dict[str, Any]) -> None:
         "core/security/keyvault.bicep",
         "core/storage/storage-account.bicep",
         "core/monitor/monitoring.bicep",
+        "core/monitor/alerts.bicep",
         "core/identity/user-assigned-identity.bicep",
     } <= on_disk
 
@@ -896,3 +898,90 @@ def test_scale_and_limits_are_azd_parameters_flowing_to_the_app(templates: dict[
         64 * 1024,
         150 * 1024 * 1024,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# alerts
+
+ALERT_QUERIES = INFRA / "core" / "monitor" / "queries"
+# Each log alert: its query file, and what the query must look at.
+LOG_ALERTS = {
+    "poison-messages": ("requests", 'operation_Name == "record_poisoned_message"'),
+    "unknown-outcomes": ("traces", 'event == "send" and outcome == "unknown"'),
+    "reauth-required": ("traces", 'code == "reauth_required"'),
+    "credential-failures": ("traces", '"app_credential_failed"'),
+    "function-failures": ("requests", "success == false"),
+    "health-503": ("requests", 'operation_Name == "health" and resultCode == "503"'),
+}
+
+
+def test_alerts_exist_target_app_insights_and_storage_and_mail_the_operator(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    template = templates["core/monitor/alerts.bicep"]
+    definitions = {a["key"]: a for a in expr(template["variables"]["logAlerts"]["value"])}
+    assert set(definitions) == set(LOG_ALERTS)
+    for key, alert in definitions.items():
+        assert alert["query"] == f"load_text_content(queries/{key}.kql)", key
+        assert alert["severity"] in range(5) and alert["displayName"].startswith("Mailbridge: ")
+        assert re.fullmatch(r"PT\d+[MH]", alert["frequency"]) and re.fullmatch(r"PT\d+[MH]", alert["window"])
+    assert definitions["reauth-required"]["threshold"] == "reauthRequiredThreshold"
+    assert all(a["threshold"] == 0 for k, a in definitions.items() if k != "reauth-required")
+    assert definitions["credential-failures"]["severity"] == 0  # nothing sends until the operator acts
+
+    (rules,) = resources_of_type(template, "Microsoft.Insights/scheduledQueryRules").values()
+    assert rules["config"]["loop_type"]["detail"] == {"item_name": "alert", "array_name": "logAlerts"}
+    rule = expr(body(rules))
+    assert rule["kind"] == "LogAlert"
+    props = rule["properties"]
+    assert props["scopes"] == ["applicationInsights.id"], "log alerts query Application Insights"
+    (criterion,) = props["criteria"]["allOf"]
+    assert criterion["query"] == "alert.query" and criterion["threshold"] == "alert.threshold"
+    assert (criterion["timeAggregation"], criterion["operator"]) == ("Count", "GreaterThan")
+    assert props["actions"] == {"actionGroups": ["actionGroup.id"]}
+
+    metric = expr(only(template, "Microsoft.Insights/metricAlerts"))
+    assert metric["properties"]["scopes"] == ["storage.id"], "the storage alert watches the storage account"
+    (storage_criterion,) = metric["properties"]["criteria"]["allOf"]
+    assert storage_criterion["metricName"] == "Transactions"
+    assert metric["properties"]["actions"] == [{"actionGroupId": "actionGroup.id"}]
+    existing = {name: res for name, res in template["resources"].items() if res.get("existing")}
+    assert existing["applicationInsights"]["type"] == "Microsoft.Insights/components"
+    assert existing["storage"]["type"] == "Microsoft.Storage/storageAccounts"
+
+    # The action group: an email receiver only when alertEmail is set; the template stays valid without.
+    group = expr(only(template, "Microsoft.Insights/actionGroups"))["properties"]
+    assert group["emailReceivers"] == (
+        "empty(alertEmail) ? [] : [{'name': 'operator', 'emailAddress': 'alertEmail', 'useCommonAlertSchema': True}]"
+    )
+    assert len(group["groupShortName"]) <= 12 and group["enabled"] is True
+    assert param_default(template, "alertEmail") == ""
+    main = templates["main.bicep"]
+    call = {k: expr(v) for k, v in body(main["modules"]["alerts"])["params"].items()}
+    assert call["applicationInsightsName"] == "monitoring.outputs.applicationInsightsName"
+    assert call["storageAccountName"] == "storage.outputs.name"
+    assert call["alertEmail"] == "alertEmail" and param_default(main, "alertEmail") == ""
+    assert _parameter_values()["alertEmail"] == "${ALERT_EMAIL=}"
+
+
+def test_alert_queries_are_the_ones_in_operations_md_and_reference_no_keys() -> None:
+    operations = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert {p.stem for p in ALERT_QUERIES.glob("*.kql")} == set(LOG_ALERTS)
+    for key, (table, condition) in LOG_ALERTS.items():
+        query = (ALERT_QUERIES / f"{key}.kql").read_text(encoding="utf-8")
+        body_lines = [line for line in query.splitlines() if not line.startswith("//")]
+        assert body_lines[0] == table, f"{key} reads {body_lines[0]}, expected {table}"
+        assert condition in query, key
+        # No time filter of its own: the rule's window decides (and a person picks the time range).
+        assert "ago(" not in query, key
+        assert f"```kusto\n{query}```" in operations, f"docs/operations.md must show queries/{key}.kql verbatim"
+    text = source("core/monitor/alerts.bicep") + "".join(p.read_text() for p in ALERT_QUERIES.glob("*.kql"))
+    for needle in ("listKeys", "InstrumentationKey", "ConnectionString", "apiKey", "sig=", "webhook", "AccountKey"):
+        assert needle.lower() not in text.lower(), needle
+    # The outcome queries read the line shared/telemetry.py writes.
+    from shared import telemetry
+
+    for key in ("unknown-outcomes", "reauth-required"):
+        query = (ALERT_QUERIES / f"{key}.kql").read_text(encoding="utf-8")
+        assert f'message startswith "{telemetry.PREFIX} "' in query
+        assert 'with (pair_delimiter=" ", kv_delimiter="=")' in query
