@@ -279,6 +279,7 @@ BODIES = st.one_of(
 ROUTES = [
     ("health", "GET", []),
     ("create_connection_link", "POST", []),
+    ("claim_connection", "POST", []),
     ("list_connections", "GET", []),
     ("get_connection", "GET", ["connection_id"]),
     ("delete_connection", "DELETE", ["connection_id"]),

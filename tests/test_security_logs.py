@@ -14,10 +14,19 @@ def test_connect_refresh_and_disconnect_log_no_secrets(mailbridge, caplog):
     link = mb.connect_link("log-user")
     ticket = query_of(link)["ticket"]
     start = mb.start(link)
+    binding = next(iter(mb.cookies.values()))
     authorize_url = start.headers["Location"]
     redirect = mb.authorize(authorize_url, "alice")
     back = query_of(mb.callback(redirect).headers["Location"])
-    cid = back["connection_id"]
+    result = back["result"]
+    mismatch = mb.claim(result, "someone-else")  # a forwarded link's claim: refused, grant discarded
+    assert mismatch.status_code == 403
+    result_ok = query_of(
+        mb.callback(mb.authorize(mb.start(mb.connect_link("log-user")).headers["Location"], "alice")).headers[
+            "Location"
+        ]
+    )["result"]
+    cid = mb.json(mb.claim(result_ok, "log-user"))["connection_id"]
     conn = mb.services.connections.get(cid)
     mb.services.tokens.refresh(conn, force=True)
     cache = json.loads(mb.services.vault.read(conn.secret_name))
@@ -30,6 +39,10 @@ def test_connect_refresh_and_disconnect_log_no_secrets(mailbridge, caplog):
         "code": query_of(redirect)["code"],
         "code_challenge": query_of(authorize_url)["code_challenge"],
         "client secret": mb.env["ENTRA_CLIENT_SECRET"],
+        "connect result": result,
+        "connect result signature": result.split(".")[1],
+        "claimed result": result_ok,
+        "binding cookie": binding,
         "ticket key": mb.env["TICKET_SIGNING_KEY"],
     }
     for kind in ("AccessToken", "RefreshToken", "IdToken"):
