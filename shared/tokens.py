@@ -90,7 +90,7 @@ class TokenService:
 
     def refresh(self, conn: Connection, *, force: bool) -> RefreshOutcome:
         """Under the connection's lease: read the stored cache, acquire silently (forced or not), write back."""
-        with self.locks.hold(conn.connection_id):
+        with self.locks.hold(conn.connection_id) as held:
             if not force:
                 # Another thread may have refreshed while we waited for the lock: reuse its token.
                 hit = self._remembered(conn.connection_id)
@@ -135,6 +135,7 @@ class TokenService:
             wrote = False
             old_secret = None
             if cache.has_state_changed:
+                held.check()  # never write under a lease someone else holds now (their cache may be newer)
                 old_secret = self._write_back(fresh, cache.serialize())
                 wrote = True
             if refreshed or wrote:

@@ -6,13 +6,18 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import msal
 import pytest
 
-from shared.errors import ReauthRequired
+from shared import locks as locks_module
+from shared.errors import ReauthRequired, TemporarilyUnavailable
+from shared.locks import ConnectionLocks
 from shared.refresh import KeepAlive
+from shared.storage import StorageClients
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = 86400
@@ -228,3 +233,35 @@ def test_key_vault_versions_stay_bounded_by_moving_to_a_new_secret(mailbridge, e
     versions = list(mb.services.vault.client.list_properties_of_secret_versions(conn.secret_name))
     assert 1 <= len(versions) <= 3
     assert mb.services.tokens.refresh(conn, force=True).refreshed
+
+
+@pytest.mark.slow
+def test_the_refresh_lease_outlives_a_slow_key_vault_inside_it(mailbridge, emulator, emulator_admin, monkeypatch):
+    """BUG (issue 14 item 8): the Blob lease (30 s) was never renewed, while Key Vault back-off inside it can
+    sleep 31 s per call: the lease expired under the holder and a second refresher (another instance) got in,
+    so two refreshers could each store their own cache. Now a renewal thread keeps it while the work runs.
+    Here the lease is 15 s (Azure's minimum) and one Key Vault read takes 18 s."""
+    monkeypatch.setattr(locks_module, "LEASE_SECONDS", 15)
+    mb = mailbridge()
+    cid = mb.connect("alice")["connection_id"]
+    emulator_admin.add_fault("kv.getSecret", "latency", count=1, latency_ms=18_000)
+    outcome: dict[str, object] = {}
+
+    def slow_refresh() -> None:
+        try:
+            outcome["result"] = mb.services.tokens.refresh(mb.services.connections.get(cid), force=True)
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+
+    holder = threading.Thread(target=slow_refresh)
+    holder.start()
+    time.sleep(16.5)  # past the lease's own 15 s, while the holder still waits for Key Vault
+    other_instance = ConnectionLocks(StorageClients(mb.services.settings), wait_seconds=0.5)
+    with pytest.raises(TemporarilyUnavailable):
+        with other_instance.hold(cid):
+            pass
+    holder.join(timeout=60)
+    assert "error" not in outcome, outcome
+    assert outcome["result"].refreshed and outcome["result"].wrote_cache
+    with other_instance.hold(cid):  # released at the end: the next refresher gets in at once
+        pass
