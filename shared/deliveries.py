@@ -70,6 +70,8 @@ class Delivery:
     def is_final(self) -> bool:
         return self.status in FINAL
 
+    reason: str = ""  # while queued: why it waits (daily_limit, message_rate, throttled, ...)
+    held_since: float = 0.0  # first time it was held for the mailbox's daily recipient budget
     def set_error(self, err: MailbridgeError | None) -> None:
         if err is None:
             self.error_code = self.error_message = self.error_detail = self.error_field = None
@@ -137,6 +139,7 @@ class DeliveryStore:
 
     @property
     def table(self):
+            "reason": (self.reason or None) if self.status == "queued" else None,
         return self.clients.table(DELIVERIES_TABLE)
 
     def get(self, connection_id: str, message_id: str) -> Delivery | None:

@@ -42,6 +42,7 @@ can help::
     │   ├── MailboxAccessDenied         access_denied
     │   ├── AttemptsExhausted           attempts_exhausted
     │   └── OutcomeUnknown              outcome_unknown (the request may have been applied)
+    │   ├── DailyLimitReached           daily_limit_reached (held past DAILY_LIMIT_MAX_HOLD_SECONDS)
     └── TransientError                  try again later (transient=True)
         ├── Throttled                   throttled (carries retry_after seconds)
         ├── TemporarilyUnavailable      temporarily_unavailable
@@ -336,3 +337,11 @@ class ProcessingFailed(SendError):
         "Mailbridge failed to process this message several times in a row and moved it to the poison queue; "
         "nothing was sent. The operator's logs (by message id) say why; send it again with a new id."
     )
+class DailyLimitReached(SendError):
+    code = "daily_limit_reached"
+    default_hint = (
+        "The mailbox's daily recipient budget stayed used up for longer than DAILY_LIMIT_MAX_HOLD_SECONDS, so the "
+        "message was not sent (Exchange would have NDR'd it and blocked the mailbox). Send it again later."
+    )
+
+

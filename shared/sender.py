@@ -20,6 +20,7 @@ from typing import Any
 
 from shared import errors
 from shared.attachments import AttachmentStore
+from shared.budget import Admission, Mailbox, MailboxBudget
 from shared.deliveries import UNREADABLE_PARTITION, Delivery, DeliveryStore, RecordContended
 from shared.drafts import send_via_draft
 from shared.events import EventPublisher
@@ -33,7 +34,6 @@ from shared.mail import (
     is_queue_name,
     parse_message,
 )
-from shared.pacing import MailboxPacer
 from shared.settings import Settings
 from shared.storage import StorageClients
 from shared.store import Connection, ConnectionStore
@@ -67,7 +67,7 @@ class Sender:
         connections: ConnectionStore,
         tokens: TokenService,
         graph: GraphClient,
-        pacer: MailboxPacer,
+        budget: MailboxBudget,
         deliveries: DeliveryStore,
         events: EventPublisher,
         attachments: AttachmentStore,
@@ -78,7 +78,7 @@ class Sender:
         self.connections = connections
         self.tokens = tokens
         self.graph = graph
-        self.pacer = pacer
+        self.budget = budget
         self.deliveries = deliveries
         self.events = events
         self.attachments = attachments
@@ -162,15 +162,17 @@ class Sender:
         draft_mode = self._use_drafts(msg, conn, uploads)
         record.mode = "draft" if draft_mode else "sendMail"
         mailbox = conn.mailbox
+        budget_of = Mailbox(conn.tenant_id, conn.object_id)
         if msg.from_ and self.settings.send_as_endpoint == "users" and not draft_mode:
-            mailbox = msg.from_.address
+            mailbox = msg.from_.address  # /users/{from}/sendMail counts against the `from` mailbox
+            budget_of = Mailbox(conn.tenant_id, mailbox.lower())
         record.mailbox = mailbox.lower()
 
-        admission = self.pacer.admit(mailbox, msg.recipient_count())
+        admission = self.budget.admit(budget_of, msg.recipient_count())
         if not admission.admitted:
-            logger.info("Message %s paced (%s): retry in %.1fs", msg.id, admission.reason, admission.delay)
-            return self._reschedule(msg, record, admission.delay, None)
-        with self.pacer.slot(admission):
+            return self._not_admitted(msg, record, admission)
+        record.reason, record.held_since = "", 0.0
+        with self.budget.slot(admission):
             try:
                 token = self._token(conn)
             except errors.ReauthRequired as exc:
@@ -183,6 +185,26 @@ class Sender:
                 delay = self.busy_recheck_s * random.uniform(1, 1.5)
                 return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
             return self._send(msg, conn, token, record, uploads, draft_mode)
+
+    def _not_admitted(self, msg: SendMessage, record: Delivery, admission: Admission) -> Outcome:
+        """The mailbox's budget said no: rejected over the per-message limit, held while the daily recipient
+        budget is used up (never sent to be NDR'd), failed past the longest hold, else paced."""
+        if isinstance(admission.error, errors.TooManyRecipients):
+            return self._finish(msg, record, "rejected", admission.error)
+        if admission.error is not None:
+            return self._finish(msg, record, "failed", admission.error)
+        record.reason = admission.reason
+        if admission.reason != "daily_limit":
+            logger.info("Message %s paced (%s): retry in %.1fs", msg.id, admission.reason, admission.delay)
+            return self._reschedule(msg, record, admission.delay, None)
+        now = time.time()
+        record.held_since = record.held_since or now
+        if now + admission.delay - record.held_since > self.settings.daily_limit_max_hold_seconds:
+            err = errors.DailyLimitReached(detail=f"held {now - record.held_since:.0f}s for the daily recipient budget")
+            return self._finish(msg, record, "failed", err)
+        logger.info("Message %s held for the mailbox's daily recipient budget: %.0fs", msg.id, admission.delay)
+        record.reschedules -= 1  # a hold is not a pacing attempt: it never runs out MAX_RESCHEDULES
+        return self._reschedule(msg, record, admission.delay, None)
 
     def _send(
         self,

@@ -22,10 +22,10 @@ from shared.tokens import TokenService
 
 if TYPE_CHECKING:
     from shared.attachments import AttachmentStore
+    from shared.budget import MailboxBudget
     from shared.deliveries import DeliveryStore
     from shared.events import EventPublisher
     from shared.graph import GraphClient
-    from shared.pacing import MailboxPacer
     from shared.sender import Sender
 
 
@@ -109,14 +109,33 @@ class Services:
         return AttachmentStore(self.storage, self.settings.attachments_container)
 
     @cached_property
-    def pacer(self) -> MailboxPacer:
-        """Per-process pacing; tests replace it with scaled-down windows (``services.pacer = MailboxPacer(...)``)."""
-        from shared.pacing import MailboxPacer
+    def budget(self) -> MailboxBudget:
+        """Per-mailbox sending budgets shared by every instance (tests scale them with the MAILBOX_* settings)."""
+        from shared.budget import Limits, MailboxBudget
 
-        return MailboxPacer(
-            max_concurrency=self.settings.mailbox_concurrency,
-            messages_per_window=self.settings.mailbox_messages_per_minute,
-            recipients_per_window=self.settings.mailbox_recipients_per_day,
+        s = self.settings
+        work = Limits(
+            messages_per_window=s.mailbox_messages_per_minute,
+            message_window_s=s.mailbox_message_window_seconds,
+            recipients_per_window=s.mailbox_recipients_per_day,
+            recipient_window_s=s.mailbox_recipient_window_seconds,
+            recipients_per_message=s.mailbox_recipients_per_message,
+            max_concurrency=s.mailbox_concurrency,
+        )
+        consumer = Limits(
+            messages_per_window=s.mailbox_messages_per_minute,
+            message_window_s=s.mailbox_message_window_seconds,
+            recipients_per_window=s.consumer_recipients_per_day,
+            recipient_window_s=s.mailbox_recipient_window_seconds,
+            recipients_per_message=s.consumer_recipients_per_message,
+            max_concurrency=s.mailbox_concurrency,
+        )
+        return MailboxBudget(
+            self.storage,
+            work,
+            consumer,
+            lease_s=s.mailbox_budget_lease_seconds,
+            max_wait_s=s.mailbox_max_wait_seconds,
         )
 
     @cached_property
@@ -129,7 +148,7 @@ class Services:
             self.connections,
             self.tokens,
             self.graph,
-            self.pacer,
+            self.budget,
             self.deliveries,
             self.events,
             self.attachments,

@@ -79,6 +79,15 @@ class Settings:
     mailbox_concurrency: int = 4
     mailbox_messages_per_minute: int = 30
     mailbox_recipients_per_day: int = 10_000
+    # Shared per-mailbox budgets (shared/budget.py, docs/sending.md): windows, consumer limits, lease, holds.
+    mailbox_message_window_seconds: float = 60.0
+    mailbox_recipient_window_seconds: float = 86_400.0
+    mailbox_recipients_per_message: int = 500
+    consumer_recipients_per_day: int = 300
+    consumer_recipients_per_message: int = 100
+    mailbox_budget_lease_seconds: float = 60.0
+    mailbox_max_wait_seconds: float = 5.0
+    daily_limit_max_hold_seconds: int = 3 * 86_400
     send_as_endpoint: str = "me"  # "me": /me/sendMail with from; "users": /users/{from}/sendMail
     version: str = VERSION
 
@@ -297,6 +306,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mailbox_concurrency=_int(env, "MAILBOX_CONCURRENCY", 4, 1, 16),
         mailbox_messages_per_minute=_int(env, "MAILBOX_MESSAGES_PER_MINUTE", 30, 1, 10_000),
         mailbox_recipients_per_day=_int(env, "MAILBOX_RECIPIENTS_PER_DAY", 10_000, 1, 1_000_000),
+        mailbox_message_window_seconds=float(_int(env, "MAILBOX_MESSAGE_WINDOW_SECONDS", 60, 1, 3600)),
+        mailbox_recipient_window_seconds=float(_int(env, "MAILBOX_RECIPIENT_WINDOW_SECONDS", 86_400, 10, 7 * 86_400)),
+        mailbox_recipients_per_message=_int(env, "MAILBOX_RECIPIENTS_PER_MESSAGE", 500, 1, 500),
+        consumer_recipients_per_day=_int(env, "CONSUMER_RECIPIENTS_PER_DAY", 300, 1, 1_000_000),
+        consumer_recipients_per_message=_int(env, "CONSUMER_RECIPIENTS_PER_MESSAGE", 100, 1, 500),
+        mailbox_budget_lease_seconds=float(_int(env, "MAILBOX_BUDGET_LEASE_SECONDS", 60, 2, 600)),
+        mailbox_max_wait_seconds=float(_int(env, "MAILBOX_MAX_WAIT_SECONDS", 5, 0, 60)),
+        daily_limit_max_hold_seconds=_int(env, "DAILY_LIMIT_MAX_HOLD_SECONDS", 3 * 86_400, 0, 6 * 86_400),
         send_as_endpoint=_send_as_endpoint(env),
     )
 

@@ -179,12 +179,13 @@ def test_one_mailbox_two_user_refs_two_connections_pacing_shared(mailbridge):
 
 
 def test_pacing_belongs_to_the_mailbox_not_the_connection(mailbridge):
-    from shared.pacing import MailboxPacer
+    from shared.budget import Limits, MailboxBudget
 
     mb = mailbridge()
     one = mb.connect("alice", user_ref="first")["connection_id"]
     two = mb.connect("alice", user_ref="second")["connection_id"]
-    mb.services.pacer = MailboxPacer(max_concurrency=4, messages_per_window=1, recipients_per_window=1000)
+    limits = Limits(max_concurrency=4, messages_per_window=1, recipients_per_window=1000)
+    mb.services.budget = MailboxBudget(mb.services.storage, limits, limits, max_wait_s=0)
     assert mb.json(send_test(mb, one))["status"] == "sent"
     paced = send_test(mb, two)
     assert paced.status_code == 202, "the second connection of the same mailbox shares its window"

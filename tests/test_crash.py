@@ -18,7 +18,7 @@ import pytest
 
 from bench.crash import CrashPlan, run_crash
 from bench.soak import write_report
-from shared.pacing import Admission
+from shared.budget import Admission
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 
@@ -87,15 +87,15 @@ def test_a_recovered_send_ends_unknown_even_when_the_redelivery_is_delayed_or_th
     _die_after_graph_accepted(kit, monkeypatch, msg)
     sender = kit.services.sender
     if obstacle == "paced":  # the redelivered copy finds the mailbox's window full once
-        admit, refused = sender.pacer.admit, []
+        admit, refused = sender.budget.admit, []
 
         def admit_once_refused(mailbox, recipients):
             if not refused:
                 refused.append(mailbox)
-                return Admission(mailbox, delay=5.0, reason="messages_per_minute")
+                return Admission(mailbox.key, delay=5.0, reason="message_rate")
             return admit(mailbox, recipients)
 
-        monkeypatch.setattr(sender.pacer, "admit", admit_once_refused)
+        monkeypatch.setattr(sender.budget, "admit", admit_once_refused)
     elif obstacle == "token_throttled":
         kit.services.tokens.forget(cid)
         kit.services.vault.max_attempts = 1

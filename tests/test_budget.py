@@ -1,0 +1,148 @@
+"""shared/budget.py against real Azurite with a fake clock: one mailbox's limits shared by several
+instances (each a MailboxBudget with its own id, as each Functions instance has its own process) and
+surviving a recycle (a new MailboxBudget reads what the old one reserved)."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from shared.budget import CONSUMER_TENANT_ID, Limits, Mailbox, MailboxBudget
+from shared.settings import StorageSettings
+from shared.storage import StorageClients
+
+BOX = Mailbox("11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def make_budget(storage_conn, unique_name):
+    """Factory: ``make_budget(name, **limits)`` -> an instance's budget on one shared table and clock."""
+    clock = FakeClock()
+    storage = SimpleNamespace(storage=StorageSettings(connection_string=storage_conn), table_prefix=unique_name)
+
+    def make(name: str = "a", lease_s: float = 60.0, max_wait_s: float = 0.0, **limits) -> MailboxBudget:
+        lim = Limits(**limits)
+        return MailboxBudget(
+            StorageClients(storage),
+            lim,
+            Limits(recipients_per_window=3, recipients_per_message=2, **_rates(limits)),
+            lease_s=lease_s,
+            max_wait_s=max_wait_s,
+            clock=clock,
+            instance_id=name,
+        )
+
+    make.clock = clock
+    return make
+
+
+def _rates(limits: dict) -> dict:
+    return {k: v for k, v in limits.items() if k in ("messages_per_window", "message_window_s", "max_concurrency")}
+
+
+def _send(budget: MailboxBudget, recipients: int = 1, box: Mailbox = BOX):
+    adm = budget.admit(box, recipients)
+    if adm.admitted:
+        budget.release(adm)
+    return adm
+
+
+def test_one_instance_limits_concurrency_messages_and_recipients(make_budget):
+    budget = make_budget(
+        max_concurrency=2, messages_per_window=3, message_window_s=60, recipients_per_window=10, recipient_window_s=3600
+    )
+    clock = make_budget.clock
+    a, b = budget.admit(BOX, 1), budget.admit(BOX, 1)
+    assert a.admitted and b.admitted
+    busy = budget.admit(BOX, 1)
+    assert not busy.admitted and busy.reason == "concurrency"
+    budget.release(a), budget.release(b)
+    assert _send(budget).admitted  # third message of the window
+    full = budget.admit(BOX, 1)
+    assert not full.admitted and full.reason == "message_rate" and 59 <= full.delay <= 66
+    later = budget.admit(BOX, 1)
+    assert later.delay > full.delay, "a backlog gets spread-out reservations, not one thundering herd"
+    clock.now += 61
+    assert _send(budget, 5).admitted
+    big = budget.admit(BOX, 3)
+    assert not big.admitted and big.reason == "daily_limit", "3 + 5 + 3 recipients > 10 per hour"
+    assert 3500 <= big.delay <= 3700 + 3600 / 96
+    clock.now += 3700 + 3600 / 96
+    assert _send(budget, 3).admitted
+
+
+def test_a_send_leaves_the_window_a_full_window_after_graph_answered(make_budget):
+    budget = make_budget(max_concurrency=4, messages_per_window=2, message_window_s=10)
+    clock = make_budget.clock
+    quick, slow = budget.admit(BOX, 1), budget.admit(BOX, 1)
+    clock.now += 0.1
+    budget.release(quick)
+    clock.now += 4.9
+    budget.release(slow)
+    clock.now += 5.05  # 10 s after both admissions, not after quick's answer
+    assert not budget.admit(BOX, 1).admitted
+    clock.now += 0.1
+    assert _send(budget).admitted
+    held = budget.admit(BOX, 1)
+    assert not held.admitted and held.reason == "message_rate" and held.delay >= 4.7
+
+
+def test_the_budget_waits_briefly_in_process_for_a_free_slot(make_budget):
+    budget = make_budget(max_concurrency=1, max_wait_s=5)
+    first = budget.admit(BOX, 1)
+    threading.Timer(0.05, budget.release, args=(first,)).start()
+    assert budget.admit(BOX, 1).admitted
+
+
+def test_instances_share_one_mailboxs_window_and_never_exceed_it_together(make_budget):
+    a = make_budget("a", lease_s=20, messages_per_window=6, message_window_s=10)
+    b = make_budget("b", lease_s=20, messages_per_window=6, message_window_s=10)
+    clock = make_budget.clock
+    assert all(_send(a).admitted for _ in range(6)), "alone, instance a may use the whole window"
+    pending = b.admit(BOX, 1)
+    assert not pending.admitted and pending.reason == "share_pending", "b waits: a's share is the whole window"
+    clock.now += 10.5  # a's sends left the window, but a's share stands until a renews at half its lease
+    assert not b.admit(BOX, 1).admitted
+    clock.now += 0.5  # a renews (half its lease gone) and shrinks to the even split, 3 + 3
+    assert _send(a).admitted
+    clock.now += 3
+    sent = sum(_send(b).admitted for _ in range(6)) + sum(_send(a).admitted for _ in range(6))
+    assert sent == 5, "6 per window between them (a sent 1 of its 3 a moment ago), not 6 each"
+
+
+def test_a_recycled_instance_does_not_reset_the_daily_budget(make_budget):
+    first = make_budget("old", recipients_per_window=5, recipient_window_s=3600)
+    assert _send(first, 2).admitted, "its block reserves the 5 recipients of the window"
+    make_budget.clock.now += 120  # the instance dies before reporting what it used; its lease ends
+    fresh = make_budget("new", recipients_per_window=5, recipient_window_s=3600)
+    held = fresh.admit(BOX, 1)
+    assert not held.admitted and held.reason == "daily_limit", "the dead instance's block counts as sent"
+    assert 3500 <= held.delay <= 3600 + 3600 / 96 + 1
+    make_budget.clock.now += held.delay
+    assert _send(fresh, 5).admitted
+
+
+def test_personal_mailboxes_get_the_consumer_limits(make_budget):
+    budget = make_budget(recipients_per_window=100, recipients_per_message=50)
+    personal = Mailbox(CONSUMER_TENANT_ID, "33333333-3333-3333-3333-333333333333")
+    refused = budget.admit(personal, 3)
+    assert refused.error is not None and refused.error.code == "too_many_recipients"
+    assert _send(budget, 2, personal).admitted
+    assert budget.admit(personal, 2).reason == "daily_limit", "the consumer budget here is 3 a window"
+    assert _send(budget, 40).admitted, "a work mailbox of the same app keeps its own, larger budget"
+
+
+def test_a_message_larger_than_the_whole_daily_budget_fails_at_once(make_budget):
+    budget = make_budget(recipients_per_window=4, recipients_per_message=10)
+    adm = budget.admit(BOX, 5)
+    assert adm.error is not None and adm.error.code == "daily_limit_reached"
