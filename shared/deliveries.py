@@ -1,6 +1,8 @@
 """Delivery records: one Table row per message (Alloy's "outgoing log"), and the idempotency guard.
 
-PartitionKey = connection id, RowKey = the client's message id. A message whose id or connection id
+PartitionKey = connection id, RowKey = the client's message id; next to each, in the same partition and
+written in the same transaction, an outgoing-log index row (``~t<inverted time>-<message id>``) so
+``GET /api/messages?connection_id=`` lists newest first without scanning. A message whose id or connection id
 cannot be read is still recorded, under PartitionKey ``_unreadable`` and RowKey ``queue-<queue message
 id>``. Rows move through::
 
@@ -23,6 +25,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableTransactionError
 
 from shared.errors import MailbridgeError
 from shared.settings import DELIVERIES_TABLE
@@ -30,6 +33,23 @@ from shared.storage import StorageClients
 from shared.store import is_safe_key
 
 FINAL = frozenset({"sent", "failed", "unknown", "rejected"})
+STATUSES = frozenset({"queued", "sending"}) | FINAL
+# Outgoing-log index rows share the record's partition: RowKey ``~t<13-digit inverted ms>-<message id>``,
+# newest first in key order. '~' sorts after every character a message id may hold, so the index range
+# never meets a record's RowKey (shared/outgoing_log.py reads it).
+LOG_PREFIX = "~t"
+_MAX_MS = 9_999_999_999_999
+
+
+def log_key(created_at: float, message_id: str) -> str:
+    return f"{LOG_PREFIX}{_MAX_MS - int(created_at * 1000):013d}-{message_id}"
+
+
+def log_bound(ts: float) -> str:
+    """The index key prefix of time ``ts`` (keys of records created at or after ``ts`` sort at or before it)."""
+    return f"{LOG_PREFIX}{_MAX_MS - int(ts * 1000):013d}"
+
+
 UNREADABLE_PARTITION = "_unreadable"
 
 
@@ -50,6 +70,8 @@ class Delivery:
     completed_at: float = 0.0
     next_attempt_at: float = 0.0
     lease_until: float = 0.0  # while status is sending: the owner is working on it until then
+    reason: str = ""  # while queued: why it waits (daily_limit, message_rate, throttled, ...)
+    held_since: float = 0.0  # first time it was held for the mailbox's daily recipient budget
     mode: str = ""  # sendMail | draft
     phase: str = ""  # draft mode: "" | send_requested
     mailbox: str = ""
@@ -70,8 +92,6 @@ class Delivery:
     def is_final(self) -> bool:
         return self.status in FINAL
 
-    reason: str = ""  # while queued: why it waits (daily_limit, message_rate, throttled, ...)
-    held_since: float = 0.0  # first time it was held for the mailbox's daily recipient budget
     def set_error(self, err: MailbridgeError | None) -> None:
         if err is None:
             self.error_code = self.error_message = self.error_detail = self.error_field = None
@@ -119,6 +139,7 @@ class Delivery:
             "sending_at": iso(self.sending_at),
             "completed_at": iso(self.completed_at),
             "next_attempt_at": iso(self.next_attempt_at) if self.status == "queued" else None,
+            "reason": (self.reason or None) if self.status == "queued" else None,
             "graph_request_id": self.graph_request_id,
             "error": error,
             "metadata": self.metadata,
@@ -139,7 +160,6 @@ class DeliveryStore:
 
     @property
     def table(self):
-            "reason": (self.reason or None) if self.status == "queued" else None,
         return self.clients.table(DELIVERIES_TABLE)
 
     def get(self, connection_id: str, message_id: str) -> Delivery | None:
@@ -152,13 +172,23 @@ class DeliveryStore:
         return Delivery.from_entity(entity)
 
     def create(self, record: Delivery) -> bool:
-        """Insert; False when a row with these keys already exists (someone else owns the id)."""
+        """Insert the row and its outgoing-log index row in one entity-group transaction (one round trip,
+        both or neither); False when a row with these keys already exists (someone else owns the id)."""
         record.created_at = record.updated_at = record.created_at or time.time()
+        index = {
+            "PartitionKey": record.connection_id,
+            "RowKey": log_key(record.created_at, record.message_id),
+            "message_id": record.message_id,
+        }
         try:
-            meta = self.table.create_entity(record.to_entity())
+            metas = self.table.submit_transaction([("create", record.to_entity()), ("create", index)])
         except ResourceExistsError:
             return False
-        record.etag = meta["etag"]
+        except TableTransactionError as exc:
+            if exc.status_code == 409 or exc.error_code == "EntityAlreadyExists":
+                return False
+            raise
+        record.etag = metas[0]["etag"]
         return True
 
     def update(self, record: Delivery, *, force: bool = False) -> None:

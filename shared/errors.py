@@ -14,6 +14,7 @@ can help::
     │   │   ├── TooManyRecipients       too_many_recipients
     │   │   ├── HeaderInjection         header_injection
     │   │   ├── InvalidHeader           invalid_header
+    │   │   │   └── TooManyHeaders      too_many_headers (Graph takes 5 internetMessageHeaders, ours included)
     │   │   └── SendAsNotEnabled        send_as_not_enabled
     │   ├── ReturnUrlNotAllowed         return_url_not_allowed (400)
     │   ├── NotFound                    not_found              (404)
@@ -41,8 +42,8 @@ can help::
     │   ├── InvalidRecipients           invalid_recipients
     │   ├── MailboxAccessDenied         access_denied
     │   ├── AttemptsExhausted           attempts_exhausted
-    │   └── OutcomeUnknown              outcome_unknown (the request may have been applied)
     │   ├── DailyLimitReached           daily_limit_reached (held past DAILY_LIMIT_MAX_HOLD_SECONDS)
+    │   └── OutcomeUnknown              outcome_unknown (the request may have been applied)
     └── TransientError                  try again later (transient=True)
         ├── Throttled                   throttled (carries retry_after seconds)
         ├── TemporarilyUnavailable      temporarily_unavailable
@@ -307,6 +308,14 @@ class InvalidHeader(InvalidMessage):
     default_hint = "Custom headers must be named x-... (letters, digits, hyphens) and x-mailbridge-* is reserved."
 
 
+class TooManyHeaders(InvalidHeader):
+    code = "too_many_headers"
+    default_hint = (
+        "A message may carry at most 4 custom headers: Microsoft Graph takes 5 internetMessageHeaders and "
+        "Mailbridge adds x-mailbridge-id. Merge values into fewer headers."
+    )
+
+
 class UnknownConnection(NotFound):
     code = "unknown_connection"
     default_hint = "No connected mailbox has this connection_id (never connected, or disconnected)."
@@ -331,12 +340,6 @@ class AttemptsExhausted(SendError):
     default_hint = "The message was delayed too many times (throttling or pacing) and was given up."
 
 
-class ProcessingFailed(SendError):
-    code = "processing_failed"
-    default_hint = (
-        "Mailbridge failed to process this message several times in a row and moved it to the poison queue; "
-        "nothing was sent. The operator's logs (by message id) say why; send it again with a new id."
-    )
 class DailyLimitReached(SendError):
     code = "daily_limit_reached"
     default_hint = (
@@ -345,3 +348,9 @@ class DailyLimitReached(SendError):
     )
 
 
+class ProcessingFailed(SendError):
+    code = "processing_failed"
+    default_hint = (
+        "Mailbridge failed to process this message several times in a row and moved it to the poison queue; "
+        "nothing was sent. The operator's logs (by message id) say why; send it again with a new id."
+    )
