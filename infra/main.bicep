@@ -54,6 +54,9 @@ param entraTenant string = ''
 @description('Client id of an app registration created outside this template (national clouds, or no Graph permission to deploy). Empty: the template creates the registration.')
 param entraClientId string = ''
 
+@description('https://origin of a custom domain in front of the app (docs/operations.md, custom domain). Empty: the function app\'s own https://<name>.azurewebsites.net.')
+param customBaseUrl string = ''
+
 @description('Comma-separated origins (https://app.example.com) that connect links may return to. Empty: only the app\'s own origin (the app refuses to start with none).')
 param allowedReturnOrigins string = ''
 
@@ -270,6 +273,9 @@ module functionApp 'core/host/functions-flexconsumption.bicep' = {
   }
 }
 
+// Where browsers reach the app: the custom domain when one is set, else the function app's host name.
+var publicBaseUrl = empty(customBaseUrl) ? functionApp.outputs.uri : customBaseUrl
+
 module appRegistration 'app/appregistration.bicep' = if (empty(entraClientId)) {
   name: 'appregistration'
   scope: rg
@@ -277,7 +283,7 @@ module appRegistration 'app/appregistration.bicep' = if (empty(entraClientId)) {
     uniqueName: 'mailbridge-${resourceToken}'
     displayName: 'Mailbridge (${environmentName})'
     signInAudience: signInAudience
-    publicBaseUrl: functionApp.outputs.uri
+    publicBaseUrl: publicBaseUrl
     enableSharedMailboxes: enableSharedMailboxes
     enableMailReadWrite: enableMailReadWrite
     managedIdentityPrincipalId: identity.outputs.principalId
@@ -300,8 +306,8 @@ module appSettings 'app/appsettings.bicep' = {
     entraClientId: effectiveEntraClientId
     entraTenant: effectiveEntraTenant
     azureCloud: effectiveCloud
-    publicBaseUrl: functionApp.outputs.uri
-    allowedReturnOrigins: empty(allowedReturnOrigins) ? functionApp.outputs.uri : allowedReturnOrigins
+    publicBaseUrl: publicBaseUrl
+    allowedReturnOrigins: empty(allowedReturnOrigins) ? publicBaseUrl : allowedReturnOrigins
     outboundQueueName: outboundQueueName
     eventsQueueName: eventsQueueName
     attachmentsContainerName: attachmentsContainerName
@@ -344,7 +350,7 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_CLOUD string = effectiveCloud
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output SERVICE_API_NAME string = functionApp.outputs.name
-output PUBLIC_BASE_URL string = functionApp.outputs.uri
+output PUBLIC_BASE_URL string = publicBaseUrl
 output ENTRA_CLIENT_ID string = effectiveEntraClientId
 output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output KEY_VAULT_URL string = keyVault.outputs.uri

@@ -749,7 +749,7 @@ def test_app_registration_has_a_federated_credential_and_no_password(templates: 
     assert audiences["china"] == "api://AzureADTokenExchangeChina"
     call = body(templates["main.bicep"]["modules"]["appRegistration"])["params"]
     assert expr(call["managedIdentityPrincipalId"]) == "identity.outputs.principalId"
-    assert expr(call["publicBaseUrl"]) == "functionApp.outputs.uri"
+    assert expr(call["publicBaseUrl"]) == "publicBaseUrl"
 
 
 def test_app_registration_asks_only_for_the_delegated_mail_scopes(templates: dict[str, dict[str, Any]]) -> None:
@@ -828,13 +828,15 @@ def test_main_feeds_the_settings_their_values(templates: dict[str, dict[str, Any
     call = {k: expr(v) for k, v in body(main["modules"]["appSettings"])["params"].items()}
     assert call["identityClientId"] == "identity.outputs.clientId"
     assert call["keyVaultUrl"] == "keyVault.outputs.uri"
-    assert call["publicBaseUrl"] == "functionApp.outputs.uri"
+    assert call["publicBaseUrl"] == "publicBaseUrl"
+    # A custom domain replaces the host name everywhere browsers meet it: settings, redirect URIs, output.
+    assert variables["publicBaseUrl"] == "empty(customBaseUrl) ? functionApp.outputs.uri : customBaseUrl"
+    assert param_default(main, "customBaseUrl") == "" and _parameter_values()["customBaseUrl"] == "${CUSTOM_BASE_URL=}"
+    assert expr(main["outputs"]["PUBLIC_BASE_URL"]["value"]) == "publicBaseUrl"
     assert call["ticketKeySecretUri"] == "ticketKey.outputs.secretUri"
     assert call["entraClientId"] == "effectiveEntraClientId"
     assert call["outboundQueueName"] == "outboundQueueName"
-    assert call["allowedReturnOrigins"] == (
-        "empty(allowedReturnOrigins) ? functionApp.outputs.uri : allowedReturnOrigins"
-    )
+    assert call["allowedReturnOrigins"] == ("empty(allowedReturnOrigins) ? publicBaseUrl : allowedReturnOrigins")
     assert variables["effectiveEntraClientId"] == (
         "empty(entraClientId) ? appRegistration.outputs.appId : entraClientId"
     )
