@@ -44,13 +44,20 @@ def _step(step: BrowserStep) -> func.HttpResponse:
 @connect_bp.route(route="connections", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @api
 def list_connections(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response(_service().list_for_user(req.params.get("user_ref")))
+    return json_response(_service().list_for_user(req.params.get("user_ref"), req.params.get("include")))
 
 
 @connect_bp.route(route="connections/{connection_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @api
 def get_connection(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(_service().status(req.route_params["connection_id"]))
+
+
+@connect_bp.route(route="connections/{connection_id}", methods=["PATCH"], auth_level=func.AuthLevel.FUNCTION)
+@api
+def update_connection(req: func.HttpRequest) -> func.HttpResponse:
+    """``{"is_default": true}``: make this the user's default mailbox."""
+    return json_response(_service().update(req.route_params["connection_id"], read_json(req)))
 
 
 @connect_bp.route(route="connections/{connection_id}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)

@@ -28,6 +28,15 @@ def enqueue_message(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(body, status=status, headers={"Location": body["status_url"]})
 
 
+@messages_bp.route(route="messages", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api
+def list_messages(req: func.HttpRequest) -> func.HttpResponse:
+    """The outgoing log: ?connection_id=&status=&since=&limit=&continuation=, newest first."""
+    from shared.outgoing_log import OutgoingLog
+
+    return json_response(OutgoingLog(get_services()).page(dict(req.params)))
+
+
 @messages_bp.route(route="messages/{message_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @api
 def get_message(req: func.HttpRequest) -> func.HttpResponse:

@@ -9,7 +9,8 @@ Routes (all anonymous): ``GET ui`` (HTML), ``GET ui/app.js``, ``GET ui/app.css``
 ``POST ui/connect-link`` ``{user_ref, login_hint?}`` -> ``{connect_url, expires_at}`` (return_url =
 the page), ``POST ui/claim`` ``{result, user_ref}`` (the claim step, as ``POST /api/connections/claim``:
 the page claims for the user_ref it asked the link for, as a backend claims for its signed-in user),
-``GET|DELETE ui/connections/{id}`` (status / disconnect), ``POST ui/connections/{id}/test``
+``GET|DELETE ui/connections/{id}`` (status / disconnect), ``GET ui/connections/{id}/messages`` (its last
+20 messages), ``POST ui/connections/{id}/test``
 (a test message from the mailbox to itself, as ``POST /api/connections/{id}/test``).
 """
 
@@ -120,6 +121,16 @@ def sample_ui_connection_status(req: func.HttpRequest) -> func.HttpResponse:
 def sample_ui_disconnect(req: func.HttpRequest) -> func.HttpResponse:
     _settings()
     return json_response(ConnectService(get_services()).disconnect(req.route_params["connection_id"]))
+
+
+@ui_bp.route(route="ui/connections/{connection_id}/messages", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@api
+def sample_ui_messages(req: func.HttpRequest) -> func.HttpResponse:
+    """The connection's last 20 messages (the outgoing log, as ``GET /api/messages?connection_id=``)."""
+    from shared.outgoing_log import OutgoingLog
+
+    _settings()
+    return json_response(OutgoingLog(get_services()).page({"connection_id": req.route_params["connection_id"]}))
 
 
 @ui_bp.route(route="ui/connections/{connection_id}/test", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)

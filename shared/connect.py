@@ -301,11 +301,31 @@ class ConnectService:
     def status(self, connection_id: str) -> dict[str, Any]:
         return self.s.connections.get(connection_id).public_view()
 
-    def list_for_user(self, user_ref: str | None) -> dict[str, Any]:
+    def list_for_user(self, user_ref: str | None, include: str | None = None) -> dict[str, Any]:
+        """A user's connections, oldest first; disconnected ones only with ``include=disconnected``."""
         if not user_ref or len(user_ref) > 256:
             raise errors.InvalidRequest("user_ref query parameter is required.")
-        conns = [c for c in self.s.connections.for_user(user_ref) if c.status != "disconnected"]
+        if include not in (None, "", "disconnected"):
+            raise errors.InvalidRequest("include may only be 'disconnected'.")
+        conns = [c for c in self.s.connections.for_user(user_ref) if include or c.status != "disconnected"]
         return {"user_ref": user_ref, "connections": [c.public_view() for c in conns]}
+
+    def update(self, connection_id: str, body: Any) -> dict[str, Any]:
+        """``PATCH /api/connections/{id}``: ``{"is_default": true}`` makes it the user's default mailbox
+        (the others of that user_ref stop being default). Only a connected connection can be the default."""
+        if not isinstance(body, dict) or set(body) != {"is_default"} or body["is_default"] is not True:
+            raise errors.InvalidRequest('The body must be {"is_default": true}.')
+        conn = self.s.connections.get(connection_id)
+        if conn.status != "connected":
+            raise errors.Conflict(f"Connection {connection_id} is {conn.status}: only a connected one can be default.")
+        for other in self.s.connections.for_user(conn.user_ref):
+            if other.is_default and other.connection_id != connection_id:
+                other.is_default = False
+                self.s.connections.save(other)
+        if not conn.is_default:
+            conn.is_default = True
+            self.s.connections.save(conn)
+        return conn.public_view()
 
     def disconnect(self, connection_id: str) -> dict[str, Any]:
         conn = self.s.connections.get(connection_id)

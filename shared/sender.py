@@ -22,12 +22,13 @@ from shared import errors
 from shared.attachments import AttachmentStore
 from shared.budget import Admission, Mailbox, MailboxBudget
 from shared.deliveries import UNREADABLE_PARTITION, Delivery, DeliveryStore, RecordContended
-from shared.drafts import send_via_draft
+from shared.drafts import SEND_REQUESTED, TRANSIT_GRACE_S, lookup, recheck_delay, send_via_draft
 from shared.events import EventPublisher
-from shared.graph import GraphClient
+from shared.graph import GraphClient, request_sizes
 from shared.mail import (
     CONNECTION_ID_PATTERN,
     ID_PATTERN,
+    INLINE,
     SendMessage,
     check_limits,
     decode_payload,
@@ -86,6 +87,7 @@ class Sender:
         self._token_locks: dict[str, threading.Lock] = {}
         self._token_guard = threading.Lock()
         self.busy_recheck_s = 10.0  # how soon a duplicate looks again at a message another worker is sending
+        self.transit_grace_s = TRANSIT_GRACE_S  # how long an ambiguous draft send is looked for (drafts.py)
 
     # --- entry points -----------------------------------------------------------------------------------
     def handle_queue_message(self, body: bytes | str, queue_message_id: str) -> Outcome:
@@ -106,7 +108,7 @@ class Sender:
         found = self._claim_record(msg, "queue")
         if isinstance(found, Outcome):  # already final, or a live worker holds it: that worker finishes it
             return found
-        if found.status == "sending":
+        if found.status == "sending" or found.phase == SEND_REQUESTED:
             err = errors.OutcomeUnknown(detail="the message failed repeatedly while being sent")
             return self._finish(msg, found, "unknown", err)
         return self._finish(msg, found, "failed", errors.ProcessingFailed())
@@ -144,6 +146,10 @@ class Sender:
             err = errors.OutcomeUnknown(detail="a previous attempt was interrupted while sending")
             return self._finish(msg, record, "unknown", err)
         conn = self.connections.find(msg.connection_id)
+        if record.phase == SEND_REQUESTED:  # a draft's /send may have reached Graph: look it up, never resend
+            return self._resolve_draft(
+                msg, conn, record, errors.OutcomeUnknown(detail="the draft send was not confirmed")
+            )
         if conn is None or conn.status == "disconnected":
             detail = "connection is disconnected" if conn else None
             return self._finish(msg, record, "rejected", errors.UnknownConnection(detail=detail, field="connection_id"))
@@ -151,7 +157,7 @@ class Sender:
             err = errors.ReauthRequired(detail=f"connection is {conn.status}", reason=conn.last_error_code)
             return self._finish(msg, record, "failed", err)
         try:
-            uploads = self._plan(msg, conn)
+            uploads, body = self._plan(msg, conn)
         except errors.MailbridgeError as exc:
             status = (
                 "rejected"
@@ -184,7 +190,7 @@ class Sender:
             except RecordContended:
                 delay = self.busy_recheck_s * random.uniform(1, 1.5)
                 return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
-            return self._send(msg, conn, token, record, uploads, draft_mode)
+            return self._send(msg, conn, token, record, uploads, body, draft_mode)
 
     def _not_admitted(self, msg: SendMessage, record: Delivery, admission: Admission) -> Outcome:
         """The mailbox's budget said no: rejected over the per-message limit, held while the daily recipient
@@ -212,17 +218,20 @@ class Sender:
         conn: Connection,
         token: str,
         record: Delivery,
-        uploads: list[bool],
+        uploads: list[str],
+        body: str,
         draft_mode: bool,
     ) -> Outcome:
         try:
             if draft_mode:
-                request_id = send_via_draft(self.graph, self.attachments, self.deliveries, msg, token, record, uploads)
+                request_id = send_via_draft(
+                    self.graph, self.attachments, self.deliveries, msg, token, record, uploads, body
+                )
             else:
-                request_id = self._send_mail(msg, token)
+                request_id = self._send_mail(msg, token, body)
         except errors.OutcomeUnknown as exc:
             if draft_mode:
-                return self._resolve_draft(msg, token, record, exc)
+                return self._resolve_draft(msg, conn, record, exc, token)
             if msg.on_ambiguous == "resend":
                 return self._reschedule(msg, record, self._backoff(record, exc), exc)
             return self._finish(msg, record, "unknown", exc)
@@ -245,6 +254,7 @@ class Sender:
         except errors.MailbridgeError as exc:
             return self._finish(msg, record, "failed", exc)
         record.graph_request_id = request_id
+        self.connections.touch_used(conn)
         return self._finish(msg, record, "sent", None)
 
     def _token(self, conn: Connection) -> str:
@@ -266,35 +276,59 @@ class Sender:
         return self._finish(msg, record, "failed", exc)
 
     # --- Graph, two ways ----------------------------------------------------------------------------------
-    def _send_mail(self, msg: SendMessage, token: str) -> str | None:
+    def _send_mail(self, msg: SendMessage, token: str, body: str) -> str | None:
         inline = [(a, self.attachments.content(a)) for a in msg.attachments]
-        message = self.graph.build_message(msg, self.attachments.body_text(msg), inline, with_property=False)
+        message = self.graph.build_message(msg, body, inline, with_property=False)
         mailbox = msg.from_.address if (msg.from_ and self.settings.send_as_endpoint == "users") else None
         return self.graph.send_mail(token, mailbox, message, msg.save_to_sent_items).request_id
 
-    def _resolve_draft(self, msg: SendMessage, token: str, record: Delivery, err: errors.OutcomeUnknown) -> Outcome:
-        """After an ambiguous send in draft mode: Sent Items tells us what happened."""
+    def _resolve_draft(
+        self,
+        msg: SendMessage,
+        conn: Connection | None,
+        record: Delivery,
+        err: errors.OutcomeUnknown,
+        token: str | None = None,
+    ) -> Outcome:
+        """A draft's ``/send`` may have been applied: the mailbox says ``sent`` (the item was submitted), or we
+        look again until ``transit_grace_s`` after the send, then record ``unknown``. Never sent again: an item
+        in transit may still look like an unsent draft (drafts.py)."""
+        if token is None:  # a later delivery: own the row first (two copies must not both finish it)
+            try:
+                self._mark_sending(record, attempt=False)
+            except RecordContended:
+                return Outcome("queued", msg.id, msg.connection_id, delay=self.busy_recheck_s, record=record)
         try:
-            if self.graph.find_by_key(token, "sentitems", msg.id):
-                logger.info("Message %s: ambiguous send resolved as sent (found in Sent Items)", msg.id)
+            if conn is None or conn.status != "connected":
+                raise errors.ReauthRequired(detail="the mailbox can no longer be read")
+            if lookup(self.graph, token or self._token(conn), msg.id).submitted:
+                logger.info("Message %s: ambiguous send resolved as sent (the item was submitted)", msg.id)
                 return self._finish(msg, record, "sent", None)
-            if self.graph.find_by_key(token, "drafts", msg.id):  # not sent: the next attempt sends the draft
-                return self._reschedule(msg, record, self._backoff(record, err), err)
-        except errors.MailbridgeError as lookup_err:
+        except errors.TransientError as lookup_err:
             logger.warning("Message %s: lookup after ambiguous send failed: %s", msg.id, lookup_err.code)
-            return self._reschedule(msg, record, self._backoff(record, err), err)
-        return self._finish(msg, record, "unknown", err)
+        except errors.MailbridgeError as lookup_err:  # cannot look (reauth, refused): the send may have happened
+            detail = f"{err.detail}; the mailbox could not be checked ({lookup_err.code})"
+            return self._finish(msg, record, "unknown", errors.OutcomeUnknown(detail=detail))
+        delay = recheck_delay(record.sending_at, time.time(), self.transit_grace_s)
+        if delay is None:
+            detail = (
+                f"{err.detail}; not submitted {self.transit_grace_s:.0f}s later (not sent again: it may be in transit)"
+            )
+            return self._finish(msg, record, "unknown", errors.OutcomeUnknown(detail=detail))
+        return self._reschedule(msg, record, delay, err)
 
     # --- helpers ---------------------------------------------------------------------------------------------
-    def _plan(self, msg: SendMessage, conn: Connection) -> list[bool]:
+    def _plan(self, msg: SendMessage, conn: Connection) -> tuple[list[str], str]:
+        """How each attachment travels (mail.attachment_plan), measured on the body as Graph will get it."""
         self.attachments.measure(msg)
-        uploads = check_limits(msg, self.settings)
-        if any(uploads) and not _has_scope(conn, "Mail.ReadWrite"):
+        body = self.attachments.body_text(msg)
+        uploads = check_limits(msg, self.settings, *request_sizes(msg, body))
+        if any(way != INLINE for way in uploads) and not _has_scope(conn, "Mail.ReadWrite"):
             raise errors.AttachmentsTooLarge(detail="the connection lacks Mail.ReadWrite: the user must reconnect")
-        return uploads
+        return uploads, body
 
-    def _use_drafts(self, msg: SendMessage, conn: Connection, uploads: list[bool]) -> bool:
-        if any(uploads):
+    def _use_drafts(self, msg: SendMessage, conn: Connection, uploads: list[str]) -> bool:
+        if any(way != INLINE for way in uploads):
             return True
         # Draft mode is the idempotent path; a draft send always saves to Sent Items, so honour
         # save_to_sent_items=false with sendMail.
@@ -338,11 +372,13 @@ class Sender:
             return Outcome("queued", msg.id, msg.connection_id, delay=wait, record=record)
         return record
 
-    def _mark_sending(self, record: Delivery) -> None:
+    def _mark_sending(self, record: Delivery, attempt: bool = True) -> None:
+        """Own the row (ETag-guarded) for LEASE_SECONDS; ``attempt``: for a Graph call that may send the mail."""
         now = time.time()
         record.status = "sending"
-        record.attempts += 1
-        record.sending_at = now
+        if attempt:
+            record.attempts += 1
+            record.sending_at = now
         record.lease_until = now + LEASE_SECONDS
         self.deliveries.update(record)
 
@@ -354,6 +390,9 @@ class Sender:
         err: errors.MailbridgeError | None,
     ) -> Outcome:
         record.reschedules += 1
+        if record.reschedules > self.max_reschedules and record.phase == SEND_REQUESTED:
+            err = errors.OutcomeUnknown(detail="a draft send was not confirmed before the attempts ran out")
+            return self._finish(msg, record, "unknown", err)  # never `failed`: it may have been sent
         if record.reschedules > self.max_reschedules:
             cause = f"last: {err.code}" if err else "pacing"
             return self._finish(msg, record, "failed", errors.AttemptsExhausted(detail=cause))

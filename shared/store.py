@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from shared.errors import ExpiredLink, InvalidState, NotFound
 from shared.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, TENANTS_TABLE
 from shared.storage import StorageClients
+
+logger = logging.getLogger(__name__)
 
 CONNECTION_ROW = "connection"
 REFRESH_PARTITION = "refresh-due"
@@ -152,6 +155,22 @@ class ConnectionStore:
         conn.updated_at = time.time()
         self.table.upsert_entity(conn.to_entity(), mode="replace")
         self.table.upsert_entity({"PartitionKey": user_partition(conn.user_ref), "RowKey": conn.connection_id})
+
+    LAST_USED_EVERY_S = 300.0
+
+    def touch_used(self, conn: Connection, now: float | None = None) -> None:
+        """Record that the connection sent, at most every 5 minutes (a merge of one property, so it never
+        overwrites a status another instance just wrote); best effort: a failure here never fails a send."""
+        now = time.time() if now is None else now
+        if now - conn.last_used_at < self.LAST_USED_EVERY_S:
+            return
+        conn.last_used_at = now
+        try:
+            self.table.update_entity(
+                {"PartitionKey": conn.connection_id, "RowKey": CONNECTION_ROW, "last_used_at": now}, mode="merge"
+            )
+        except Exception:  # noqa: BLE001 - bookkeeping only
+            logger.warning("Could not record last_used_at of connection %s", conn.connection_id)
 
     def for_user(self, user_ref: str) -> list[Connection]:
         rows = self.table.query_entities(
