@@ -137,7 +137,7 @@ var limitSettings = {
 // ---------------------------------------------------------------------------------------------
 
 @secure()
-@description('HMAC key for connect tickets, at least 32 characters of random text. Empty: a fresh random key is written on this deployment (see docs/deploy.md, rotating the ticket key).')
+@description('HMAC key for connect tickets, at least 32 characters of random text. Empty: a fresh random key is written on this deployment (see docs/operations.md, rotating keys).')
 param ticketSigningKey string = ''
 
 // Never mapped in main.parameters.json: only its newGuid() default is ever used.

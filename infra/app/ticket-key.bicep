@@ -15,7 +15,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
 resource secret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   parent: vault
   name: secretName
-  // checkov:skip=CKV_AZURE_41: an expiry would silently break ticket verification; rotation is operator-driven (docs/deploy.md, rotating the ticket key).
+  // checkov:skip=CKV_AZURE_41: an expiry would silently break ticket verification; rotation is operator-driven (docs/operations.md, rotating keys).
   properties: {
     value: value
     contentType: 'text/plain; mailbridge=ticket-signing-key'
