@@ -249,6 +249,10 @@ class EmulatorAdmin:
         """Restore Microsoft's default limits."""
         return self._call("DELETE", "/_emulator/graph/limits")
 
+    def inbox(self, address: str) -> dict[str, Any]:
+        """The mailbox's NDRs (``value``) and ``recipients_in_window`` (emulator/graph_ndr.py)."""
+        return self._call("GET", f"/_emulator/mailboxes/{address}/inbox")
+
     def graph_stats(self) -> dict[str, Any]:
         """Peak attempted concurrency per mailbox address, 429s by limit, ``graph.*`` counters."""
         return self._call("GET", "/_emulator/graph/stats")

@@ -10,6 +10,7 @@ Module map (each file one job):
 - graph_send.py     sendMail and draft send
 - graph_drafts.py   drafts, attachments, upload sessions, `/me`-style reads
 - graph_admin.py    `/_emulator/mailboxes/...`, `/_emulator/graph/...`
+- graph_ndr.py      the recipient rate limit's NDRs (202, not delivered, an NDR in the Inbox)
 - mailbox_view.py   HTML viewer under `/_emulator/ui/mailboxes`
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator import graph_admin, graph_drafts, graph_send, mailbox_view
+from emulator import graph_admin, graph_drafts, graph_ndr, graph_send, mailbox_view
 from emulator.core import Response, Router, json_response
 from emulator.graph_common import GraphContext, add_request_id_headers, graph_route
 from emulator.graph_message import GraphError
@@ -69,6 +70,7 @@ def register(router: Router, state: Any) -> None:
     graph_send.register(router, state, store)
     graph_drafts.register(router, state, store)
     graph_admin.register(router, state, store)
+    state.extensions["graph_ndr"] = graph_ndr.register(router, state, store)
     mailbox_view.register(router, state, store)
 
     emulator = state.extensions.get("emulator")

@@ -123,7 +123,13 @@ def finish_send(ctx: GraphContext, store: GraphStore, owner: User, msg: StoredMe
             raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
         from_user, from_rec, sender_rec = resolve_from(ctx, owner, msg.fields.from_)
         check_sendable(ctx, owner, msg.fields, sum(a.size for a in msg.attachments))
-        store.throttle.admit_send(ctx.app_id, owner.oid, msg.fields.recipient_count())
+        tenant = ctx.state.directory.tenant(owner.tid)
+        personal = tenant is not None and tenant.kind == "personal"
+        if not store.throttle.admit_send(ctx.app_id, owner.oid, msg.fields.recipient_count(), personal=personal):
+            if msg.folder == DRAFTS:
+                store.delete(msg)
+            ctx.state.extensions["graph_ndr"].bounce(ctx.state, owner.oid, msg, ctx.state.clock.now())
+            return  # 202 all the same: over the recipient rate limit Exchange NDRs (emulator/graph_ndr.py)
         addresses = {u.oid: u.mail.lower() for u in (owner, from_user)}
         store.submit(
             msg,

@@ -3,8 +3,11 @@
 Limits modelled (Graph "throttling limits", Outlook service; Exchange Online sending limits):
 - 4 concurrent requests per app + mailbox,
 - 10,000 requests per 10 minutes per app + mailbox,
-- 30 messages sent per minute and 10,000 recipients per day per mailbox (Exchange limits;
-  modelled here per app + mailbox like the rest, since one app drives each mailbox in tests),
+- 30 messages sent per minute per app + mailbox (Exchange's message rate; 429 here),
+- 10,000 recipients per rolling 24 h per *mailbox*, whatever app sends (Exchange's recipient rate limit,
+  300 for personal Outlook.com mailboxes): over it the send is accepted (202) but not delivered, an NDR
+  (5.1.90) lands in the sender's Inbox, and the mailbox sends again once its rolling count drops
+  (emulator/graph_ndr.py; sources in docs/emulator.md),
 - 150 MB uploaded per 5 minutes per app + mailbox.
 
 Windows are *sliding* windows measured on the emulator clock (so `clock.advance` lets a test
@@ -41,6 +44,9 @@ class GraphLimits:
     message_window_s: float = 60.0
     recipients_per_window: int = 10_000
     recipient_window_s: float = 86_400.0
+    # Personal (Outlook.com) mailboxes: Microsoft publishes 5,000 a day for Microsoft 365 subscribers and
+    # "lower for non-subscribers"; ~300 is a community figure for free accounts (stricter, so the default).
+    consumer_recipients_per_window: int = 300
     upload_bytes_per_window: int = 150 * 1024 * 1024
     upload_window_s: float = 300.0
     max_recipients_per_message: int = MAX_RECIPIENTS
@@ -137,6 +143,7 @@ class Throttle:
         self._max_seen: dict[Key, int] = {}
         self._windows: dict[tuple[str, Key], _Window] = {}
         self._throttled: dict[str, int] = {}
+        self._over_limit: dict[str, int] = {}  # mailbox oid -> recipients NDR'd for the recipient rate limit
 
     def _window(self, kind: str, key: Key) -> _Window:
         win = self._windows.get((kind, key))
@@ -177,11 +184,10 @@ class Throttle:
             else:
                 self._inflight.pop(key, None)
 
-    def admit_send(self, app_id: str, mailbox: str, recipients: int) -> None:
-        """Count one message with `recipients` against the send limits, or raise a 429.
-
-        Checked as the last step before a send takes effect, so a refused send is not counted.
-        """
+    def admit_send(self, app_id: str, mailbox: str, recipients: int, *, personal: bool = False) -> bool:
+        """Count one message with `recipients` against the send limits: False when it is over the mailbox's
+        rolling recipient limit (Exchange accepts it and NDRs it: not counted, not delivered); a 429 when
+        over the message rate. Checked as the last step before a send takes effect."""
         key = (app_id, mailbox)
         lim = self.limits
         with self._lock:
@@ -190,12 +196,21 @@ class Throttle:
             wait = msgs.retry_after(now, lim.message_window_s, 1, lim.messages_per_window)
             if wait is not None:
                 raise self._reject("MessageRate", wait)
-            rcpts = self._window("recipients", key)
-            wait = rcpts.retry_after(now, lim.recipient_window_s, recipients, lim.recipients_per_window)
-            if wait is not None:
-                raise self._reject("RecipientRate", wait)
             msgs.add(now, 1)
+            limit = lim.consumer_recipients_per_window if personal else lim.recipients_per_window
+            rcpts = self._window("recipients", ("*", mailbox))  # per mailbox, every app together
+            if rcpts.retry_after(now, lim.recipient_window_s, recipients, limit) is not None:
+                self._over_limit[mailbox] = self._over_limit.get(mailbox, 0) + recipients
+                return False
             rcpts.add(now, recipients)
+            return True
+
+    def recipients_in_window(self, mailbox: str) -> int:
+        """Recipients the mailbox sent to in the rolling window (what its NDR decision looks at)."""
+        with self._lock:
+            win = self._window("recipients", ("*", mailbox))
+            win.prune(self._now(), self.limits.recipient_window_s)
+            return win.total
 
     def admit_upload(self, app_id: str, mailbox: str, nbytes: int) -> None:
         """Count uploaded attachment bytes (150 MB / 5 min), or raise a 429."""
@@ -234,6 +249,7 @@ class Throttle:
                 "per_app_mailbox": per_key,
                 "throttled": dict(self._throttled),
                 "throttled_total": sum(self._throttled.values()),
+                "recipients_over_limit": dict(self._over_limit),
             }
 
     def reset(self) -> None:
@@ -242,3 +258,4 @@ class Throttle:
             self._max_seen.clear()
             self._windows.clear()
             self._throttled.clear()
+            self._over_limit.clear()

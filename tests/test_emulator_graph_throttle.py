@@ -87,7 +87,7 @@ def test_request_rate_and_recipient_limits(graph_kit: GraphKit, graph_limits) ->
     three = [{"emailAddress": {"address": f"r{i}@x.example"}} for i in range(3)]
     assert graph_kit.send(token, graph_kit.simple(toRecipients=three)).status_code == 202
     resp = graph_kit.send(token, graph_kit.simple())
-    assert resp.status_code == 429 and "RecipientRate" in resp.json()["error"]["message"]
+    assert resp.status_code == 202, "over the recipient rate limit Exchange accepts and NDRs (test_emulator_ndr.py)"
     graph_kit.send(token, graph_kit.simple())
     graph_kit.send(token, graph_kit.simple())
     resp = graph_kit.send(token, graph_kit.simple())
