@@ -9,6 +9,7 @@ Routes (all anonymous): ``GET ui`` (HTML), ``GET ui/app.js``, ``GET ui/app.css``
 ``POST ui/connect-link`` ``{user_ref, login_hint?}`` -> ``{connect_url, expires_at}`` (return_url =
 the page), ``POST ui/claim`` ``{result, user_ref}`` (the claim step, as ``POST /api/connections/claim``:
 the page claims for the user_ref it asked the link for, as a backend claims for its signed-in user),
+``GET ui/config`` (links: the emulator's mailbox viewer),
 ``GET|DELETE ui/connections/{id}`` (status / disconnect), ``GET ui/connections/{id}/messages`` (its last
 20 messages), ``POST ui/connections/{id}/test``
 (a test message from the mailbox to itself, as ``POST /api/connections/{id}/test``).
@@ -99,6 +100,16 @@ def sample_ui_connect_link(req: func.HttpRequest) -> func.HttpResponse:
     if body.get("login_hint"):
         request["login_hint"] = body["login_hint"]
     return json_response(ConnectService(get_services()).create_link(request), status=201)
+
+
+@ui_bp.route(route="ui/config", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@api
+def sample_ui_config(req: func.HttpRequest) -> func.HttpResponse:
+    """What the page links to: the emulated mailboxes' viewer when Graph is the local emulator."""
+    settings = _settings()
+    graph = urlsplit(settings.graph_endpoint)
+    viewer = f"{settings.graph_endpoint}/_emulator/ui/mailboxes" if graph.hostname in _LOOPBACK else None
+    return json_response({"mailbox_viewer": viewer})
 
 
 @ui_bp.route(route="ui/claim", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -203,6 +203,10 @@ def test_connect_send_test_then_disconnect_from_the_sample_page(browser, ui_app,
         expect(page.locator("#action-result")).to_contain_text("Test email sent", timeout=30000)
         sent = emulator_admin.sent_items(ui_app["alice"])
         assert [m["subject"] for m in sent] == ["Mailbridge test message"]
+        # The confirmation links to the emulated mailbox; the outgoing log shows the message as sent.
+        viewer = page.locator("#sent-items-link").get_attribute("href") or ""
+        assert viewer == f"{emulator.base_url}/_emulator/ui/mailboxes"
+        expect(page.locator("#messages-body tr").first).to_contain_text("sent")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "connected.png"), full_page=True)
 

@@ -32,6 +32,8 @@
 
   const $ = (id) => document.getElementById(id);
   let connectionId = null;
+  let mailboxViewer = null; // the emulator's mailbox viewer (local stack only)
+  let logTimer = null;
 
   function el(tag, textValue, attrs) {
     const node = document.createElement(tag);
@@ -102,6 +104,34 @@
     $("send-test").disabled = !live;
     $("disconnect").disabled = conn.status === "disconnected";
     $("connection-card").hidden = false;
+    startLog(conn.connection_id);
+  }
+
+  // The outgoing log: the connection's last 20 messages, newest first, refreshed while the page is open.
+  async function refreshLog(id) {
+    const result = await call("GET", "connections/" + encodeURIComponent(id) + "/messages");
+    if (!result.ok || !result.data) return;
+    const rows = result.data.messages || [];
+    const body = $("messages-body");
+    body.replaceChildren();
+    for (const m of rows) {
+      const tr = el("tr", null, { class: "message-row" });
+      tr.append(
+        el("td", (m.completed_at || m.created_at || "").replace("T", " ").replace("Z", "")),
+        el("td", m.id),
+        el("td", m.status + (m.reason ? " (" + m.reason + ")" : ""), { class: "status-" + String(m.status) }),
+        el("td", m.error ? m.error.code : ""),
+      );
+      body.append(tr);
+    }
+    $("messages-empty").hidden = rows.length > 0;
+    $("messages-card").hidden = false;
+  }
+
+  function startLog(id) {
+    if (logTimer) window.clearInterval(logTimer);
+    refreshLog(id);
+    logTimer = window.setInterval(() => refreshLog(id), 5000);
   }
 
   async function onConnect(event) {
@@ -148,8 +178,12 @@
     $("send-test").disabled = false;
     const d = result.data || {};
     if (result.ok && d.status === "sent") {
-      out.textContent = "Test email sent from " + ($("connection-mailbox").textContent || "the mailbox") +
-        " to itself (message " + d.id + "). It is in the mailbox's Sent Items.";
+      out.replaceChildren("Test email sent from " + ($("connection-mailbox").textContent || "the mailbox") +
+        " to itself (message " + d.id + "). It is in the mailbox's ");
+      const viewer = mailboxViewer && httpUrl(mailboxViewer);
+      out.append(viewer ? el("a", "Sent Items", { id: "sent-items-link", href: viewer.href }) : "Sent Items");
+      out.append(".");
+      refreshLog(connectionId);
     } else if (result.ok) {
       out.textContent = "Test email " + d.id + " is " + d.status + ": it will be sent shortly (pacing or throttling).";
     } else {
@@ -236,7 +270,13 @@
     }
   }
 
+  async function loadConfig() {
+    const result = await call("GET", "config");
+    if (result.ok && result.data) mailboxViewer = result.data.mailbox_viewer || null;
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    loadConfig();
     $("connect-form").addEventListener("submit", onConnect);
     $("disconnect").addEventListener("click", onDisconnect);
     $("send-test").addEventListener("click", onSendTest);
