@@ -24,10 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=Path(".run/emulator"), help="CA file + emulator.json")
     parser.add_argument("--public-host", default=None, help="host name put in URLs and the certificate")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--persist",
+        action="store_true",
+        help="keep the CA and the emulated world (tenants, users, consents, vault, mailboxes) in --state-dir",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    emulator = Emulator(args.state_dir, host=args.host, port=args.port, public_host=args.public_host)
+    emulator = Emulator(
+        args.state_dir, host=args.host, port=args.port, public_host=args.public_host, persist=args.persist
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

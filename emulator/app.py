@@ -162,8 +162,18 @@ class _Handler(BaseHTTPRequestHandler):
 class Emulator:
     """One HTTPS server emulating Entra ID, Graph mail and Key Vault."""
 
-    def __init__(self, state_dir: Path, host: str = "127.0.0.1", port: int = 0, public_host: str | None = None):
+    def __init__(
+        self,
+        state_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        public_host: str | None = None,
+        persist: bool = False,
+    ):
         self.state_dir = Path(state_dir)
+        self.persist = persist  # keep the CA and the emulated world in state_dir across restarts
+        self.restored = False
+        self._saver: Any = None
         self.host = host
         self.port = port
         self.public_host = public_host or ("127.0.0.1" if host in ("0.0.0.0", "") else host)
@@ -187,7 +197,7 @@ class Emulator:
         self.state.keys = SigningKeys()
         self.state.identity_header = secrets.token_urlsafe(24)
         self._seed()
-        tls = TLSMaterial(self.state_dir, [self.public_host])
+        tls = TLSMaterial(self.state_dir, [self.public_host], keep=self.persist)
         self.ca_path = tls.ca_path
         self._server = _Server((self.host, self.port), tls.server_context(), self)
         self.port = self._server.server_address[1]
@@ -195,6 +205,12 @@ class Emulator:
         self.state.base_url = self.base_url
         self.state.extensions["emulator"] = self
         self._register()
+        if self.persist:
+            from emulator import persist
+
+            self.restored = persist.restore(self.state, self.state_dir / persist.STATE_FILE)
+            self._saver = persist.Saver(self.state, self.state_dir / persist.STATE_FILE)
+            self._saver.start()
         self._thread = threading.Thread(target=self._server.serve_forever, name="emulator", daemon=True)
         self._thread.start()
         self._write_info()
@@ -227,11 +243,15 @@ class Emulator:
             "identity_endpoint": f"{self.base_url}/_msi/token",
             "identity_header": self.state.identity_header,
             "home_tenant_id": HOME_TENANT_ID,
+            "restored": self.restored,
         }
         (self.state_dir / "emulator.json").write_text(json.dumps(info, indent=2))
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving and close the socket (with ``persist``, the state is written once more)."""
+        if self._saver is not None:
+            self._saver.stop()
+            self._saver = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
