@@ -99,11 +99,15 @@ class CrashReport(Report):
 class DevhostProcess:
     """devhost in its own process group: start (wait for the ready file), SIGKILL the group, stop."""
 
-    def __init__(self, settings: Path, workdir: Path, plan: CrashPlan, env: dict[str, str]) -> None:
+    def __init__(
+        self, settings: Path, workdir: Path, plan: CrashPlan, env: dict[str, str], args: tuple[str, ...] = ()
+    ) -> None:
         self.settings = settings
         self.workdir = workdir
         self.plan = plan
         self.env = env
+        self.args = list(args)  # more devhost arguments, e.g. --no-timers
+        self.module = "tests.workers.crash_host"  # devhost's main with the two leases shortened
         self.proc: subprocess.Popen | None = None
         self.logs: list[Path] = []
 
@@ -114,8 +118,8 @@ class DevhostProcess:
         self.logs.append(log_path)
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.workers.crash_host", "--app-dir", str(REPO)]
-                + ["--settings", str(self.settings), "--port", "0", "--ready-file", str(ready)],
+                [sys.executable, "-m", self.module, "--app-dir", str(REPO)]
+                + ["--settings", str(self.settings), "--port", "0", "--ready-file", str(ready), *self.args],
                 cwd=REPO,
                 env={
                     **self.env,

@@ -1,0 +1,63 @@
+"""``python -m bench.fleet_host``: one instance of a bench.fleet Fleet — tests/workers/crash_host.py (devhost's
+main, leases shortened) plus a count of this process's Storage HTTP requests (every azure-core request to the
+account of AzureWebJobsStorage: queues, tables, blobs; Key Vault is not counted) and its CPU time, written to
+``$FLEET_STATS_DIR/stats-<pid>.json`` when the process stops (SIGTERM; a SIGKILLed life writes nothing)."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from azure.core.pipeline.transport import RequestsTransport
+
+_calls = 0
+_lock = threading.Lock()
+
+
+def _storage_hosts() -> set[str]:
+    conn = os.environ.get("AzureWebJobsStorage", "")
+    parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
+    return {urlsplit(v).netloc for k, v in parts.items() if k.endswith("Endpoint")}
+
+
+def _count_storage_requests() -> None:
+    hosts = _storage_hosts()
+    original = RequestsTransport.send
+
+    def send(self, request, **kwargs):
+        global _calls
+        if urlsplit(request.url).netloc in hosts:
+            with _lock:
+                _calls += 1
+        return original(self, request, **kwargs)
+
+    RequestsTransport.send = send
+
+
+def _write_stats() -> None:
+    out = Path(os.environ.get("FLEET_STATS_DIR", "."))
+    budget_calls = 0
+    try:
+        from shared.services import _services
+
+        if _services is not None and "budget" in _services.__dict__:
+            budget_calls = _services.budget.storage_calls
+    except Exception:  # stats are best effort at exit
+        pass
+    data = {"storage_calls": _calls, "cpu_s": time.process_time(), "budget_calls": budget_calls}
+    (out / f"stats-{os.getpid()}.json").write_text(json.dumps(data))
+
+
+if __name__ == "__main__":
+    _count_storage_requests()
+    atexit.register(_write_stats)
+    import runpy
+
+    sys.argv = ["tests.workers.crash_host", *sys.argv[1:]]
+    runpy.run_module("tests.workers.crash_host", run_name="__main__")
