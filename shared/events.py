@@ -8,9 +8,12 @@ structured JSON mode, so Event Grid, Logic Apps and Functions can route them unc
      "id": "<uuid>", "time": "<RFC 3339>", "subject": "connections/<id>/messages/<id>",
      "datacontenttype": "application/json", "data": {...}}
 
-A message's event also goes to its ``callback.queue`` when given — any queue of the same storage
-account except our own outbound queue and its poison queue (a producer must not be able to loop mail
-back into the sender). Events never contain a token or mail content (no subject, body or addresses).
+A message's event also goes to its ``callback.queue`` when given: an **existing** queue of the same storage
+account, except our own outbound queue and its poison queue (a producer must not be able to loop mail back
+into the sender) and the Functions host's own ``azure-webjobs-*`` queues. Mailbridge never creates a callback
+queue (a producer could otherwise make it create, and cache a client for, any number of queues); a missing
+one is skipped with a warning, the event still reaches EVENTS_QUEUE. Events never contain a token or mail
+content (no subject, body or addresses). docs/producers.md says who can read which queue.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import logging
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import ResourceNotFoundError
 
 from shared.deliveries import Delivery, iso
 from shared.mail import is_queue_name
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EVENT_SOURCE = "/mailbridge"
+HOST_QUEUE_PREFIX = "azure-webjobs-"  # the Functions host's own queues (blob trigger receipts, ...)
 TYPE_PREFIX = "mailbridge."
 
 
@@ -60,7 +66,7 @@ class EventPublisher:
 
     def callback_allowed(self, queue: str | None) -> bool:
         # The name is checked here too: a message rejected before validation may carry any string there.
-        if not is_queue_name(queue):
+        if not is_queue_name(queue) or queue.startswith(HOST_QUEUE_PREFIX):
             return False
         return queue not in {self.settings.outbound_queue, self.settings.outbound_poison_queue}
 
@@ -68,7 +74,10 @@ class EventPublisher:
         text = json.dumps(event, separators=(",", ":"))
         self.clients.queue(self.settings.events_queue).send_message(text)
         if callback_queue and callback_queue != self.settings.events_queue and self.callback_allowed(callback_queue):
-            self.clients.queue(callback_queue).send_message(text)
+            try:  # not clients.queue(): that creates the queue and caches a client per name
+                self.clients.queues.get_queue_client(callback_queue).send_message(text)
+            except ResourceNotFoundError:
+                logger.warning("Event %s: callback queue %s does not exist; skipped", event["type"], callback_queue)
         logger.info("Event %s (%s)", event["type"], event.get("subject") or "")
         return event
 
