@@ -48,32 +48,6 @@ def safe_value(value: object) -> str:
     return text if _SAFE.fullmatch(text) else REDACTED
 
 
-def outcome_fields(
-    event: str,
-    outcome: str,
-    *,
-    code: str | None = None,
-    message_id: str | None = None,
-    connection_id: str | None = None,
-    duration_ms: float | None = None,
-    graph_request_id: str | None = None,
-) -> dict[str, str]:
-    """The dimensions of one outcome, each already made safe (see :func:`safe_value`)."""
-    if event not in EVENTS:
-        raise ValueError(f"unknown telemetry event {event!r}; expected one of {sorted(EVENTS)}")
-    duration = None if duration_ms is None else max(0, round(duration_ms))
-    raw = {
-        "event": event,
-        "outcome": outcome,
-        "code": code,
-        "message_id": message_id,
-        "connection_id": connection_id,
-        "duration_ms": duration,
-        "graph_request_id": graph_request_id,
-    }
-    return {name: safe_value(raw[name]) for name in FIELDS}
-
-
 def log_outcome(
     event: str,
     outcome: str,
@@ -84,22 +58,25 @@ def log_outcome(
     duration_ms: float | None = None,
     graph_request_id: str | None = None,
 ) -> dict[str, str]:
-    """Log one outcome (once, where it becomes final) and return the logged dimensions.
+    """Log one outcome (once, where it becomes final) and return the logged dimensions (each made safe).
 
     ``event``: ``send`` | ``refresh`` | ``connect``. ``outcome``: the final status (``sent``, ``failed``,
     ``unknown``, ``rejected``; ``refreshed``, ``reauth_required``, ``transient_failure``; ``connected``,
     ``failed``). ``code``: the stable error code, if any. ``duration_ms``: how long it took (send: from
     the delivery row's creation to the final status).
     """
-    fields = outcome_fields(
-        event,
-        outcome,
-        code=code,
-        message_id=message_id,
-        connection_id=connection_id,
-        duration_ms=duration_ms,
-        graph_request_id=graph_request_id,
-    )
+    if event not in EVENTS:
+        raise ValueError(f"unknown telemetry event {event!r}; expected one of {sorted(EVENTS)}")
+    raw = {
+        "event": event,
+        "outcome": outcome,
+        "code": code,
+        "message_id": message_id,
+        "connection_id": connection_id,
+        "duration_ms": None if duration_ms is None else max(0, round(duration_ms)),
+        "graph_request_id": graph_request_id,
+    }
+    fields = {name: safe_value(raw[name]) for name in FIELDS}
     level = logging.INFO if outcome in SUCCESSES else logging.WARNING
     # Fixed order, '-' for absent values: the line stays parseable by position as well as by key.
     line = " ".join(f"{name}={fields[name]}" for name in FIELDS)
