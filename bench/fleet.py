@@ -24,7 +24,7 @@ class Fleet:
     workdir: Path
     size: int = 3
     app_settings: dict[str, str] = field(default_factory=dict)
-    timers_on_first_only: bool = True  # devhost models the timer singleton (devhost/timers.py); belt and braces
+    timers_on_first_only: bool = False  # devhost models the timer singleton (devhost/timers.py) itself
     hosts: list[DevhostProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -69,7 +69,7 @@ class DevHost:
         """Run a timer function now (the host's admin endpoint); False when no such non-HTTP function."""
         for runner in self.timers:
             if runner.spec.name.lower() == name.lower():
-                threading.Thread(target=runner.fire, daemon=True).start()
+                threading.Thread(target=runner.fire, kwargs={"manual": True}, daemon=True).start()
                 return True
         return False
 

@@ -134,6 +134,32 @@ def test_timer_fires_on_startup_and_on_schedule_and_by_admin_call(devhost):
     wait_for(lambda: len(read_jsonl(timer_log)) > before)
 
 
+def test_a_second_instance_of_the_app_does_not_run_the_timer_too(devhost, tmp_path):
+    """The timer singleton: two devhosts of one app on one storage account, one runs each occurrence."""
+    env = {**os.environ, "AzureWebJobsStorage": devhost["conn"], "TEST_QUEUE": devhost["queue"]}
+    env.update(DEVHOST_TEST_OUT=str(devhost["out"]), PYTHONPATH=str(REPO))
+    ready = tmp_path / "ready.json"
+    second = subprocess.Popen(
+        [sys.executable, "-m", "devhost", "--app-dir", str(TEST_APP), "--port", "0", "--ready-file", str(ready)],
+        cwd=REPO,
+        env=env,
+        stdout=open(tmp_path / "second.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: ready.exists() or second.poll() is not None, timeout=30)
+        started = time.time()
+        time.sleep(7)  # three or four occurrences of */2 s
+        runs = [r for r in read_jsonl(devhost["out"] / "timer.jsonl") if r["t"] > started]
+    finally:
+        second.terminate()
+        second.wait(15)
+    assert len(runs) >= 2, runs
+    assert {r["pid"] for r in runs} != {second.pid}, "the first instance holds the lock"
+    assert second.pid not in {r["pid"] for r in runs}, "the second instance skipped every occurrence"
+
+
 def test_host_json_parsing(tmp_path):
     cfg = HostConfig.load(TEST_APP / "host.json")
     assert cfg.queues.batch_size == 4 and cfg.queues.new_batch_threshold == 2

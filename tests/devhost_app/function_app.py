@@ -54,4 +54,4 @@ def worker(msg: func.QueueMessage) -> None:
 
 @app.timer_trigger(schedule="%TICK_SCHEDULE%", arg_name="timer", run_on_startup=True)
 def ticker(timer: func.TimerRequest) -> None:
-    record("timer", past_due=timer.past_due)
+    record("timer", past_due=timer.past_due, pid=os.getpid())
