@@ -2,7 +2,7 @@
 .PHONY: run test bootstrap bench lint
 
 run:
-	scripts/dev.sh up
+	scripts/dev.sh up $(ARGS)
 
 test:
 	scripts/dev.sh test

@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-wait", action="store_true", help="return once ready, leaving the stack running (stop: `down`)"
     )
     up.add_argument("--run-dir", type=Path, default=REPO / ".run", help="state, settings and logs (default .run)")
+    up.add_argument(
+        "--fresh",
+        action="store_true",
+        help="wipe the run dir first: Azurite data, emulator state and CA, ports, keys (make run ARGS=--fresh)",
+    )
     sub.add_parser("down", help="stop the running stack").add_argument(
         "--run-dir", type=Path, default=REPO / ".run", help="the --run-dir given to up"
     )
@@ -40,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM during start-up still stops what was started
-    stack = LocalStack(run_dir=args.run_dir.resolve(), port=args.port)
+    stack = LocalStack(run_dir=args.run_dir.resolve(), port=args.port, fresh=args.fresh)
     current = stack.running()
     if current is not None:
         print(

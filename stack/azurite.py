@@ -20,6 +20,16 @@ REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / ".tools" / "azurite"
 
 
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+        except (OSError, ValueError):
+            return False
+        return True
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:
@@ -62,11 +72,16 @@ class Azurite:
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> Azurite:
-        """Start on free ports and wait until all three services answer."""
+    def start(self, timeout: float = 30.0, preferred_ports: dict[str, int] | None = None) -> Azurite:
+        """Start on free ports (``preferred_ports`` when all of them are free: the local stack keeps its
+        connection string across restarts) and wait until all three services answer."""
         launcher = ensure_installed()
         self.location.mkdir(parents=True, exist_ok=True)
-        self.ports = {"blob": free_port(), "queue": free_port(), "table": free_port()}
+        wanted = preferred_ports or {}
+        if set(wanted) == {"blob", "queue", "table"} and all(_port_free(p) for p in wanted.values()):
+            self.ports = dict(wanted)
+        else:
+            self.ports = {"blob": free_port(), "queue": free_port(), "table": free_port()}
         log = open(self.location / "azurite.log", "ab")  # noqa: SIM115 - owned by the child process
         self.process = subprocess.Popen(
             [

@@ -1,8 +1,10 @@
 """``python -m stack up``: Azurite + the emulator + the app under devhost, as child processes stopped by PID.
 
-Everything lives under ``.run/`` (ignored by git): ``azurite/``, ``emulator/`` (CA file, emulator.json),
-``local.settings.json``, ``stack.json`` (the PIDs ``down`` and a second ``up`` look at) and one log per
-child. The children run in their own sessions, so a Ctrl-C in the terminal reaches only this supervisor,
+Everything lives under ``.run/`` (ignored by git): ``azurite/``, ``emulator/`` (CA, its key and the
+emulated world, kept across restarts), ``local.settings.json``, ``stack-config.json`` (ports, keys and the
+demo seed, so a second ``up`` brings back the same URLs, function key and connections), ``stack.json``
+(the PIDs ``down`` and a second ``up`` look at) and one log per child. ``up --fresh`` wipes it all first.
+The children run in their own sessions, so a Ctrl-C in the terminal reaches only this supervisor,
 which then stops them in order (app, emulator, Azurite).
 """
 
@@ -11,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -123,13 +126,16 @@ def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subpr
 
 
 def start_emulator_process(
-    state_dir: Path, log: Path, python: str = sys.executable
+    state_dir: Path, log: Path, python: str = sys.executable, *, port: int = 0, persist: bool = False
 ) -> tuple[subprocess.Popen, dict[str, Any]]:
-    """``python -m emulator`` on a free port; returns the process and its emulator.json (base_url, ca_file)."""
+    """``python -m emulator`` on ``port`` (0: a free one); returns the process and its emulator.json
+    (base_url, ca_file, restored). ``persist`` keeps its CA and state in ``state_dir`` across restarts."""
     state_dir.mkdir(parents=True, exist_ok=True)
     info_file = state_dir / "emulator.json"
     info_file.unlink(missing_ok=True)  # never read a previous run's port
-    cmd = [python, "-m", "emulator", "--port", "0", "--state-dir", str(state_dir), "--log-level", "WARNING"]
+    cmd = [python, "-m", "emulator", "--port", str(port), "--state-dir", str(state_dir), "--log-level", "WARNING"]
+    if persist:
+        cmd.append("--persist")
     proc = spawn(cmd, log)
 
     def ready() -> dict[str, Any] | None:
@@ -153,6 +159,7 @@ class LocalStack:
     run_dir: Path = REPO / ".run"
     port: int = DEFAULT_PORT
     python: str = sys.executable
+    fresh: bool = False  # wipe run_dir first (Azurite data, emulator state, keys): a brand-new stack
     out: Any = sys.stdout
     azurite: Azurite | None = None
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -161,6 +168,21 @@ class LocalStack:
     @property
     def state_file(self) -> Path:
         return self.run_dir / "stack.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.run_dir / "stack-config.json"
+
+    def _config(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.config_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save_config(self, **changes: Any) -> None:
+        config = {**self._config(), **changes}
+        self.config_file.write_text(json.dumps(config, indent=2))
+        self.config_file.chmod(0o600)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -188,6 +210,9 @@ class LocalStack:
     # -- up ----------------------------------------------------------------------------------------
     def up(self) -> dict[str, Any]:
         """Start Azurite, the emulator (seeded) and the app; returns what the banner shows."""
+        if self.fresh and self.run_dir.exists():
+            self.say(f"--fresh: wiping {self.run_dir}")
+            shutil.rmtree(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.port == 0:
             self.port = free_port()
@@ -210,13 +235,20 @@ class LocalStack:
 
     def _start_azurite(self) -> None:
         self.say("starting Azurite ...")
-        self.azurite = Azurite(self.run_dir / "azurite").start(timeout=60)
+        previous = self._config().get("azurite_ports") or {}
+        self.azurite = Azurite(self.run_dir / "azurite").start(timeout=60, preferred_ports=previous)
+        self._save_config(azurite_ports=self.azurite.ports)
         self.info["storage"] = self.azurite.connection_string
         self._record()
 
     def _start_emulator(self) -> dict[str, Any]:
         self.say("starting the Entra / Graph / Key Vault emulator ...")
-        proc, emu = start_emulator_process(self.run_dir / "emulator", self.run_dir / "emulator.log", self.python)
+        previous = self._config().get("emulator_port") or 0
+        port = previous if previous and port_is_free(previous) else 0
+        proc, emu = start_emulator_process(
+            self.run_dir / "emulator", self.run_dir / "emulator.log", self.python, port=port, persist=True
+        )
+        self._save_config(emulator_port=int(emu["base_url"].rsplit(":", 1)[1]))
         self.children["emulator"] = proc
         self.info["emulator_url"] = emu["base_url"]
         self.info["emulator_ca_file"] = emu["ca_file"]
@@ -228,14 +260,33 @@ class LocalStack:
 
         admin = EmulatorAdmin(emu["base_url"], emu["ca_file"])
         wait_until(lambda: _quiet(admin.health), 15, "emulator health", self.children["emulator"])
-        seed = seed_demo(admin, app_url)
+        saved = self._config().get("seed")
+        if emu.get("restored") and saved:
+            # The emulator brought its world back: same tenants, users, consents, vault. Only the app's
+            # redirect URIs follow the app port (it may have moved if 7071 was taken).
+            seed = DemoSeed(**saved)
+            admin.update_app(
+                seed.client_id,
+                redirect_uris=[f"{app_url}/api/connect/callback", f"{app_url}/api/admin-consent/callback"],
+            )
+            self.say("emulator state restored from the previous run (make run ARGS=--fresh starts over)")
+        else:
+            seed = seed_demo(admin, app_url)
+            self._save_config(seed=asdict(seed))
         self.info["users"] = seed.users
         self.info["password"] = DEMO_PASSWORD
         return seed
 
     def _write_settings(self, emu: dict[str, Any], seed: DemoSeed, app_url: str) -> None:
         assert self.azurite is not None
-        function_key = "local-" + secrets.token_urlsafe(18)
+        config = self._config()
+        keys = config.get("keys") or {
+            "function_key": "local-" + secrets.token_urlsafe(18),
+            "master_key": "local-master-" + secrets.token_urlsafe(18),
+            "ticket_key": secrets.token_urlsafe(48),
+        }
+        self._save_config(keys=keys)
+        function_key = keys["function_key"]
         doc = local_settings(
             REPO / "local.settings.sample.json",
             seed=seed,
@@ -244,14 +295,18 @@ class LocalStack:
             storage_connection_string=self.azurite.connection_string,
             app_base_url=app_url,
             function_key=function_key,
-            master_key="local-master-" + secrets.token_urlsafe(18),
+            master_key=keys["master_key"],
+            ticket_key=keys["ticket_key"],
+            environ=os.environ,
         )
+        overridden = doc.pop("_overridden", [])
         path = self.run_dir / "local.settings.json"
         path.write_text(json.dumps(doc, indent=2))
         path.chmod(0o600)
         self.settings_values = doc["Values"]
         self.info["settings_file"] = str(path)
         self.info["function_key"] = function_key
+        self.info["overridden"] = overridden
 
     def _start_devhost(self, app_url: str) -> None:
         self.say("starting the app (devhost) ...")
@@ -352,8 +407,11 @@ def banner(info: dict[str, Any], foreground: bool = True) -> str:
         ("", f"shared mailbox {users.get('shared')} (alice may send as it)"),
         ("", f"{users.get('carol')}: her tenant needs admin approval; {users.get('tenant_admin')} can approve"),
         ("Function key", f"{info['function_key']}  (header x-functions-key, e.g. POST /api/connections)"),
-        ("Emulator CA", f"{info['emulator_ca_file']} (new at every start; the app trusts it by MAILBRIDGE_CA_BUNDLE)"),
+        ("Emulator CA", f"{info['emulator_ca_file']} (kept across restarts; the app trusts it: MAILBRIDGE_CA_BUNDLE)"),
+        ("Storage", f"{info.get('storage')}  (Azurite: queue producers use this)"),
         ("Settings", f"{info['settings_file']}; logs in {Path(info['settings_file']).parent}/*.log"),
+        ("From env", ", ".join(info.get("overridden") or []) or "(none: e.g. ENABLE_SHARED_MAILBOXES=false make run)"),
+        ("Start over", "make run ARGS=--fresh (wipes Azurite data, the emulator's state and the keys)"),
         ("Stop", ("Ctrl-C here, or " if foreground else "") + "`python -m stack down`"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ DEMO_PASSWORD = "password"  # noqa: S105 - the emulator's documented default; a 
 CUSTOMER_DOMAIN = "contoso.example"
 ADMIN_REQUIRED_DOMAIN = "fabrikam.example"
 OPERATOR_DOMAIN = "mailbridge-operator.example"
+# The local demo advertises the shared mailbox team@contoso.example: send-as is on here. Deployed apps keep
+# the least-privilege default of local.settings.sample.json / infra (off).
+LOCAL_DEMO_DEFAULTS = {"ENABLE_SHARED_MAILBOXES": "true"}
 
 
 @dataclass
@@ -91,28 +95,37 @@ def local_settings(
     app_base_url: str,
     function_key: str,
     master_key: str,
+    ticket_key: str | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``local.settings.sample.json`` with the real local values filled in."""
+    """``local.settings.sample.json`` with the real local values filled in, then the local stack's demo
+    defaults (shared mailboxes on, so the advertised team@ mailbox works), then any sample setting given in
+    ``environ`` (``ENABLE_SHARED_MAILBOXES=false make run``): the environment wins over every value the
+    stack does not wire itself. ``_overridden`` lists the names taken from the environment."""
     doc = json.loads(sample.read_text())
-    doc["Values"].update(
-        {
-            "AzureWebJobsStorage": storage_connection_string,
-            "ENTRA_CLIENT_ID": seed.client_id,
-            "ENTRA_CLIENT_CREDENTIAL": "secret",
-            "ENTRA_CLIENT_SECRET": seed.client_secret,
-            "ENTRA_TENANT": "organizations",
-            "ENTRA_AUTHORITY_HOST": emulator_base_url,
-            "GRAPH_ENDPOINT": emulator_base_url,
-            "KEY_VAULT_URL": emulator_base_url,
-            "KEY_VAULT_AUTH": "app",
-            "MAILBRIDGE_CA_BUNDLE": ca_file,
-            "PUBLIC_BASE_URL": app_base_url,
-            "ALLOWED_RETURN_ORIGINS": app_base_url,
-            "ENABLE_SAMPLE_UI": "true",
-            "TICKET_SIGNING_KEY": secrets.token_urlsafe(48),
-            "DEVHOST_FUNCTION_KEYS": function_key,
-            "DEVHOST_MASTER_KEY": master_key,
-        }
-    )
+    wired = {
+        "AzureWebJobsStorage": storage_connection_string,
+        "ENTRA_CLIENT_ID": seed.client_id,
+        "ENTRA_CLIENT_CREDENTIAL": "secret",
+        "ENTRA_CLIENT_SECRET": seed.client_secret,
+        "ENTRA_TENANT": "organizations",
+        "ENTRA_AUTHORITY_HOST": emulator_base_url,
+        "GRAPH_ENDPOINT": emulator_base_url,
+        "KEY_VAULT_URL": emulator_base_url,
+        "KEY_VAULT_AUTH": "app",
+        "MAILBRIDGE_CA_BUNDLE": ca_file,
+        "PUBLIC_BASE_URL": app_base_url,
+        "ALLOWED_RETURN_ORIGINS": app_base_url,
+        "ENABLE_SAMPLE_UI": "true",
+        "TICKET_SIGNING_KEY": ticket_key or secrets.token_urlsafe(48),
+        "DEVHOST_FUNCTION_KEYS": function_key,
+        "DEVHOST_MASTER_KEY": master_key,
+    }
+    doc["Values"].update(LOCAL_DEMO_DEFAULTS)
+    overridden = sorted(k for k in doc["Values"] if k not in wired and environ is not None and k in environ)
+    for key in overridden:
+        doc["Values"][key] = environ[key]  # type: ignore[index]
+    doc["Values"].update(wired)
+    doc["_overridden"] = overridden
     doc.setdefault("Host", {})["LocalHttpPort"] = int(app_base_url.rsplit(":", 1)[1])
     return doc

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
@@ -106,3 +107,99 @@ def test_stack_up_serves_health_and_sample_page_then_stops_everything(tmp_path):
         for name, pid in pids.items():
             if pid_alive(pid, MARKERS[name]):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def _up(run_dir: Path, port: int, ready: Path, *extra: str, env: dict[str, str] | None = None) -> dict:
+    ready.unlink(missing_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "stack", "up", "--no-wait", "--port", str(port), "--run-dir", str(run_dir)]
+        + ["--ready-file", str(ready), *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **(env or {})},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(ready.read_text())
+
+
+def _connect_and_send(info: dict, user: str = "alice@contoso.example") -> str:
+    """The whole flow over HTTP as a backend + browser would: link, start (cookie), sign-in, callback, claim, test."""
+    from emulator.client import EmulatorAdmin
+
+    key = {"x-functions-key": info["function_key"]}
+    browser = requests.Session()
+    browser.trust_env = False
+    link = browser.post(
+        info["base_url"] + "/api/connections",
+        json={"user_ref": "restart-user", "return_url": info["ui_url"]},
+        headers=key,
+        timeout=10,
+    ).json()["connect_url"]
+    start = browser.get(link, allow_redirects=False, timeout=10)
+    assert start.status_code == 302 and browser.cookies, start.text
+    callback = EmulatorAdmin(info["emulator_url"], info["emulator_ca_file"]).complete_authorize(
+        start.headers["Location"], user
+    )
+    back = browser.get(callback, allow_redirects=False, timeout=10)
+    query = dict(parse_qsl(urlsplit(back.headers["Location"]).query))
+    assert query["status"] == "connected", query
+    claimed = browser.post(
+        info["base_url"] + "/api/connections/claim",
+        json={"result": query["result"], "user_ref": "restart-user"},
+        headers=key,
+        timeout=10,
+    )
+    assert claimed.status_code == 200, claimed.text
+    return claimed.json()["connection_id"]
+
+
+def _send_test(info: dict, cid: str) -> dict:
+    """A test send; when it was paced (a fresh instance waits for its share of the mailbox's budget), its
+    final record through the queue."""
+    http = requests.Session()
+    http.trust_env = False
+    key = {"x-functions-key": info["function_key"]}
+    record = http.post(f"{info['base_url']}/api/connections/{cid}/test", json={}, headers=key, timeout=30).json()
+    if record.get("status") != "queued":
+        return record
+
+    def final():
+        now = http.get(record["status_url"], headers=key, timeout=10).json()
+        return now if now["status"] not in ("queued", "sending") else None
+
+    return wait_for(final, 90, "the paced test message")
+
+
+@pytest.mark.slow
+def test_a_restarted_stack_keeps_connections_ports_keys_and_takes_settings_from_the_environment(tmp_path):
+    from stack.azurite import free_port
+
+    run_dir, ready, port = tmp_path / "run", tmp_path / "ready.json", free_port()
+    try:
+        first = _up(run_dir, port, ready)
+        values = json.loads((run_dir / "local.settings.json").read_text())["Values"]
+        assert values["ENABLE_SHARED_MAILBOXES"] == "true", "the local demo's shared mailbox works as advertised"
+        cid = _connect_and_send(first)
+        assert _send_test(first, cid)["status"] == "sent"
+        assert run_stack("down", "--run-dir", str(run_dir)).returncode == 0
+
+        second = _up(run_dir, port, ready, env={"ENABLE_SHARED_MAILBOXES": "false", "REFRESH_AFTER_DAYS": "30"})
+        for key in ("base_url", "emulator_url", "emulator_ca_file", "function_key", "storage"):
+            assert second[key] == first[key], key
+        assert second["overridden"] == ["ENABLE_SHARED_MAILBOXES", "REFRESH_AFTER_DAYS"]
+        values = json.loads((run_dir / "local.settings.json").read_text())["Values"]
+        assert (values["ENABLE_SHARED_MAILBOXES"], values["REFRESH_AFTER_DAYS"]) == ("false", "30")
+        sent = _send_test(second, cid)  # the connection made before the restart still sends
+        assert sent["status"] == "sent", sent
+        assert run_stack("down", "--run-dir", str(run_dir)).returncode == 0
+
+        fresh = _up(run_dir, port, ready, "--fresh")
+        assert fresh["function_key"] != first["function_key"]
+        gone = requests.get(
+            f"{fresh['base_url']}/api/connections/{cid}", headers={"x-functions-key": fresh["function_key"]}, timeout=10
+        )
+        assert gone.status_code == 404
+    finally:
+        run_stack("down", "--run-dir", str(run_dir))
