@@ -20,6 +20,7 @@ from shared.entra_errors import TOKEN_ENDPOINT_OUTAGES, map_entra_error, token_e
 from shared.grants import GrantService
 from shared.services import Services
 from shared.settings import _TENANT_RE
+from shared.telemetry import log_outcome
 from shared.tickets import check_return_url, issue_ticket, open_token, sign_token, verify_ticket
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ class ConnectService:
             expected = record.get("binding")
             if not sent or not isinstance(expected, str) or not hmac.compare_digest(_digest(sent), expected):
                 logger.warning("Connect callback refused: invalid_state (the flow's browser-binding cookie is missing)")
+                log_outcome("connect", "failed", code="invalid_state")
                 raise errors.InvalidState(detail="callback from another browser than the one that started")
 
         record = self.s.flows.consume(state, "connect", check=same_browser)
@@ -175,6 +177,7 @@ class ConnectService:
         except errors.ConnectError as exc:
             # The detail may carry the callback's own ``error`` value: repr() it so it cannot forge log lines.
             logger.info("Connect failed for a user: %s (%r)", exc.code, (exc.detail or "")[:200])
+            log_outcome("connect", "failed", code=exc.code, connection_id=record.get("reconnect_id"))
             self._remember_failure(record, exc)
             params = {"status": "error", "error": exc.code, "error_description": exc.message}
             if isinstance(exc, errors.AdminConsentRequired):
@@ -182,6 +185,7 @@ class ConnectService:
             return BrowserStep(with_query(return_url, params), clear)
         except errors.TransientError as exc:
             logger.warning("Connect failed for a user: %s (%r)", exc.code, (exc.detail or "")[:200])
+            log_outcome("connect", "failed", code="temporarily_unavailable", connection_id=record.get("reconnect_id"))
             params = {"status": "error", "error": "temporarily_unavailable", "error_description": exc.message}
             return BrowserStep(with_query(return_url, params), clear)
         return BrowserStep(with_query(return_url, {"status": "connected", "result": result}), clear)
@@ -244,7 +248,13 @@ class ConnectService:
 
     def claim(self, body: Any) -> dict[str, Any]:
         """The backend claims a connect result for the user signed in on its side (module shared/grants.py)."""
-        return GrantService(self.s).claim(body).public_view()
+        try:
+            conn = GrantService(self.s).claim(body)
+        except errors.MailbridgeError as exc:
+            log_outcome("connect", "failed", code=exc.code)
+            raise
+        log_outcome("connect", "connected", connection_id=conn.connection_id)
+        return conn.public_view()
 
     def purge_expired(self, now: float | None = None) -> dict[str, int]:
         """Housekeeping: expired flows and used tickets, unclaimed grants (with their Key Vault secret)."""
