@@ -247,8 +247,16 @@
     const status = q.get("status");
     const saved = window.sessionStorage.getItem("mailbridge.user_ref");
     if (saved) $("user-ref").value = saved;
-    if (status === "connected" && q.get("result")) {
+    if (status === "connected" && q.get("result") && saved) {
       claim(q.get("result"), saved);
+    } else if (status === "connected" && q.get("result")) {
+      // A link made elsewhere (your backend, curl): this page does not know whose it is, so it does not
+      // claim. Your backend claims it: POST /api/connections/claim {result, user_ref}.
+      const line = el("p");
+      line.append(el("code", q.get("result"), { id: "result-code" }));
+      showOutcome("", "Signed in: waiting for the claim",
+        "Claim this result from your backend within 10 minutes (POST /api/connections/claim with the " +
+        "user_ref the link was made for):", [line]);
     } else if (!status && window.sessionStorage.getItem("mailbridge.connection_id")) {
       connectionId = window.sessionStorage.getItem("mailbridge.connection_id");
       loadAndShow(connectionId);
