@@ -8,6 +8,7 @@ import logging
 import re
 import secrets
 import time
+import warnings
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -24,6 +25,12 @@ from shared.telemetry import log_outcome
 from shared.tickets import check_return_url, issue_ticket, open_token, sign_token, verify_ticket
 
 logger = logging.getLogger(__name__)
+
+# MSAL warns on every initiate_auth_code_flow that response_mode=form_post "is recommended". We use the
+# query mode on purpose: Entra's form_post is a cross-site POST, which does not carry the SameSite=Lax
+# browser-binding cookie the callback checks (RFC 9700 §4.3.1's concern, leaking the code via the URL, is
+# covered by PKCE, the single-use state and Referrer-Policy: no-referrer on every answer of ours).
+warnings.filterwarnings("ignore", message="response_mode='form_post' is recommended", category=UserWarning)
 
 _PROMPTS = {"login", "consent", "select_account", "none"}
 _ADMIN_CONSENT_PURPOSE = "admin-consent-state"
