@@ -34,6 +34,32 @@ def claim_connection(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(_service().claim(read_json(req)))
 
 
+_LINK_PROBLEMS = {
+    "ticket expired": "This connect link has expired: links work for 10 minutes. Go back and click Connect again.",
+    "ticket already used": "This connect link was already used (each link works once). Go back and click Connect"
+    " again for a new one.",
+}
+
+
+def _link_problem(exc: ConnectError) -> str:
+    """Say what happened to the link (expired, used, or malformed / altered), never which check failed how."""
+    if exc.code != "expired_link":
+        return exc.message
+    return _LINK_PROBLEMS.get(
+        exc.detail or "",
+        "This connect link is incomplete or was changed on the way (an email client or chat app may have cut or"
+        " rewritten it). Go back and click Connect again.",
+    )
+
+
+def _sample_page_link() -> tuple[str, str] | None:
+    """In local mode (the sample page exists), a way back to it."""
+    from blueprints.ui import sample_page_url
+
+    url = sample_page_url()
+    return ("Back to the sample page", url) if url else None
+
+
 def _step(step: BrowserStep) -> func.HttpResponse:
     resp = redirect(step.location)
     if step.set_cookie:
@@ -72,7 +98,9 @@ def connect_start(req: func.HttpRequest) -> func.HttpResponse:
     try:
         return _step(_service().start(req.params.get("ticket")))
     except ConnectError as exc:
-        return html_page("This link cannot be used", exc.message, status=400, code=exc.code)
+        return html_page(
+            "This link cannot be used", _link_problem(exc), status=400, code=exc.code, link=_sample_page_link()
+        )
     except (TransientError, MailbridgeError) as exc:
         logger.warning("connect/start failed: %s", exc.code)
         return html_page("Please try again", "The connection could not be started. Try again shortly.", 503, exc.code)

@@ -39,13 +39,16 @@ def redirect(url: str) -> func.HttpResponse:
     return func.HttpResponse(status_code=302, headers={**SECURITY_HEADERS, "Location": url})
 
 
-def html_page(title: str, message: str, status: int = 200, code: str | None = None) -> func.HttpResponse:
-    """A minimal page for the browser when there is nowhere safe to redirect to."""
+def html_page(
+    title: str, message: str, status: int = 200, code: str | None = None, link: tuple[str, str] | None = None
+) -> func.HttpResponse:
+    """A minimal page for the browser when there is nowhere safe to redirect to (``link``: (text, our URL))."""
     code_line = f"<p><code>{html.escape(code)}</code></p>" if code else ""
+    link_line = f"<p><a id='back' href='{html.escape(link[1])}'>{html.escape(link[0])}</a></p>" if link else ""
     body = (
         "<!doctype html><html><head><meta charset='utf-8'><title>"
         f"{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
-        f"<p>{html.escape(message)}</p>{code_line}</body></html>"
+        f"<p>{html.escape(message)}</p>{code_line}{link_line}</body></html>"
     )
     headers = {**SECURITY_HEADERS, "Content-Security-Policy": "default-src 'none'"}
     return func.HttpResponse(body, status_code=status, mimetype="text/html", headers=headers)

@@ -64,6 +64,14 @@ def _static(name: str) -> func.HttpResponse:
     return func.HttpResponse(body, status_code=200, mimetype=CONTENT_TYPES[name], charset="utf-8", headers=headers)
 
 
+def sample_page_url() -> str | None:
+    """The sample page's URL when it is served (local mode), else None."""
+    try:
+        return ui_url(_settings())
+    except errors.MailbridgeError:
+        return None
+
+
 def ui_url(settings: Settings) -> str:
     """Where the connect flow returns to: the sample page itself."""
     return f"{settings.public_base_url}/api/ui"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -263,3 +264,25 @@ def test_a_refresh_failure_is_throttled_per_connection_only(mailbridge, emulator
         assert emulator_admin.counters("calls.entra.token")["calls.entra.token"] == before + 1
     finally:
         emulator_admin.clear_faults("entra.token")
+
+
+def test_the_bad_link_page_says_what_happened_and_links_back_in_local_mode(mailbridge):
+    local = "http://127.0.0.1:7071"
+    mb = mailbridge(ENABLE_SAMPLE_UI="true", PUBLIC_BASE_URL=local, ALLOWED_RETURN_ORIGINS=local)
+    resp = mb.http("create_connection_link", "POST", body={"user_ref": "u1", "return_url": f"{local}/api/ui"})
+    link = mb.json(resp)["connect_url"]
+    assert mb.start(link).status_code == 302
+    used = mb.start(link).get_body().decode()
+    assert "already used" in used and f"href='{local}/api/ui'" in used
+    ticket = query_of(link)["ticket"]
+    cut = mb.http("connect_start", params={"ticket": ticket[: len(ticket) // 2]}).get_body().decode()
+    assert "incomplete or was changed" in cut and "<code>expired_link</code>" in cut
+    expired_link = mb.json(
+        mb.http("create_connection_link", "POST", body={"user_ref": "u1", "return_url": f"{local}/api/ui"})
+    )["connect_url"]
+    with mock.patch("shared.tickets.time.time", return_value=time.time() + 601):
+        expired = mb.start(expired_link).get_body().decode()
+    assert "has expired" in expired
+    deployed = mailbridge()  # not local: no sample page to link to
+    page = deployed.http("connect_start", params={"ticket": "x.y"}).get_body().decode()
+    assert "incomplete or was changed" in page and "id='back'" not in page
