@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import json as jsonlib
 import logging
 import time
 from collections.abc import Iterable
@@ -50,6 +51,7 @@ _BY_GRAPH_CODE: dict[str, type[errors.MailbridgeError]] = {
     "ErrorMessageSizeExceeded": errors.MessageTooLarge,
     "ErrorAttachmentSizeLimitExceeded": errors.AttachmentsTooLarge,
     "InvalidInternetMessageHeader": errors.InvalidHeader,
+    "InvalidInternetMessageHeaderCollection": errors.TooManyHeaders,
     "RequestEntityTooLarge": errors.MessageTooLarge,
 }
 
@@ -74,6 +76,33 @@ def retry_after_seconds(value: str | None, default: float) -> float:
     except (TypeError, ValueError):
         return default
     return max(0.0, when.timestamp() - time.time())
+
+
+def json_bytes(payload: Any) -> bytes:
+    """A request body as Graph gets it: compact UTF-8 JSON (not \\u-escaped: an 'é' is 2 bytes, not 6). Graph's
+    ~4 MB request limit counts these bytes."""
+    return jsonlib.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def file_attachment(att: Any, raw: bytes) -> dict[str, Any]:
+    """A ``#microsoft.graph.fileAttachment`` for an attachment of the message and its bytes."""
+    return {
+        "@odata.type": FILE_ATTACHMENT,
+        "name": att.name,
+        "contentType": att.content_type,
+        "contentBytes": base64.b64encode(raw).decode("ascii"),
+        **({"isInline": True, "contentId": att.content_id} if att.content_id else {}),
+    }
+
+
+def request_sizes(msg: SendMessage, body_content: str) -> tuple[int, list[int]]:
+    """(bytes of the largest request carrying ``msg`` without attachments, what each attachment adds besides
+    its base64): the sendMail body and the draft-creation body (with our extended property) are both below
+    the first. :func:`shared.mail.attachment_plan` decides with these."""
+    message = GraphClient.build_message(msg, body_content, [], with_property=True)
+    base = len(json_bytes({"message": message, "saveToSentItems": msg.save_to_sent_items}))
+    overheads = [len(json_bytes(file_attachment(att, b""))) + 1 for att in msg.attachments]  # + the comma
+    return base, overheads
 
 
 def _graph_error(resp: requests.Response) -> tuple[str, str]:
@@ -106,12 +135,13 @@ class GraphClient:
     ) -> GraphResponse:
         """One request; a mapped exception unless the answer is 2xx."""
         hdrs = dict(headers or {})
+        if json is not None:
+            data = json_bytes(json)
+            hdrs["Content-Type"] = "application/json; charset=utf-8"
         if token is not None:  # upload URLs are pre-authenticated and must NOT get a token
             hdrs["Authorization"] = f"Bearer {token}"
         try:
-            resp = self.session.request(
-                method, url, json=json, data=data, headers=hdrs, timeout=timeout, allow_redirects=False
-            )
+            resp = self.session.request(method, url, data=data, headers=hdrs, timeout=timeout, allow_redirects=False)
         except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as exc:
             raise errors.TemporarilyUnavailable(detail=f"could not reach Graph ({type(exc).__name__})") from None
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
@@ -173,16 +203,7 @@ class GraphClient:
         if with_property:
             out["singleValueExtendedProperties"] = [{"id": IDEMPOTENCY_PROPERTY, "value": msg.id}]
         if inline:
-            out["attachments"] = [
-                {
-                    "@odata.type": FILE_ATTACHMENT,
-                    "name": att.name,
-                    "contentType": att.content_type,
-                    "contentBytes": base64.b64encode(raw).decode("ascii"),
-                    **({"isInline": True, "contentId": att.content_id} if att.content_id else {}),
-                }
-                for att, raw in inline
-            ]
+            out["attachments"] = [file_attachment(att, raw) for att, raw in inline]
         return out
 
     # --- sending -------------------------------------------------------------------------------------------
@@ -198,6 +219,16 @@ class GraphClient:
         resp = self.call("POST", f"{self.base}/me/messages", token, json=message, changes_state=False)
         assert resp.body is not None
         return str(resp.body["id"]), resp
+
+    def add_attachment(self, token: str, draft_id: str, att: Any, raw: bytes) -> None:
+        """``POST /me/messages/{id}/attachments``: one file under 3 MB, in a request of its own."""
+        self.call(
+            "POST",
+            f"{self.base}/me/messages/{quote(draft_id)}/attachments",
+            token,
+            json=file_attachment(att, raw),
+            changes_state=False,  # nothing is sent before the draft's send call
+        )
 
     def upload_attachment(
         self, token: str, draft_id: str, name: str, content_type: str, size: int, chunks: Iterable[bytes]
@@ -233,18 +264,19 @@ class GraphClient:
     def send_draft(self, token: str, draft_id: str) -> GraphResponse:
         return self.call("POST", f"{self.base}/me/messages/{quote(draft_id)}/send", token)
 
-    def find_by_key(self, token: str, folder: str, key: str) -> list[str]:
-        """Ids of messages in ``folder`` (drafts / sentitems) carrying our idempotency property = ``key``."""
+    def find_by_key(self, token: str, key: str) -> list[dict[str, Any]]:
+        """Messages in any folder of the mailbox carrying our idempotency property = ``key``: ``id``,
+        ``isDraft``, ``sentDateTime`` (singlevaluelegacyextendedproperty-get: ``$filter`` on ``/me/messages``)."""
         literal = key.replace("'", "''")
         params = {
             "$filter": f"singleValueExtendedProperties/Any(ep: ep/id eq '{IDEMPOTENCY_PROPERTY}' "
             f"and ep/value eq '{literal}')",
-            "$select": "id",
+            "$select": "id,isDraft,sentDateTime",
             "$top": "10",
         }
         query = "&".join(f"{k}={quote(v)}" for k, v in params.items())
-        resp = self.call("GET", f"{self.base}/me/mailFolders/{folder}/messages?{query}", token, changes_state=False)
-        return [str(m["id"]) for m in (resp.body or {}).get("value", [])]
+        resp = self.call("GET", f"{self.base}/me/messages?{query}", token, changes_state=False)
+        return list((resp.body or {}).get("value", []))
 
     def delete_message(self, token: str, message_id: str) -> None:
         try:

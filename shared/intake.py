@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 from shared import errors
 from shared.deliveries import Delivery
+from shared.graph import request_sizes
 from shared.mail import SendMessage, check_limits, parse_message
 from shared.services import Services
 from shared.store import Connection
@@ -39,7 +40,7 @@ class MessageIntake:
         msg = parse_message(body)
         self._usable_connection(msg.connection_id)
         self.s.attachments.measure(msg)
-        check_limits(msg, self.settings)
+        check_limits(msg, self.settings, *request_sizes(msg, self.s.attachments.body_text(msg)))
         record = Delivery(
             msg.connection_id,
             msg.id,

@@ -30,26 +30,42 @@ from shared.settings import Settings
 
 SCHEMA_ID = "mailbridge.send/v1"
 MAX_RECIPIENTS = 500
-MAX_HEADERS = 20
-INLINE_ATTACHMENT_LIMIT = 3 * 1024 * 1024  # Graph: inline fileAttachments must be under 3 MB
+GRAPH_MAX_HEADERS = 5  # Graph: internetMessageHeaders per message (Microsoft Q&A 762243)
+MAX_HEADERS = GRAPH_MAX_HEADERS - 1  # x-mailbridge-id takes one (docs/sending.md says why it is kept)
+INLINE_ATTACHMENT_LIMIT = 3 * 1024 * 1024  # Graph: under 3 MB one POST (inline); 3 MB and up an upload session
 UPLOAD_ATTACHMENT_LIMIT = 150 * 1024 * 1024  # Graph upload sessions: up to 150 MB
-GRAPH_REQUEST_LIMIT = 4 * 1024 * 1024  # Graph refuses request bodies over ~4 MB (413)
+GRAPH_REQUEST_LIMIT = 4 * 1024 * 1024  # Graph refuses request bodies over ~4 MB (413): bytes of UTF-8 JSON
+REQUEST_MARGIN = 1024  # JSON punctuation a request may add around what request sizes measure
+# How each attachment reaches Graph (attachment_plan): inside the sendMail / draft-creation request, in a
+# POST /messages/{id}/attachments of its own (draft mode, under 3 MB), or through an upload session (3 MB+).
+INLINE, ATTACH, UPLOAD = "inline", "attach", "upload"
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 CONNECTION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 BLOB_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,511}$"
 # Deliberately modest, like Exchange's own resolver: local@domain.tld, no spaces or list separators.
-_ADDRESS_RE = re.compile(
-    r"^[^@\s<>(),;:\"\[\]\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+# The patterns below are also the published JSON Schema's (json_schema), so they are written in the subset
+# Python and ECMA-262 regexes read alike (\x1c-\x1f and \x85 are whitespace to Python's \s, not ECMA's).
+ADDRESS_PATTERN = (
+    r'^[^@\s\x1c-\x1f\x85<>(),;:"\[\]\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?'
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 )
-_HEADER_NAME_RE = re.compile(r"^[Xx]-[A-Za-z0-9-]{1,62}$")
-_CONTENT_TYPE_RE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
+HEADER_NAME_PATTERN = r"^[Xx]-[A-Za-z0-9-]{1,62}$"
+RESERVED_HEADER_PATTERN = r"^[Xx]-[Mm][Aa][Ii][Ll][Bb][Rr][Ii][Dd][Gg][Ee]-"  # x-mailbridge-*, any case
+CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$"
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_ADDRESS_RE = re.compile(ADDRESS_PATTERN)
+_HEADER_NAME_RE = re.compile(HEADER_NAME_PATTERN)
+_CONTENT_TYPE_RE = re.compile(CONTENT_TYPE_PATTERN)
 _CRLF = re.compile(r"[\r\n]")
+# JSON Schema for "no CR or LF anywhere" (a search, so it does not depend on how an engine reads `$`).
+NO_CRLF: dict[str, Any] = {"not": {"pattern": "[\r\n]"}}
 
 # Custom pydantic error types that map to our own exception classes (everything else: invalid_message).
 _ERROR_CLASSES: dict[str, type[errors.MailbridgeError]] = {
     "header_injection": errors.HeaderInjection,
     "invalid_header": errors.InvalidHeader,
+    "too_many_headers": errors.TooManyHeaders,
     "too_many_recipients": errors.TooManyRecipients,
 }
 
@@ -65,8 +81,12 @@ class Address(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    address: str = Field(max_length=320, description="SMTP address, e.g. ada@contoso.com")
-    name: str | None = Field(default=None, max_length=256, description="Display name")
+    address: str = Field(
+        max_length=320,
+        description="SMTP address, e.g. ada@contoso.com",
+        json_schema_extra={"pattern": ADDRESS_PATTERN, **NO_CRLF},
+    )
+    name: str | None = Field(default=None, max_length=256, description="Display name", json_schema_extra=NO_CRLF)
 
     @model_validator(mode="before")
     @classmethod
@@ -97,7 +117,15 @@ class Address(BaseModel):
 class Body(BaseModel):
     """The message body: inline ``content``, or a ``blob`` in ATTACHMENTS_CONTAINER for very large bodies."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "not": {
+                "properties": {"content": {"type": "string"}, "blob": {"type": "string"}},
+                "required": ["content", "blob"],
+            }
+        },
+    )
 
     content_type: Literal["text", "html"] = "text"
     content: str | None = None
@@ -121,16 +149,29 @@ class Body(BaseModel):
 class Attachment(BaseModel):
     """A file attachment: base64 content inline in the message, or a blob reference."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {key: {"type": "string"}}, "required": [key]} for key in ("content_base64", "blob")
+            ]
+        },
+    )
 
-    name: str = Field(min_length=1, max_length=255)
-    content_type: str = Field(default="application/octet-stream", max_length=127)
-    content_base64: str | None = None
+    name: str = Field(min_length=1, max_length=255, json_schema_extra=NO_CRLF)
+    content_type: str = Field(
+        default="application/octet-stream",
+        max_length=127,
+        json_schema_extra={"pattern": CONTENT_TYPE_PATTERN, **NO_CRLF},
+    )
+    content_base64: Annotated[str, Field(json_schema_extra={"pattern": BASE64_PATTERN})] | None = None
     blob: Annotated[str, Field(pattern=BLOB_PATTERN)] | None = Field(
         default=None, description="Name of a blob in ATTACHMENTS_CONTAINER"
     )
     size: int | None = Field(default=None, ge=0, description="Bytes of the blob (set by POST /api/messages)")
-    content_id: str | None = Field(default=None, max_length=128, description="For inline images: cid in HTML")
+    content_id: str | None = Field(
+        default=None, max_length=128, description="For inline images: cid in HTML", json_schema_extra=NO_CRLF
+    )
 
     @field_validator("name", "content_id")
     @classmethod
@@ -177,6 +218,7 @@ class Callback(BaseModel):
     queue: str = Field(
         pattern=QUEUE_NAME_PATTERN,
         description="Storage queue (same account) that also receives this message's final event",
+        json_schema_extra={"not": {"pattern": "--"}},
     )
 
     @field_validator("queue")
@@ -191,21 +233,40 @@ class SendMessage(BaseModel):
     """One email to send from a connected mailbox (``mailbridge.send/v1``)."""
 
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, title="mailbridge.send/v1", json_schema_extra={"$id": SCHEMA_ID}
+        extra="forbid",
+        populate_by_name=True,
+        title="mailbridge.send/v1",
+        json_schema_extra={
+            "$id": SCHEMA_ID,
+            # At least one recipient. That to + cc + bcc together stay <= 500 is the one rule here JSON Schema
+            # cannot say (each list alone is capped); the runtime checks the sum (too_many_recipients).
+            "anyOf": [{"properties": {key: {"minItems": 1}}, "required": [key]} for key in ("to", "cc", "bcc")],
+        },
     )
 
     schema_: Literal["mailbridge.send/v1"] | None = Field(default=None, alias="schema")
     id: str = Field(pattern=ID_PATTERN, description="Client idempotency key: one id is sent at most once")
     connection_id: str = Field(pattern=CONNECTION_ID_PATTERN)
     from_: Address | None = Field(default=None, alias="from", description="Send as / on behalf of this mailbox")
-    to: list[Address] = Field(default_factory=list)
-    cc: list[Address] = Field(default_factory=list)
-    bcc: list[Address] = Field(default_factory=list)
+    to: list[Address] = Field(default_factory=list, json_schema_extra={"maxItems": MAX_RECIPIENTS})
+    cc: list[Address] = Field(default_factory=list, json_schema_extra={"maxItems": MAX_RECIPIENTS})
+    bcc: list[Address] = Field(default_factory=list, json_schema_extra={"maxItems": MAX_RECIPIENTS})
     reply_to: list[Address] = Field(default_factory=list, max_length=50)
-    subject: str = Field(default="", max_length=998)
+    subject: str = Field(default="", max_length=998, json_schema_extra=NO_CRLF)
     body: Body = Field(default_factory=Body)
     attachments: list[Attachment] = Field(default_factory=list, max_length=100)
-    headers: dict[str, str] = Field(default_factory=dict, description="Custom internet headers, names x-...")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"Custom internet headers, names x-..., at most {MAX_HEADERS} (Graph's 5 minus x-mailbridge-id)",
+        json_schema_extra={
+            "maxProperties": MAX_HEADERS,
+            "propertyNames": {
+                "pattern": HEADER_NAME_PATTERN,
+                "not": {"anyOf": [{"pattern": RESERVED_HEADER_PATTERN}, {"pattern": "[\r\n]"}]},
+            },
+            "additionalProperties": {"type": "string", "maxLength": 998, **NO_CRLF},
+        },
+    )
     importance: Literal["low", "normal", "high"] = "normal"
     save_to_sent_items: bool = True
     callback: Callback | None = None
@@ -214,7 +275,13 @@ class SendMessage(BaseModel):
         description="If Graph may have sent it but did not confirm (5xx/timeout): record 'unknown', or resend",
     )
     metadata: dict[str, str] = Field(
-        default_factory=dict, max_length=16, description="Echoed in the delivery record and events (not sent)"
+        default_factory=dict,
+        max_length=16,
+        description="Echoed in the delivery record and events (not sent)",
+        json_schema_extra={
+            "propertyNames": {"maxLength": 64},
+            "additionalProperties": {"type": "string", "maxLength": 256},
+        },
     )
 
     @field_validator("subject")
@@ -226,7 +293,11 @@ class SendMessage(BaseModel):
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         if len(value) > MAX_HEADERS:
-            raise PydanticCustomError("invalid_header", "at most {n} custom headers", {"n": MAX_HEADERS})
+            raise PydanticCustomError(
+                "too_many_headers",
+                "at most {n} custom headers: Graph takes 5 and x-mailbridge-id is one",
+                {"n": MAX_HEADERS},
+            )
         for name, hvalue in value.items():
             _no_crlf(name, f"header name {name!r}")
             _no_crlf(hvalue, f"header {name!r}")
@@ -310,39 +381,54 @@ def parse_message(data: Any) -> SendMessage:
         raise return_error from None
 
 
-def attachment_plan(sizes: list[int], body_bytes: int, large_attachments: bool) -> list[bool]:
-    """For each attachment, True when it must go through an upload session instead of inline.
+def attachment_plan(
+    sizes: list[int], base_bytes: int, large_attachments: bool, overheads: list[int] | None = None
+) -> list[str]:
+    """How each attachment reaches Graph: INLINE, ATTACH or UPLOAD (Graph "attach large files").
 
-    Inline attachments must each be under 3 MB and the whole Graph request under 4 MB (base64 grows
-    bytes by 4/3). Without large-attachment mode anything that does not fit inline is rejected.
+    ``base_bytes`` is the size of the Graph request without attachments (bytes of its UTF-8 JSON); an inline
+    attachment adds its base64 plus ``overheads[i]`` (its JSON wrapper). Files of 3 MB and up take an upload
+    session (Graph refuses a session for anything smaller); smaller ones ride inline while the one request
+    stays under 4 MB, and the largest of the rest get a ``POST /messages/{id}/attachments`` each. Anything
+    but all-inline needs large-attachment mode (draft + Mail.ReadWrite).
     """
-    budget = GRAPH_REQUEST_LIMIT - 64 * 1024 - body_bytes  # headroom for JSON, recipients, headers
-    upload = [size >= INLINE_ATTACHMENT_LIMIT for size in sizes]
-    inline_cost = sum(_b64(size) for size, up in zip(sizes, upload, strict=True) if not up)
-    # Move the biggest remaining inline attachments to upload sessions until the request fits.
-    for index in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        if inline_cost <= budget:
-            break
-        if not upload[index]:
-            upload[index] = True
-            inline_cost -= _b64(sizes[index])
+    overheads = overheads if overheads is not None else [REQUEST_MARGIN] * len(sizes)
     if any(size > UPLOAD_ATTACHMENT_LIMIT for size in sizes):
         raise errors.AttachmentsTooLarge("An attachment is larger than 150 MB, Graph's upload limit.")
-    if any(upload) and not large_attachments:
+    limit = GRAPH_REQUEST_LIMIT - REQUEST_MARGIN
+    if base_bytes > limit:
+        raise errors.MessageTooLarge(detail=f"the body needs {base_bytes} bytes; one Graph request takes 4 MB")
+    plan = [UPLOAD if size >= INLINE_ATTACHMENT_LIMIT else INLINE for size in sizes]
+    costs = [_b64(size) + extra for size, extra in zip(sizes, overheads, strict=True)]
+    total = base_bytes + sum(cost for cost, way in zip(costs, plan, strict=True) if way == INLINE)
+    for index in sorted(range(len(sizes)), key=lambda i: -sizes[i]):  # largest first out of the request
+        if total <= limit:
+            break
+        if plan[index] == INLINE:
+            plan[index] = ATTACH
+            total -= costs[index]
+    for index, way in enumerate(plan):
+        if way == ATTACH and costs[index] > limit:
+            raise errors.AttachmentsTooLarge(
+                detail=f"attachment {index} ({sizes[index]} bytes) is just under 3 MB: too large for one Graph "
+                "request once base64-encoded, and below the 3 MB upload-session minimum"
+            )
+    if any(way != INLINE for way in plan) and not large_attachments:
         raise errors.AttachmentsTooLarge(
             detail="attachments of 3 MB or more (or over ~3 MB together) need ENABLE_MAIL_READWRITE=true"
         )
-    if inline_cost > budget:
-        raise errors.MessageTooLarge(detail="the body is too large for one Graph request")
-    return upload
+    return plan
 
 
 def _b64(size: int) -> int:
     return (size + 2) // 3 * 4
 
 
-def check_limits(msg: SendMessage, settings: Settings) -> list[bool]:
-    """Setting-dependent checks; returns the attachment plan (see :func:`attachment_plan`)."""
+def check_limits(
+    msg: SendMessage, settings: Settings, base_bytes: int, overheads: list[int] | None = None
+) -> list[str]:
+    """Setting-dependent checks; returns the attachment plan (see :func:`attachment_plan`; ``base_bytes`` and
+    ``overheads`` come from :func:`shared.graph.request_sizes`)."""
     if msg.from_ is not None and not settings.enable_shared_mailboxes:
         raise errors.SendAsNotEnabled(field="from")
     total = msg.total_bytes()
@@ -352,7 +438,7 @@ def check_limits(msg: SendMessage, settings: Settings) -> list[bool]:
             field="$",
         )
     sizes = [a.size or 0 for a in msg.attachments]
-    return attachment_plan(sizes, msg.body.byte_size(), settings.enable_mail_readwrite)
+    return attachment_plan(sizes, base_bytes, settings.enable_mail_readwrite, overheads)
 
 
 def json_schema() -> dict[str, Any]:

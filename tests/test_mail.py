@@ -9,7 +9,18 @@ from pathlib import Path
 import pytest
 
 from shared import errors
-from shared.mail import SCHEMA_ID, attachment_plan, check_limits, decode_payload, parse_message, schema_text
+from shared.graph import request_sizes
+from shared.mail import (
+    ATTACH,
+    INLINE,
+    SCHEMA_ID,
+    UPLOAD,
+    attachment_plan,
+    check_limits,
+    decode_payload,
+    parse_message,
+    schema_text,
+)
 from shared.settings import load_settings
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "docs" / "schema" / "send-v1.json"
@@ -98,15 +109,21 @@ def test_queue_payloads_may_be_plain_or_base64_json():
             decode_payload(bad)
 
 
-def test_attachment_plan_inline_upload_and_refusals():
-    assert attachment_plan([100, 200], 1000, large_attachments=False) == [False, False]
-    assert attachment_plan([3 * MB, 10], 0, large_attachments=True) == [True, False]
-    # Two 2 MB files fit Graph's 3 MB inline rule each but not one 4 MB request together.
-    assert attachment_plan([2 * MB, 2 * MB], 0, large_attachments=True) == [True, False]
+def test_attachment_plan_inline_attach_upload_and_refusals():
+    assert attachment_plan([100, 200], 1000, large_attachments=False) == [INLINE, INLINE]
+    assert attachment_plan([3 * MB, 10], 0, large_attachments=True) == [UPLOAD, INLINE]
+    # Two 2 MB files fit Graph's 3 MB rule each but not one 4 MB request together: the larger gets a POST of
+    # its own. Never an upload session under 3 MB (Graph: ErrorAttachmentSizeShouldNotBeLessThanMinimumSize).
+    assert attachment_plan([2 * MB, 2 * MB + 1], 0, large_attachments=True) == [INLINE, ATTACH]
+    assert attachment_plan([3 * MB - 2048, 3 * MB - 2048], 0, large_attachments=True) == [ATTACH, INLINE]
     with pytest.raises(errors.AttachmentsTooLarge):
         attachment_plan([2 * MB, 2 * MB], 0, large_attachments=False)
     with pytest.raises(errors.AttachmentsTooLarge):
         attachment_plan([151 * MB], 0, large_attachments=True)
+    with pytest.raises(errors.AttachmentsTooLarge):  # just under 3 MB: over one request once base64-encoded
+        attachment_plan([3 * MB - 1], 0, large_attachments=True)
+    with pytest.raises(errors.MessageTooLarge):  # the body alone must fit one request
+        attachment_plan([], 4 * MB, large_attachments=True)
 
 
 def _settings(**env):
@@ -122,12 +139,25 @@ def _settings(**env):
     return load_settings({**base, **env})
 
 
+def _limits(msg, settings):
+    return check_limits(msg, settings, *request_sizes(msg, msg.body.content or ""))
+
+
 def test_limits_that_depend_on_settings():
     big = base64.b64encode(b"x" * 70_000).decode()
     msg = parse_message(ok(attachments=[{"name": "a", "content_base64": big}]))
     with pytest.raises(errors.MessageTooLarge):
-        check_limits(msg, _settings(MAX_MESSAGE_BYTES="65536"))
-    assert check_limits(msg, _settings()) == [False]
+        _limits(msg, _settings(MAX_MESSAGE_BYTES="65536"))
+    assert _limits(msg, _settings()) == [INLINE]
     with pytest.raises(errors.SendAsNotEnabled):
-        check_limits(parse_message(ok(**{"from": "t@example.com"})), _settings())
-    assert check_limits(parse_message(ok(**{"from": "t@example.com"})), _settings(ENABLE_SHARED_MAILBOXES="true")) == []
+        _limits(parse_message(ok(**{"from": "t@example.com"})), _settings())
+    assert _limits(parse_message(ok(**{"from": "t@example.com"})), _settings(ENABLE_SHARED_MAILBOXES="true")) == []
+
+
+def test_request_size_counts_utf8_json_bytes_not_characters():
+    ascii_body = parse_message(ok(body={"content": "a" * 1000}))
+    base, _ = request_sizes(ascii_body, "a" * 1000)
+    accented, _ = request_sizes(ascii_body, "é" * 1000)
+    quoted, _ = request_sizes(ascii_body, '"' * 1000)
+    assert accented - base == 1000, "UTF-8: 2 bytes per é, never 6 (\\u00e9)"
+    assert quoted - base == 1000, 'JSON escapes count: \\" is 2 bytes'

@@ -1,0 +1,147 @@
+"""Sending under what real Graph refuses (issue 14, items 1-4), with the emulator's strictness on: the
+5-header cap, the 3 MB upload-session floor, asynchronous transport, and a 4 MB request limit in bytes."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
+
+MB = 1024 * 1024
+
+
+def _calls(kit, prefix: str = "calls.graph.") -> dict[str, int]:
+    return kit.mb.admin.counters(prefix)
+
+
+def _delta(kit, before: dict[str, int], name: str) -> int:
+    return _calls(kit).get(f"calls.graph.{name}", 0) - before.get(f"calls.graph.{name}", 0)
+
+
+def _send_one(kit, cid: str, msg: dict, timeout: float = 60.0):
+    with kit.listener() as listener:
+        kit.put(msg)
+        rec = kit.wait_final([(cid, msg["id"])], timeout=timeout)[(cid, msg["id"])]
+    assert listener.failed == 0
+    return rec
+
+
+# --- item 1: at most 5 internetMessageHeaders, ours included -------------------------------------------
+
+
+def test_a_fifth_producer_header_is_refused_at_intake_before_any_graph_call(send_kit):
+    kit = send_kit()
+    cid = kit.connect("alice")
+    four = {f"x-h{i}": "v" for i in range(4)}
+    five = {**four, "x-h4": "v"}
+    before = _calls(kit)
+    resp = kit.mb.http("enqueue_message", "POST", body=kit.message(cid, headers=five))
+    assert resp.status_code == 400 and kit.mb.json(resp)["error"]["code"] == "too_many_headers"
+    rec = _send_one(kit, cid, kit.message(cid, headers=five))
+    assert rec.status == "rejected" and rec.error_code == "too_many_headers" and rec.error_field == "headers"
+    assert _delta(kit, before, "sendMail") == 0, "refused before Graph"
+    ok = kit.message(cid, headers=four)
+    assert _send_one(kit, cid, ok).status == "sent", "four producer headers + x-mailbridge-id = Graph's five"
+    (item,) = kit.mb.admin.sent_items(kit.address("alice"), key=ok["id"])
+    assert len(item["internetMessageHeaders"]) == 5
+
+
+# --- item 2: upload sessions only for files of 3 MB or more; no orphan drafts ---------------------------
+
+
+def test_two_files_under_3_mb_that_exceed_one_request_are_posted_one_by_one(send_kit):
+    kit = send_kit(ENABLE_MAIL_READWRITE="true")
+    cid = kit.connect("alice")
+    files = [os.urandom(1_600_000), os.urandom(1_600_000)]
+    atts = [{"name": f"f{i}.bin", "content_base64": base64.b64encode(f).decode()} for i, f in enumerate(files)]
+    msg = kit.message(cid, attachments=atts)
+    assert kit.mb.http("enqueue_message", "POST", body=msg).status_code == 202
+    before = _calls(kit)
+    with kit.listener() as listener:
+        rec = kit.wait_final([(cid, msg["id"])])[(cid, msg["id"])]
+    assert listener.failed == 0
+    assert rec.status == "sent" and rec.mode == "draft", (rec.error_code, rec.error_detail)
+    assert _delta(kit, before, "createUploadSession") == 0
+    # Together over one 4 MB request: one rides inline in the draft, the other gets its own POST.
+    assert _delta(kit, before, "createMessage") == 1 and _delta(kit, before, "addAttachment") == 1
+    (item,) = kit.mb.admin.sent_items(kit.address("alice"), key=msg["id"])
+    assert sorted(a["size"] for a in item["attachments"]) == [1_600_000, 1_600_000]
+    assert kit.mb.admin.drafts(kit.address("alice"), key=msg["id"]) == []
+
+
+def test_a_draft_whose_send_fails_for_good_is_deleted(send_kit):
+    kit = send_kit(ENABLE_MAIL_READWRITE="true", ENABLE_SHARED_MAILBOXES="true")
+    kit.mb.kit.add_user("team", is_shared=True)  # alice has no Send As / on Behalf right on it
+    cid = kit.connect("alice")
+    big = base64.b64encode(os.urandom(3 * MB)).decode()
+    msg = kit.message(cid, attachments=[{"name": "big.bin", "content_base64": big}], **{"from": kit.address("team")})
+    assert kit.mb.http("enqueue_message", "POST", body=msg).status_code == 202
+    with kit.listener():
+        rec = kit.wait_final([(cid, msg["id"])])[(cid, msg["id"])]
+    assert rec.status == "failed" and rec.error_code == "send_as_denied" and rec.mode == "draft"
+    assert kit.mb.admin.drafts(kit.address("alice"), key=msg["id"]) == [], "no orphan draft"
+
+
+# --- item 3: transport is asynchronous; an item that may be in transit is never sent again -------------
+
+
+def test_an_ambiguous_draft_send_in_transit_is_not_sent_again(send_kit, emulator_admin):
+    kit = send_kit(ENABLE_MAIL_READWRITE="true")
+    cid = kit.connect("alice")
+    kit.services.sender.transit_grace_s = 30.0
+    emulator_admin.graph_limits(transport_delay_s=3)
+    kit.mb.admin.add_fault("graph.send", "504_after", count=1)
+    before = _calls(kit)
+    msg = kit.message(cid)
+    rec = _send_one(kit, cid, msg)
+    assert rec.status == "sent" and rec.mode == "draft" and rec.attempts == 1
+    assert _delta(kit, before, "send") == 1, "the draft in transit was not sent a second time"
+    assert kit.mb.admin.deliveries(key=msg["id"])["count"] == 1
+
+
+def test_a_draft_send_that_stays_ambiguous_ends_unknown_never_failed_or_resent(send_kit, emulator_admin):
+    kit = send_kit(ENABLE_MAIL_READWRITE="true")
+    cid = kit.connect("alice")
+    kit.services.sender.transit_grace_s = 3.0
+    emulator_admin.graph_limits(transport_delay_s=600)  # transport slower than our grace period
+    kit.mb.admin.add_fault("graph.send", "504_after", count=1)
+    before = _calls(kit)
+    msg = kit.message(cid)
+    rec = _send_one(kit, cid, msg)
+    assert rec.status == "unknown" and rec.error_code == "outcome_unknown", (rec.status, rec.error_code)
+    assert _delta(kit, before, "send") == 1
+    assert kit.mb.admin.drafts(kit.address("alice"), key=msg["id"]), "left alone: it may be in transit"
+
+
+def test_a_lookup_that_keeps_failing_after_an_ambiguous_send_ends_unknown(send_kit, emulator_admin):
+    kit = send_kit(ENABLE_MAIL_READWRITE="true")
+    cid = kit.connect("alice")
+    kit.services.sender.transit_grace_s = 3.0
+    emulator_admin.graph_limits(transport_delay_s=600)
+    kit.mb.admin.add_fault("graph.send", "504_after", count=1)
+    kit.mb.admin.add_fault("graph.listMessages", "503", retry_after=1)
+    before = _calls(kit)
+    msg = kit.message(cid)
+    rec = _send_one(kit, cid, msg)
+    assert rec.status == "unknown" and rec.error_code == "outcome_unknown", (rec.status, rec.error_code)
+    assert _delta(kit, before, "send") == 1
+
+
+# --- item 4: the 4 MB request limit counts bytes of the UTF-8 JSON body ---------------------------------
+
+
+def test_a_non_ascii_body_is_measured_and_sent_as_utf8_bytes(send_kit):
+    kit = send_kit()
+    cid = kit.connect("alice")
+    text = "é" * 1_000_000  # 2 MB in UTF-8, 6 MB if JSON-escaped as \\u00e9
+    msg = kit.message(cid, body={"content_type": "text", "content": text})
+    assert kit.mb.http("enqueue_message", "POST", body=msg).status_code == 202
+    with kit.listener():
+        rec = kit.wait_final([(cid, msg["id"])])[(cid, msg["id"])]
+    assert rec.status == "sent", (rec.error_code, rec.error_detail)
+    (item,) = kit.mb.admin.sent_items(kit.address("alice"), key=msg["id"])
+    assert item["body"]["content"] == text
+    too_big = kit.message(cid, body={"content_type": "text", "content": "é" * 2_100_000})  # 4.2 MB of UTF-8
+    resp = kit.mb.http("enqueue_message", "POST", body=too_big)
+    assert resp.status_code == 413 and kit.mb.json(resp)["error"]["code"] == "message_too_large"
