@@ -14,7 +14,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from shared.errors import MailbridgeError, NotFound, ReauthRequired, TransientError
+from shared.errors import AppCredentialFailed, MailbridgeError, NotFound, ReauthRequired, TransientError
 from shared.events import emit_event
 from shared.services import Services
 from shared.telemetry import log_outcome
@@ -32,6 +32,7 @@ class SweepReport:
     reauth_required: int = 0
     transient_failures: int = 0
     stopped_early: bool = False
+    app_credential_failed: bool = False  # Entra refused the app's own credential: the rest waits for the fix
     reauth_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
@@ -56,7 +57,13 @@ class KeepAlive:
         after = ""
 
         def out_of_budget() -> bool:
-            return time.monotonic() > deadline or (max_connections is not None and report.due_seen >= max_connections)
+            # A refused app credential fails every connection alike: stop spending Key Vault reads and token
+            # calls on them; all stay due and the next run (after the operator's fix) refreshes them.
+            return (
+                time.monotonic() > deadline
+                or report.app_credential_failed
+                or (max_connections is not None and report.due_seen >= max_connections)
+            )
 
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="keepalive") as pool:
             pending: set[Future] = set()
@@ -72,9 +79,12 @@ class KeepAlive:
                     if out_of_budget():
                         report.stopped_early = True
                         break
-                    report.due_seen += 1
                     while len(pending) >= self.concurrency:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    if report.app_credential_failed:  # learnt while waiting for a free worker
+                        report.stopped_early = True
+                        break
+                    report.due_seen += 1
                     self._respect_backoff(deadline)
                     pending.add(pool.submit(self._refresh_one, key, connection_id, now, report))
                 if report.stopped_early:
@@ -144,6 +154,11 @@ class KeepAlive:
                 )
             except Exception:  # the connection is already marked; a lost event must not stop the sweep
                 logger.exception("Keep-alive: could not emit reauth event for %s", connection_id)
+        except AppCredentialFailed as exc:
+            report.transient_failures += 1
+            report.app_credential_failed = True
+            outcome("transient_failure", exc.code)
+            logger.error("Keep-alive: the app's credential was refused (%s); sweep stopped, all stay due", exc.detail)
         except TransientError as exc:
             report.transient_failures += 1
             outcome("transient_failure", exc.code)
