@@ -108,6 +108,8 @@ def register(router: Router, state: EmulatorState) -> None:
             tenant.consent_policy = data["consent_policy"]
         if "display_name" in data:
             tenant.display_name = str(data["display_name"])
+        if "admin_consent_workflow" in data:
+            tenant.admin_consent_workflow = bool(data["admin_consent_workflow"])
         return json_response(200, tenant.to_dict())
 
     @router.route("POST", "/_emulator/tenants/{tid}/consent", "admin.consent")

@@ -189,10 +189,19 @@ class EmulatorAdmin:
 
     # -- non-interactive sign-in ------------------------------------------------------------
     def complete_authorize(
-        self, auth_uri: str, username: str, *, action: str = "accept", password: str | None = None
+        self,
+        auth_uri: str,
+        username: str,
+        *,
+        action: str = "accept",
+        password: str | None = None,
+        on_admin_approval: str = "back",
+        justification: str = "",
     ) -> str:
-        """Submit the emulator's sign-in/consent page for ``auth_uri`` as ``username``.
+        """Submit the emulator's sign-in (and consent) for ``auth_uri`` as ``username``.
 
+        When the organisation needs admin approval, the "Need admin approval" page is answered with
+        ``on_admin_approval`` (``back``, or ``request`` under the admin consent workflow).
         Returns the redirect URL (the app's redirect_uri with ``code``/``state`` or ``error``).
         Raises :class:`EmulatorAdminError` when the emulator shows an error page instead.
         """
@@ -200,6 +209,9 @@ class EmulatorAdmin:
         if password is not None:
             form["password"] = password
         resp = self.session.post(auth_uri, data=form, allow_redirects=False, timeout=30)
+        if resp.status_code == 200 and "id=\"need-admin-approval\"" in resp.text:
+            form = {**form, "action": on_admin_approval, "justification": justification}
+            resp = self.session.post(auth_uri, data=form, allow_redirects=False, timeout=30)
         if resp.status_code not in (302, 303) or "Location" not in resp.headers:
             # Surface the page's error line (e.g. "AADSTS50034: ...") rather than the whole HTML.
             found = re.search(r"id=['\"]error['\"][^>]*>(.*?)</p>", resp.text, re.S)

@@ -30,6 +30,10 @@ class Tenant:
     consent_policy: str = "user"
     admin_consented: dict[str, set[str]] = field(default_factory=dict)
     kind: str = "work"
+    # "Users can request admin consent to apps they are unable to consent to" (admin consent workflow):
+    # the "Need admin approval" page then offers a request form; requests land here.
+    admin_consent_workflow: bool = False
+    consent_requests: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form for the admin API."""
@@ -40,6 +44,8 @@ class Tenant:
             "consent_policy": self.consent_policy,
             "admin_consented": {k: sorted(v) for k, v in self.admin_consented.items()},
             "kind": self.kind,
+            "admin_consent_workflow": self.admin_consent_workflow,
+            "consent_requests": list(self.consent_requests),
         }
 
 

@@ -23,7 +23,13 @@ from emulator.entra_common import (
     redirect_error,
     respond_to_app,
 )
-from emulator.entra_pages import error_page, sign_in_page
+from emulator.entra_pages import (
+    consent_page,
+    error_page,
+    need_admin_approval_page,
+    sign_in_only_page,
+    sign_in_page,
+)
 from emulator.state import EmulatorState
 from emulator.tokens import GRAPH_RESOURCE
 
@@ -252,15 +258,8 @@ def _authorize(state: EmulatorState, req: Request, tenant: str, p: dict[str, str
     def page(error: str = "") -> Response:
         accounts = [u.upn for u in state.directory.users_in(tn.tid) if not u.is_shared][:25] if tn else []
         hint = p.get("login_hint") or (sso.upn if sso and prompt not in ("login", "select_account") else "")
-        perms = [display_perm(state.entra, c) for c in sorted(scopes.consent_scopes())]
-        return sign_in_page(
-            action_url=action_url,
-            app_name=app.display_name,
-            tenant_label=label,
-            permissions=perms,
-            login_hint=hint,
-            accounts=accounts,
-            error=error,
+        return sign_in_only_page(
+            action_url=action_url, app_name=app.display_name, login_hint=hint, accounts=accounts, error=error
         )
 
     if not submitted or "action" not in p:
@@ -276,7 +275,7 @@ def _authorize(state: EmulatorState, req: Request, tenant: str, p: dict[str, str
     problem = _user_allowed(state, app, kind, tn, user)
     if problem:
         return page(problem)
-    return _complete(state, req, app, kind, tn, p, scopes, user, fail, silent=False)
+    return _complete(state, req, app, kind, tn, p, scopes, user, fail, silent=False, pages=(action_url, label))
 
 
 def _complete(
@@ -291,8 +290,15 @@ def _complete(
     fail: Any,
     *,
     silent: bool,
+    pages: tuple[str, str] = ("", ""),
 ) -> Response:
-    """After the user is known: scripted failures, consent policy, then the code."""
+    """After the user is known: scripted failures, consent policy (step 2 pages), then the code.
+
+    Step 2 is Microsoft's: nothing when the user (or their admin, e.g. with ``/.default``) already consented
+    to everything asked; "Need admin approval" when the organisation does not let this user consent
+    (answered with ``back``, or ``request`` under the admin consent workflow); else the permission page,
+    whose ``accept`` grants. ``action=accept`` on the first POST signs in and consents in one go (scripts).
+    """
     if "ca_block" in user.failures:
         return fail(
             "access_denied",
@@ -322,10 +328,41 @@ def _complete(
         if silent:
             return fail("consent_required", 65001, consent_msg)
         policy = tenant.consent_policy if tenant else "user"
-        if missing and policy == "blocked" and not user.is_admin:
-            return fail("access_denied", 90094, "The grant requires admin permission.")
-        if missing and policy == "admin_required" and not user.is_admin:
-            return fail("consent_required", 65001, consent_msg)
+        action, (action_url, label) = p.get("action", ""), pages
+        if missing and policy in ("blocked", "admin_required") and not user.is_admin:
+            if action == "request" and tenant is not None and tenant.admin_consent_workflow:
+                with state.lock:
+                    tenant.consent_requests.append(
+                        {
+                            "client_id": app.client_id,
+                            "user": user.upn,
+                            "scopes": sorted(missing),
+                            "justification": p.get("justification", "")[:500],
+                            "at": state.clock.now(),
+                        }
+                    )
+                return fail("access_denied", 90095, "Admin consent is required: the request was sent to an admin.")
+            if action == "back":
+                if policy == "blocked":
+                    return fail("access_denied", 90094, "The grant requires admin permission.")
+                return fail("consent_required", 65001, consent_msg)
+            return need_admin_approval_page(
+                action_url=action_url,
+                app_name=app.display_name,
+                username=user.upn,
+                password=p.get("password", ""),
+                workflow=bool(tenant and tenant.admin_consent_workflow),
+            )
+        if action != "accept":
+            perms = [display_perm(state.entra, c) for c in sorted(scopes.consent_scopes())]
+            return consent_page(
+                action_url=action_url,
+                app_name=app.display_name,
+                tenant_label=label,
+                permissions=perms,
+                username=user.upn,
+                password=p.get("password", ""),
+            )
         # Consenting to ``<resource>/.default`` means consenting to the app's configured permissions.
         granted = (_admin_grants(app, scopes) if scopes.is_default else scopes.canonical()) | scopes.consent_scopes()
         with state.lock:

@@ -1,8 +1,12 @@
-"""HTML pages of the emulated sign-in: account + consent page, admin approval page, error page.
+"""HTML pages of the emulated sign-in, in Microsoft's order: sign in first, then (only if needed) either
+the permission (consent) page or "Need admin approval"; also the error page.
 
-Element ids are stable for headless browsers: ``#username``, ``#password``, ``#accept``, ``#cancel``.
-The form posts back to the exact authorize URL it was served from, so a non-interactive client
-can do the same POST with ``requests`` (fields ``username``, ``password`` (optional), ``action``).
+Element ids are stable for headless browsers: ``#signin`` (``#username``, ``#password``, ``#accept`` =
+Sign in), ``#consent`` (``#permissions``, ``#accept``, ``#cancel``), ``#need-admin-approval``
+(``#back-to-app``; with the admin consent workflow ``#justification`` + ``#request-approval``). Every form
+posts back to the exact authorize URL it was served from, so a non-interactive client can do the same
+POST with ``requests`` (``username``, ``password`` (optional), ``action``=``accept`` signs in and
+consents in one go; ``back`` / ``request`` answer the admin-approval page).
 """
 
 from __future__ import annotations
@@ -67,6 +71,78 @@ def sign_in_page(
   <button type="submit" id="cancel" name="action" value="cancel">Cancel</button>
 </form>"""
     return _page("Sign in to your account", inner)
+
+
+def _hidden(fields: dict[str, str]) -> str:
+    return "".join(f"<input type='hidden' name='{escape(k)}' value='{escape(v)}'>" for k, v in fields.items())
+
+
+def sign_in_only_page(
+    *, action_url: str, app_name: str, login_hint: str = "", accounts: list[str] | None = None, error: str = ""
+) -> Response:
+    """Step 1, as Microsoft: who are you (no permission list yet: that depends on the user's organisation)."""
+    options = "".join(f"<option value='{escape(a)}'>" for a in accounts or [])
+    err = f"<p class='err' id='error'>{escape(error)}</p>" if error else ""
+    inner = f"""
+<h1>Sign in</h1>
+<p>to continue to <b id="app-name">{escape(app_name)}</b></p>
+{err}
+<form method="post" action="{escape(action_url)}" id="signin">
+  <label for="username">Email, phone, or Skype</label>
+  <input type="text" id="username" name="username" value="{escape(login_hint)}" list="accounts" autofocus>
+  <datalist id="accounts">{options}</datalist>
+  <label for="password">Password <span class="muted">(demo users: <code>password</code>)</span></label>
+  <input type="password" id="password" name="password">
+  <button type="submit" id="accept" name="action" value="signin">Sign in</button>
+  <button type="submit" id="cancel" name="action" value="cancel">Cancel</button>
+</form>"""
+    return _page("Sign in to your account", inner)
+
+
+def consent_page(
+    *, action_url: str, app_name: str, tenant_label: str, permissions: list[str], username: str, password: str
+) -> Response:
+    """Step 2 when the user may consent: "Permissions requested" with exactly the scopes asked for."""
+    perms = "".join(f"<li>{escape(p)}</li>" for p in permissions)
+    inner = f"""
+<h1>Permissions requested</h1>
+<p class="muted">{escape(username)}</p>
+<p><b id="app-name">{escape(app_name)}</b> ({escape(tenant_label)}) wants to:</p>
+<ul id="permissions">{perms}</ul>
+<form method="post" action="{escape(action_url)}" id="consent">
+  {_hidden({"username": username, "password": password})}
+  <p class="muted">Accepting lets this app use the permissions above. You can change this later.</p>
+  <button type="submit" id="accept" name="action" value="accept">Accept</button>
+  <button type="submit" id="cancel" name="action" value="cancel">Cancel</button>
+</form>"""
+    return _page("Permissions requested", inner)
+
+
+def need_admin_approval_page(
+    *, action_url: str, app_name: str, username: str, password: str, workflow: bool
+) -> Response:
+    """Step 2 when the organisation does not let this user consent: Microsoft's "Need admin approval"
+    (with a request form when the tenant has the admin consent workflow on)."""
+    request = (
+        """<label for="justification">Justification for requesting this app</label>
+  <input type="text" id="justification" name="justification">
+  <button type="submit" id="request-approval" name="action" value="request">Request approval</button>"""
+        if workflow
+        else "<p class='muted'>Have an admin account? Sign in with that account.</p>"
+    )
+    inner = f"""
+<h1 id="need-admin-approval">Need admin approval</h1>
+<p class="muted">{escape(username)}</p>
+<p><b id="app-name">{escape(app_name)}</b> needs permission to access resources in your organization that only
+an admin can grant. {"Request approval from an admin" if workflow else "Please ask an admin to grant permission"}
+to this app before you can use it.</p>
+<form method="post" action="{escape(action_url)}" id="admin-approval">
+  {_hidden({"username": username, "password": password})}
+  {request}
+  <button type="submit" id="back-to-app" name="action" value="back">
+    Return to the application without granting consent</button>
+</form>"""
+    return _page("Need admin approval", inner)
 
 
 def error_page(code: int, message: str, status: int = 400) -> Response:

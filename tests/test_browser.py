@@ -167,12 +167,17 @@ def ui_app(emulator, emulator_admin, azurite, operator_tenant, tmp_path_factory)
         log.close()
 
 
-def _sign_in(page, username: str) -> None:
-    """Pass the emulator's sign-in / consent page (stable ids #username, #password, #accept)."""
+def _sign_in(page, username: str, *, consent: bool = True) -> None:
+    """Pass the emulator's sign-in page (#username, #password, #accept), then its permission page when one
+    follows (#consent: only when the user still has something to consent to, as with Microsoft)."""
     page.wait_for_selector("#username")
     page.fill("#username", username)
     page.fill("#password", PASSWORD)
-    page.click("#accept")
+    with page.expect_navigation():
+        page.click("#accept")
+    if consent and page.locator("#consent").count():
+        with page.expect_navigation():
+            page.click("#accept")
 
 
 @pytest.mark.browser
@@ -188,8 +193,11 @@ def test_connect_send_test_then_disconnect_from_the_sample_page(browser, ui_app,
         page.click("#connect")
 
         page.wait_for_url(f"{emulator.base_url}/**")  # Microsoft's (the emulator's) page, over verified TLS
-        expect(page.locator("#permissions")).to_contain_text("Mail.Send")
-        _sign_in(page, ui_app["alice"])
+        _sign_in(page, ui_app["alice"], consent=False)
+        # Step 2: the permissions actually requested, OIDC scopes included.
+        for scope in ("Mail.Send", "offline_access", "profile"):
+            expect(page.locator("#permissions")).to_contain_text(scope)
+        page.click("#accept")
 
         # Back with ?status=connected&result=...: the page (playing the backend) claims the result for the
         # user_ref it asked the link for, then drops the single-use result from the address.
@@ -235,6 +243,10 @@ def test_admin_approval_required_shows_the_admin_consent_link_which_works(browse
         page.fill("#user-ref", "browser-user-2")
         page.click("#connect")
         _sign_in(page, ui_app["carol"])
+        # As Microsoft: "Need admin approval" right after sign-in, never a permission page first.
+        expect(page.locator("#need-admin-approval")).to_have_text("Need admin approval")
+        assert page.locator("#permissions").count() == 0
+        page.click("#back-to-app")
 
         page.wait_for_url(f"{ui_app['ui']}?status=error*")
         expect(page.locator("#outcome-title")).to_have_text("Not connected")
@@ -251,10 +263,10 @@ def test_admin_approval_required_shows_the_admin_consent_link_which_works(browse
         page.wait_for_url(f"{ui_app['ui']}?status=admin_consented*")
         expect(page.locator("#outcome-title")).to_have_text("Approved")
 
-        # Now carol can connect.
+        # Now carol can connect, and sees no permission page: the admin approved /.default for everyone.
         page.fill("#user-ref", "browser-user-2")
         page.click("#connect")
-        _sign_in(page, ui_app["carol"])
+        _sign_in(page, ui_app["carol"], consent=False)
         expect(page.locator("#connection-status")).to_have_text("connected")
     finally:
         context.close()

@@ -457,3 +457,62 @@ def test_form_post_response_mode(emu_tenant, emulator_admin):
     resp = kit.http().post(url, data={"username": kit.users["alice"]["upn"], "action": "accept"}, allow_redirects=False)
     assert resp.status_code == 200
     assert f"action='{kit.redirect_uri}'" in resp.text and "name='code'" in resp.text
+
+
+def test_sign_in_comes_first_then_the_consent_page_or_need_admin_approval(emu_tenant, emulator_admin, emu_http):
+    """Microsoft's order: sign in, then the permission page (only if something is left to consent to) or,
+    where the organisation does not let the user consent, "Need admin approval" (never the permissions)."""
+    kit = emu_tenant(users=("ann",))
+    app = kit.msal_app()
+    flow = app.initiate_auth_code_flow(["Mail.Send"], redirect_uri=kit.redirect_uri)
+    first = emu_http.get(flow["auth_uri"], timeout=10)
+    assert 'id="signin"' in first.text and 'id="permissions"' not in first.text
+    consent = emu_http.post(
+        flow["auth_uri"], data={"username": kit.users["ann"]["upn"], "action": "signin"}, timeout=10
+    )
+    assert consent.status_code == 200 and 'id="consent"' in consent.text
+    for scope in ("Mail.Send", "offline_access", "openid", "profile"):
+        assert f"<li>{scope}</li>" in consent.text, scope
+    done = emu_http.post(
+        flow["auth_uri"],
+        data={"username": kit.users["ann"]["upn"], "action": "accept"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert "code=" in done.headers["Location"]
+    # Consented now: the next sign-in goes straight back to the app.
+    again = app.initiate_auth_code_flow(["Mail.Send"], redirect_uri=kit.redirect_uri)
+    straight = emu_http.post(
+        again["auth_uri"],
+        data={"username": kit.users["ann"]["upn"], "action": "signin"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert straight.status_code == 302 and "code=" in straight.headers["Location"]
+
+    strict = emu_tenant(users=("cal",), consent_policy="admin_required")
+    flow = strict.msal_app().initiate_auth_code_flow(["Mail.Send"], redirect_uri=strict.redirect_uri)
+    page = emu_http.post(
+        flow["auth_uri"], data={"username": strict.users["cal"]["upn"], "action": "signin"}, timeout=10
+    )
+    assert 'id="need-admin-approval"' in page.text and 'id="permissions"' not in page.text
+    assert 'id="request-approval"' not in page.text  # no admin consent workflow in this tenant
+    back = emulator_admin.query_of(emulator_admin.complete_authorize(flow["auth_uri"], strict.users["cal"]["upn"]))
+    assert back["error"] == "consent_required" and "AADSTS65001" in back["error_description"]
+
+
+def test_admin_consent_workflow_lets_the_user_request_approval(emu_tenant, emulator_admin, emu_http):
+    kit = emu_tenant(users=("dee",), consent_policy="admin_required")
+    emulator_admin._call("PATCH", f"/_emulator/tenants/{kit.tid}", {"admin_consent_workflow": True})
+    flow = kit.msal_app().initiate_auth_code_flow(["Mail.Send"], redirect_uri=kit.redirect_uri)
+    page = emu_http.post(flow["auth_uri"], data={"username": kit.users["dee"]["upn"], "action": "signin"}, timeout=10)
+    assert 'id="request-approval"' in page.text and 'id="justification"' in page.text
+    back = emulator_admin.query_of(
+        emulator_admin.complete_authorize(
+            flow["auth_uri"], kit.users["dee"]["upn"], on_admin_approval="request", justification="for invoices"
+        )
+    )
+    assert back["error"] == "access_denied" and "AADSTS90095" in back["error_description"]
+    (request,) = emulator_admin.tenant(kit.tid)["consent_requests"]
+    assert (request["user"], request["justification"]) == (kit.users["dee"]["upn"], "for invoices")
+    assert "https://graph.microsoft.com/mail.send" in request["scopes"]
