@@ -33,11 +33,12 @@ ResponseHook = Callable[[Request, Route | None, Response], None]
 
 
 def fault_response(state: EmulatorState, name: str, rule: FaultRule | None, status: int) -> Response:
-    """The error a real service gives for an injected 429/503/504, shaped per service."""
+    """The error a real service gives for an injected 429/500/503/504, shaped per service."""
     retry = str(rule.retry_after if rule else 1)
     now = dt.datetime.fromtimestamp(state.clock.now(), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     messages = {
         429: ("TooManyRequests", "Application is over its MailboxConcurrency limit."),
+        500: ("InternalServerError", "An internal server error occurred."),
         503: ("ServiceUnavailable", "Service unavailable, try again later."),
         504: ("GatewayTimeout", "The gateway did not receive a response in time."),
     }
@@ -50,7 +51,7 @@ def fault_response(state: EmulatorState, name: str, rule: FaultRule | None, stat
         kv_code = "Throttled" if status == 429 else code
         body = {"error": {"code": kv_code, "message": f"{message} (injected fault)"}}
     elif service == "entra":
-        err = "temporarily_unavailable" if status != 504 else "server_error"
+        err = "temporarily_unavailable" if status not in (500, 504) else "server_error"
         body = {"error": err, "error_description": f"AADSTS90033: {message}", "error_codes": [90033]}
     else:
         body = {"error": {"code": code, "message": message}}
@@ -280,7 +281,7 @@ class Emulator:
                 outcome = rule
         if outcome is not None and outcome.kind == "reset":
             raise Drop()
-        if outcome is not None and outcome.kind in ("429", "503"):
+        if outcome is not None and outcome.kind in ("429", "500", "503"):
             return self._hooks(req, route, fault_response(self.state, route.name, outcome, int(outcome.kind)))
         resp = self._call(route, req, params)
         if outcome is not None and outcome.kind == "504_after":

@@ -139,7 +139,7 @@ class EmulatorAdmin:
         retry_after: int = 1,
         latency_ms: int = 0,
     ) -> dict[str, Any]:
-        """Inject ``kind`` (429, 503, 504_after, reset, latency) on endpoints matching a glob."""
+        """Inject ``kind`` (429, 500, 503, 504_after, reset, latency) on endpoints matching a glob."""
         body = {"endpoint": endpoint, "kind": kind, "rate": rate, "count": count}
         body.update(retry_after=retry_after, latency_ms=latency_ms)
         return self._call("POST", "/_emulator/faults", body)

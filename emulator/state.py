@@ -17,7 +17,7 @@ from typing import Any
 
 from emulator.directory import AppRegistry, Directory
 
-FAULT_KINDS = ("429", "503", "504_after", "reset", "latency")
+FAULT_KINDS = ("429", "500", "503", "504_after", "reset", "latency")
 
 
 class Clock:

@@ -196,7 +196,7 @@ def test_one_users_token_endpoint_failure_is_not_anothers(mailbridge, emulator_a
     """MSAL's throttled HTTP client keys a failed auth-code redemption without the user: with one shared
     http_cache, alice's 5xx would make bob's connect a second later fail without calling Entra."""
     mb = mailbridge()
-    emulator_admin.add_fault("entra.token", "503", count=1, retry_after=5)
+    emulator_admin.add_fault("entra.token", "500", count=1, retry_after=5)
     try:
         failed = to_return_url(mb, "alice", "u-a")
         assert (failed["status"], failed["error"]) == ("error", "temporarily_unavailable")
