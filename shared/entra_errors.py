@@ -38,9 +38,14 @@ Party = Literal["user", "operator", "transient"]
 # token-endpoint error table: invalid_client "the Application Administrator updates the credentials").
 # 70021 also answers while a new federated credential propagates ("add retry logic"): never the user's fault.
 OPERATOR_CODES = frozenset({7000215, 7000222, 7000218, 70021, 700211, 700212, 700213, 7002137, 700024, 700027, 700016})
-OPERATOR_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 TRANSIENT_CODES = frozenset({50196})
 TRANSIENT_ERRORS = frozenset({"", "server_error", "temporarily_unavailable"})
+# Only these mean the user's grant is dead and they must reconnect; any other refusal of a refresh
+# (invalid_request, invalid_scope, unsupported_grant_type ...) is about how the app asks: the operator's.
+USER_ERRORS = frozenset(
+    {"invalid_grant", "interaction_required", "login_required", "consent_required", "access_denied"}
+)
+USER_CODES = frozenset({65001, 65004, 90094, 90095, 53003, 50076, 50079, 70000, 70008, 700082, 50173, 70043, 50057})
 
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
@@ -88,9 +93,11 @@ def aadsts_codes(payload: Mapping[str, Any]) -> list[int]:
 def classify(error: Mapping[str, Any] | BaseException) -> Party:
     """Whose problem a failed token request is: an Entra error payload, or what was raised getting it.
 
-    ``operator``: the app's credential (secret, federated credential, assertion) was refused; ``transient``:
-    the endpoint or a dependency failed (5xx, loop protection, a dropped connection, managed identity /
-    azure-identity errors); ``user``: everything else (``invalid_grant``, interaction, consent, MFA ...).
+    ``user``: the grant is dead or needs the user (``invalid_grant``, interaction, consent, MFA, Conditional
+    Access) and only they can fix it by reconnecting; ``transient``: the endpoint or a dependency failed (5xx,
+    loop protection, a dropped connection, managed identity / azure-identity errors); ``operator``: the app's
+    credential (secret, federated credential, assertion) was refused, or anything else Entra refuses about
+    how the app asks (the operator can fix it; a user reconnecting cannot).
     """
     if isinstance(error, BaseException):
         if isinstance(error, errors.MailbridgeError):
@@ -102,9 +109,11 @@ def classify(error: Mapping[str, Any] | BaseException) -> Party:
     if any(c in TRANSIENT_CODES for c in codes):
         return "transient"
     value = str(error.get("error") or "")
-    if value in OPERATOR_ERRORS:
-        return "operator"
-    return "transient" if value in TRANSIENT_ERRORS else "user"
+    if value in TRANSIENT_ERRORS:
+        return "transient"
+    if value in USER_ERRORS or any(c in USER_CODES for c in codes):
+        return "user"
+    return "operator"
 
 
 def map_entra_error(payload: Mapping[str, Any], *, during: str = "connect") -> errors.MailbridgeError:

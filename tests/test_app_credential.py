@@ -52,6 +52,9 @@ def test_classify_says_a_refused_app_credential_is_the_operators(code):
         ("server_error", None, "transient"),
         ("temporarily_unavailable", None, "transient"),
         ("invalid_request", 50196, "transient"),
+        ("invalid_request", 90002, "operator"),  # not the user's grant: reconnecting would not help
+        ("invalid_scope", 70011, "operator"),
+        ("unsupported_grant_type", None, "operator"),
     ],
 )
 def test_classify_keeps_user_and_transient_errors_apart(error, code, party):
