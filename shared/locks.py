@@ -50,6 +50,8 @@ class Held:
             try:
                 self._lease.renew()
             except HttpResponseError as exc:
+                if self._stop.is_set():
+                    return  # the block ended (and released the lease) while we renewed
                 if exc.status_code in (409, 412):  # another holder has it now (ours expired): we lost it
                     self.lost = True
                     logger.warning("Lease of %s was lost while held (%s)", self._connection_id, exc.status_code)
@@ -65,7 +67,9 @@ class Held:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        # A renewal stuck in Storage's own retries must not hold up the caller: the thread is a daemon and
+        # gives up by itself once it sees the stop.
+        self._thread.join(timeout=1.0)
 
 
 class ConnectionLocks:
