@@ -3,7 +3,8 @@
 Only what the idempotent-send lookup needs, parsed strictly (anything else is a 400, so a
 client cannot rely on a query the emulator silently ignores):
 - `$filter=singleValueExtendedProperties/Any(ep: ep/id eq '<id>' and ep/value eq '<v>')`
-  (conditions in either order; the value condition is optional; any lambda variable name),
+  (conditions in either order; the value condition is optional and, as in Graph, case-insensitive;
+  any lambda variable name),
 - `$expand=singleValueExtendedProperties($filter=id eq '<id>')`, plain
   `singleValueExtendedProperties`, and `attachments`,
 - `$select=a,b,c`, `$top` (1-1000, default 10 like Graph) and `$skip`.
@@ -53,7 +54,10 @@ class PropertyFilter:
     def matches(self, props: list[dict[str, str]]) -> bool:
         """True when one of `props` has this id (and value, when given)."""
         want = " ".join(self.prop_id.split()).lower()
-        return any(p["id"].lower() == want and (self.value is None or p["value"] == self.value) for p in props)
+        # "Filtering the value property of an extended property is case-insensitive"
+        # (singlevaluelegacyextendedproperty-get): 'Order-1' also finds 'order-1'.
+        value = None if self.value is None else self.value.lower()
+        return any(p["id"].lower() == want and (value is None or p["value"].lower() == value) for p in props)
 
 
 def parse_filter(text: str) -> PropertyFilter:

@@ -266,17 +266,21 @@ class GraphClient:
 
     def find_by_key(self, token: str, key: str) -> list[dict[str, Any]]:
         """Messages in any folder of the mailbox carrying our idempotency property = ``key``: ``id``,
-        ``isDraft``, ``sentDateTime`` (singlevaluelegacyextendedproperty-get: ``$filter`` on ``/me/messages``)."""
+        ``isDraft``, ``sentDateTime`` (singlevaluelegacyextendedproperty-get: ``$filter`` on ``/me/messages``
+        covers every folder). Graph compares the value case-insensitively, our ids are case-sensitive: the
+        expanded property is compared exactly."""
         literal = key.replace("'", "''")
         params = {
             "$filter": f"singleValueExtendedProperties/Any(ep: ep/id eq '{IDEMPOTENCY_PROPERTY}' "
             f"and ep/value eq '{literal}')",
+            "$expand": f"singleValueExtendedProperties($filter=id eq '{IDEMPOTENCY_PROPERTY}')",
             "$select": "id,isDraft,sentDateTime",
-            "$top": "10",
+            "$top": "50",
         }
         query = "&".join(f"{k}={quote(v)}" for k, v in params.items())
         resp = self.call("GET", f"{self.base}/me/messages?{query}", token, changes_state=False)
-        return list((resp.body or {}).get("value", []))
+        items = (resp.body or {}).get("value", [])
+        return [m for m in items if any(p.get("value") == key for p in m.get("singleValueExtendedProperties") or [])]
 
     def delete_message(self, token: str, message_id: str) -> None:
         try:

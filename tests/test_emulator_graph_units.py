@@ -208,6 +208,7 @@ def test_filter_forms(text: str) -> None:
     assert flt.prop_id == PROP and flt.value == "k'1"
     assert flt.matches([{"id": PROP.lower(), "value": "k'1"}])
     assert not flt.matches([{"id": PROP, "value": "k1"}])
+    assert flt.matches([{"id": PROP, "value": "K'1"}]), "Graph compares the value case-insensitively"
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,19 @@ def test_a_lookup_that_keeps_failing_after_an_ambiguous_send_ends_unknown(send_k
     assert _delta(kit, before, "send") == 1
 
 
+def test_a_lookup_does_not_mistake_another_id_differing_in_case_for_this_message(send_kit, emulator_admin):
+    # Graph matches extended-property values case-insensitively; message ids are case-sensitive.
+    kit = send_kit(ENABLE_MAIL_READWRITE="true")
+    cid = kit.connect("alice")
+    kit.services.sender.transit_grace_s = 3.0
+    first = kit.message(cid, id=f"Case-{os.urandom(4).hex()}")
+    assert _send_one(kit, cid, first).status == "sent"
+    emulator_admin.graph_limits(transport_delay_s=600)
+    kit.mb.admin.add_fault("graph.send", "504_after", count=1)
+    rec = _send_one(kit, cid, kit.message(cid, id=first["id"].lower()))
+    assert rec.status == "unknown", "the other message's Sent Items copy is not this one"
+
+
 # --- item 4: the 4 MB request limit counts bytes of the UTF-8 JSON body ---------------------------------
 
 

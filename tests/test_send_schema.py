@@ -1,0 +1,79 @@
+"""The published schema is the runtime's rules (issue 14 item 5): messages generated from
+docs/schema/send-v1.json (hypothesis-jsonschema) are accepted by shared.mail.parse_message, and hand-made
+violations are refused by both, the runtime with its stable code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis_jsonschema import from_schema
+from jsonschema import Draft202012Validator
+
+from shared import errors
+from shared.mail import MAX_RECIPIENTS, parse_message
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "schema" / "send-v1.json").read_text())
+VALIDATOR = Draft202012Validator(SCHEMA)
+VALID = {"id": "order-42:v1", "connection_id": "c123", "to": [{"address": "ada@example.com"}]}
+
+
+def test_the_base_message_is_valid_for_both():
+    assert VALIDATOR.is_valid(VALID) and parse_message(VALID).id == VALID["id"]
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+@given(from_schema(SCHEMA))
+def test_the_runtime_accepts_every_message_the_schema_accepts(data):
+    assert VALIDATOR.is_valid(data)
+    try:
+        parse_message(data)
+    except errors.TooManyRecipients:
+        # The one rule JSON Schema cannot state: to + cc + bcc together (each list alone is capped).
+        assert sum(len(data.get(k, [])) for k in ("to", "cc", "bcc")) > MAX_RECIPIENTS
+
+
+def _att(**fields):
+    return {"attachments": [{"name": "a.txt", **fields}]}
+
+
+VIOLATIONS = [
+    ("id with a space", {"id": "has space"}, "invalid_message"),
+    ("id too long", {"id": "x" * 129}, "invalid_message"),
+    ("connection id path", {"connection_id": "../etc"}, "invalid_message"),
+    ("no recipients", {"to": []}, "invalid_message"),
+    ("501 recipients", {"to": [{"address": f"r{i}@example.com"} for i in range(501)]}, "too_many_recipients"),
+    ("not an address", {"to": [{"address": "not-an-address"}]}, "invalid_message"),
+    ("CR/LF in a name", {"to": [{"address": "a@example.com", "name": "A\r\nBcc: x@y.z"}]}, "header_injection"),
+    ("CR/LF in the subject", {"subject": "a\nb"}, "header_injection"),
+    ("five headers", {"headers": {f"x-h{i}": "v" for i in range(5)}}, "too_many_headers"),
+    ("header not x-", {"headers": {"Subject": "x"}}, "invalid_header"),
+    ("reserved header", {"headers": {"X-MailBridge-Trace": "x"}}, "invalid_header"),
+    ("CR/LF in a header value", {"headers": {"x-a": "1\r\nBcc: x@y.z"}}, "header_injection"),
+    ("CR/LF in a header name", {"headers": {"x-a\nb": "1"}}, "header_injection"),
+    ("header value too long", {"headers": {"x-a": "v" * 999}}, "invalid_header"),
+    ("CR/LF in an attachment name", _att(name="a\nb", content_base64="aGk="), "header_injection"),
+    ("attachment with both sources", _att(content_base64="aGk=", blob="x"), "invalid_message"),
+    ("attachment with no source", _att(), "invalid_message"),
+    ("attachment not base64", _att(content_base64="***"), "invalid_message"),
+    ("attachment content type", _att(content_base64="aGk=", content_type="pdf"), "invalid_message"),
+    ("body content and blob", {"body": {"content": "x", "blob": "b"}}, "invalid_message"),
+    ("callback queue with --", {"callback": {"queue": "my--events"}}, "invalid_message"),
+    ("metadata key too long", {"metadata": {"k" * 65: "v"}}, "invalid_message"),
+    ("unknown field", {"too": [{"address": "a@example.com"}]}, "invalid_message"),
+]
+
+
+@pytest.mark.parametrize(("change", "code"), [v[1:] for v in VIOLATIONS], ids=[v[0] for v in VIOLATIONS])
+def test_hand_made_violations_are_refused_by_the_schema_and_the_runtime(change, code):
+    data = {**VALID, **change}
+    assert not VALIDATOR.is_valid(data), "the published schema must refuse it too"
+    with pytest.raises(errors.InvalidMessage) as refused:
+        parse_message(data)
+    assert refused.value.code == code
