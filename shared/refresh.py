@@ -158,7 +158,7 @@ class KeepAlive:
             report.transient_failures += 1
             report.app_credential_failed = True
             outcome("transient_failure", exc.code)
-            logger.error("Keep-alive: the app's credential was refused (%s); sweep stopped, all stay due", exc.detail)
+            logger.warning("Keep-alive: the app's credential was refused (%s); sweep stopped, all stay due", exc.detail)
         except TransientError as exc:
             report.transient_failures += 1
             outcome("transient_failure", exc.code)

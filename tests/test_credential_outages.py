@@ -14,8 +14,6 @@ import json
 import logging
 from pathlib import Path
 
-import pytest
-
 from devhost.config import parse_timespan
 from shared.refresh import KeepAlive
 from shared.services import reset_services
@@ -23,27 +21,6 @@ from tests.fixtures.app import RETURN_ORIGIN, query_of
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 DAY = 86400
-
-
-@pytest.fixture
-def secretless(emulator, emulator_admin, monkeypatch):
-    """Switch a Mailbridge to the managed-identity app credential (MSAL and Key Vault), as in Azure."""
-
-    def make(mb):
-        identity = emulator_admin.create_managed_identity()
-        emulator_admin.update_app(
-            mb.env["ENTRA_CLIENT_ID"],
-            federated_credentials=[{"issuer": identity["issuer"], "subject": identity["principal_id"]}],
-        )
-        monkeypatch.setenv("IDENTITY_ENDPOINT", f"{emulator.base_url}/_msi/token")
-        monkeypatch.setenv("IDENTITY_HEADER", emulator.state.identity_header)
-        monkeypatch.delenv("ENTRA_CLIENT_SECRET")
-        monkeypatch.setenv("ENTRA_CLIENT_CREDENTIAL", "managed_identity")
-        monkeypatch.setenv("MANAGED_IDENTITY_CLIENT_ID", identity["client_id"])
-        reset_services()
-        return mb
-
-    return make
 
 
 def _identity_down(emulator_admin) -> None:

@@ -17,13 +17,12 @@ import uuid
 from bench.soak import Report, reconcile, wait_final
 from shared.identity import MsalFactory
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
-from tests.test_credential_outages import secretless  # noqa: F401  (registers the secretless fixture)
 
 USERS = ("p0", "p1", "p2", "p3")
 TRANSPORT_DELAY_S = 2.0
 
 
-def test_credential_outages_lose_nothing_and_mark_no_connection(send_kit, secretless, emulator, emulator_admin):  # noqa: F811
+def test_credential_outages_lose_nothing_and_mark_no_connection(send_kit, secretless, emulator, emulator_admin):
     kit = send_kit(users=USERS)
     secretless(kit.mb)
     # Short-lived access tokens: every send redeems the refresh token, so every attempt meets the outages.
