@@ -4,13 +4,16 @@ it, so nothing is cached), with the emulator's Graph strictness on (at most 5 in
 transport delay before Sent Items). Every message ends sent exactly once or with a reason, nothing is
 poisoned, and no connection is marked ``reauth_required`` by an operator's or the platform's failure.
 
+Draft mode (Mail.ReadWrite), with two messages of two 1.6 MB files each (Graph's 3 MB upload-session floor).
 Short in the suite (about 30 messages, 4 mailboxes, seconds of outage); the reconciliation is the soak's
 (bench/soak.py): delivery log and Sent Items against the delivery records.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import time
 import uuid
 
@@ -23,7 +26,8 @@ TRANSPORT_DELAY_S = 2.0
 
 
 def test_credential_outages_lose_nothing_and_mark_no_connection(send_kit, secretless, emulator, emulator_admin):
-    kit = send_kit(users=USERS)
+    # Draft mode (Mail.ReadWrite): the idempotent path, and the one that takes attachments.
+    kit = send_kit(users=USERS, ENABLE_MAIL_READWRITE="true")
     secretless(kit.mb)
     # Short-lived access tokens: every send redeems the refresh token, so every attempt meets the outages.
     emulator.state.entra.settings.access_token_lifetime_s = 120
@@ -40,12 +44,21 @@ def test_credential_outages_lose_nothing_and_mark_no_connection(send_kit, secret
             sent_to[msg["id"]] = (connections[user], kit.address(user))
             kit.put(msg)
 
-    refused_before = _refused(emulator_admin)
+    refused_before, sessions_before = _refused(emulator_admin), _upload_sessions(emulator_admin)
     started = time.monotonic()
     with kit.listener(visibility_timeout=2.0) as listener:
         # Phase 1: Entra refuses the app's credential (an expired client secret / FIC) for every refresh.
         emulator_admin.entra_settings(app_credential_error={"code": 7000222, "grants": ["refresh_token"]})
         put(16, 0)
+        for n in range(2):  # two files under 3 MB that together exceed one Graph request: no upload session
+            user = USERS[n]
+            files = [
+                {"name": f"f{i}.bin", "content_base64": base64.b64encode(os.urandom(1_600_000)).decode()}
+                for i in range(2)
+            ]
+            big = kit.message(connections[user], id=f"cred-{run}-big{n}", attachments=files)
+            sent_to[big["id"]] = (connections[user], kit.address(user))
+            assert kit.mb.http("enqueue_message", "POST", body=big).status_code == 202
         kit.wait_until(lambda: _app_credential_events(kit), timeout=60)
         kit.wait_until(lambda: _refused(emulator_admin) - refused_before >= 4, timeout=60)
         # Phase 2: the operator fixed the credential, but the managed identity endpoint is down and no
@@ -75,6 +88,9 @@ def test_credential_outages_lose_nothing_and_mark_no_connection(send_kit, secret
     refused = records[over_cap["id"]]
     assert refused.status in ("rejected", "failed") and refused.error_code, refused
     assert report.statuses.get("sent") == len(sent_to) - 1, report.summary()
+    assert {records[mid].mode for mid in sent_to if mid != over_cap["id"]} == {"draft"}
+    assert all(kit.mb.admin.drafts(kit.address(user)) == [] for user in USERS), "no draft left behind"
+    assert _upload_sessions(emulator_admin) == sessions_before, "files under 3 MB never get an upload session"
     assert poisoned == 0 and failed == 0, "outages are reschedules, never host retries into the poison queue"
     for cid in connections.values():
         assert kit.services.connections.get(cid).status == "connected"
@@ -108,3 +124,7 @@ def _cold_credentials(services, connection_ids) -> None:
     services.__dict__["msal"] = services.tokens.msal = MsalFactory(services.settings, services.http)
     for cid in connection_ids:
         services.tokens.forget(cid)
+
+
+def _upload_sessions(emulator_admin) -> int:
+    return emulator_admin.counters("calls.graph.").get("calls.graph.createUploadSession", 0)
