@@ -56,6 +56,9 @@ class Plan:
     # Halfway through, move the emulator clock past the access tokens' lifetime: Graph answers 401, the
     # sender redeems refresh tokens at the token endpoint (itself failing at the entra.token rate).
     expire_tokens_midway: bool = True
+    # With the emulator's transport delay on, sent items are still in transit when the records are final:
+    # move the emulator clock this far before reconciling, so every accepted send is delivered and counted.
+    settle_s: float = 0.0
     faults: list[dict[str, Any]] = field(default_factory=fault_rules)
 
 
@@ -118,6 +121,8 @@ def run_soak(kit: Any, plan: Plan) -> Report:
                 if plan.expire_tokens_midway and i == plan.messages // 2:
                     admin.advance_clock(3700)
             records = wait_final(kit, sent_to, started + plan.timeout_s)
+            if plan.settle_s:
+                admin.advance_clock(plan.settle_s)
             failures = listener.failed
     finally:
         admin.clear_faults()

@@ -158,3 +158,36 @@ def test_a_non_ascii_body_is_measured_and_sent_as_utf8_bytes(send_kit):
     too_big = kit.message(cid, body={"content_type": "text", "content": "é" * 2_100_000})  # 4.2 MB of UTF-8
     resp = kit.mb.http("enqueue_message", "POST", body=too_big)
     assert resp.status_code == 413 and kit.mb.json(resp)["error"]["code"] == "message_too_large"
+
+
+# --- all of it together: a draft-mode soak with transport taking its time -------------------------------
+
+
+def test_draft_mode_soak_with_a_transport_delay_loses_duplicates_and_misreports_nothing(send_kit, emulator_admin):
+    from bench.soak import Plan, run_soak
+
+    plan = Plan(
+        messages=24,
+        mailboxes=3,
+        seed=14,
+        timeout_s=120.0,
+        expire_tokens_midway=False,
+        settle_s=60.0,
+        faults=[
+            {"endpoint": "graph.send", "kind": "504_after", "rate": 0.15},
+            {"endpoint": "graph.send", "kind": "reset", "rate": 0.05},
+            {"endpoint": "graph.send", "kind": "503", "rate": 0.10, "retry_after": 1},
+            {"endpoint": "graph.createMessage", "kind": "429", "rate": 0.10, "retry_after": 1},
+            {"endpoint": "graph.listMessages", "kind": "503", "rate": 0.20, "retry_after": 1},
+        ],
+    )
+    kit = send_kit(ENABLE_MAIL_READWRITE="true", users=tuple(f"d{i}" for i in range(plan.mailboxes)))
+    kit.services.sender.transit_grace_s = 10.0
+    emulator_admin.graph_limits(transport_delay_s=2)  # on the emulator clock, which runs with real time
+    report = run_soak(kit, plan)
+    print(report.summary())
+    assert not report.lost and not report.duplicated and not report.misreported, report.summary()
+    assert not report.unexplained and report.listener_failures == 0, report.summary()
+    assert report.deliveries == report.statuses.get("sent", 0) + report.unknown_delivered
+    assert set(report.statuses) <= {"sent", "unknown"}, report.statuses
+    assert report.faults_fired.get("graph.send.504_after", 0) > 0, report.faults_fired
