@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msal
 
 from shared import errors
-from shared.entra_errors import TOKEN_ENDPOINT_OUTAGES, map_entra_error, token_endpoint_outage
+from shared.entra_errors import TOKEN_ENDPOINT_OUTAGES, classify, map_entra_error, token_endpoint_outage
 from shared.grants import GrantService
 from shared.services import Services
 from shared.settings import _TENANT_RE
@@ -230,6 +230,9 @@ class ConnectService:
             raise token_endpoint_outage(exc) from exc
         if "error" in result:
             err = map_entra_error(result, during="connect")
+            if classify(result) == "operator":
+                # The app's own credential was refused: health says so until a refresh succeeds (shared state).
+                self.s.app_credential.failed(errors.AppCredentialFailed(detail=err.detail))
             raise err if isinstance(err, (errors.ConnectError, errors.TransientError)) else errors.InteractionRequired()
         claims = result.get("id_token_claims") or {}
         tid, oid = claims.get("tid"), claims.get("oid")

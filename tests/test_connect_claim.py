@@ -286,3 +286,18 @@ def test_the_bad_link_page_says_what_happened_and_links_back_in_local_mode(mailb
     deployed = mailbridge()  # not local: no sample page to link to
     page = deployed.http("connect_start", params={"ticket": "x.y"}).get_body().decode()
     assert "incomplete or was changed" in page and "id='back'" not in page
+
+
+def test_an_app_credential_refused_at_connect_shows_in_health(mailbridge, emulator_admin):
+    """Operator errors during the code redemption are the operator's: the user sees app_misconfigured, and
+    GET /api/health reports the refused credential (shared state) until a refresh succeeds."""
+    mb = mailbridge()
+    emulator_admin.entra_settings(app_credential_error={"code": 7000222, "grants": ["authorization_code"]})
+    try:
+        result = to_return_url(mb, "alice", "u1")
+    finally:
+        emulator_admin.entra_settings(app_credential_error=None)
+    assert (result["status"], result["error"]) == ("error", "app_misconfigured")
+    health = mb.http("health")
+    assert health.status_code == 503 and "app_credential_failed" in health.get_body().decode()
+    assert mb.connect("alice", user_ref="u1")["status"] == "connected"  # nothing stored by the failed attempt
