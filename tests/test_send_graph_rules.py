@@ -86,12 +86,19 @@ def test_a_draft_whose_send_fails_for_good_is_deleted(send_kit):
 # --- item 3: transport is asynchronous; an item that may be in transit is never sent again -------------
 
 
-def test_an_ambiguous_draft_send_in_transit_is_not_sent_again(send_kit, emulator_admin):
+def _draft_kit(send_kit, emulator_admin, *, grace_s: float, transport_s: float):
+    """Draft mode, the given grace period and transport delay, and the next /send answering 504 after
+    Graph applied it."""
     kit = send_kit(ENABLE_MAIL_READWRITE="true")
     cid = kit.connect("alice")
-    kit.services.sender.transit_grace_s = 30.0
-    emulator_admin.graph_limits(transport_delay_s=3)
+    kit.services.sender.transit_grace_s = grace_s
+    emulator_admin.graph_limits(transport_delay_s=transport_s)
     kit.mb.admin.add_fault("graph.send", "504_after", count=1)
+    return kit, cid
+
+
+def test_an_ambiguous_draft_send_in_transit_is_not_sent_again(send_kit, emulator_admin):
+    kit, cid = _draft_kit(send_kit, emulator_admin, grace_s=30.0, transport_s=3)
     before = _calls(kit)
     msg = kit.message(cid)
     rec = _send_one(kit, cid, msg)
@@ -101,11 +108,7 @@ def test_an_ambiguous_draft_send_in_transit_is_not_sent_again(send_kit, emulator
 
 
 def test_a_draft_send_that_stays_ambiguous_ends_unknown_never_failed_or_resent(send_kit, emulator_admin):
-    kit = send_kit(ENABLE_MAIL_READWRITE="true")
-    cid = kit.connect("alice")
-    kit.services.sender.transit_grace_s = 3.0
-    emulator_admin.graph_limits(transport_delay_s=600)  # transport slower than our grace period
-    kit.mb.admin.add_fault("graph.send", "504_after", count=1)
+    kit, cid = _draft_kit(send_kit, emulator_admin, grace_s=3.0, transport_s=600)  # transport slower than grace
     before = _calls(kit)
     msg = kit.message(cid)
     rec = _send_one(kit, cid, msg)
@@ -115,15 +118,10 @@ def test_a_draft_send_that_stays_ambiguous_ends_unknown_never_failed_or_resent(s
 
 
 def test_a_lookup_that_keeps_failing_after_an_ambiguous_send_ends_unknown(send_kit, emulator_admin):
-    kit = send_kit(ENABLE_MAIL_READWRITE="true")
-    cid = kit.connect("alice")
-    kit.services.sender.transit_grace_s = 3.0
-    emulator_admin.graph_limits(transport_delay_s=600)
-    kit.mb.admin.add_fault("graph.send", "504_after", count=1)
+    kit, cid = _draft_kit(send_kit, emulator_admin, grace_s=3.0, transport_s=600)
     kit.mb.admin.add_fault("graph.listMessages", "503", retry_after=1)
     before = _calls(kit)
-    msg = kit.message(cid)
-    rec = _send_one(kit, cid, msg)
+    rec = _send_one(kit, cid, kit.message(cid))
     assert rec.status == "unknown" and rec.error_code == "outcome_unknown", (rec.status, rec.error_code)
     assert _delta(kit, before, "send") == 1
 
