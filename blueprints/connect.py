@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from blueprints.http_util import api, html_page, json_response, read_json, redirect
-from shared.connect import BrowserStep, ConnectService, parse_cookies, with_query
 from shared.errors import ConnectError, MailbridgeError, TransientError
-from shared.services import get_services
+
+if TYPE_CHECKING:
+    from shared.connect import BrowserStep, ConnectService
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +19,10 @@ connect_bp = func.Blueprint()
 
 
 def _service() -> ConnectService:
+    # Imported on first use: loading function_app must not pull in MSAL, Storage and Key Vault (cold start).
+    from shared.connect import ConnectService
+    from shared.services import get_services
+
     return ConnectService(get_services())
 
 
@@ -113,6 +119,8 @@ def connect_start(req: func.HttpRequest) -> func.HttpResponse:
 def connect_callback(req: func.HttpRequest) -> func.HttpResponse:
     """Microsoft redirects here; we redirect to the caller's return_url with the outcome."""
     try:
+        from shared.connect import parse_cookies
+
         return _step(_service().callback(dict(req.params), parse_cookies(req.headers.get("cookie"))))
     except ConnectError as exc:
         return html_page("Sign-in could not be completed", exc.message, status=400, code=exc.code)
@@ -144,6 +152,8 @@ def admin_consent_callback(req: func.HttpRequest) -> func.HttpResponse:
     except MailbridgeError as exc:
         return html_page("Admin consent", exc.message, status=503, code=exc.code)
     if return_url:
+        from shared.connect import with_query
+
         return redirect(with_query(return_url, result))
     if result.get("status") == "admin_consented":
         return html_page("Approved", "Mailbridge is approved for your organisation. Users can now connect.")

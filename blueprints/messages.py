@@ -5,8 +5,6 @@ from __future__ import annotations
 import azure.functions as func
 
 from blueprints.http_util import api, json_response, read_json
-from shared.intake import MessageIntake
-from shared.services import get_services
 
 messages_bp = func.Blueprint()
 
@@ -14,7 +12,11 @@ messages_bp = func.Blueprint()
 _BODY_LIMIT_FACTOR = 1.4
 
 
-def _intake() -> MessageIntake:
+def _intake():
+    """The intake service, imported on first use (function_app stays cheap to load)."""
+    from shared.intake import MessageIntake
+    from shared.services import get_services
+
     return MessageIntake(get_services())
 
 
@@ -33,6 +35,7 @@ def enqueue_message(req: func.HttpRequest) -> func.HttpResponse:
 def list_messages(req: func.HttpRequest) -> func.HttpResponse:
     """The outgoing log: ?connection_id=&status=&since=&limit=&continuation=, newest first."""
     from shared.outgoing_log import OutgoingLog
+    from shared.services import get_services
 
     return json_response(OutgoingLog(get_services()).page(dict(req.params)))
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.services import get_services
-
 sender_bp = func.Blueprint()
 
 
 @sender_bp.queue_trigger(arg_name="msg", queue_name="%OUTBOUND_QUEUE%", connection="AzureWebJobsStorage")
 def send_queued_message(msg: func.QueueMessage) -> None:
+    from shared.services import get_services  # imported on first use: function_app stays cheap to load
+
     get_services().sender.handle_queue_message(msg.get_body(), msg.id or "no-id")
 
 
@@ -23,4 +23,6 @@ def send_queued_message(msg: func.QueueMessage) -> None:
 def record_poisoned_message(msg: func.QueueMessage) -> None:
     """The host moved a message here after maxDequeueCount failures: record it failed (or unknown) with an
     event, so that no accepted message is ever left without a final status."""
+    from shared.services import get_services
+
     get_services().sender.handle_poisoned(msg.get_body(), msg.id or "no-id")

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import azure.functions as func
 
 from blueprints.http_util import SECURITY_HEADERS, api, json_response, read_json
 from shared import errors
-from shared.connect import ConnectService
-from shared.intake import MessageIntake
-from shared.services import get_services
-from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +42,25 @@ CSP = (
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def get_services():
+    """The shared services, imported on first use (function_app stays cheap to load)."""
+    from shared.services import get_services as services
+
+    return services()
+
+
+def _connect():
+    from shared.connect import ConnectService
+
+    return ConnectService(get_services())
+
+
+def _intake():
+    from shared.intake import MessageIntake
+
+    return MessageIntake(get_services())
 
 
 class SampleUiDisabled(errors.NotFound):
@@ -107,7 +125,7 @@ def sample_ui_connect_link(req: func.HttpRequest) -> func.HttpResponse:
     request: dict[str, Any] = {"user_ref": body.get("user_ref"), "return_url": ui_url(settings)}
     if body.get("login_hint"):
         request["login_hint"] = body["login_hint"]
-    return json_response(ConnectService(get_services()).create_link(request), status=201)
+    return json_response(_connect().create_link(request), status=201)
 
 
 @ui_bp.route(route="ui/config", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -125,21 +143,21 @@ def sample_ui_config(req: func.HttpRequest) -> func.HttpResponse:
 def sample_ui_claim(req: func.HttpRequest) -> func.HttpResponse:
     """What the backend does when the browser comes back with ``result``: claim it for its signed-in user."""
     _settings()
-    return json_response(ConnectService(get_services()).claim(read_json(req)))
+    return json_response(_connect().claim(read_json(req)))
 
 
 @ui_bp.route(route="ui/connections/{connection_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @api
 def sample_ui_connection_status(req: func.HttpRequest) -> func.HttpResponse:
     _settings()
-    return json_response(ConnectService(get_services()).status(req.route_params["connection_id"]))
+    return json_response(_connect().status(req.route_params["connection_id"]))
 
 
 @ui_bp.route(route="ui/connections/{connection_id}", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
 @api
 def sample_ui_disconnect(req: func.HttpRequest) -> func.HttpResponse:
     _settings()
-    return json_response(ConnectService(get_services()).disconnect(req.route_params["connection_id"]))
+    return json_response(_connect().disconnect(req.route_params["connection_id"]))
 
 
 @ui_bp.route(route="ui/connections/{connection_id}/messages", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -157,5 +175,5 @@ def sample_ui_messages(req: func.HttpRequest) -> func.HttpResponse:
 def sample_ui_send_test(req: func.HttpRequest) -> func.HttpResponse:
     """The "Send test email" button: the same test send as ``POST /api/connections/{id}/test``."""
     _settings()
-    status, body = MessageIntake(get_services()).send_test(req.route_params["connection_id"])
+    status, body = _intake().send_test(req.route_params["connection_id"])
     return json_response(body, status=status)

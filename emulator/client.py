@@ -209,7 +209,7 @@ class EmulatorAdmin:
         if password is not None:
             form["password"] = password
         resp = self.session.post(auth_uri, data=form, allow_redirects=False, timeout=30)
-        if resp.status_code == 200 and "id=\"need-admin-approval\"" in resp.text:
+        if resp.status_code == 200 and 'id="need-admin-approval"' in resp.text:
             form = {**form, "action": on_admin_approval, "justification": justification}
             resp = self.session.post(auth_uri, data=form, allow_redirects=False, timeout=30)
         if resp.status_code not in (302, 303) or "Location" not in resp.headers:
