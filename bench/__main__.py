@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import b1_cost, b1_peers, b2_cold, b3_throughput, b4_pacing, b5_keepalive, machine, report
+from bench import b1_cost, b1_peers, b2_cold, b3_throughput, b4_pacing, b5_keepalive, b6_scaleout, machine, report
 from bench.harness import BenchStack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ REMOTE = ("graph.*", "entra.*", "kv.*")  # the emulated Microsoft services B1's 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small sizes everywhere (a smoke run, minutes)")
-    p.add_argument("--only", default="b1,b2,b3,b4,b5", help="comma-separated subset, e.g. b3,b5")
+    p.add_argument("--only", default="b1,b2,b3,b4,b5,b6", help="comma-separated subset, e.g. b3,b5")
     p.add_argument("--cold-runs", type=int, default=7)
     p.add_argument("--latency-ms", type=int, default=50, help="latency of Graph, Entra and Key Vault in B1's 2nd run")
     p.add_argument("--b3-messages", type=int, default=2000)
@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
             n = 300 if q else args.b5_connections
             print(f"B5: keep-alive sweep over {n} connections ...", flush=True)
             results["b5"] = b5_keepalive.run(stack, connections=n, latency_ms=args.b5_latency_ms)
+        if "b6" in only:
+            results["b6"] = b6_scaleout.runs(stack, quick=q)
     finally:
         stack.stop()
     print(report.console(results))
@@ -107,7 +109,11 @@ def main(argv: list[str] | None = None) -> None:
         args.results.write_text(json.dumps(results, indent=1))
     if not args.no_doc:
         made = plots(results, ROOT / "docs" / "benchmarks")
-        (ROOT / "docs" / "benchmarks.md").write_text(report.document(results, made))
+        doc = ROOT / "docs" / "benchmarks.md"
+        text = report.document(results, made)
+        if only != set(parse([]).only.split(",")) and doc.exists():  # a partial run updates its sections only
+            text = report.merge(doc.read_text(), text)
+        doc.write_text(text)
         print(f"wrote docs/benchmarks.md ({len(made)} plots)")
 
 

@@ -73,11 +73,29 @@ def b3(results: dict, out: Path) -> None:
     fig.savefig(out / "b3_throughput.png", dpi=100)
 
 
+def b6(results: dict, out: Path) -> None:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for r in results["b6"]:
+        t0 = r["completed_at"][0]
+        xs = [t - t0 for t in r["completed_at"]]
+        label = f"{r['mailboxes']} mailbox(es), {r['instances']} inst.: {r['fraction_of_limit']:.0%}"
+        label += f", {r['throttled_429']} x 429"
+        (a if r["mailboxes"] == 1 else b).plot(xs, range(1, len(xs) + 1), label=label)
+    for ax, title in ((a, "one mailbox at its limit"), (b, "many mailboxes")):
+        ax.set_xlabel("s")
+        ax.set_ylabel("messages sent")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    fig.suptitle("B6: 1 vs 3 instances sharing the mailboxes' limits")
+    fig.tight_layout()
+    fig.savefig(out / "b6_scaleout.png", dpi=100)
+
+
 def main(results_path: str, out_dir: str) -> None:
     results = json.loads(Path(results_path).read_text())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, plot in (("b1", b1), ("b2", b2), ("b3", b3), ("b4", b4)):
+    for name, plot in (("b1", b1), ("b2", b2), ("b3", b3), ("b4", b4), ("b6", b6)):
         if results.get(name):
             plot(results, out)
 

@@ -6,6 +6,7 @@ run cannot leave a stale claim behind.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 REPRO = "make bench   # = scripts/dev.sh bootstrap, bench/setup.sh, .venv/bin/python -m bench"
@@ -82,6 +83,26 @@ def b5_table(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def b6_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| instances | mailboxes | messages | limit per mailbox | wall s | floor s | achieved / s | limit / s | "
+        "fraction of limit | 429s | recipients NDR'd | Storage requests / msg | of them budget / msg | "
+        "app CPU ms / msg | reschedules | statuses |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items()))
+        lines.append(
+            f"| {r['instances']} | {r['mailboxes']} | {r['messages']} | "
+            f"{r['limit_per_window']} / {r['window_s']:g} s | "
+            f"{r['wall_s']:.1f} | {r['drain_floor_s']:.0f} | {r['achieved_per_s']:.2f} | {r['limit_per_s']:.2f} | "
+            f"{r['fraction_of_limit']:.0%} | {r['throttled_429']} | {r['recipients_over_limit']} | "
+            f"{r['storage_calls_per_msg']:.2f} | {r['budget_calls_per_msg']:.2f} | {r['app_cpu_ms_per_msg']:.1f} | "
+            f"{r['reschedules']} | {statuses} |"
+        )
+    return lines
+
+
 def console(results: dict[str, Any]) -> str:
     """The table printed at the end of ``python -m bench``."""
     out: list[str] = []
@@ -95,6 +116,8 @@ def console(results: dict[str, Any]) -> str:
         out += ["B4 pacing", *b4_table(results["b4"]), ""]
     if results.get("b5"):
         out += ["B5 keep-alive sweep", *b5_table(results["b5"]), ""]
+    if results.get("b6"):
+        out += ["B6 scale-out", *b6_table(results["b6"]), ""]
     return "\n".join(out)
 
 
@@ -221,6 +244,8 @@ def document(results: dict[str, Any], plots: list[str]) -> str:
         lines += _b4_section(results["b4"], plots)
     if results.get("b5"):
         lines += _b5_section(results["b5"])
+    if results.get("b6"):
+        lines += _b6_section(results["b6"], plots, m)
     return "\n".join(lines)
 
 
@@ -307,3 +332,53 @@ def _b5_section(r: dict[str, Any]) -> list[str]:
         "budget leaves the rest due for the next run (tests/test_reliability.py).",
         "",
     ]
+
+
+def _b6_section(rows: list[dict[str, Any]], plots: list[str], m: dict[str, str]) -> list[str]:
+    one = [r for r in rows if r["mailboxes"] == 1]
+    many = [r for r in rows if r["mailboxes"] > 1]
+    out = [
+        "## B6: scale-out (instances sharing each mailbox's limits)",
+        "",
+        "The same backlog drained by 1 and by 3 Mailbridge instances: devhost processes on one storage account",
+        "(bench/fleet.py), each counting its own Storage requests and CPU (bench/fleet_host.py). Exchange's",
+        "per-mailbox message limit is scaled down on both sides (the emulator and MAILBOX_MESSAGES_PER_MINUTE with",
+        "MAILBOX_MESSAGE_WINDOW_SECONDS); the instances share it through one Table row per mailbox",
+        "(shared/budget.py). `fraction of limit` is messages / wall time against the limit's rate, as in B4 (the",
+        "first window's burst lets it pass 100 %); `floor` is the shortest drain the sliding window allows.",
+        "`budget / msg` counts the budget's own reads and writes: the Storage round trips the shared limits",
+        "add to a message. CPU is the instances' user + system time over the drain (read from /proc).",
+        f"Run: {m['date']}, {m['nproc']} CPUs ({m['cpu']}), shared with Azurite and the emulator.",
+        "",
+        *b6_table(rows),
+        "",
+    ]
+    for r in one:
+        out.append(
+            f"- One mailbox, {r['instances']} instance(s): {r['fraction_of_limit']:.0%} of the limit, "
+            f"{r['throttled_429']} x 429, {r['budget_calls_per_msg']:.2f} budget round trips per message."
+        )
+    for r in many:
+        out.append(
+            f"- {r['mailboxes']} mailboxes, {r['instances']} instance(s): {r['fraction_of_limit']:.0%} of their "
+            f"combined limit ({r['wall_s']:.0f} s against a floor of {r['drain_floor_s']:.0f} s), "
+            f"{r['throttled_429']} x 429, {r['budget_calls_per_msg']:.2f} budget round trips per message."
+        )
+    out.append("")
+    if "b6_scaleout.png" in plots:
+        out += ["![B6](benchmarks/b6_scaleout.png)", ""]
+    return out
+
+
+def merge(existing: str, fresh: str) -> str:
+    """``existing`` docs/benchmarks.md with the ``## Bn`` sections of ``fresh`` (a partial run, ``--only``) put
+    in place of their namesakes, or appended: a partial run never drops the other benchmarks' figures."""
+
+    def sections(text: str) -> tuple[str, dict[str, str]]:
+        head, *parts = re.split(r"(?m)^(?=## B\d)", text)
+        return head, {p.split(":", 1)[0]: p for p in parts}
+
+    _, new = sections(fresh)
+    head, old = sections(existing)
+    merged = {**old, **{k: v if v.endswith("\n") else v + "\n" for k, v in new.items()}}
+    return head + "".join(merged[k] for k in sorted(merged, key=lambda name: int(name[4:])))

@@ -1,7 +1,7 @@
 """Soak: N messages across M mailboxes through the real queue path while the emulator injects faults,
 then a reconciliation of the emulator's delivery log and Sent Items against the delivery records.
 
-    .venv/bin/python -m bench.soak [--messages 5000] [--mailboxes 200] [--seed 9] [--timeout 1800]
+    .venv/bin/python -m bench.soak [--messages 5000] [--mailboxes 200] [--seed 9] [--timeout 1800] [--instances 3]
 
 The run uses the test fixtures (real Azurite, the HTTPS emulator, devhost's QueueListener running
 ``send_queued_message``), so it is pytest under the hood (tests/test_reliability.py::test_soak with
@@ -23,9 +23,12 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,9 @@ class Plan:
     # move the emulator clock this far before reconciling, so every accepted send is delivered and counted.
     settle_s: float = 0.0
     faults: list[dict[str, Any]] = field(default_factory=fault_rules)
+    # 1: the in-process listener; 2-3: that many devhost processes on one storage account (bench/fleet.py),
+    # the way Flex Consumption scales out, sharing each mailbox's limits through shared/budget.py.
+    instances: int = 1
 
 
 @dataclass
@@ -112,7 +118,7 @@ def run_soak(kit: Any, plan: Plan) -> Report:
     sent_to: dict[str, tuple[str, str]] = {}  # message id -> (connection id, mailbox address)
     started = time.monotonic()
     try:
-        with kit.listener(visibility_timeout=2.0) as listener:
+        with _instances(kit, plan) as failed:
             for i in range(plan.messages):
                 user = users[i % len(users)]
                 msg = kit.message(connections[user], id=f"soak-{run}-{i:05d}", subject=f"Soak {run} #{i}")
@@ -123,7 +129,7 @@ def run_soak(kit: Any, plan: Plan) -> Report:
             records = wait_final(kit, sent_to, started + plan.timeout_s)
             if plan.settle_s:
                 admin.advance_clock(plan.settle_s)
-            failures = listener.failed
+            failures = failed()
     finally:
         admin.clear_faults()
     report = Report(plan.messages, plan.mailboxes, plan.seed, seconds=time.monotonic() - started)
@@ -134,6 +140,24 @@ def run_soak(kit: Any, plan: Plan) -> Report:
     }
     reconcile(kit, sent_to, records, report)
     return report
+
+
+@contextmanager
+def _instances(kit: Any, plan: Plan) -> Iterator[Callable[[], int]]:
+    """The queue function running: in process (one instance) or as ``plan.instances`` devhost processes;
+    yields how to read the number of failed invocations so far."""
+    if plan.instances <= 1:
+        with kit.listener(visibility_timeout=2.0) as listener:
+            yield lambda: listener.failed
+        return
+    from bench.fleet import Fleet
+
+    fleet = Fleet(kit, Path(tempfile.mkdtemp(prefix="soak-fleet-")), size=plan.instances)
+    fleet.start()
+    try:
+        yield lambda: fleet.count_in_logs("Function send_queued_message failed")
+    finally:
+        fleet.stop()
 
 
 def wait_final(kit: Any, sent_to: dict[str, tuple[str, str]], deadline: float) -> dict[str, Any]:
@@ -197,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--mailboxes", type=int, default=200)
     parser.add_argument("--seed", type=int, default=9)
+    parser.add_argument("--instances", type=int, default=1, help="1: in process; 2-3: devhost processes")
     parser.add_argument("--timeout", type=float, default=1800.0, help="wall-time bound of the send phase (s)")
     parser.add_argument("--report", type=Path, default=REPO / ".run" / "soak-report.json")
     args = parser.parse_args(argv)
@@ -207,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         MAILBRIDGE_SOAK_MESSAGES=args.messages,
         MAILBRIDGE_SOAK_MAILBOXES=args.mailboxes,
         MAILBRIDGE_SOAK_SEED=args.seed,
+        MAILBRIDGE_SOAK_INSTANCES=args.instances,
         MAILBRIDGE_SOAK_TIMEOUT=args.timeout,
         MAILBRIDGE_SOAK_REPORT=args.report,
     )

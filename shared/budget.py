@@ -53,6 +53,7 @@ BUDGET_ROW = "budget"
 CONSUMER_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"  # personal Microsoft accounts (Outlook.com)
 BUCKETS_PER_WINDOW = 96  # recipient buckets: 15 minutes of a 24-hour window
 WRITE_ATTEMPTS = 6
+MIN_ASK = 4  # the smallest share asked for (messages per window), whatever the demand
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class _Box:
     used: list[list[float]] = field(default_factory=list)  # [admitted at, recipients] not yet reported
     resync_at: float = 0.0  # earliest time to look at the row again for a larger share
     reserved_until: float = 0.0  # last time slot promised to a rescheduled message
+    arrivals: list[float] = field(default_factory=list)  # admit() calls within the message window: demand
     avg_recipients: float = 1.0
 
 
@@ -181,6 +183,8 @@ class MailboxBudget:
         box = self._box(key)
         deadline = self.clock() + self.max_wait_s
         with box.cond:
+            box.arrivals = [t for t in box.arrivals if t > deadline - self.max_wait_s - lim.message_window_s]
+            box.arrivals.append(deadline - self.max_wait_s)
             while True:
                 now = self.clock()
                 me = self._me(box)
@@ -189,8 +193,10 @@ class MailboxBudget:
                         return Admission(key, random.uniform(0.5, 1.5), "contended")
                     me = self._me(box)
                     assert me is not None
-                elif me["k"] < self._fair(box, lim.messages_per_window, now) and now >= box.resync_at:
-                    self._sync(box, key, lim, recipients, now)  # a larger share may be free now
+                elif me["k"] < min(self._fair(box, lim.messages_per_window, now), _wanted(box)) and (
+                    now >= box.resync_at
+                ):
+                    self._grow(box, key, lim, recipients, now)  # a larger share may be free now
                     me = self._me(box) or me
                 wait, reason = self._wait(box, me, lim, recipients, now)
                 if wait <= 0:
@@ -198,7 +204,8 @@ class MailboxBudget:
                 if reason == "daily_limit" or now + wait > deadline:
                     if reason == "daily_limit":
                         return Admission(key, wait + random.uniform(0, 1), reason)
-                    return Admission(key, self._reserve(box, lim, now, wait), reason)
+                    share = max(int(me["k"]), self._fair(box, lim.messages_per_window, now))
+                    return Admission(key, self._reserve(box, lim, share, now, wait), reason)
                 box.cond.wait(min(wait, deadline - now))
 
     @contextmanager
@@ -288,9 +295,10 @@ class MailboxBudget:
         self.peak_in_flight[key] = max(self.peak_in_flight.get(key, 0), box.in_flight)
         return Admission(key, send=send)
 
-    def _reserve(self, box: _Box, lim: Limits, now: float, wait: float) -> float:
-        """The next free time slot at least ``wait`` away, spaced from earlier promises (a backlog spreads)."""
-        spacing = lim.message_window_s / max(1, lim.messages_per_window)
+    def _reserve(self, box: _Box, lim: Limits, share: int, now: float, wait: float) -> float:
+        """The next free time slot at least ``wait`` away, spaced from earlier promises by this instance's
+        share of the window (so the instances' rescheduled backlogs together come back at the mailbox's rate)."""
+        spacing = lim.message_window_s / max(1, share)
         at = max(now + wait, box.reserved_until + spacing)
         box.reserved_until = at
         return at - now + random.uniform(0, spacing / 4)
@@ -337,6 +345,15 @@ class MailboxBudget:
             assert box.state is not None
             state = self._renewed(box, lim, recipients, now)
             if self._write(box, key, state):
+                mine = state["p"][self.instance_id]
+                logger.debug(
+                    "Budget %s: share %d msgs / %d slots, %d recipients reserved, %d participants",
+                    _partition(key)[:12],
+                    mine["k"],
+                    mine["c"],
+                    mine["r"],
+                    len(state["p"]),
+                )
                 box.used = []
                 box.resync_at = now + max(lim.message_window_s / 4, 0.2)
                 return True
@@ -344,6 +361,17 @@ class MailboxBudget:
             now = self.clock()
         logger.warning("Budget row of a mailbox stayed contended after %d attempts", WRITE_ATTEMPTS)
         return False
+
+    def _grow(self, box: _Box, key: str, lim: Limits, recipients: int, now: float) -> None:
+        """Read the row; write only if the others' shares (shrunk at their renewal) leave this one more."""
+        self._read(box, key)
+        me = self._me(box)
+        if me is not None:
+            new = self._renewed(box, lim, recipients, now)["p"][self.instance_id]
+            if new["k"] <= me["k"] and new["c"] <= me["c"]:
+                box.resync_at = now + max(lim.message_window_s / 4, 0.2)
+                return
+        self._sync(box, key, lim, recipients, now)
 
     def _renewed(self, box: _Box, lim: Limits, recipients: int, now: float) -> dict[str, Any]:
         assert box.state is not None
@@ -362,7 +390,10 @@ class MailboxBudget:
         for e in state["p"].values():
             k, c = _occupancy(e, now, window)
             others_k, others_c = others_k + k, others_c + c
+        # The even split, of what the others leave, and no more than twice what this instance was asked for in
+        # the last window (so one with a few messages leaves the rest to the others at once, without a shrink).
         k = max(0, min(_split(lim.messages_per_window, live, self.instance_id), lim.messages_per_window - others_k))
+        k = min(k, _wanted(box))
         c = max(0, min(_split(lim.max_concurrency, live, self.instance_id), lim.max_concurrency - others_c))
         spare = lim.recipients_per_window - _recipients_in_use(state, now)
         per_lease = math.ceil(max(1, k) * (self.lease_s - self.grace_s) / window * box.avg_recipients)
@@ -382,6 +413,11 @@ class MailboxBudget:
                 entry.update(tc=box.in_flight, tcu=now + self.grace_s)
         state["p"][self.instance_id] = entry
         return state
+
+
+def _wanted(box: _Box) -> int:
+    """The share this instance asks for: twice its demand in the last window, at least MIN_ASK."""
+    return max(MIN_ASK, 2 * len(box.arrivals))
 
 
 def _partition(key: str) -> str:
