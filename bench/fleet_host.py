@@ -48,8 +48,8 @@ def _write_stats() -> None:
 
         if _services is not None and "budget" in _services.__dict__:
             budget_calls = _services.budget.storage_calls
-    except Exception:  # stats are best effort at exit
-        pass
+    except Exception as exc:  # stats are best effort at exit
+        print(f"fleet_host: no budget count ({exc})", file=sys.stderr)
     data = {"storage_calls": _calls, "cpu_s": time.process_time(), "budget_calls": budget_calls}
     (out / f"stats-{os.getpid()}.json").write_text(json.dumps(data))
 
