@@ -53,7 +53,7 @@ BUDGET_ROW = "budget"
 CONSUMER_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"  # personal Microsoft accounts (Outlook.com)
 BUCKETS_PER_WINDOW = 96  # recipient buckets: 15 minutes of a 24-hour window
 WRITE_ATTEMPTS = 6
-MIN_ASK = 4  # the smallest share asked for (messages per window), whatever the demand
+MIN_ASK = 4  # the smallest share asked for (messages per window, at most a quarter of the limit)
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ class MailboxBudget:
                         return Admission(key, random.uniform(0.5, 1.5), "contended")
                     me = self._me(box)
                     assert me is not None
-                elif me["k"] < min(self._fair(box, lim.messages_per_window, now), _wanted(box)) and (
+                elif me["k"] < min(self._fair(box, lim.messages_per_window, now), _wanted(box, lim)) and (
                     now >= box.resync_at
                 ):
                     self._grow(box, key, lim, recipients, now)  # a larger share may be free now
@@ -299,7 +299,8 @@ class MailboxBudget:
         """The next free time slot at least ``wait`` away, spaced from earlier promises by this instance's
         share of the window (so the instances' rescheduled backlogs together come back at the mailbox's rate)."""
         spacing = lim.message_window_s / max(1, share)
-        at = max(now + wait, box.reserved_until + spacing)
+        # Promises further than a window past the first free place only pile up: look again then.
+        at = min(max(now + wait, box.reserved_until + spacing), now + wait + lim.message_window_s)
         box.reserved_until = at
         return at - now + random.uniform(0, spacing / 4)
 
@@ -393,7 +394,7 @@ class MailboxBudget:
         # The even split, of what the others leave, and no more than twice what this instance was asked for in
         # the last window (so one with a few messages leaves the rest to the others at once, without a shrink).
         k = max(0, min(_split(lim.messages_per_window, live, self.instance_id), lim.messages_per_window - others_k))
-        k = min(k, _wanted(box))
+        k = min(k, _wanted(box, lim))
         c = max(0, min(_split(lim.max_concurrency, live, self.instance_id), lim.max_concurrency - others_c))
         spare = lim.recipients_per_window - _recipients_in_use(state, now)
         per_lease = math.ceil(max(1, k) * (self.lease_s - self.grace_s) / window * box.avg_recipients)
@@ -415,9 +416,9 @@ class MailboxBudget:
         return state
 
 
-def _wanted(box: _Box) -> int:
+def _wanted(box: _Box, lim: Limits) -> int:
     """The share this instance asks for: twice its demand in the last window, at least MIN_ASK."""
-    return max(MIN_ASK, 2 * len(box.arrivals))
+    return max(1, min(MIN_ASK, lim.messages_per_window // 4), 2 * len(box.arrivals))
 
 
 def _partition(key: str) -> str:
