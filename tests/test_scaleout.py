@@ -78,3 +78,29 @@ def test_three_instances_share_one_mailboxs_limits_and_a_restart_keeps_the_daily
     # 20 recipients do not fit in one rolling window of 12: the rest waited for the budget, visibly.
     assert len(held) >= (MESSAGES - DAILY) // 2, held
     assert fleet.count_in_logs("Function send_queued_message failed") == 0
+
+
+def test_a_message_over_the_daily_budget_is_held_visibly_then_failed_past_the_longest_hold(send_kit):
+    kit = send_kit(
+        MAILBOX_RECIPIENTS_PER_DAY="2", MAILBOX_RECIPIENT_WINDOW_SECONDS="3600", DAILY_LIMIT_MAX_HOLD_SECONDS="7200"
+    )
+    cid = kit.connect("alice")
+    two = [{"address": "a@example.com"}, {"address": "b@example.com"}]
+    first, second = kit.message(cid, to=two), kit.message(cid)
+    assert kit.services.sender.process(first, "q-1").status == "sent"
+    held = kit.services.sender.process(second, "q-2")
+    assert held.status == "queued" and held.delay > 3000, "held until the first mail's recipients leave the window"
+    status = kit.mb.json(
+        kit.mb.http("get_message", route_params={"message_id": second["id"]}, params={"connection_id": cid})
+    )
+    assert (status["status"], status["reason"]) == ("queued", "daily_limit")
+    assert kit.mb.admin.delivered(kit.address("alice"))["counts_by_key"].get(second["id"]) is None
+    record = kit.record(cid, second["id"])
+    record.held_since -= 7200  # two hours on hold already: the next hold would pass DAILY_LIMIT_MAX_HOLD_SECONDS
+    kit.services.deliveries.update(record)
+    failed = kit.services.sender.process(second, "q-3")
+    assert failed.status == "failed" and failed.error.code == "daily_limit_reached"
+    events = kit.events_for(second["id"])
+    assert [e["type"] for e in events] == ["mailbridge.message.failed"]
+    assert events[0]["data"]["error"]["code"] == "daily_limit_reached"
+    assert kit.mb.admin.delivered(kit.address("alice"))["counts_by_key"].get(second["id"]) is None
