@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from shared.errors import AppCredentialFailed, MailbridgeError, NotFound, ReauthRequired, TransientError
 from shared.events import emit_event
 from shared.services import Services
+from shared.store import Connection
 from shared.telemetry import log_outcome
 
 logger = logging.getLogger(__name__)
@@ -113,30 +114,29 @@ class KeepAlive:
             self._pause_until = max(self._pause_until, time.monotonic() + seconds)
 
     def _refresh_one(self, key: str, connection_id: str, now: float, report: SweepReport) -> None:
-        try:
-            conn = self.s.connections.get(connection_id)
-        except NotFound:
-            self.s.connections.drop_due_key(key)
-            return
         threshold = self.s.settings.refresh_after_days * 86400
-        if conn.status != "connected" or conn.last_refreshed_at + threshold > now:
-            # Disconnected, already marked, or refreshed by a send since the index row was written.
-            self.s.connections.drop_due_key(key)
-            if conn.status == "connected":
-                self.s.connections.set_refresh_due(conn, conn.last_refreshed_at + threshold)
-                self.s.connections.save(conn)
-            report.skipped += 1
-            return
         started = time.monotonic()
 
         def outcome(status: str, code: str | None = None) -> None:
             elapsed_ms = (time.monotonic() - started) * 1000
             log_outcome("refresh", status, code=code, connection_id=connection_id, duration_ms=elapsed_ms)
 
+        # The row is read once, under the lease (refresh_if_due); the rare reauth event reads it again.
         try:
-            self.s.tokens.refresh(conn, force=True)
+            done = self.s.tokens.refresh_if_due(connection_id, now - threshold)
+            if isinstance(done, Connection):
+                # Disconnected, already marked, or refreshed by a send since the index row was written.
+                self.s.connections.drop_due_key(key)
+                if done.status == "connected":
+                    self.s.connections.set_refresh_due(done, done.last_refreshed_at + threshold)
+                    self.s.connections.save(done, index=False)
+                report.skipped += 1
+                return
             report.refreshed += 1
             outcome("refreshed")
+        except NotFound:
+            self.s.connections.drop_due_key(key)
+            return
         except ReauthRequired as exc:
             report.reauth_required += 1
             outcome("reauth_required", exc.code)
@@ -147,7 +147,7 @@ class KeepAlive:
                     "connection.reauth_required",
                     {
                         "connection_id": connection_id,
-                        "user_ref": conn.user_ref,
+                        "user_ref": getattr(self.s.connections.find(connection_id), "user_ref", None),
                         "reason": exc.extra.get("reason") or exc.code,
                         "detail": exc.detail,
                     },

@@ -23,6 +23,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableTransactionError
 
 from shared.errors import ExpiredLink, InvalidState, NotFound
 from shared.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, TENANTS_TABLE
@@ -150,11 +151,13 @@ class ConnectionStore:
         except NotFound:
             return None
 
-    def save(self, conn: Connection) -> None:
-        """Upsert the row and keep the per-user index in step."""
+    def save(self, conn: Connection, *, index: bool = True) -> None:
+        """Upsert the row and keep the per-user index in step. A connection never changes ``user_ref``, so
+        updates of an existing connection (refresh, reauth) pass ``index=False``: its index row is there."""
         conn.updated_at = time.time()
         self.table.upsert_entity(conn.to_entity(), mode="replace")
-        self.table.upsert_entity({"PartitionKey": user_partition(conn.user_ref), "RowKey": conn.connection_id})
+        if index:
+            self.table.upsert_entity({"PartitionKey": user_partition(conn.user_ref), "RowKey": conn.connection_id})
 
     LAST_USED_EVERY_S = 300.0
 
@@ -188,17 +191,29 @@ class ConnectionStore:
 
     # --- keep-alive index -------------------------------------------------------------------------
     def set_refresh_due(self, conn: Connection, due_at: float | None) -> None:
-        """Move the connection's keep-alive index row to ``due_at`` (None removes it)."""
-        if conn.refresh_due_at:
+        """Move the connection's keep-alive index row to ``due_at`` (None removes it). A move is one
+        entity-group transaction (delete the old row, insert the new one: same partition), one round trip."""
+        old = _due_key(conn.refresh_due_at, conn.connection_id) if conn.refresh_due_at else None
+        new = _due_key(due_at, conn.connection_id) if due_at else None
+        conn.refresh_due_at = due_at or 0.0
+        if old and new and old != new:
             try:
-                self.table.delete_entity(REFRESH_PARTITION, _due_key(conn.refresh_due_at, conn.connection_id))
+                self.table.submit_transaction(
+                    [
+                        ("delete", {"PartitionKey": REFRESH_PARTITION, "RowKey": old}),
+                        ("upsert", {"PartitionKey": REFRESH_PARTITION, "RowKey": new}),
+                    ]
+                )
+                return
+            except (TableTransactionError, ResourceNotFoundError):
+                pass  # the old row was gone already (a sweep dropped it): do the two steps on their own
+        if old and old != new:
+            try:
+                self.table.delete_entity(REFRESH_PARTITION, old)
             except ResourceNotFoundError:
                 pass
-        conn.refresh_due_at = due_at or 0.0
-        if due_at:
-            self.table.upsert_entity(
-                {"PartitionKey": REFRESH_PARTITION, "RowKey": _due_key(due_at, conn.connection_id)}
-            )
+        if new:
+            self.table.upsert_entity({"PartitionKey": REFRESH_PARTITION, "RowKey": new})
 
     def due_for_refresh(self, now: float, limit: int, after_key: str = "") -> list[tuple[str, str]]:
         """(index key, connection id) pairs due by ``now``, in due order, starting after ``after_key``."""

@@ -99,61 +99,76 @@ class TokenService:
             fresh = self.connections.get(conn.connection_id)
             if fresh.status != "connected":
                 raise ReauthRequired(detail=f"connection is {fresh.status}", reason=fresh.last_error_code)
-            serialized = self.vault.read(fresh.secret_name)
-            if not serialized:
-                self._mark_reauth(fresh, ReauthRequired(detail="no stored token cache"))
-                raise ReauthRequired(detail="no stored token cache")
-            cache = msal.SerializableTokenCache()
-            cache.deserialize(serialized)
-            app = self.msal.app(token_cache=cache)
-            accounts = app.get_accounts()
-            account = next((a for a in accounts if a.get("home_account_id", "").startswith(fresh.object_id)), None) or (
-                accounts[0] if accounts else None
+            return self._refresh_held(held, fresh, force=force)
+
+    def refresh_if_due(self, connection_id: str, refreshed_before: float) -> RefreshOutcome | Connection:
+        """The keep-alive's refresh: under the lease, read the row once and, when it is connected and its
+        refresh token was last redeemed before ``refreshed_before``, force a refresh. Returns the outcome, or
+        the row itself when there was nothing to do (not connected, or refreshed since the index said so).
+        NotFound when the connection does not exist. One row read per refresh, not one before the lock too."""
+        with self.locks.hold(connection_id) as held:
+            fresh = self.connections.get(connection_id)
+            if fresh.status != "connected" or fresh.last_refreshed_at >= refreshed_before:
+                return fresh
+            return self._refresh_held(held, fresh, force=True)
+
+    def _refresh_held(self, held, fresh: Connection, *, force: bool) -> RefreshOutcome:
+        """The refresh itself; the caller holds the lease and has just read ``fresh``."""
+        serialized = self.vault.read(fresh.secret_name)
+        if not serialized:
+            self._mark_reauth(fresh, ReauthRequired(detail="no stored token cache"))
+            raise ReauthRequired(detail="no stored token cache")
+        cache = msal.SerializableTokenCache()
+        cache.deserialize(serialized)
+        app = self.msal.app(token_cache=cache)
+        accounts = app.get_accounts()
+        account = next((a for a in accounts if a.get("home_account_id", "").startswith(fresh.object_id)), None) or (
+            accounts[0] if accounts else None
+        )
+        if account is None:
+            self._mark_reauth(fresh, ReauthRequired(detail="token cache holds no account"))
+            raise ReauthRequired(detail="token cache holds no account")
+        try:
+            result = app.acquire_token_silent_with_error(
+                self.settings.graph_scopes, account=account, force_refresh=force
             )
-            if account is None:
-                self._mark_reauth(fresh, ReauthRequired(detail="token cache holds no account"))
-                raise ReauthRequired(detail="token cache holds no account")
-            try:
-                result = app.acquire_token_silent_with_error(
-                    self.settings.graph_scopes, account=account, force_refresh=force
-                )
-            except TOKEN_ENDPOINT_OUTAGES as exc:
-                raise token_endpoint_outage(exc) from exc
-            if not result or "access_token" not in result:
-                err = map_entra_error(result or {"error": "interaction_required"}, during="refresh")
-                if isinstance(err, AppCredentialFailed) and self.credential_health:
-                    # The operator's problem: the connection stays connected and due; the caller waits and retries.
-                    self.credential_health.failed(err)
-                if isinstance(err, TransientError):
-                    raise err
-                reauth = err if isinstance(err, ReauthRequired) else ReauthRequired(detail=err.detail)
-                self._mark_reauth(fresh, reauth)
-                raise reauth
-            refreshed = result.get("token_source") == "identity_provider"
-            if refreshed and self.credential_health:
-                self.credential_health.succeeded()
-            wrote = False
-            old_secret = None
-            if cache.has_state_changed:
-                held.check()  # never write under a lease someone else holds now (their cache may be newer)
-                old_secret = self._write_back(fresh, cache.serialize())
-                wrote = True
-            if refreshed or wrote:
-                if refreshed:
-                    fresh.last_refreshed_at = self.clock()
-                due = fresh.last_refreshed_at + self.settings.refresh_after_days * 86400
-                self.connections.set_refresh_due(fresh, due)
-                self.connections.save(fresh)
-            if old_secret:
-                # Only after the row points at the new name: the old one (and all its versions) goes to soft delete.
-                self.vault.delete(old_secret)
-            expires_at = self.clock() + float(result.get("expires_in", 3600))
-            with self._mem_lock:
-                self._memory[fresh.connection_id] = _Cached(result["access_token"], expires_at)
-                self._memory.move_to_end(fresh.connection_id)
-                while len(self._memory) > self.max_cached:
-                    self._memory.popitem(last=False)
-            return RefreshOutcome(result["access_token"], expires_at, refreshed, wrote)
+        except TOKEN_ENDPOINT_OUTAGES as exc:
+            raise token_endpoint_outage(exc) from exc
+        if not result or "access_token" not in result:
+            err = map_entra_error(result or {"error": "interaction_required"}, during="refresh")
+            if isinstance(err, AppCredentialFailed) and self.credential_health:
+                # The operator's problem: the connection stays connected and due; the caller waits and retries.
+                self.credential_health.failed(err)
+            if isinstance(err, TransientError):
+                raise err
+            reauth = err if isinstance(err, ReauthRequired) else ReauthRequired(detail=err.detail)
+            self._mark_reauth(fresh, reauth)
+            raise reauth
+        refreshed = result.get("token_source") == "identity_provider"
+        if refreshed and self.credential_health:
+            self.credential_health.succeeded()
+        wrote = False
+        old_secret = None
+        if cache.has_state_changed:
+            held.check()  # never write under a lease someone else holds now (their cache may be newer)
+            old_secret = self._write_back(fresh, cache.serialize())
+            wrote = True
+        if refreshed or wrote:
+            if refreshed:
+                fresh.last_refreshed_at = self.clock()
+            due = fresh.last_refreshed_at + self.settings.refresh_after_days * 86400
+            self.connections.set_refresh_due(fresh, due)
+            self.connections.save(fresh, index=False)
+        if old_secret:
+            # Only after the row points at the new name: the old one (and all its versions) goes to soft delete.
+            self.vault.delete(old_secret)
+        expires_at = self.clock() + float(result.get("expires_in", 3600))
+        with self._mem_lock:
+            self._memory[fresh.connection_id] = _Cached(result["access_token"], expires_at)
+            self._memory.move_to_end(fresh.connection_id)
+            while len(self._memory) > self.max_cached:
+                self._memory.popitem(last=False)
+        return RefreshOutcome(result["access_token"], expires_at, refreshed, wrote)
 
     def _write_back(self, conn: Connection, serialized: str) -> str | None:
         """Store the rotated cache. Every set adds a Key Vault version, and versions cannot be deleted one by
@@ -179,5 +194,5 @@ class TokenService:
         conn.last_error_code = err.code
         conn.last_error_message = f"{err.message} ({err.detail})" if err.detail else err.message
         self.connections.set_refresh_due(conn, None)
-        self.connections.save(conn)
+        self.connections.save(conn, index=False)
         logger.warning("Connection %s needs re-authorisation: %s", conn.connection_id, err.detail)

@@ -1,0 +1,62 @@
+"""Keep-alive cost (issue 18 goal 5): Storage requests per refresh, counted at the HTTP transport, against
+real Azurite and the emulator. Key Vault and Entra are not Storage and are not counted here."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import pytest
+from azure.core.pipeline.transport import RequestsTransport
+
+from bench.b5_keepalive import make_due
+from shared.refresh import KeepAlive
+
+
+@contextmanager
+def storage_requests(hosts: set[str]):
+    """Count azure-core requests to the Storage account (by method + service), as bench.fleet_host does."""
+    seen: Counter[str] = Counter()
+    lock = threading.Lock()
+    original = RequestsTransport.send
+
+    def send(self, request, **kwargs):
+        parts = urlsplit(request.url)
+        if parts.netloc in hosts:
+            with lock:
+                target = parts.path.split("/")[2] if parts.path.count("/") > 1 else ""
+                kind = "entity" if "PartitionKey=" in target else ("query" if target.endswith("()") else "")
+                seen[f"{request.method} {target.split('(')[0]} {kind} {parts.query[:40]}".strip()] += 1
+        return original(self, request, **kwargs)
+
+    RequestsTransport.send = send
+    try:
+        yield seen
+    finally:
+        RequestsTransport.send = original
+
+
+def _hosts(connection_string: str) -> set[str]:
+    parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+    return {urlsplit(v).netloc for k, v in parts.items() if k.endswith("Endpoint")}
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first refresh", "later refresh"])
+def test_a_keep_alive_refresh_costs_at_most_six_storage_requests(mailbridge, first):
+    mb = mailbridge()
+    cids = [mb.connect(user, user_ref=f"ref-{user}")["connection_id"] for user in ("alice", "bob")]
+    keepalive = KeepAlive(mb.services)
+    if not first:  # the lock blobs exist from an earlier refresh of each connection
+        make_due(mb.services, cids)
+        assert keepalive.sweep().refreshed == 2
+    make_due(mb.services, cids)
+    mb.services.app_credential.status()  # the health row's once-a-minute read is not the refresh's cost
+    with storage_requests(_hosts(mb.env["AzureWebJobsStorage"])) as seen:
+        report = keepalive.sweep()
+    assert report.refreshed == 2, report
+    # The sweep's own due-index page queries are shared by every connection of the page: not per refresh.
+    per_refresh = sum(n for what, n in seen.items() if " query " not in what) / 2
+    assert per_refresh <= 6, sorted(seen.items())
+    print(f"Storage requests per keep-alive refresh: {per_refresh} ({sorted(seen.items())})")
