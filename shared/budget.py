@@ -100,6 +100,7 @@ class Admission:
     reason: str = ""  # concurrency | message_rate | share_pending | daily_limit | contended
     error: errors.MailbridgeError | None = None  # refused for good (per-message or daily limit exceeded)
     send: _Send | None = field(default=None, repr=False)
+    released: bool = field(default=False, repr=False)
 
     @property
     def admitted(self) -> bool:
@@ -216,10 +217,14 @@ class MailboxBudget:
             self.release(admission)
 
     def release(self, admission: Admission) -> None:
-        if not admission.admitted or admission.send is None:
+        """Give the slot back (once: the sender releases it when Graph answers, ``slot`` again at the end)."""
+        if not admission.admitted or admission.send is None or admission.released:
             return
         box = self._box(admission.mailbox)
         with box.cond:
+            if admission.released:
+                return
+            admission.released = True
             box.in_flight = max(0, box.in_flight - 1)
             if not admission.send.done:
                 admission.send.at = self.clock()  # stays in the window a full window after Graph answered
@@ -393,8 +398,9 @@ class MailboxBudget:
             others_k, others_c = others_k + k, others_c + c
         # The even split, of what the others leave, and no more than twice what this instance was asked for in
         # the last window (so one with a few messages leaves the rest to the others at once, without a shrink).
+        wanted = _wanted(box, lim)
         k = max(0, min(_split(lim.messages_per_window, live, self.instance_id), lim.messages_per_window - others_k))
-        k = min(k, _wanted(box, lim))
+        k = min(k, wanted)
         c = max(0, min(_split(lim.max_concurrency, live, self.instance_id), lim.max_concurrency - others_c))
         spare = lim.recipients_per_window - _recipients_in_use(state, now)
         per_lease = math.ceil(max(1, k) * (self.lease_s - self.grace_s) / window * box.avg_recipients)

@@ -15,6 +15,7 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,7 +191,10 @@ class Sender:
             except RecordContended:
                 delay = self.busy_recheck_s * random.uniform(1, 1.5)
                 return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
-            return self._send(msg, conn, token, record, uploads, body, draft_mode)
+            # The slot ends when Graph has answered (not after the record and event): Graph's concurrency.
+            return self._send(
+                msg, conn, token, record, uploads, body, draft_mode, lambda: self.budget.release(admission)
+            )
 
     def _not_admitted(self, msg: SendMessage, record: Delivery, admission: Admission) -> Outcome:
         """The mailbox's budget said no: rejected over the per-message limit, held while the daily recipient
@@ -221,14 +225,18 @@ class Sender:
         uploads: list[str],
         body: str,
         draft_mode: bool,
+        answered: Callable[[], None] = lambda: None,
     ) -> Outcome:
         try:
-            if draft_mode:
-                request_id = send_via_draft(
-                    self.graph, self.attachments, self.deliveries, msg, token, record, uploads, body
-                )
-            else:
-                request_id = self._send_mail(msg, token, body)
+            try:
+                if draft_mode:
+                    request_id = send_via_draft(
+                        self.graph, self.attachments, self.deliveries, msg, token, record, uploads, body
+                    )
+                else:
+                    request_id = self._send_mail(msg, token, body)
+            finally:
+                answered()
         except errors.OutcomeUnknown as exc:
             if draft_mode:
                 return self._resolve_draft(msg, conn, record, exc, token)
