@@ -194,14 +194,14 @@ class MailboxBudget:
                         return Admission(key, random.uniform(0.5, 1.5), "contended")
                     me = self._me(box)
                     assert me is not None
-                elif me["k"] < min(self._fair(box, lim.messages_per_window, now), _wanted(box, lim)) and (
-                    now >= box.resync_at
-                ):
-                    self._grow(box, key, lim, recipients, now)  # a larger share may be free now
-                    me = self._me(box) or me
+                due = now >= box.resync_at
                 wait, reason = self._wait(box, me, lim, recipients, now)
                 if wait <= 0:
                     return self._take(box, key, recipients, now)
+                wants_more = me["k"] < min(self._fair(box, lim.messages_per_window, now), _wanted(box, lim))
+                if reason in ("message_rate", "share_pending") and wants_more and due:
+                    if self._grow(box, key, lim, recipients, now):  # the share grew: look again at once
+                        continue
                 if reason == "daily_limit" or now + wait > deadline:
                     if reason == "daily_limit":
                         return Admission(key, wait + random.uniform(0, 1), reason)
@@ -361,23 +361,27 @@ class MailboxBudget:
                     len(state["p"]),
                 )
                 box.used = []
-                box.resync_at = now + max(lim.message_window_s / 4, 0.2)
                 return True
             self._read(box, key)
             now = self.clock()
         logger.warning("Budget row of a mailbox stayed contended after %d attempts", WRITE_ATTEMPTS)
         return False
 
-    def _grow(self, box: _Box, key: str, lim: Limits, recipients: int, now: float) -> None:
-        """Read the row; write only if the others' shares (shrunk at their renewal) leave this one more."""
+    def _grow(self, box: _Box, key: str, lim: Limits, recipients: int, now: float) -> bool:
+        """Read the row; write only if it leaves this share more (the others shrank, or nobody else wants it).
+        True when the share grew; otherwise look again only after a quarter window."""
         self._read(box, key)
         me = self._me(box)
         if me is not None:
             new = self._renewed(box, lim, recipients, now)["p"][self.instance_id]
             if new["k"] <= me["k"] and new["c"] <= me["c"]:
                 box.resync_at = now + max(lim.message_window_s / 4, 0.2)
-                return
-        self._sync(box, key, lim, recipients, now)
+                return False
+        before = int(me["k"]) if me else 0
+        if not self._sync(box, key, lim, recipients, now):
+            return False
+        grown = self._me(box)
+        return grown is not None and int(grown["k"]) > before
 
     def _renewed(self, box: _Box, lim: Limits, recipients: int, now: float) -> dict[str, Any]:
         assert box.state is not None

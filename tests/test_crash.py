@@ -119,7 +119,14 @@ def test_crash(send_kit, tmp_path):
         mailboxes=int(os.environ.get("MAILBRIDGE_CRASH_MAILBOXES", "10")),
         kills=int(os.environ.get("MAILBRIDGE_CRASH_KILLS", "3")),
         timeout_s=float(os.environ.get("MAILBRIDGE_CRASH_TIMEOUT", "100")),
-        app_settings=json.loads(os.environ.get("MAILBRIDGE_CRASH_APP_SETTINGS", "{}")),  # e.g. MAILBOX_CONCURRENCY
+        # A killed instance's share of a mailbox's budget stays reserved until its lease ends (concurrency) and a
+        # message window later (messages): the run shortens that lease, like the two others, and lifts the
+        # per-minute limit so that pacing (tests/test_scaleout.py) does not decide the run's length.
+        app_settings={
+            "MAILBOX_BUDGET_LEASE_SECONDS": "6",
+            "MAILBOX_MESSAGES_PER_MINUTE": "10000",
+            **json.loads(os.environ.get("MAILBRIDGE_CRASH_APP_SETTINGS", "{}")),  # e.g. MAILBOX_CONCURRENCY
+        },
     )
     kit = send_kit(users=tuple(f"u{i:03d}" for i in range(plan.mailboxes)))
     report = run_crash(kit, plan, tmp_path)
