@@ -191,9 +191,12 @@ module storage 'core/storage/storage-account.bicep' = {
     name: '${abbrs.storageStorageAccounts}${resourceToken}'
     location: location
     tags: tags
+    // Every table, queue and container the app uses: it creates none itself in Azure (shared/storage.py
+    // creates_missing), so a cold instance's first send spends no request on "create if missing".
     containers: [
       deploymentContainerName
       attachmentsContainerName
+      'mailbridge-locks' // per-connection refresh leases (shared/locks.py)
     ]
     queues: [
       outboundQueueName
@@ -205,6 +208,7 @@ module storage 'core/storage/storage-account.bicep' = {
       'authflows'
       'deliveries'
       'tenants'
+      'mailboxbudgets' // per-mailbox sending budgets shared by all instances (shared/budget.py)
     ]
   }
 }

@@ -64,14 +64,22 @@ class StorageClients:
             return BlobServiceClient.from_connection_string(s.connection_string, **_TRANSPORT)
         return BlobServiceClient(account_url=s.blob_service_uri, credential=self._credential, **_TRANSPORT)
 
+    @property
+    def creates_missing(self) -> bool:
+        """Whether a table/queue/container is created on first use: only with a connection string (Azurite,
+        which starts empty). In Azure (identity-based storage) infra/main.bicep creates every one of them
+        (tests/test_infra.py checks the list against the names in the code), so a cold instance's first send
+        spends no request on "create if missing"."""
+        return bool(self.settings.storage.connection_string)
+
     def _client(self, kind: str, name: str, make: Callable[[str], Any], create: Callable[[Any], Any]) -> Any:
-        """The cached per-name client; the resource is created on first use (infra creates them in Azure,
-        Azurite starts empty), so every later call is a dictionary lookup."""
+        """The cached per-name client (created on first use locally, see ``creates_missing``), so every later
+        call is a dictionary lookup."""
         with self._lock:
             client = self._clients.get((kind, name))
             if client is None:
                 client = self._clients[(kind, name)] = make(name)
-        if (kind, name) not in self._ensured:
+        if (kind, name) not in self._ensured and self.creates_missing:
             try:
                 create(client)
             except ResourceExistsError:
