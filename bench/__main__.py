@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         doc = ROOT / "docs" / "benchmarks.md"
         text = report.document(results, made)
         if only != set(parse([]).only.split(",")) and doc.exists():  # a partial run updates its sections only
-            text = report.merge(doc.read_text(), text)
+            text = report.merge(doc.read_text(), text, results["machine"]["date"])
         doc.write_text(text)
         print(f"wrote docs/benchmarks.md ({len(made)} plots)")
 

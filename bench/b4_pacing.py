@@ -9,7 +9,7 @@ from typing import Any
 def run(kit: Any, messages: int = 300, limit: int = 30, window_s: float = 3.0) -> dict[str, Any]:
     """``messages`` to one mailbox; Graph allows ``limit`` messages per ``window_s`` (Exchange: 30 / 60 s).
 
-    Mailbridge's pacer is given exactly Graph's limit, as in production (MAILBOX_MESSAGES_PER_MINUTE=30):
+    Mailbridge's budget is given exactly Graph's limit, as in production (MAILBOX_MESSAGES_PER_MINUTE=30):
     a send stays in its window until a full window after Graph answered, so no margin is needed.
     """
     admin = kit.mb.admin
