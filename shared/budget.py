@@ -45,6 +45,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 
 from shared import errors
 from shared.storage import StorageClients
+from shared.store import mailbox_key
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +75,10 @@ class Mailbox:
 
     tenant_id: str
     object_id: str  # or the lower-cased address of a `from` mailbox sent to via /users/{from}
-    address: str = ""  # for logs of the admission only; never part of the key
 
     @property
     def key(self) -> str:
-        return f"{self.tenant_id.lower()}:{self.object_id.lower()}"
+        return mailbox_key(self.tenant_id, self.object_id)
 
     @property
     def consumer(self) -> bool:
