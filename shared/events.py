@@ -41,13 +41,22 @@ HOST_QUEUE_PREFIX = "azure-webjobs-"  # the Functions host's own queues (blob tr
 TYPE_PREFIX = "mailbridge."
 
 
-def build_event(event_type: str, data: dict[str, Any], subject: str | None = None) -> dict[str, Any]:
+def event_id(record: Delivery) -> str:
+    """The CloudEvents ``id`` of a message's outcome event: the same for every publication of it. A message's
+    final row is written before its event, and a redelivered message publishes the event again (the run
+    before may have died in between), so a consumer can see one outcome twice; source + id identify it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailbridge:{record.connection_id}/{record.message_id}/{record.status}"))
+
+
+def build_event(
+    event_type: str, data: dict[str, Any], subject: str | None = None, event_id: str | None = None
+) -> dict[str, Any]:
     """A CloudEvents 1.0 envelope; ``event_type`` without the ``mailbridge.`` prefix."""
     event: dict[str, Any] = {
         "specversion": "1.0",
         "type": TYPE_PREFIX + event_type,
         "source": EVENT_SOURCE,
-        "id": str(uuid.uuid4()),
+        "id": event_id or str(uuid.uuid4()),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "datacontenttype": "application/json",
         "data": data,
@@ -94,7 +103,8 @@ class EventPublisher:
             "metadata": record.metadata,
         }
         subject = f"connections/{record.connection_id}/messages/{record.message_id}"
-        return self.publish(build_event(f"message.{record.status}", data, subject), record.callback_queue)
+        event = build_event(f"message.{record.status}", data, subject, event_id(record))
+        return self.publish(event, record.callback_queue)
 
     def reauth_required(self, connection_id: str, data: dict[str, Any]) -> dict[str, Any]:
         body = {"connection_id": connection_id, **data}

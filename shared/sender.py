@@ -106,7 +106,7 @@ class Sender:
         if isinstance(msg, Outcome):
             return msg
         logger.error("Message %s (connection %s) was moved to the poison queue", msg.id, msg.connection_id)
-        found = self._claim_record(msg, "queue")
+        found = self._claim_record(msg, "queue", run=queue_message_id)
         if isinstance(found, Outcome):  # already final, or a live worker holds it: that worker finishes it
             return found
         if found.status == "sending" or found.phase == SEND_REQUESTED:
@@ -123,7 +123,7 @@ class Sender:
 
     def process(self, raw: bytes | str | dict[str, Any], queue_message_id: str, source: str = "queue") -> Outcome:
         msg = self._parse(raw, queue_message_id)
-        return msg if isinstance(msg, Outcome) else self._process(msg, source)
+        return msg if isinstance(msg, Outcome) else self._process(msg, source, queue_message_id)
 
     def _parse(self, raw: bytes | str | dict[str, Any], queue_message_id: str) -> SendMessage | Outcome:
         """The validated message, or the Outcome of recording it ``rejected``."""
@@ -135,18 +135,28 @@ class Sender:
             return self._reject_unparsed(data, exc, queue_message_id)
 
     # --- the pipeline -------------------------------------------------------------------------------------
-    def _process(self, msg: SendMessage, source: str) -> Outcome:
-        found = self._claim_record(msg, source)
+    def _process(self, msg: SendMessage, source: str, run: str = "") -> Outcome:
+        # The row as this instance read it at most CONNECTION_CACHE_S ago (store.py): the bound within which
+        # another instance's disconnect or reauth_required stops sends here (docs/sending.md).
+        conn = self.connections.recent(msg.connection_id)
+        # A connection that can only use sendMail lets a new id be inserted `sending` at once (one write
+        # instead of insert + ETag update); draft mode keeps the `queued` insert, its phases need the mode.
+        claim = conn is not None and conn.status == "connected" and not _has_scope(conn, "Mail.ReadWrite")
+        found = self._claim_record(msg, source, claim=claim, run=run)
         if isinstance(found, Outcome):
             return found
         record = found
-        if record.status == "sending" and record.mode != "draft" and msg.on_ambiguous != "resend":
+        if (
+            record.status == "sending"
+            and not record.claimed_at_insert
+            and record.mode != "draft"
+            and msg.on_ambiguous != "resend"
+        ):
             # The previous owner's lease ran out mid-send (it died): Graph may have sent the mail. Decide now,
             # before pacing, the token or the connection can reschedule it (a rescheduled row is `queued`
             # again and would be sent a second time) or fail it (`failed` promises nothing was sent).
             err = errors.OutcomeUnknown(detail="a previous attempt was interrupted while sending")
             return self._finish(msg, record, "unknown", err)
-        conn = self.connections.find(msg.connection_id)
         if record.phase == SEND_REQUESTED:  # a draft's /send may have reached Graph: look it up, never resend
             return self._resolve_draft(
                 msg, conn, record, errors.OutcomeUnknown(detail="the draft send was not confirmed")
@@ -165,7 +175,7 @@ class Sender:
                 if isinstance(exc, errors.InputError | errors.MessageTooLarge | errors.AttachmentsTooLarge)
                 else "failed"
             )
-            return self._finish(msg, record, status, exc)
+            return self._finish(msg, _unclaimed(record), status, exc)
         draft_mode = self._use_drafts(msg, conn, uploads)
         record.mode = "draft" if draft_mode else "sendMail"
         mailbox = conn.mailbox
@@ -177,17 +187,18 @@ class Sender:
 
         admission = self.budget.admit(budget_of, msg.recipient_count())
         if not admission.admitted:
-            return self._not_admitted(msg, record, admission)
+            return self._not_admitted(msg, _unclaimed(record), admission)
         record.reason, record.held_since = "", 0.0
         with self.budget.slot(admission):
             try:
                 token = self._token(conn)
             except errors.ReauthRequired as exc:
-                return self._reauth_failed(msg, conn, record, exc)
+                return self._reauth_failed(msg, conn, _unclaimed(record), exc)
             except errors.TransientError as exc:
-                return self._reschedule(msg, record, self._backoff(record, exc), exc)
+                return self._reschedule(msg, _unclaimed(record), self._backoff(record, exc), exc)
             try:
-                self._mark_sending(record)
+                if not record.claimed_at_insert:
+                    self._mark_sending(record)
             except RecordContended:
                 delay = self.busy_recheck_s * random.uniform(1, 1.5)
                 return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
@@ -349,8 +360,9 @@ class Sender:
             return float(asked) + random.uniform(0, 1)
         return min(300.0, 5.0 * 2 ** min(record.reschedules, 6)) * random.uniform(0.8, 1.2)
 
-    def _claim_record(self, msg: SendMessage, source: str) -> Delivery | Outcome:
-        """The row for (connection, id): created queued, or an Outcome when this copy must not send."""
+    def _claim_record(self, msg: SendMessage, source: str, claim: bool = False, run: str = "") -> Delivery | Outcome:
+        """The row for (connection, id): created (``queued``, or with ``claim`` already ``sending`` under this
+        worker's lease, as :meth:`_mark_sending` would leave it), or an Outcome when this copy must not send."""
         now = time.time()
         record = Delivery(
             msg.connection_id,
@@ -362,16 +374,26 @@ class Sender:
             metadata=msg.metadata,
             created_at=now,
         )
+        if claim:
+            # Insert-if-absent picks exactly one owner, as the ETag-guarded update does; a crash before Graph
+            # answers leaves `sending`, which a redelivery records `unknown` (flagged; nothing may have gone).
+            record.status, record.mode, record.attempts = "sending", "sendMail", 1
+            record.sending_at, record.lease_until = now, now + LEASE_SECONDS
         # Insert first: a new id (the common case) costs one Table call; a redelivery reads the row.
         if self.deliveries.create(record):
+            record.claimed_at_insert, record.run = claim, run
             return record
         found = self.deliveries.get(msg.connection_id, msg.id)
         if found is None:  # deleted between our insert and read (a retention purge): treat as new
             return Outcome("queued", msg.id, msg.connection_id, delay=1.0)
         record = found
+        record.run = run
         if record.is_final:
+            # The run that wrote the final row may have died before its event: when this is that run's queue
+            # message again, publish it again (same CloudEvents id, events.event_id). Other copies of the id
+            # (a producer's duplicate) are acknowledged silently. No flag write per email is needed for this.
             logger.info("Message %s already %s: acknowledged, not sent again", msg.id, record.status)
-            if not record.event_emitted:  # the earlier run died between record and event
+            if not record.event_emitted or (run and record.finished_by == run):
                 self._emit(record)
             return Outcome("duplicate", msg.id, msg.connection_id, record=record)
         if record.status == "sending" and record.lease_until > now:
@@ -423,6 +445,8 @@ class Sender:
         record.lease_until = 0.0
         record.next_attempt_at = 0.0
         record.set_error(err)
+        record.event_emitted = True  # published right after this write; its run's redelivery publishes again
+        record.finished_by = record.run
         try:
             self.deliveries.update(record)
         except RecordContended:
@@ -442,12 +466,9 @@ class Sender:
         return Outcome(status, msg.id, msg.connection_id, record=record, error=err)
 
     def _emit(self, record: Delivery) -> None:
+        """Publish the final row's event. No flag is written back (one Storage call less per email): the row
+        says ``event_emitted`` from its final write on, and any redelivery of the message publishes again."""
         self.events.message_outcome(record)
-        record.event_emitted = True
-        try:
-            self.deliveries.update(record)
-        except RecordContended:
-            pass  # worst case a later duplicate emits the event once more
 
     def _reject_unparsed(self, data: Any, err: errors.MailbridgeError, queue_message_id: str) -> Outcome:
         """Record a message we could not validate, keyed as well as its content allows."""
@@ -459,12 +480,22 @@ class Sender:
         record = Delivery(cid, mid, status="rejected", completed_at=time.time(), created_at=time.time())
         record.callback_queue = queue if is_queue_name(queue) else None
         record.set_error(err)
+        record.event_emitted = True  # published right after the insert
         if not self.deliveries.create(record):
             logger.warning("Message %s rejected (%s) but a record already exists; left unchanged", mid, err.code)
             return Outcome("rejected", mid, cid, error=err)
         log_outcome("send", "rejected", code=err.code, message_id=mid, connection_id=cid, duration_ms=0)
         self._emit(record)
         return Outcome("rejected", mid, cid, record=record, error=err)
+
+
+def _unclaimed(record: Delivery) -> Delivery:
+    """A row inserted ``sending`` whose message leaves before Graph is called: no attempt was made."""
+    if record.claimed_at_insert:
+        record.claimed_at_insert = False
+        record.attempts -= 1
+        record.sending_at = 0.0
+    return record
 
 
 def _readable(value: Any, pattern: str) -> str | None:

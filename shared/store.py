@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 CONNECTION_ROW = "connection"
 REFRESH_PARTITION = "refresh-due"
+# How long the sender may act on a connection row this instance read earlier (ConnectionStore.recent): the
+# bound within which a disconnect or ``reauth_required`` written by another instance stops this one's sends
+# (docs/sending.md "Connection rows"; tests/test_disconnect_bound.py). Writes made by this instance apply at once.
+CONNECTION_CACHE_S = 5.0
 
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -131,10 +136,39 @@ class ConnectionStore:
 
     def __init__(self, clients: StorageClients) -> None:
         self.clients = clients
+        self._recent: dict[str, tuple[float, Connection]] = {}  # id -> (monotonic time read, row)
+        self._recent_lock = threading.Lock()
 
     @property
     def table(self):
         return self.clients.table(CONNECTIONS_TABLE)
+
+    def recent(self, connection_id: str, max_age_s: float | None = None) -> Connection | None:
+        """The connection as this instance read (or wrote) it at most ``max_age_s`` (CONNECTION_CACHE_S) ago,
+        else read now. For the send path only, where one read per connection every few seconds replaces one
+        read per email; status and API routes read the row itself. A missing row is not remembered."""
+        max_age = CONNECTION_CACHE_S if max_age_s is None else max_age_s
+        now = time.monotonic()
+        with self._recent_lock:
+            hit = self._recent.get(connection_id)
+        if hit is not None and now - hit[0] < max_age:
+            return hit[1]
+        conn = self.find(connection_id)
+        with self._recent_lock:
+            if conn is None:
+                self._recent.pop(connection_id, None)
+            else:
+                self._recent[connection_id] = (now, conn)
+                if len(self._recent) > 10_000:  # bounded: drop the oldest reads
+                    for key, _ in sorted(self._recent.items(), key=lambda kv: kv[1][0])[:1000]:
+                        self._recent.pop(key, None)
+        return conn
+
+    def _remember(self, conn: Connection) -> None:
+        """A row this instance just wrote is what its sends must see at once (a local disconnect or reauth)."""
+        with self._recent_lock:
+            if conn.connection_id in self._recent:
+                self._recent[conn.connection_id] = (time.monotonic(), conn)
 
     def get(self, connection_id: str) -> Connection:
         if not is_safe_key(connection_id):
@@ -156,6 +190,7 @@ class ConnectionStore:
         updates of an existing connection (refresh, reauth) pass ``index=False``: its index row is there."""
         conn.updated_at = time.time()
         self.table.upsert_entity(conn.to_entity(), mode="replace")
+        self._remember(conn)
         if index:
             self.table.upsert_entity({"PartitionKey": user_partition(conn.user_ref), "RowKey": conn.connection_id})
 

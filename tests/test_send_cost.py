@@ -1,0 +1,68 @@
+"""Send-path cost (issue 18 goal 1): Storage requests the function makes per sent email at steady state,
+counted at the azure-core transport against real Azurite and the emulator. The host's own queue receive and
+delete are not the function's (in Azure the Functions host does them outside Python): the messages are
+handed to the sender directly, as the queue trigger does."""
+
+from __future__ import annotations
+
+import json
+
+from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
+from tests.test_keepalive_cost import _hosts, storage_requests
+
+EMAILS = 40
+
+
+def test_a_sent_email_costs_at_most_three_storage_requests_at_steady_state(send_kit):
+    kit = send_kit()
+    cids = [kit.connect(user) for user in ("alice", "bob")]
+    kit.pace(messages_per_window=100_000)
+    sender = kit.services.sender
+    for cid in cids:  # warm: token cache, the mailbox's budget share, the connection row
+        assert sender.process(json.dumps(kit.message(cid)), f"warm-{cid}").status == "sent"
+    msgs = [kit.message(cids[i % 2]) for i in range(EMAILS)]
+    with storage_requests(_hosts(kit.mb.env["AzureWebJobsStorage"])) as seen:
+        outcomes = [sender.process(json.dumps(m), f"q-{i}").status for i, m in enumerate(msgs)]
+    assert outcomes == ["sent"] * EMAILS
+    budget = sum(n for what, n in seen.items() if "mailboxbudgets" in what) / EMAILS
+    own = sum(seen.values()) / EMAILS - budget
+    print(f"Storage requests per sent email: {own} + budget {budget} ({sorted(seen.items())})")
+    # The claim (row + outgoing-log index in one transaction, already `sending`), the final row, the event.
+    assert own <= 3, sorted(seen.items())
+    # The mailbox's budget (shared/budget.py) is paid per share or block, not per message.
+    assert budget <= 0.25, sorted(seen.items())
+    for m in msgs:  # the bookkeeping is all there: a final row and one event per message
+        rec = kit.record(m["connection_id"], m["id"])
+        assert rec.status == "sent" and rec.attempts == 1 and rec.event_emitted
+        assert len(kit.events_for(m["id"])) == 1
+
+
+class WorkerKilled(BaseException):
+    """Stands for SIGKILL between the final row and its event (BaseException: no handler catches it)."""
+
+
+def test_a_run_that_died_before_its_event_publishes_it_on_redelivery_and_a_duplicate_does_not(send_kit, monkeypatch):
+    """No ``event_emitted`` write per email: the final row names the run (queue message) that wrote it, and
+    that queue message coming back (the host redelivers it after a crash) publishes the event again."""
+    kit = send_kit()
+    cid = kit.connect("alice")
+    msg = json.dumps(kit.message(cid))
+    sender = kit.services.sender
+    with monkeypatch.context() as m:
+        m.setattr(sender.events, "message_outcome", lambda record: (_ for _ in ()).throw(WorkerKilled()))
+        try:
+            sender.process(msg, "q-first")
+        except WorkerKilled:
+            pass
+        else:
+            raise AssertionError("the event was not published")
+    mid = json.loads(msg)["id"]
+    assert kit.record(cid, mid).status == "sent" and kit.events_for(mid) == []
+    assert sender.process(msg, "q-producer-copy").status == "duplicate"
+    assert kit.events_for(mid) == [], "another copy of the id does not publish the outcome again"
+    assert sender.process(msg, "q-first").status == "duplicate"  # the dead run's message, redelivered
+    (event,) = kit.events_for(mid)
+    assert sender.process(msg, "q-first").status == "duplicate"
+    again = kit.events_for(mid)
+    assert len(again) == 2 and again[0]["id"] == again[1]["id"] == event["id"], "one CloudEvents id per outcome"
+    assert kit.mb.admin.deliveries(key=mid)["count"] == 1
