@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench.harness import StorageRequests
 from bench.naive import NaiveSender
 
 
@@ -27,6 +28,12 @@ class Cost:
     refresh_grants: int
     kv_ops: int
     wall_s: float
+    # Mailbridge only (None for the others): CPU and Storage requests per email, the function's apart from the
+    # host role's (devhost's receive/delete, which in Azure the Functions host does in another process).
+    function_cpu_ms: float | None = None
+    host_cpu_ms: float | None = None
+    function_storage: float | None = None
+    host_storage: float | None = None
 
     def per_email(self, field: str) -> float:
         return getattr(self, field) / max(self.emails, 1)
@@ -67,15 +74,24 @@ def run_mailbridge(kit: Any, emails: int, mailboxes: int) -> Cost:
     before = admin.counters()
     start = time.perf_counter()
     try:
-        with kit.listener():
+        with StorageRequests(kit.mb.env["AzureWebJobsStorage"]) as storage, kit.listener() as listener:
+            cpu, own = time.process_time(), time.thread_time()
             for m in msgs:
                 kit.put(m)
             recs = kit.wait_final([(m["connection_id"], m["id"]) for m in msgs], timeout=60 + emails * 0.5)
+            wall = time.perf_counter() - start
+            # The process's CPU less this thread's (the producer's enqueues, polling the records) and less the
+            # function's is the host role's: devhost's receive, delete and dispatch.
+            process_cpu = time.process_time() - cpu - (time.thread_time() - own)
     finally:
         admin.reset_graph_limits()
-    wall = time.perf_counter() - start
     sent = sum(1 for r in recs.values() if r.status == "sent")
-    return _cost("Mailbridge (queue path)", emails, mailboxes, sent, _delta(before, admin.counters()), wall)
+    cost = _cost("Mailbridge (queue path)", emails, mailboxes, sent, _delta(before, admin.counters()), wall)
+    cost.function_cpu_ms = listener.function_cpu_s * 1000 / emails
+    cost.host_cpu_ms = (process_cpu - listener.function_cpu_s) * 1000 / emails
+    cost.function_storage = storage.function / emails
+    cost.host_storage = storage.host / emails
+    return cost
 
 
 def run_naive(kit: Any, admin: Any, emails: int, mailboxes: int) -> Cost:

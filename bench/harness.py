@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from emulator.client import EmulatorAdmin
 from shared.services import reset_services
@@ -145,3 +147,45 @@ class BenchStack:
         reset_services()
         specs = (queue_spec(self.functions), queue_spec(self.functions, POISON_FUNCTION))
         return SendKit(Mailbridge(self.functions, kit, self.admin, env), *specs)
+
+
+class StorageRequests:
+    """Counts azure-core requests to the Storage account while active (``with``), split into the function's
+    (made while devhost runs the user's function: devhost.queues.in_function) and the host's (receive, delete;
+    in Azure the Functions host makes those outside Python). Producers' enqueues in the bench's own thread
+    count as neither."""
+
+    def __init__(self, connection_string: str) -> None:
+        parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+        self.hosts = {urlsplit(v).netloc for k, v in parts.items() if k.endswith("Endpoint")}
+        self.function = 0
+        self.host = 0
+        self._lock = threading.Lock()
+        self._original = None
+
+    def __enter__(self) -> StorageRequests:
+        from azure.core.pipeline.transport import RequestsTransport
+
+        from devhost.queues import in_function
+
+        original = self._original = RequestsTransport.send
+        counter = self
+
+        def send(transport, request, **kwargs):
+            if urlsplit(request.url).netloc in counter.hosts:
+                ours = getattr(in_function, "active", False)
+                worker = threading.current_thread().name.startswith(("q-", "devhost-queue-"))
+                with counter._lock:
+                    if ours:
+                        counter.function += 1
+                    elif worker:
+                        counter.host += 1
+            return original(transport, request, **kwargs)
+
+        RequestsTransport.send = send
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from azure.core.pipeline.transport import RequestsTransport
+
+        RequestsTransport.send = self._original

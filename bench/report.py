@@ -152,6 +152,17 @@ def _b1_findings(results: dict[str, Any]) -> list[str]:
             text += f" Faster than Mailbridge here: {', '.join(faster)}."
         if slower:
             text += f" Slower: {', '.join(slower)}."
+        if ours.get("function_cpu_ms") is not None:
+            text += (
+                f" Per email, Mailbridge's function used {ours['function_cpu_ms']:.1f} ms CPU and made "
+                f"{ours['function_storage']:.2f} Storage requests; the host role (devhost's receive, delete and "
+                f"dispatch: the Functions host's work in Azure) {ours['host_cpu_ms']:.1f} ms and "
+                f"{ours['host_storage']:.2f} requests."
+            )
+        peers = [r for r in others if not r["design"].startswith("naive")]
+        if peers and lat:
+            ratios = ", ".join(f"{r['design'].split(' ')[0]} {r['wall_s'] / ours['wall_s']:.2f}x" for r in peers)
+            text += f" Their wall time over Mailbridge's: {ratios} (issue 18's goal: at least 1.5x)."
         out.append(text)
     return out
 
@@ -208,9 +219,10 @@ def document(results: dict[str, Any], plots: list[str]) -> str:
             "in process memory or a local file. That is cheap, but a Functions app has many instances and no",
             "durable local disk, which is why Mailbridge keeps the MSAL cache in Key Vault and reads it once per",
             "mailbox per instance. On wall time without latency, the naive loop and the peers finish sooner than",
-            "Mailbridge: each Mailbridge message also costs about seven Storage operations (queue receive/delete,",
-            "delivery row insert, `sending` with an ETag, final, the event and its flag) in Azurite on the same two",
-            "CPUs (B3 shows the CPU split). That is the price of exactly-once bookkeeping, events and surviving a",
+            "Mailbridge: each Mailbridge message also costs five Storage operations in Azurite on the same two CPUs:",
+            "the host's queue receive and delete, and the function's three (the delivery row inserted already",
+            "`sending` with its lease, the final row, the event; the connection row is read at most every 5 s per",
+            "instance; docs/sending.md). That is the price of exactly-once bookkeeping, events and surviving a",
             "crash; with service latency Mailbridge's concurrency makes up for it (second table).",
             "",
             *_notes(results.get("b1_peer_notes", {})),
