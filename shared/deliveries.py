@@ -11,9 +11,11 @@ id>``. Rows move through::
        │  └───────┘ (429/503 before anything was applied: back to queued, rescheduled)
        └──> rejected (validation) / failed (reauth_required, attempts_exhausted)
 
-``sending`` is written (ETag-guarded) *before* Graph is called, with a lease: whoever changes
-``queued`` to ``sending`` owns the send; a duplicate of the same id sees the row and backs off or
-acknowledges. Final states are never left again.
+``sending`` is written *before* Graph is called, with a lease: whoever inserts the row already ``sending``
+(sendMail-only connections: the insert is the claim, one call) or changes ``queued`` to ``sending``
+(ETag-guarded) owns the send; a duplicate of the same id sees the row and backs off or acknowledges. Final
+states are never left again; the final write names its run (``finished_by``), whose redelivery re-publishes
+the event.
 """
 
 from __future__ import annotations
