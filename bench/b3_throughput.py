@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.harness import StorageRequests
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -79,8 +81,9 @@ def run(stack: Any, messages: int = 2000, mailboxes: int = 50, latency_ms: int =
         kit.put(m)
     before = admin.counters()
     cpu, start, wall_start = CpuMeter(stack), time.perf_counter(), time.time()
+    own = time.thread_time()  # this thread's polling is the bench's, not the app's
     try:
-        with kit.listener(**options) as listener:
+        with StorageRequests(kit.mb.env["AzureWebJobsStorage"]) as storage, kit.listener(**options) as listener:
             # Cheap progress signal (one counter read, no Table scan competing with the sender).
             while (
                 admin.counters("graph.messages_sent").get("graph.messages_sent", 0)
@@ -92,6 +95,7 @@ def run(stack: Any, messages: int = 2000, mailboxes: int = 50, latency_ms: int =
             recs = kit.wait_final([(m["connection_id"], m["id"]) for m in msgs], timeout=120)
             wall = time.perf_counter() - start
             cpu.stop()
+            own = time.thread_time() - own
     finally:
         if fault is not None:
             admin.clear_faults("graph.*")
@@ -115,6 +119,12 @@ def run(stack: Any, messages: int = 2000, mailboxes: int = 50, latency_ms: int =
         "latency_bound_per_s": messages / latency_bound if latency_bound else None,
         "pacing_floor_s": pacing_bound,
         **cpu.per(messages, "msg"),
+        # The app's CPU split: the function's thread time, and the rest (devhost's receive, delete, dispatch:
+        # the Functions host's work, another process in Azure), less this bench's own polling.
+        "function_cpu_ms_per_msg": listener.function_cpu_s * 1000 / messages,
+        "host_cpu_ms_per_msg": (cpu.spent["app"] - own - listener.function_cpu_s) * 1000 / messages,
+        "function_storage_per_msg": storage.function / messages,
+        "host_storage_per_msg": storage.host / messages,
         "cores": os.cpu_count(),
         "graph_calls": sum(v - before.get(k, 0) for k, v in after.items() if k.startswith("calls.graph.")),
         "throttled_429": after.get("graph.throttled", 0) - before.get("graph.throttled", 0),

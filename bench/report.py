@@ -42,18 +42,29 @@ def b2_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _split(r: dict[str, Any], what: str, total: float | None, digits: int = 1) -> str:
+    """``total (function + host)`` from a B3 row's ``function_<what>_per_msg`` / ``host_<what>_per_msg``."""
+    fn, host = r.get(f"function_{what}_per_msg"), r.get(f"host_{what}_per_msg")
+    if fn is None or host is None:
+        return f"{total:.{digits}f}" if total is not None else "n/a"
+    total = fn + host if total is None else total
+    return f"{total:.{digits}f} ({fn:.{digits}f} + {host:.{digits}f})"
+
+
 def b3_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| Exchange rate limits | messages / mailboxes | Graph latency ms | wall s | messages / s | "
-        "latency bound / s | app CPU ms / msg | Azurite CPU ms / msg | emulator CPU ms / msg | 429s | statuses |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "latency bound / s | app CPU ms / msg (function + host role) | Storage requests / msg (function + host) | "
+        "Azurite CPU ms / msg | emulator CPU ms / msg | 429s | statuses |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items()))
         limits = f"on (floor {r['pacing_floor_s']:.0f} s)" if r["rate_limits"] else "lifted"
         lines.append(
             f"| {limits} | {r['messages']} / {r['mailboxes']} | {r['graph_latency_ms']} | {r['wall_s']:.1f} | "
-            f"{r['per_s']:.1f} | {r['latency_bound_per_s'] or 0:.0f} | {r['app_cpu_ms_per_msg']:.1f} | "
+            f"{r['per_s']:.1f} | {r['latency_bound_per_s'] or 0:.0f} | "
+            f"{_split(r, 'cpu_ms', r['app_cpu_ms_per_msg'])} | {_split(r, 'storage', None, 2)} | "
             f"{r['azurite_cpu_ms_per_msg']:.1f} | {r['emulator_cpu_ms_per_msg']:.1f} | {r['throttled_429']} | "
             f"{statuses} |"
         )
