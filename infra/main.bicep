@@ -207,7 +207,6 @@ module storage 'core/storage/storage-account.bicep' = {
       'connections'
       'authflows'
       'deliveries'
-      'tenants'
       'mailboxbudgets' // per-mailbox sending budgets shared by all instances (shared/budget.py)
     ]
   }

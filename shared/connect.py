@@ -313,8 +313,9 @@ class ConnectService:
         if str(query.get("admin_consent", "")).lower() != "true" or not _is_tenant_id(tenant):
             # Entra answers with the tenant id (a GUID); anything else is not its answer (and never echoed).
             return record.get("return_url"), {"status": "error", "error": "invalid_state"}
-        # The tenant in the response is informational only: it authenticates nobody.
-        self.s.tenants.record_admin_consent(tenant, query.get("scope", ""))
+        # The tenant in the response is informational only: it authenticates nobody. It is logged, not stored:
+        # this route is anonymous, and a row per call would let anyone grow a table with made-up tenant ids.
+        logger.info("Admin consent granted for tenant %s", tenant)
         return record.get("return_url"), {"status": "admin_consented", "tenant": tenant}
 
     # 7/8. status, list, disconnect --------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,7 +19,7 @@ from shared.locks import ConnectionLocks
 from shared.secrets import TokenCacheVault
 from shared.settings import Settings, get_settings
 from shared.storage import StorageClients
-from shared.store import ConnectionStore, FlowStore, TenantStore
+from shared.store import ConnectionStore, FlowStore
 from shared.tokens import TokenService
 
 if TYPE_CHECKING:
@@ -50,10 +52,6 @@ class Services:
     @cached_property
     def flows(self) -> FlowStore:
         return FlowStore(self.storage)
-
-    @cached_property
-    def tenants(self) -> TenantStore:
-        return TenantStore(self.storage)
 
     @cached_property
     def msal(self) -> MsalFactory:
@@ -130,13 +128,18 @@ class Services:
             recipients_per_message=s.consumer_recipients_per_message,
             max_concurrency=s.mailbox_concurrency,
         )
-        return MailboxBudget(
+        budget = MailboxBudget(
             self.storage,
             work,
             consumer,
             lease_s=s.mailbox_budget_lease_seconds,
             max_wait_s=s.mailbox_max_wait_seconds,
+            give_back_idle=True,
         )
+        # A graceful stop gives the shares back, so a restart need not wait for their leases and a window.
+        ref = weakref.ref(budget)
+        atexit.register(lambda: (alive := ref()) is not None and alive.close())
+        return budget
 
     @cached_property
     def sender(self) -> Sender:

@@ -24,7 +24,6 @@ VERSION = "0.1.0"
 CONNECTIONS_TABLE = "connections"
 AUTHFLOWS_TABLE = "authflows"
 DELIVERIES_TABLE = "deliveries"
-TENANTS_TABLE = "tenants"
 
 _TENANT_RE = re.compile(r"^(organizations|common|consumers|[0-9a-fA-F-]{36}|[A-Za-z0-9.-]+\.[A-Za-z]{2,})$")
 _QUEUE_RE = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")

@@ -27,7 +27,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableTransactionError
 
 from shared.errors import ExpiredLink, InvalidState, NotFound
-from shared.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, TENANTS_TABLE
+from shared.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE
 from shared.storage import StorageClients
 
 logger = logging.getLogger(__name__)
@@ -361,21 +361,3 @@ class FlowStore:
             if count >= limit:
                 break
         return count
-
-
-class TenantStore:
-    """Tenants whose admin granted consent (recorded by the admin-consent callback; informational)."""
-
-    def __init__(self, clients: StorageClients) -> None:
-        self.clients = clients
-
-    def record_admin_consent(self, tenant_id: str, scopes: str) -> None:
-        self.clients.table(TENANTS_TABLE).upsert_entity(
-            {"PartitionKey": tenant_id.lower(), "RowKey": "consent", "scopes": scopes, "granted_at": time.time()}
-        )
-
-    def get(self, tenant_id: str) -> dict[str, Any] | None:
-        try:
-            return dict(self.clients.table(TENANTS_TABLE).get_entity(tenant_id.lower(), "consent"))
-        except ResourceNotFoundError:
-            return None

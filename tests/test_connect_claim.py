@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any
 from unittest import mock
 
@@ -212,7 +213,7 @@ def test_anonymous_admin_consent_requests_write_nothing(mailbridge, emulator):
     def rows() -> int:
         return sum(
             sum(1 for _ in mb.services.storage.table(name).list_entities())
-            for name in ("authflows", "connections", "tenants")
+            for name in ("authflows", "connections", "deliveries")
         )
 
     before = rows()
@@ -301,3 +302,18 @@ def test_an_app_credential_refused_at_connect_shows_in_health(mailbridge, emulat
     health = mb.http("health")
     assert health.status_code == 503 and "app_credential_failed" in health.get_body().decode()
     assert mb.connect("alice", user_ref="u1")["status"] == "connected"  # nothing stored by the failed attempt
+
+
+def test_the_anonymous_admin_consent_callback_writes_nothing_even_for_made_up_tenants(mailbridge):
+    mb = mailbridge()
+    state = query_of(mb.http("admin_consent", params={"tenant": "organizations"}).headers["Location"])["state"]
+
+    def rows() -> int:
+        return sum(1 for name in ("authflows", "connections") for _ in mb.services.storage.table(name).list_entities())
+
+    before = rows()
+    for _ in range(200):
+        tenant = str(uuid.uuid4())
+        resp = mb.http("admin_consent_callback", params={"state": state, "admin_consent": "True", "tenant": tenant})
+        assert resp.status_code == 200
+    assert rows() == before

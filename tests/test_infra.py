@@ -557,9 +557,9 @@ def test_storage_is_identity_only_with_the_app_queues_tables_and_containers(
     # Exactly what the code uses: in Azure the app creates none of them (shared/storage.py creates_missing).
     from shared.budget import BUDGETS_TABLE
     from shared.locks import LOCK_CONTAINER
-    from shared.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE, TENANTS_TABLE
+    from shared.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE
 
-    code_tables = {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, TENANTS_TABLE, BUDGETS_TABLE}
+    code_tables = {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE}
     assert set(params["tables"]) == code_tables
     assert {resolve.get(c, c) for c in params["containers"]} == {"mail-attachments", "<deployment>", LOCK_CONTAINER}
     # The deployment package container is the one the function app deploys from.

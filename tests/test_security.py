@@ -4,7 +4,7 @@ message content refused with stable codes, no secret in any error body, and a de
 This module is also the index of every security requirement of issue #9 and where it is tested:
 
 OAuth connect flow -- all in tests/test_security_oauth.py (each case asserts a stable code and that no
-connection, Key Vault secret or tenant approval was stored):
+connection or Key Vault secret was stored):
 - ticket tamper: ::test_tickets_are_single_use_and_tamper_proof,
   ::test_a_tampered_ticket_is_refused_and_does_not_burn_the_real_one,
   ::test_a_ticket_with_a_non_ascii_signature_is_a_clean_400
