@@ -1,6 +1,8 @@
 """B2 child: a fresh process imports function_app and serves one queued send (settings from the environment).
 
-Prints one JSON line: seconds from before the import to the final delivery record, peak RSS, status.
+Prints one JSON line: seconds from before the import to the final delivery record, peak RSS, status, and the
+HTTP requests the first send made (every requests.Session send: Storage through azure-core, Entra through
+MSAL, Key Vault, Graph), by host.
 Run by bench/b2_cold.py as ``python -m bench.cold_mailbridge <connection id>``.
 """
 
@@ -10,8 +12,32 @@ import json
 import sys
 import time
 import uuid
+from collections import Counter
+from urllib.parse import urlsplit
 
 from bench.cold_peers import peak_rss_mb  # stdlib only: imports nothing of the app
+
+
+def _count_requests() -> Counter:
+    """Count every HTTP request of the process by host:port (patched into requests.Session.send)."""
+    import requests
+
+    seen: Counter = Counter()
+    original = requests.Session.send
+
+    def send(self, request, **kwargs):
+        parts = urlsplit(request.url)
+        seen[f"{request.method} {parts.netloc} {parts.path[:60]}"] += 1
+        segments = [s for s in parts.path.split("/") if s]
+        table_create = request.method == "POST" and segments[1:] == ["Tables"]
+        # PUT /<account>/<queue> or /<account>/<container>?restype=container (an entity upsert has "(...)")
+        queue_or_container_create = request.method == "PUT" and len(segments) == 2 and "(" not in segments[1]
+        if table_create or queue_or_container_create:
+            seen["creates"] += 1  # create-if-missing of a table / queue / container: Azurite only
+        return original(self, request, **kwargs)
+
+    requests.Session.send = send
+    return seen
 
 
 def main(connection_id: str) -> None:
@@ -19,9 +45,11 @@ def main(connection_id: str) -> None:
     import azure.functions as func
 
     import function_app
+
+    imported = time.perf_counter()  # what the host pays to index the app: function_app only
+    calls = _count_requests()
     from shared.services import get_services
 
-    imported = time.perf_counter()
     (fn,) = [f for f in function_app.app.get_functions() if f.get_function_name() == "send_queued_message"]
     mid = f"cold-{uuid.uuid4().hex[:12]}"
     body = {
@@ -41,6 +69,10 @@ def main(connection_id: str) -> None:
                 "first_send_s": done - start,
                 "peak_rss_mb": peak_rss_mb(),
                 "status": rec.status if rec else "none",
+                # minus the record read just above; "creates" is a tally, not a request
+                "first_send_http_calls": sum(v for k, v in calls.items() if k != "creates") - 1,
+                "first_send_creates": calls["creates"],
+                "first_send_http_requests": dict(calls),
             }
         )
     )

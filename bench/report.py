@@ -31,13 +31,16 @@ def b1_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def b2_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| client | runs | import s | import + first send s | process wall s | peak RSS MiB | status |",
-        "|---|---|---|---|---|---|---|",
+        "| client | runs | import s | import + first send s | process wall s | peak RSS MiB"
+        " | first send HTTP calls (of which create-if-missing, Azurite only) | status |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        calls, creates = r.get("first_send_http_calls"), r.get("first_send_creates")
+        shown = "-" if calls is None else f"{calls:.0f} ({creates or 0:.0f})"
         lines.append(
             f"| {r['name']} | {r['runs']} | {r['import_s']:.2f} | {r['first_send_s']:.2f} | "
-            f"{r['process_wall_s']:.2f} | {r['peak_rss_mb']:.0f} | {', '.join(r['statuses'])} |"
+            f"{r['process_wall_s']:.2f} | {r['peak_rss_mb']:.0f} | {shown} | {', '.join(r['statuses'])} |"
         )
     return lines
 
