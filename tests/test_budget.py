@@ -70,8 +70,9 @@ def test_one_instance_limits_concurrency_messages_and_recipients(make_budget):
     assert _send(budget).admitted  # third message of the window
     full = budget.admit(BOX, 1)
     assert not full.admitted and full.reason == "message_rate" and 59 <= full.delay <= 66
-    later = budget.admit(BOX, 1)
-    assert later.delay > full.delay, "a backlog gets spread-out reservations, not one thundering herd"
+    later = [budget.admit(BOX, 1) for _ in range(3)]
+    assert all(59 <= a.delay <= 61 for a in later[:2]), "3 sends left together: 3 places in the next window"
+    assert 119 <= later[2].delay <= 121, "a backlog gets the window's places in turn, not one thundering herd"
     clock.now += 61
     assert _send(budget, 5).admitted
     big = budget.admit(BOX, 3)
@@ -146,3 +147,48 @@ def test_a_message_larger_than_the_whole_daily_budget_fails_at_once(make_budget)
     budget = make_budget(recipients_per_window=4, recipients_per_message=10)
     adm = budget.admit(BOX, 5)
     assert adm.error is not None and adm.error.code == "daily_limit_reached"
+
+
+def test_an_idle_share_is_given_back_and_the_others_see_its_sends_leave_one_by_one(make_budget):
+    a = make_budget("a", lease_s=20, messages_per_window=6, message_window_s=10)
+    b = make_budget("b", lease_s=20, messages_per_window=6, message_window_s=10)
+    clock = make_budget.clock
+    start = clock.now
+    for _ in range(3):  # a alone: its share grows to the whole window; it sends 3, one a second
+        assert _send(a).admitted
+        clock.now += 1
+    assert a.sweep() == 0, "not idle yet: a quarter window has not passed since its last message"
+    clock.now = start + 5.6
+    assert a.sweep() == 1, "nothing for the mailbox on a since 2.5 s: the share goes back, its 3 sends stay"
+    assert sum(_send(b).admitted for _ in range(6)) == 3, "b gets what a's sends leave, without a's renewal"
+    clock.now = start + 10.4  # a's first send left the window; its other two have not
+    assert sum(_send(b).admitted for _ in range(3)) == 1
+    clock.now = start + 12.4
+    assert sum(_send(b).admitted for _ in range(3)) == 2, "a's last two sends left as well"
+    assert not a.sweep() and not b.sweep(), "b was busy a moment ago; a has nothing left to give"
+
+
+def test_a_newcomer_gets_its_part_within_a_quarter_window_not_at_the_holders_renewal(make_budget):
+    a = make_budget("a", lease_s=40, messages_per_window=6, message_window_s=10)
+    b = make_budget("b", lease_s=40, messages_per_window=6, message_window_s=10)
+    clock = make_budget.clock
+    assert all(_send(a).admitted for _ in range(3)), "a alone: it asks for (and gets) the whole window"
+    clock.now += 0.1
+    pending = b.admit(BOX, 1)
+    assert pending.reason == "share_pending" and pending.delay <= 2.5 + 0.3, "b looks again when a said it would"
+    clock.now += 2.5
+    assert _send(a).admitted, "a looks at the row (a quarter window after its share grew) and leaves b its part"
+    assert sum(_send(b).admitted for _ in range(3)) == 2, "b's part, 10 s before a's lease would need renewing"
+    assert not _send(a).admitted, "a's 4 and b's 2 fill the window"
+
+
+def test_a_graceful_stop_gives_the_share_and_the_unused_recipients_back(make_budget):
+    limits = dict(messages_per_window=6, message_window_s=10, recipients_per_window=10, recipient_window_s=3600)
+    old = make_budget("old", **limits)
+    assert _send(old, 1).admitted and _send(old, 1).admitted
+    old.close()  # SIGTERM: the process exits through atexit (shared.services)
+    fresh = make_budget("new", **limits)
+    assert _send(fresh, 7).admitted, "old's reservation was given back: only its 2 sent recipients count"
+    assert _send(fresh, 1).admitted
+    held = fresh.admit(BOX, 1)
+    assert not held.admitted and held.reason == "daily_limit", "2 + 7 + 1 = the whole budget of 10"

@@ -1,0 +1,152 @@
+"""The shared row of one mailbox's budget (shared/budget.py): its JSON state, ETag-conditional reads and
+writes, and the arithmetic of what each participant may be using at a given time.
+
+State: ``{"p": {instance id: entry}, "b": [[leave_at, recipients], ...]}``. An entry is one instance's share:
+
+- ``k`` messages per window and ``c`` concurrency slots, held until ``u`` (the lease end; the share's sends
+  count until ``u`` + a window);
+- ``t``: its sends that still count in the message window, as ``[leave_at, n]`` (rounded up to 1/32 of the
+  window), written when the share is smaller than what it already sent: the others see it shrink as those
+  sends leave, not in one step at the last one;
+- ``tc`` requests in flight until ``tcu`` (a concurrency share that shrank below what was in flight);
+- ``r`` recipients reserved and not yet reported; ``w`` the share it asked for (its demand);
+- ``x``: when it looks at the row again at the latest (a share larger than a newcomer's even split looks
+  again within a quarter window, so a newcomer knows when to look for its part).
+
+``b`` holds the reported recipients in buckets of 1/96 of the recipient window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+BUDGETS_TABLE = "mailboxbudgets"
+BUDGET_ROW = "budget"
+BUCKETS_PER_WINDOW = 96  # recipient buckets: 15 minutes of a 24-hour window
+TAIL_STEPS = 32  # a published tail's leave times are rounded up to 1/32 of the message window
+
+State = dict[str, Any]
+
+
+def partition(key: str) -> str:
+    return "m" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def read(table: Any, key: str, **options: Any) -> tuple[State, str | None]:
+    """The row's state and ETag (an empty state and None when no instance has written it yet)."""
+    try:
+        entity = table.get_entity(partition(key), BUDGET_ROW, **options)
+    except ResourceNotFoundError:
+        return {"p": {}, "b": []}, None
+    return json.loads(entity["state"]), entity.metadata["etag"]
+
+
+def write(table: Any, key: str, state: State, etag: str | None, **options: Any) -> str | None:
+    """Store ``state`` if the row is still at ``etag`` (created if None); the new ETag, or None on a conflict."""
+    entity = {"PartitionKey": partition(key), "RowKey": BUDGET_ROW, "state": json.dumps(state)}
+    try:
+        if etag is None:
+            meta = table.create_entity(entity, **options)
+        else:
+            match = MatchConditions.IfNotModified
+            meta = table.update_entity(entity, mode="replace", etag=etag, match_condition=match, **options)
+    except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+        return None
+    return meta["etag"]
+
+
+def split(total: int, ids: list[str], me: str) -> int:
+    """``me``'s part of an even split of ``total`` between ``ids`` (the remainder to the first ids)."""
+    ids = sorted(set(ids) | {me})
+    base, extra = divmod(total, len(ids))
+    return base + (1 if ids.index(me) < extra else 0)
+
+
+def fair(total: int, wants: dict[str, int], me: str) -> int:
+    """``me``'s max-min fair part of ``total``: nobody gets more than it wants, what one leaves goes to the rest."""
+    give = {h: 0 for h in wants}
+    left = total
+    while left > 0:
+        hungry = sorted(h for h in wants if give[h] < wants[h])
+        if not hungry:
+            break
+        base, extra = divmod(left, len(hungry))
+        for i, h in enumerate(hungry):
+            more = min(wants[h] - give[h], base + (1 if i < extra else 0))
+            give[h] += more
+            left -= more
+        if base == 0:
+            break
+    return give.get(me, 0)
+
+
+def tail(leave_times: list[float], window: float) -> list[list[float]]:
+    """Sends that leave the window at ``leave_times``, as ``[leave_at, n]`` rounded up to 1/32 of the window."""
+    step = window / TAIL_STEPS
+    out: dict[float, int] = {}
+    for t in leave_times:
+        at = round(math.ceil(t / step) * step, 3)
+        at = at if at >= t else at + step  # never earlier than the send's own leave time
+        out[at] = out.get(at, 0) + 1
+    return [[t, n] for t, n in sorted(out.items())]
+
+
+def occupancy(e: dict[str, Any], now: float, window: float, tails: bool = True) -> tuple[int, int]:
+    """Messages in the window and requests in flight a participant may account for at ``now``. Its count of
+    sends in the window is never above the larger of its share and its tail: it sends only below its share.
+    Without ``tails``: its share alone (what a new share must leave it; the tails are waited out at each send,
+    and as they only shrink, a share that fits beside the others' shares stays within the limit)."""
+    k = int(e["k"]) if now < e["u"] + window else 0
+    if not tails:
+        return k, int(e["c"]) if now < e["u"] else 0
+    k = max(k, sum(int(n) for t, n in e.get("t", ()) if t > now))
+    if e.get("tu", 0) > now:  # a tail written as one step (rows of an earlier version)
+        k = max(k, int(e["tk"]))
+    c = int(e["c"]) if now < e["u"] else 0
+    if e.get("tcu", 0) > now:
+        c = max(c, int(e["tc"]))
+    return k, c
+
+
+def changes(e: dict[str, Any], now: float, window: float) -> list[float]:
+    """Future times at which what a participant occupies may drop, or it looks at the row again."""
+    times = [e["u"], e["u"] + window, e.get("tu", 0), e.get("tcu", 0), e.get("x", 0) + 0.05]
+    times += [t for t, _ in e.get("t", ())]
+    return [t for t in times if t > now]
+
+
+def live(e: dict[str, Any], now: float) -> bool:
+    """Holds a lease and asks for a share (a share given back asks for nothing)."""
+    return e["u"] > now and int(e.get("w", 1)) > 0
+
+
+def lapsed(e: dict[str, Any], now: float, window: float) -> bool:
+    """Its lease ended a window ago and nothing of it counts any longer: the entry can go."""
+    return now >= e["u"] + window and not changes(e, now, window)
+
+
+def recipients_in_use(state: State, now: float) -> int:
+    """Recipients counted in the rolling window: reported sends, plus every participant's reservation."""
+    used = sum(int(n) for leave_at, n in state["b"] if leave_at > now)
+    return used + sum(int(e["r"]) for e in state["p"].values())
+
+
+def add_used(state: State, used: list[list[float]], daily: float, grace: float) -> None:
+    """Put sends (admitted at, recipients) into buckets that leave the window no earlier than Graph's count."""
+    width = daily / BUCKETS_PER_WINDOW
+    buckets = {b[0]: b for b in state["b"]}
+    for admitted_at, n in used:
+        if n <= 0:
+            continue
+        leave_at = math.ceil((admitted_at + grace + daily) / width) * width
+        if leave_at in buckets:
+            buckets[leave_at][1] += n
+        else:
+            buckets[leave_at] = [leave_at, n]
+            state["b"].append(buckets[leave_at])
