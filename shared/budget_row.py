@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core import MatchConditions
@@ -32,6 +33,18 @@ BUCKETS_PER_WINDOW = 96  # recipient buckets: 15 minutes of a 24-hour window
 TAIL_STEPS = 32  # a published tail's leave times are rounded up to 1/32 of the message window
 
 State = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sending limits of one kind of mailbox (settings; docs/settings.md says where each figure comes from)."""
+
+    messages_per_window: int = 30
+    message_window_s: float = 60.0
+    recipients_per_window: int = 10_000
+    recipient_window_s: float = 86_400.0
+    recipients_per_message: int = 500
+    max_concurrency: int = 4
 
 
 def partition(key: str) -> str:
@@ -121,7 +134,7 @@ def changes(e: dict[str, Any], now: float, window: float) -> list[float]:
     return [t for t in times if t > now]
 
 
-def live(e: dict[str, Any], now: float) -> bool:
+def live_entry(e: dict[str, Any], now: float) -> bool:
     """Holds a lease and asks for a share (a share given back asks for nothing)."""
     return e["u"] > now and int(e.get("w", 1)) > 0
 
@@ -150,3 +163,94 @@ def add_used(state: State, used: list[list[float]], daily: float, grace: float) 
         else:
             buckets[leave_at] = [leave_at, n]
             state["b"].append(buckets[leave_at])
+
+
+def _copy(state: State) -> State:
+    return {"p": {h: dict(e) for h, e in state["p"].items()}, "b": [list(b) for b in state["b"]]}
+
+
+def renewed(
+    state: State,
+    me: str,
+    lim: Limits,
+    *,
+    now: float,
+    lease_s: float,
+    grace_s: float,
+    wanted: int,
+    used: list[list[float]],
+    leaving: list[float],
+    in_flight: int,
+    recipients: int,
+    avg_recipients: float,
+) -> State:
+    """``state`` with ``me``'s share renewed: what it ``used`` reported, lapsed entries dropped (their
+    reservations counted as sent), a new share, recipient block and lease, its tail if it sent more than the
+    new share (``leaving``: when its sends leave the window), and when it looks again."""
+    window, daily = lim.message_window_s, lim.recipient_window_s
+    state = _copy(state)
+    mine = state["p"].pop(me, None)
+    if mine is not None:  # what this instance used since its last write (else its entry lapsed: counted)
+        add_used(state, used, daily, grace_s)
+    for holder, e in list(state["p"].items()):  # leases that ended: their reservation counts as used
+        if lapsed(e, now, window):
+            add_used(state, [[e["u"] - grace_s, e["r"]]], daily, grace_s)
+            del state["p"][holder]
+    state["b"] = [b for b in state["b"] if b[0] > now]
+    live = [h for h, e in state["p"].items() if live_entry(e, now)]
+    others_k = others_c = 0
+    for e in state["p"].values():
+        k, c = occupancy(e, now, window, tails=False)
+        others_k, others_c = others_k + k, others_c + c
+    # The max-min fair part of what the live participants ask for, of what the others' shares leave, and no
+    # more than this instance asks for (one with a few messages leaves the rest to the others, no shrink).
+    wants = {h: int(state["p"][h].get("w", state["p"][h]["k"])) for h in live}
+    wants[me] = wanted
+    total = lim.messages_per_window
+    k = max(0, min(fair(total, wants, me), total - others_k))
+    c = max(0, min(split(lim.max_concurrency, live, me), lim.max_concurrency - others_c))
+    spare = lim.recipients_per_window - recipients_in_use(state, now)
+    # What the share can send before its next renewal: its whole window at once at least (a burst).
+    per_lease = math.ceil(max(1, k) * max(1.0, (lease_s - grace_s) / window) * avg_recipients)
+    block = max(recipients, min(per_lease, spare // max(1, len(live) + 1)))
+    # Looks again within a quarter window, not half a lease: a share a newcomer's even split would cut (one
+    # or two participants), or while another live participant has less than its fair part (it waits for
+    # this one to shrink). Otherwise nobody waits for it, and a look would cost a write for nothing.
+    look = now + min(lease_s - grace_s, max(window / 4, 0.2))
+    cut = k > split(total, [*live, "~newcomer"], me) and len(live) <= 1
+    needy = any(int(state["p"][h]["k"]) < fair(total, wants, h) for h in live)
+    entry: dict[str, Any] = {"k": k, "c": c, "w": wanted, "u": now + lease_s, "r": max(0, min(block, spare))}
+    entry["x"] = look if cut or needy else 0
+    if len(leaving) > k:  # a share below what it already sent publishes its tail
+        entry["t"] = tail(leaving, window)
+    if in_flight > c:
+        entry.update(tc=in_flight, tcu=now + grace_s)
+    state["p"][me] = entry
+    return state
+
+
+def given_back(
+    state: State,
+    me: str,
+    lim: Limits,
+    *,
+    now: float,
+    grace_s: float,
+    used: list[list[float]],
+    leaving: list[float],
+    in_flight: int,
+) -> State | None:
+    """``state`` with ``me``'s share given back: what it used reported, its reservation freed, only its tail
+    (and requests in flight) left; None if it holds no share."""
+    state = _copy(state)
+    if state["p"].pop(me, None) is None:
+        return None
+    add_used(state, used, lim.recipient_window_s, grace_s)
+    entry: dict[str, Any] = {"k": 0, "c": 0, "w": 0, "u": now, "r": 0, "x": 0}
+    if leaving:
+        entry["t"] = tail(leaving, lim.message_window_s)
+    if in_flight:
+        entry.update(tc=in_flight, tcu=now + grace_s)
+    if leaving or in_flight:
+        state["p"][me] = entry
+    return state
