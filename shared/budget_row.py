@@ -169,6 +169,16 @@ def _copy(state: State) -> State:
     return {"p": {h: dict(e) for h, e in state["p"].items()}, "b": [list(b) for b in state["b"]]}
 
 
+def _prune(state: State, lim: Limits, now: float, grace_s: float) -> None:
+    """Drop the entries of instances whose lease ended a window ago (their reservation counts as sent at the
+    lease end) and the recipient buckets that left the window."""
+    for holder, e in list(state["p"].items()):
+        if lapsed(e, now, lim.message_window_s):
+            add_used(state, [[e["u"] - grace_s, e["r"]]], lim.recipient_window_s, grace_s)
+            del state["p"][holder]
+    state["b"] = [b for b in state["b"] if b[0] > now]
+
+
 def renewed(
     state: State,
     me: str,
@@ -192,11 +202,7 @@ def renewed(
     mine = state["p"].pop(me, None)
     if mine is not None:  # what this instance used since its last write (else its entry lapsed: counted)
         add_used(state, used, daily, grace_s)
-    for holder, e in list(state["p"].items()):  # leases that ended: their reservation counts as used
-        if lapsed(e, now, window):
-            add_used(state, [[e["u"] - grace_s, e["r"]]], daily, grace_s)
-            del state["p"][holder]
-    state["b"] = [b for b in state["b"] if b[0] > now]
+    _prune(state, lim, now, grace_s)
     live = [h for h, e in state["p"].items() if live_entry(e, now)]
     others_k = others_c = 0
     for e in state["p"].values():
@@ -246,6 +252,7 @@ def given_back(
     if state["p"].pop(me, None) is None:
         return None
     add_used(state, used, lim.recipient_window_s, grace_s)
+    _prune(state, lim, now, grace_s)
     entry: dict[str, Any] = {"k": 0, "c": 0, "w": 0, "u": now, "r": 0, "x": 0}
     if leaving:
         entry["t"] = tail(leaving, lim.message_window_s)

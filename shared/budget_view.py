@@ -49,8 +49,10 @@ class MailboxView:
         return int(me["r"]) - sum(int(n) for _, n in self.used)
 
     def wanted(self, lim: Limits) -> int:
-        """The share this instance asks for: twice its demand in the last window, at least MIN_ASK."""
-        return max(1, min(MIN_ASK, lim.messages_per_window // 4), 2 * len(self.arrivals))
+        """The share this instance asks for: its demand in the last window (messages asked about), at least
+        MIN_ASK; it grows when its own window binds (twice the demand let one instance with a few messages
+        take a small window whole, and the others wait for its look)."""
+        return max(1, min(MIN_ASK, lim.messages_per_window // 4), len(self.arrivals))
 
     def fair(self, lim: Limits, now: float) -> int:
         """This instance's max-min fair part of the window given what the live participants ask for."""

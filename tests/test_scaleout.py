@@ -14,6 +14,8 @@ import pytest
 
 from bench.crash import GraphCounts
 from bench.fleet import Fleet
+from shared import budget_row
+from shared.budget import BUDGETS_TABLE, Mailbox
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 MESSAGES = 20
@@ -78,6 +80,13 @@ def test_three_instances_share_one_mailboxs_limits_and_a_restart_keeps_the_daily
     # 20 recipients do not fit in one rolling window of 12: the rest waited for the budget, visibly.
     assert len(held) >= (MESSAGES - DAILY) // 2, held
     assert fleet.count_in_logs("Function send_queued_message failed") == 0
+    # The instances stopped gracefully (SIGTERM): they gave their shares and unused recipients back, so a
+    # restarted instance finds the window free but for the sends still in it (their tails).
+    conn = kit.services.connections.recent(cid)
+    state, _ = budget_row.read(kit.services.storage.table(BUDGETS_TABLE), Mailbox(conn.tenant_id, conn.object_id).key)
+    assert state["p"], "the instances wrote the mailbox's budget row"
+    held_back = {h: (e["k"], e["c"], e["r"]) for h, e in state["p"].items() if e["k"] or e["c"] or e["r"]}
+    assert not held_back, held_back
 
 
 def test_a_message_over_the_daily_budget_is_held_visibly_then_failed_past_the_longest_hold(send_kit):
