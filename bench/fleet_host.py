@@ -42,15 +42,16 @@ def _count_storage_requests() -> None:
 
 def _write_stats() -> None:
     out = Path(os.environ.get("FLEET_STATS_DIR", "."))
-    budget_calls = 0
+    budget_calls, budget_calls_by = 0, {}
     try:
         from shared.services import _services
 
         if _services is not None and "budget" in _services.__dict__:
-            budget_calls = _services.budget.storage_calls
+            budget_calls, budget_calls_by = _services.budget.storage_calls, dict(_services.budget.calls_by)
     except Exception as exc:  # stats are best effort at exit
         print(f"fleet_host: no budget count ({exc})", file=sys.stderr)
     data = {"storage_calls": _calls, "cpu_s": time.process_time(), "budget_calls": budget_calls}
+    data["budget_calls_by"] = budget_calls_by
     (out / f"stats-{os.getpid()}.json").write_text(json.dumps(data))
 
 

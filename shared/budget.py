@@ -8,25 +8,28 @@ instance works from a **share** of it, held under a lease, so that a message cos
 while its instance's share lasts:
 
 - **message window and concurrency**: the live participants of a mailbox split the per-minute limit and
-  the concurrency slots max-min fairly by what each asks for (twice its demand in the last window); a
-  newcomer gets what the others' current shares leave, and they shrink at their next look. A share larger
-  than a newcomer's even split looks again within a quarter window (its ``x`` in the row says when), the
-  others at half their lease (``MAILBOX_BUDGET_LEASE_SECONDS``); a participant sends only while its lease
-  has at least half its length left, so a send it admits reaches Graph before the lease ends. A share that
-  shrinks below what it already sent publishes those sends (its *tail*), which the others see leave one by
-  one. An instance with no message for a mailbox for a moment gives its share back (its tail stays), and
-  so does a graceful stop (``close``); a lapsed share (its instance died) still counts until a full window
-  after the lease end. Locally, the sends of the share are stamped when Graph answered.
+  the concurrency slots max-min fairly by what each asks for (its demand in the last window); a newcomer
+  gets what the others' current shares leave, and they shrink at their next look. A share others wait for
+  (a newcomer's even split would cut it, or another has less than its fair part) looks again within a
+  quarter window (its ``x`` in the row says when), the others at half their lease
+  (``MAILBOX_BUDGET_LEASE_SECONDS``); a participant sends only while its lease has at least half its length
+  left, so a send it admits reaches Graph before the lease ends. A share that shrinks below what it already
+  sent publishes those sends (its *tail*), which the others see leave one by one. An instance with no
+  message for a mailbox for a moment gives its share back (its tail stays), and so does a graceful stop
+  (``close``); a lapsed share (its instance died) still counts until a full window after the lease end.
+  Locally, the sends of the share are stamped when Graph answered.
 - **recipients per rolling window**: a participant reserves a block of recipients in the row before sending
-  (what its share can send until its next renewal), reports what it used at its next write (in buckets, 1/96
-  of the window, rounded up), and gives the rest back. A reservation of an instance that died counts as sent
-  at its lease end. So the count is never lower than Exchange's: at worst a crash wastes one block.
+  (what its share can send until its next renewal, a window's worth at least), reports what it used at its
+  next write (in buckets, 1/96 of the window, rounded up), and gives the rest back. A reservation of an
+  instance that died counts as sent at its lease end. So the count is never lower than Exchange's: at worst
+  a crash wastes one block.
 
 A message whose recipients do not fit is not sent: :class:`Admission` says ``daily_limit`` and when the
 budget frees; over the per-message limit it is refused. Cost: one read + one conditional write when an
 instance joins a mailbox, one write per renewal or look, per recipient block and per give-back, a re-read on
 an ETag conflict; nothing per message in between.
-The row itself: shared/budget_row.py; docs/sending.md ("Sending limits across instances").
+The row: shared/budget_row.py; one instance's view of it: shared/budget_view.py; docs/sending.md
+("Sending limits across instances").
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ class MailboxBudget:
         self._options: dict[str, Any] = {}  # per-request options of the row's reads and writes
         self.peak_in_flight: dict[str, int] = {}
         self.storage_calls = 0  # reads + writes of budget rows by this instance (bench/b6_scaleout.py)
+        self.calls_by: dict[str, int] = {}  # the same, by why they were made
 
     def limits(self, mailbox: Mailbox) -> Limits:
         return self.consumer if mailbox.consumer else self.work
@@ -169,7 +173,7 @@ class MailboxBudget:
             now = self.clock()
             me = box.me
             if me is None or self._due(me, now) or box.unreserved(me) < recipients:
-                if not self._sync(box, key, lim, recipients):
+                if not self._sync(box, key, lim, recipients, _why(box, me, now, self.grace_s, recipients)):
                     return Admission(key, random.uniform(0.5, 1.5), "contended")
                 me = box.me
                 assert me is not None
@@ -237,7 +241,7 @@ class MailboxBudget:
                     continue
                 if now - box.last_arrival < _idle_s(box.lim) or not (me["k"] or me["c"] or me["r"]):
                     continue
-                given += self._commit(box, key, lambda at, b=box: b.given_back(b.lim, at))
+                given += self._commit(box, key, lambda at, b=box: b.given_back(b.lim, at), "give back idle")
             finally:
                 box.cond.release()
         return given
@@ -252,7 +256,7 @@ class MailboxBudget:
             with box.cond:
                 if box.lim is not None and box.me is not None:
                     try:
-                        self._commit(box, key, lambda at, b=box: b.given_back(b.lim, at))
+                        self._commit(box, key, lambda at, b=box: b.given_back(b.lim, at), "give back at close")
                     except Exception as exc:  # best effort: the share lapses with its lease anyway
                         logger.info("Budget share not given back at close: %s", type(exc).__name__)
 
@@ -276,35 +280,38 @@ class MailboxBudget:
     def table(self):
         return self.storage.table(BUDGETS_TABLE)
 
-    def _count_call(self) -> None:
+    def _count_call(self, why: str) -> None:
         with self._guard:
             self.storage_calls += 1
+            self.calls_by[why] = self.calls_by.get(why, 0) + 1
 
-    def _read(self, box: MailboxView, key: str) -> None:
-        self._count_call()
+    def _read(self, box: MailboxView, key: str, why: str) -> None:
+        self._count_call(why)
         box.state, box.etag = row.read(self.table, key, **self._options)
 
-    def _commit(self, box: MailboxView, key: str, build: Callable[[float], dict[str, Any] | None]) -> bool:
+    def _commit(
+        self, box: MailboxView, key: str, build: Callable[[float], dict[str, Any] | None], why: str = "renew"
+    ) -> bool:
         """Write ``build(now)`` of the cached row, re-reading on an ETag conflict; False if it stayed contended."""
         if box.state is None:
-            self._read(box, key)
+            self._read(box, key, "read first")
         for _ in range(WRITE_ATTEMPTS):
             state = build(self.clock())
             if state is None:
                 return False
-            self._count_call()
+            self._count_call(why)
             etag = row.write(self.table, key, state, box.etag, **self._options)
             if etag is not None:
                 box.state, box.etag = state, etag
                 box.used = []
                 return True
-            self._read(box, key)
+            self._read(box, key, "read after a conflict")
         logger.warning("Budget row of a mailbox stayed contended after %d attempts", WRITE_ATTEMPTS)
         return False
 
-    def _sync(self, box: MailboxView, key: str, lim: Limits, recipients: int) -> bool:
+    def _sync(self, box: MailboxView, key: str, lim: Limits, recipients: int, why: str) -> bool:
         """Renew this instance's share and recipient block (reporting what it used) in one conditional write."""
-        if not self._commit(box, key, lambda at: box.renewed(lim, self.lease_s, recipients, at)):
+        if not self._commit(box, key, lambda at: box.renewed(lim, self.lease_s, recipients, at), why):
             return False
         mine = box.me
         assert mine is not None and box.state is not None
@@ -321,7 +328,7 @@ class MailboxBudget:
     def _grow(self, box: MailboxView, key: str, lim: Limits, recipients: int, now: float) -> bool:
         """Read the row; write only if it leaves this share more (the others shrank, or nobody else wants it).
         True when the share grew; otherwise look again only after a quarter window."""
-        self._read(box, key)
+        self._read(box, key, "read to grow")
         me = box.me
         if me is not None:
             new = box.renewed(lim, self.lease_s, recipients, now)["p"][self.instance_id]
@@ -329,10 +336,18 @@ class MailboxBudget:
                 box.resync_at = now + max(lim.message_window_s / 4, 0.2)
                 return False
         before = int(me["k"]) if me else 0
-        if not self._sync(box, key, lim, recipients):
+        if not self._sync(box, key, lim, recipients, "grow"):
             return False
         grown = box.me
         return grown is not None and int(grown["k"]) > before
+
+
+def _why(box: MailboxView, me: dict[str, Any] | None, now: float, grace_s: float, recipients: int) -> str:
+    if me is None:
+        return "join"
+    if me["u"] - now < grace_s:
+        return "join again" if me["u"] <= now or not me["w"] else "renew"
+    return "look" if 0 < me.get("x", 0) <= now else "recipients"
 
 
 def _idle_s(lim: Limits) -> float:
