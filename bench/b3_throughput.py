@@ -125,6 +125,7 @@ def run(stack: Any, messages: int = 2000, mailboxes: int = 50, latency_ms: int =
         "host_cpu_ms_per_msg": (cpu.spent["app"] - own - listener.function_cpu_s) * 1000 / messages,
         "function_storage_per_msg": storage.function / messages,
         "host_storage_per_msg": storage.host / messages,
+        "function_storage_by_target": dict(storage.function_by_target),
         "cores": os.cpu_count(),
         "graph_calls": sum(v - before.get(k, 0) for k, v in after.items() if k.startswith("calls.graph.")),
         "throttled_429": after.get("graph.throttled", 0) - before.get("graph.throttled", 0),

@@ -10,6 +10,7 @@ import os
 import tempfile
 import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,7 @@ class StorageRequests:
         self.hosts = {urlsplit(v).netloc for k, v in parts.items() if k.endswith("Endpoint")}
         self.function = 0
         self.host = 0
+        self.function_by_target: Counter[str] = Counter()  # "<method> <table or queue>" of the function's requests
         self._lock = threading.Lock()
         self._original = None
 
@@ -178,6 +180,8 @@ class StorageRequests:
                 with counter._lock:
                     if ours:
                         counter.function += 1
+                        target = urlsplit(request.url).path.strip("/").split("/")[-1].split("(")[0]
+                        counter.function_by_target[f"{request.method} {target}"] += 1
                     elif worker:
                         counter.host += 1
             return original(transport, request, **kwargs)
