@@ -173,6 +173,10 @@ class MailboxBudget:
             now = self.clock()
             me = box.me
             if me is None or self._due(me, now) or box.unreserved(me) < recipients:
+                full = box.full_until(lim, now) - now if box.state is not None else 0.0
+                if full > deadline - now:  # the window is full whatever the row says: nothing to write
+                    share = max(int(me["k"]) if me else 0, box.fair(lim, now))
+                    return Admission(key, box.promise(lim, share, now, full), "message_rate")
                 if not self._sync(box, key, lim, recipients, _why(box, me, now, self.grace_s, recipients)):
                     return Admission(key, random.uniform(0.5, 1.5), "contended")
                 me = box.me
@@ -254,7 +258,8 @@ class MailboxBudget:
             boxes = list(self._boxes.items())
         for key, box in boxes:
             with box.cond:
-                if box.lim is not None and box.me is not None:
+                me = box.me
+                if box.lim is not None and me is not None and (me["k"] or me["c"] or me["r"]):
                     try:
                         self._commit(box, key, lambda at, b=box: b.given_back(b.lim, at), "give back at close")
                     except Exception as exc:  # best effort: the share lapses with its lease anyway

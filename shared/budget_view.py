@@ -69,6 +69,18 @@ class MailboxView:
             s.at + window + (0 if s.done else self.grace_s) for s in self.sends if not s.done or s.at > now - window
         ]
 
+    def full_until(self, lim: Limits, now: float) -> float:
+        """When the sends known to be in the window (this instance's own, the tails in the cached row) leave
+        room for one more: a lower bound on when the mailbox can send, whatever the row says now (the known
+        sends only leave; shares the cached row shows may have been given back since)."""
+        assert self.state is not None
+        leaving = [t for t in self.leave_times(lim, now) if t > now]
+        for holder, e in self.state["p"].items():
+            if holder != self.me_id:
+                leaving += [t for t, n in e.get("t", ()) if t > now for _ in range(int(n))]
+        excess = len(leaving) - lim.messages_per_window
+        return sorted(leaving)[excess] if excess >= 0 else now
+
     def others(self, lim: Limits, now: float) -> tuple[int, int, float]:
         """Messages and concurrency the other participants may be using now, and when that next drops."""
         assert self.state is not None
