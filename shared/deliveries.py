@@ -90,8 +90,6 @@ class Delivery:
     callback_queue: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     etag: str = field(default="", repr=False, compare=False)  # of the row as last read or written; not stored
-    # Not stored: this worker inserted the row already ``sending`` (it owns the send without a second write).
-    claimed_at_insert: bool = field(default=False, repr=False, compare=False)
     run: str = field(default="", repr=False, compare=False)  # not stored: the queue message being processed
 
     @property
@@ -112,7 +110,6 @@ class Delivery:
         data = asdict(self)
         data["metadata"] = json.dumps(self.metadata)
         data.pop("etag")
-        data.pop("claimed_at_insert")
         data.pop("run")
         data = {k: v for k, v in data.items() if v is not None}
         return {"PartitionKey": self.connection_id, "RowKey": self.message_id, **data}

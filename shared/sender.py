@@ -139,19 +139,15 @@ class Sender:
         # The row as this instance read it at most CONNECTION_CACHE_S ago (store.py): the bound within which
         # another instance's disconnect or reauth_required stops sends here (docs/sending.md).
         conn = self.connections.recent(msg.connection_id)
-        # A connection that can only use sendMail lets a new id be inserted `sending` at once (one write
-        # instead of insert + ETag update); draft mode keeps the `queued` insert, its phases need the mode.
-        claim = conn is not None and conn.status == "connected" and not _has_scope(conn, "Mail.ReadWrite")
-        found = self._claim_record(msg, source, claim=claim, run=run)
+        if conn is not None and conn.status == "connected" and not _has_scope(conn, "Mail.ReadWrite"):
+            done = self._send_new(msg, source, run, conn)
+            if done is not None:
+                return done
+        found = self._claim_record(msg, source, run=run)
         if isinstance(found, Outcome):
             return found
         record = found
-        if (
-            record.status == "sending"
-            and not record.claimed_at_insert
-            and record.mode != "draft"
-            and msg.on_ambiguous != "resend"
-        ):
+        if record.status == "sending" and record.mode != "draft" and msg.on_ambiguous != "resend":
             # The previous owner's lease ran out mid-send (it died): Graph may have sent the mail. Decide now,
             # before pacing, the token or the connection can reschedule it (a rescheduled row is `queued`
             # again and would be sent a second time) or fail it (`failed` promises nothing was sent).
@@ -170,35 +166,23 @@ class Sender:
         try:
             uploads, body = self._plan(msg, conn)
         except errors.MailbridgeError as exc:
-            status = (
-                "rejected"
-                if isinstance(exc, errors.InputError | errors.MessageTooLarge | errors.AttachmentsTooLarge)
-                else "failed"
-            )
-            return self._finish(msg, _unclaimed(record), status, exc)
+            return self._finish(msg, record, _plan_status(exc), exc)
         draft_mode = self._use_drafts(msg, conn, uploads)
         record.mode = "draft" if draft_mode else "sendMail"
-        mailbox = conn.mailbox
-        budget_of = Mailbox(conn.tenant_id, conn.object_id)
-        if msg.from_ and self.settings.send_as_endpoint == "users" and not draft_mode:
-            mailbox = msg.from_.address  # /users/{from}/sendMail counts against the `from` mailbox
-            budget_of = Mailbox(conn.tenant_id, mailbox.lower())
-        record.mailbox = mailbox.lower()
-
+        budget_of = self._budget_of(msg, conn, record, draft_mode)
         admission = self.budget.admit(budget_of, msg.recipient_count())
         if not admission.admitted:
-            return self._not_admitted(msg, _unclaimed(record), admission)
+            return self._not_admitted(msg, record, admission)
         record.reason, record.held_since = "", 0.0
         with self.budget.slot(admission):
             try:
                 token = self._token(conn)
             except errors.ReauthRequired as exc:
-                return self._reauth_failed(msg, conn, _unclaimed(record), exc)
+                return self._reauth_failed(msg, conn, record, exc)
             except errors.TransientError as exc:
-                return self._reschedule(msg, _unclaimed(record), self._backoff(record, exc), exc)
+                return self._reschedule(msg, record, self._backoff(record, exc), exc)
             try:
-                if not record.claimed_at_insert:
-                    self._mark_sending(record)
+                self._mark_sending(record)
             except RecordContended:
                 delay = self.busy_recheck_s * random.uniform(1, 1.5)
                 return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
@@ -206,6 +190,84 @@ class Sender:
             return self._send(
                 msg, conn, token, record, uploads, body, draft_mode, lambda: self.budget.release(admission)
             )
+
+    def _send_new(self, msg: SendMessage, source: str, run: str, conn: Connection) -> Outcome | None:
+        """The common case, a new id of a connection that can only use sendMail: the plan, the mailbox's budget
+        and the token first (no Storage call while the share and the token last), then the row inserted
+        already ``sending`` with its lease (the claim: exactly one copy's insert wins; one call instead of an
+        insert and an ETag update), Graph, the final row, the event. A crash between the insert and Graph's
+        answer leaves ``sending``: a redelivery records it ``unknown``. Anything that stops the send before
+        the claim inserts the row ``queued`` and is handled as on the general path. None: the id has a row
+        already (a redelivery or a copy); the general path decides what it needs."""
+        try:
+            uploads, body = self._plan(msg, conn)
+        except errors.MailbridgeError as exc:
+            record = self._new_row(msg, source, run, conn)
+            return None if record is None else self._finish(msg, record, _plan_status(exc), exc)
+        record = Delivery(msg.connection_id, msg.id, mode="sendMail")
+        admission = self.budget.admit(self._budget_of(msg, conn, record, False), msg.recipient_count())
+        if not admission.admitted:
+            found = self._new_row(msg, source, run, conn) or self._found_row(msg, run, conn)
+            return found if not isinstance(found, Delivery) else self._not_admitted(msg, found, admission)
+        with self.budget.slot(admission):
+            try:
+                token = self._token(conn)
+            except (errors.ReauthRequired, errors.TransientError) as exc:
+                record = self._new_row(msg, source, run, conn)
+                if record is None:
+                    return None
+                if isinstance(exc, errors.ReauthRequired):
+                    return self._reauth_failed(msg, conn, record, exc)
+                return self._reschedule(msg, record, self._backoff(record, exc), exc)
+            record = self._new_row(msg, source, run, conn, claim=True)
+            if record is None:  # a rescheduled copy or a duplicate: claim the row it found, as the general path does
+                found = self._found_row(msg, run, conn)
+                if not isinstance(found, Delivery):
+                    return found
+                record = found
+                try:
+                    self._mark_sending(record)
+                except RecordContended:
+                    delay = self.busy_recheck_s * random.uniform(1, 1.5)
+                    return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
+            return self._send(msg, conn, token, record, uploads, body, False, lambda: self.budget.release(admission))
+
+    def _found_row(self, msg: SendMessage, run: str, conn: Connection) -> Delivery | Outcome | None:
+        """For :meth:`_send_new`, the row an earlier copy of the id left: an Outcome when this copy must not send
+        (final, another worker's live lease, a dead worker's ``sending``: ``unknown``); None for a draft-mode row
+        (the general path handles it); else the row, ready to be claimed for sendMail."""
+        found = self._existing_record(msg, run)
+        if isinstance(found, Outcome):
+            return found
+        if found.mode == "draft" or found.phase:
+            return None
+        if found.status == "sending" and msg.on_ambiguous != "resend":
+            err = errors.OutcomeUnknown(detail="a previous attempt was interrupted while sending")
+            return self._finish(msg, found, "unknown", err)
+        found.mode = "sendMail"
+        self._budget_of(msg, conn, found, False)
+        found.reason, found.held_since = "", 0.0
+        return found
+
+    def _new_row(
+        self, msg: SendMessage, source: str, run: str, conn: Connection, claim: bool = False
+    ) -> Delivery | None:
+        """The row inserted for this message (``queued``, or ``sending`` with ``claim``); None if one exists."""
+        record = self._new_record(msg, source, run, claim)
+        if not self.deliveries.create(record):
+            return None
+        self._budget_of(msg, conn, record, False)  # sets record.mailbox
+        return record
+
+    def _budget_of(self, msg: SendMessage, conn: Connection, record: Delivery, draft_mode: bool) -> Mailbox:
+        """Which mailbox's budget the send counts against (sets ``record.mailbox``)."""
+        mailbox = conn.mailbox
+        budget_of = Mailbox(conn.tenant_id, conn.object_id)
+        if msg.from_ and self.settings.send_as_endpoint == "users" and not draft_mode:
+            mailbox = msg.from_.address  # /users/{from}/sendMail counts against the `from` mailbox
+            budget_of = Mailbox(conn.tenant_id, mailbox.lower())
+        record.mailbox = mailbox.lower()
+        return budget_of
 
     def _not_admitted(self, msg: SendMessage, record: Delivery, admission: Admission) -> Outcome:
         """The mailbox's budget said no: rejected over the per-message limit, held while the daily recipient
@@ -360,9 +422,9 @@ class Sender:
             return float(asked) + random.uniform(0, 1)
         return min(300.0, 5.0 * 2 ** min(record.reschedules, 6)) * random.uniform(0.8, 1.2)
 
-    def _claim_record(self, msg: SendMessage, source: str, claim: bool = False, run: str = "") -> Delivery | Outcome:
-        """The row for (connection, id): created (``queued``, or with ``claim`` already ``sending`` under this
-        worker's lease, as :meth:`_mark_sending` would leave it), or an Outcome when this copy must not send."""
+    def _new_record(self, msg: SendMessage, source: str, run: str, claim: bool = False) -> Delivery:
+        """The row for a new id: ``queued``, or with ``claim`` already ``sending`` under this worker's lease (as
+        :meth:`_mark_sending` leaves it: the insert-if-absent picks exactly one owner, as the ETag does)."""
         now = time.time()
         record = Delivery(
             msg.connection_id,
@@ -373,16 +435,24 @@ class Sender:
             callback_queue=msg.callback.queue if msg.callback else None,
             metadata=msg.metadata,
             created_at=now,
+            run=run,
         )
         if claim:
-            # Insert-if-absent picks exactly one owner, as the ETag-guarded update does; a crash before Graph
-            # answers leaves `sending`, which a redelivery records `unknown` (flagged; nothing may have gone).
             record.status, record.mode, record.attempts = "sending", "sendMail", 1
             record.sending_at, record.lease_until = now, now + LEASE_SECONDS
-        # Insert first: a new id (the common case) costs one Table call; a redelivery reads the row.
+        return record
+
+    def _claim_record(self, msg: SendMessage, source: str, run: str = "") -> Delivery | Outcome:
+        """The row for (connection, id): created queued, or an Outcome when this copy must not send."""
+        record = self._new_record(msg, source, run)
+        # Insert first: a new id costs one Table call; a redelivery reads the row.
         if self.deliveries.create(record):
-            record.claimed_at_insert, record.run = claim, run
             return record
+        return self._existing_record(msg, run)
+
+    def _existing_record(self, msg: SendMessage, run: str) -> Delivery | Outcome:
+        """The row a copy of this id found: an Outcome when this copy must not send, else the row."""
+        now = time.time()
         found = self.deliveries.get(msg.connection_id, msg.id)
         if found is None:  # deleted between our insert and read (a retention purge): treat as new
             return Outcome("queued", msg.id, msg.connection_id, delay=1.0)
@@ -489,13 +559,11 @@ class Sender:
         return Outcome("rejected", mid, cid, record=record, error=err)
 
 
-def _unclaimed(record: Delivery) -> Delivery:
-    """A row inserted ``sending`` whose message leaves before Graph is called: no attempt was made."""
-    if record.claimed_at_insert:
-        record.claimed_at_insert = False
-        record.attempts -= 1
-        record.sending_at = 0.0
-    return record
+def _plan_status(exc: errors.MailbridgeError) -> str:
+    """What a message the plan refused ends as: the message's own fault is ``rejected``, else ``failed``."""
+    if isinstance(exc, errors.InputError | errors.MessageTooLarge | errors.AttachmentsTooLarge):
+        return "rejected"
+    return "failed"
 
 
 def _readable(value: Any, pattern: str) -> str | None:
