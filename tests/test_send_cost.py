@@ -13,28 +13,38 @@ from tests.test_keepalive_cost import _hosts, storage_requests
 EMAILS = 40
 
 
-def test_a_sent_email_costs_at_most_three_storage_requests_at_steady_state(send_kit):
-    kit = send_kit()
+def _steady_sends(kit, emails: int = EMAILS):
+    """Warm two connections, then count the Storage requests of ``emails`` more sends (round-robin)."""
     cids = [kit.connect(user) for user in ("alice", "bob")]
     kit.pace(messages_per_window=100_000)
     sender = kit.services.sender
     for cid in cids:  # warm: token cache, the mailbox's budget share, the connection row
         assert sender.process(json.dumps(kit.message(cid)), f"warm-{cid}").status == "sent"
-    msgs = [kit.message(cids[i % 2]) for i in range(EMAILS)]
+    msgs = [kit.message(cids[i % 2]) for i in range(emails)]
     with storage_requests(_hosts(kit.mb.env["AzureWebJobsStorage"])) as seen:
         outcomes = [sender.process(json.dumps(m), f"q-{i}").status for i, m in enumerate(msgs)]
-    assert outcomes == ["sent"] * EMAILS
+    assert outcomes == ["sent"] * emails
     budget = sum(n for what, n in seen.items() if "mailboxbudgets" in what)
-    own = sum(seen.values()) - budget
-    print(f"Storage requests per sent email: {own / EMAILS} + budget {budget / EMAILS} ({sorted(seen.items())})")
+    print(f"Storage requests per sent email: {(sum(seen.values()) - budget) / emails} + budget {budget / emails}")
+    return msgs, seen, budget
+
+
+def test_a_sent_email_costs_at_most_three_storage_requests_at_steady_state(send_kit):
+    kit = send_kit()
+    msgs, seen, budget = _steady_sends(kit)
     # The claim (row + outgoing-log index in one transaction, already `sending`), the final row, the event.
-    assert own <= 3 * EMAILS, sorted(seen.items())
-    # The mailbox's budget (shared/budget.py) is paid per share or block, not per message.
-    assert budget <= EMAILS / 4, sorted(seen.items())
+    assert sum(seen.values()) - budget <= 3 * EMAILS, sorted(seen.items())
     for m in msgs:  # the bookkeeping is all there: a final row and one event per message
         rec = kit.record(m["connection_id"], m["id"])
         assert rec.status == "sent" and rec.attempts == 1 and rec.event_emitted
         assert len(kit.events_for(m["id"])) == 1
+
+
+def test_the_mailbox_budget_costs_next_to_nothing_per_email_while_a_share_lasts(send_kit):
+    """Issue 18 keeps the per-mailbox budget (shared/budget.py) inside the send path's count: it is paid per
+    share or recipient block, not per message (0.15 requests per email at d1554cb with this test's sizes)."""
+    _, seen, budget = _steady_sends(send_kit())
+    assert budget <= EMAILS / 4, sorted(seen.items())
 
 
 class WorkerKilled(BaseException):
