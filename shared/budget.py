@@ -188,7 +188,10 @@ class MailboxBudget:
                 self.peak_in_flight[key] = max(self.peak_in_flight.get(key, 0), box.in_flight)
                 return Admission(key, send=send)
             wants_more = me["k"] < min(box.fair(lim, now), box.wanted(lim))
-            if reason in ("message_rate", "share_pending") and wants_more and due:
+            # Held back by the others rather than by its own share: the cached row may be stale (they may have
+            # given their shares back since), so look at it again.
+            held_back = reason == "share_pending" or (reason == "message_rate" and len(box.sends) < int(me["k"]))
+            if reason in ("message_rate", "share_pending") and (wants_more or held_back) and due:
                 if self._grow(box, key, lim, recipients, now):  # the share grew: look again at once
                     continue
             # A slot in flight frees within a Graph call: worth a moment past the deadline, not a trip round the queue.
