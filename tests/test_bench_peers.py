@@ -22,7 +22,7 @@ def test_b1_peers_send_every_email_with_one_graph_call_and_no_token_call(peer_st
     rows = b1_peers.run_peers(peer_stack, emails=6, mailboxes=2)
     assert [r["design"] for r in rows] == [design for _, _, design in b1_peers.PEERS], b1_peers.PEER_NOTES
     for row in rows:
-        assert row.keys() == {
+        assert row.keys() >= {
             "design",
             "emails",
             "mailboxes",
@@ -33,6 +33,10 @@ def test_b1_peers_send_every_email_with_one_graph_call_and_no_token_call(peer_st
             "kv_ops",
             "wall_s",
         }
+        # The function/host split (CPU, Storage) is Mailbridge's own: peers run in their own process.
+        assert all(
+            row[k] is None for k in ("function_cpu_ms", "host_cpu_ms", "function_storage", "host_storage") if k in row
+        ), row
         assert row["sent"] == 6 and row["graph_calls"] == 6, row
         assert row["token_calls"] == 0 and row["kv_ops"] == 0, "tokens from connect are still valid: " + str(row)
 
