@@ -403,7 +403,10 @@ def _b6_section(rows: list[dict[str, Any]], plots: list[str], m: dict[str, str])
             "at the row again every quarter window and says so in the row; a newcomer gets its part at that look,",
             "and the sends the shrinking instance already has in the window (its tail, published in the row) leave",
             "one by one, the others sending in their place. The reschedules column counts the messages that went",
-            "round the queue meanwhile.",
+            "round the queue meanwhile. One run per row on shared CPUs: the 3-instance figures vary from run to run,",
+            "and what they lose is the end of the drain (the steady rate is the limit): messages rescheduled during",
+            "it come back behind the rest of the backlog (the queue is first in, first out) and find the window's",
+            "shares with the instances that sent last.",
         ]
     worst = max(many, key=lambda r: r["budget_calls_per_msg"], default=None)
     if worst and worst["instances"] > 1:

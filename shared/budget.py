@@ -174,7 +174,7 @@ class MailboxBudget:
             me = box.me
             if me is None or self._due(me, now) or box.unreserved(me) < recipients:
                 full = box.full_until(lim, now) - now if box.state is not None else 0.0
-                if full > deadline - now:  # the window is full whatever the row says: nothing to write
+                if full > 0 and full > deadline - now:  # the window is full whatever the row says: nothing to write
                     share = max(int(me["k"]) if me else 0, box.fair(lim, now))
                     return Admission(key, box.promise(lim, share, now, full), "message_rate")
                 if not self._sync(box, key, lim, recipients, _why(box, me, now, self.grace_s, recipients)):
