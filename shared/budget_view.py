@@ -49,10 +49,14 @@ class MailboxView:
         return int(me["r"]) - sum(int(n) for _, n in self.used)
 
     def wanted(self, lim: Limits) -> int:
-        """The share this instance asks for: its demand in the last window (messages asked about), at least
-        MIN_ASK; it grows when its own window binds (twice the demand let one instance with a few messages
-        take a small window whole, and the others wait for its look)."""
-        return max(1, min(MIN_ASK, lim.messages_per_window // 4), len(self.arrivals))
+        """The share this instance asks for: its demand in the last window (messages asked about) rounded up to
+        a power of two, at least MIN_ASK; it grows when its own window binds. Rounding keeps a steadily busy
+        instance from paying a read + write per message as its demand creeps up by one (O(log n) grows per
+        window), while max-min fairness (``fair``) still gives the others their demand first (twice the
+        demand as a flat rule let one instance with a few messages take a small window whole)."""
+        demand = len(self.arrivals)
+        rounded = 1 << max(0, demand - 1).bit_length() if demand > 0 else 1
+        return max(1, min(MIN_ASK, lim.messages_per_window // 4), rounded)
 
     def fair(self, lim: Limits, now: float) -> int:
         """This instance's max-min fair part of the window given what the live participants ask for."""

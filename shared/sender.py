@@ -225,6 +225,7 @@ class Sender:
                 if not isinstance(found, Delivery):
                     return found
                 record = found
+                record.reason, record.held_since = "", 0.0  # admitted: no longer on hold
                 try:
                     self._mark_sending(record)
                 except RecordContended:
@@ -246,8 +247,7 @@ class Sender:
             return self._finish(msg, found, "unknown", err)
         found.mode = "sendMail"
         self._budget_of(msg, conn, found, False)
-        found.reason, found.held_since = "", 0.0
-        return found
+        return found  # its hold (reason, held_since) stays until it is admitted: the longest hold counts from it
 
     def _new_row(
         self, msg: SendMessage, source: str, run: str, conn: Connection, claim: bool = False
