@@ -442,9 +442,17 @@ def merge(existing: str, fresh: str, date: str) -> str:
 
     _, new = sections(fresh)
     head, old = sections(existing)
-    head = re.sub(r"(?m)^\*\*Partial run\*\*.*\n\n", "", head)
-    names = ", ".join(k.removeprefix("## ") for k in sorted(new))
-    head += f"**Partial run** ({date}): {names} rewritten by `python -m bench --only`; the rest is from the date"
-    head += " above.\n\n"
-    merged = {**old, **{k: v if v.endswith("\n") else v + "\n" for k, v in new.items()}}
+    head = re.sub(r"(?m)^\*\*Partial runs?\*\*.*\n\n", "", head)
+    head += (
+        "**Partial runs** (`python -m bench --only ...`) rewrite single sections; a section so rewritten says when"
+        " it was measured, the others are from the date above.\n\n"
+    )
+
+    def dated(section: str) -> str:
+        title, _, rest = section.partition("\n")
+        rest = re.sub(r"(?m)^_Measured in a partial run, .*_\n\n", "", rest.lstrip("\n"))
+        body = f"{title}\n\n_Measured in a partial run, {date}._\n\n{rest}"
+        return body if body.endswith("\n") else body + "\n"
+
+    merged = {**old, **{k: dated(v) for k, v in new.items()}}
     return head + "".join(merged[k] for k in sorted(merged, key=lambda name: int(name[4:])))
