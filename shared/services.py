@@ -109,6 +109,8 @@ class Services:
     @cached_property
     def budget(self) -> MailboxBudget:
         """Per-mailbox sending budgets shared by every instance (tests scale them with the MAILBOX_* settings)."""
+        from dataclasses import replace
+
         from shared.budget import Limits, MailboxBudget
 
         s = self.settings
@@ -120,13 +122,11 @@ class Services:
             recipients_per_message=s.mailbox_recipients_per_message,
             max_concurrency=s.mailbox_concurrency,
         )
-        consumer = Limits(
-            messages_per_window=s.mailbox_messages_per_minute,
-            message_window_s=s.mailbox_message_window_seconds,
+        # Personal (Outlook.com) mailboxes: the same windows and concurrency, their own recipient limits.
+        consumer = replace(
+            work,
             recipients_per_window=s.consumer_recipients_per_day,
-            recipient_window_s=s.mailbox_recipient_window_seconds,
             recipients_per_message=s.consumer_recipients_per_message,
-            max_concurrency=s.mailbox_concurrency,
         )
         budget = MailboxBudget(
             self.storage,

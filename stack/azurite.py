@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / ".tools" / "azurite"
 
 
-def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nobody listens on ``port`` (a port in TIME_WAIT counts as free, as for the HTTP server)."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -78,7 +79,7 @@ class Azurite:
         launcher = ensure_installed()
         self.location.mkdir(parents=True, exist_ok=True)
         wanted = preferred_ports or {}
-        if set(wanted) == {"blob", "queue", "table"} and all(_port_free(p) for p in wanted.values()):
+        if set(wanted) == {"blob", "queue", "table"} and all(port_is_free(p) for p in wanted.values()):
             self.ports = dict(wanted)
         else:
             self.ports = {"blob": free_port(), "queue": free_port(), "table": free_port()}

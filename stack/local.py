@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from typing import Any
 
 import requests
 
-from stack.azurite import Azurite, free_port
+from stack.azurite import Azurite, free_port, port_is_free
 from stack.seed import DEMO_PASSWORD, DemoSeed, local_settings, seed_demo
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,17 +36,6 @@ MARKERS = {"azurite": "azurite", "emulator": "emulator", "devhost": "devhost", "
 
 class StackError(RuntimeError):
     """The stack could not be brought up (the message says which part and where its log is)."""
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True when nobody listens on ``port`` (a port in TIME_WAIT counts as free, as for the HTTP server)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def pid_alive(pid: int | None, marker: str | None = None) -> bool:

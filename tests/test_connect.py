@@ -68,22 +68,9 @@ def test_disconnect_then_reconnect_despite_key_vault_soft_delete(mailbridge):
     assert unknown.status_code == 404 and mb.json(unknown)["error"]["code"] == "not_found"
 
 
-def test_secretless_app_credential_through_a_managed_identity(mailbridge, emulator, emulator_admin, monkeypatch):
+def test_secretless_app_credential_through_a_managed_identity(mailbridge, secretless, emulator_admin):
     """ENTRA_CLIENT_CREDENTIAL=managed_identity: MSAL and Key Vault use a federated managed-identity assertion."""
-    mb = mailbridge()
-    identity = emulator_admin.create_managed_identity()
-    emulator_admin.update_app(
-        mb.env["ENTRA_CLIENT_ID"],
-        federated_credentials=[{"issuer": identity["issuer"], "subject": identity["principal_id"]}],
-    )
-    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{emulator.base_url}/_msi/token")
-    monkeypatch.setenv("IDENTITY_HEADER", emulator.state.identity_header)
-    monkeypatch.delenv("ENTRA_CLIENT_SECRET")
-    monkeypatch.setenv("ENTRA_CLIENT_CREDENTIAL", "managed_identity")
-    monkeypatch.setenv("MANAGED_IDENTITY_CLIENT_ID", identity["client_id"])
-    from shared.services import reset_services
-
-    reset_services()
+    mb = secretless(mailbridge())
     assert mb.services.settings.entra_client_secret is None
     emulator_admin.reset_counters()
     result = mb.connect("alice")
