@@ -21,6 +21,7 @@ from shared.entra_errors import TOKEN_ENDPOINT_OUTAGES, classify, map_entra_erro
 from shared.grants import GrantService
 from shared.services import Services
 from shared.settings import _TENANT_RE
+from shared.store import Connection
 from shared.telemetry import log_outcome
 from shared.tickets import check_return_url, issue_ticket, open_token, sign_token, verify_ticket
 
@@ -319,8 +320,12 @@ class ConnectService:
         return record.get("return_url"), {"status": "admin_consented", "tenant": tenant}
 
     # 7/8. status, list, disconnect --------------------------------------------------------------------
+    def _view(self, conn: Connection) -> dict[str, Any]:
+        """The status API's view, ``last_used_at`` from the outgoing log (the send path does not write it)."""
+        return conn.public_view(last_used_at=self.s.deliveries.last_logged_at(conn.connection_id))
+
     def status(self, connection_id: str) -> dict[str, Any]:
-        return self.s.connections.get(connection_id).public_view()
+        return self._view(self.s.connections.get(connection_id))
 
     def list_for_user(self, user_ref: str | None, include: str | None = None) -> dict[str, Any]:
         """A user's connections, oldest first; disconnected ones only with ``include=disconnected``."""
@@ -329,7 +334,7 @@ class ConnectService:
         if include not in (None, "", "disconnected"):
             raise errors.InvalidRequest("include may only be 'disconnected'.")
         conns = [c for c in self.s.connections.for_user(user_ref) if include or c.status != "disconnected"]
-        return {"user_ref": user_ref, "connections": [c.public_view() for c in conns]}
+        return {"user_ref": user_ref, "connections": [self._view(c) for c in conns]}
 
     def update(self, connection_id: str, body: Any) -> dict[str, Any]:
         """``PATCH /api/connections/{id}``: ``{"is_default": true}`` makes it the user's default mailbox
@@ -346,7 +351,7 @@ class ConnectService:
         if not conn.is_default:
             conn.is_default = True
             self.s.connections.save(conn)
-        return conn.public_view()
+        return self._view(conn)
 
     def disconnect(self, connection_id: str) -> dict[str, Any]:
         conn = self.s.connections.get(connection_id)

@@ -196,6 +196,20 @@ class DeliveryStore:
         record.etag = metas[0]["etag"]
         return True
 
+    def last_logged_at(self, connection_id: str) -> float | None:
+        """When the connection's newest message was taken (its outgoing log's first index row), or None. This is
+        the connection's ``last_used_at``: read when asked, so the send path writes nothing to the connection row
+        for it (issue 18: the first send of an instance made a merge of one property)."""
+        rows = self.table.query_entities(
+            "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",
+            parameters={"pk": connection_id, "lo": LOG_PREFIX, "hi": LOG_PREFIX + "~"},
+            select=["RowKey"],
+            results_per_page=1,
+        )
+        for row in rows:
+            return (_MAX_MS - int(row["RowKey"][len(LOG_PREFIX) : len(LOG_PREFIX) + 13])) / 1000
+        return None
+
     def update(self, record: Delivery, *, force: bool = False) -> None:
         """Replace the row if unchanged since we last saw it (``record.etag``), else RecordContended."""
         record.updated_at = time.time()

@@ -335,7 +335,6 @@ class Sender:
         except errors.MailbridgeError as exc:
             return self._finish(msg, record, "failed", exc)
         record.graph_request_id = request_id
-        self.connections.touch_used(conn)
         return self._finish(msg, record, "sent", None)
 
     def _token(self, conn: Connection) -> str:

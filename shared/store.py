@@ -87,7 +87,7 @@ class Connection:
     created_at: float = 0.0
     updated_at: float = 0.0
     last_refreshed_at: float = 0.0  # when the stored refresh token was last redeemed
-    last_used_at: float = 0.0
+    last_used_at: float = 0.0  # rows written before the outgoing log gave it (public_view takes the newer)
     last_error_code: str | None = None
     last_error_message: str | None = None
     refresh_due_at: float = 0.0
@@ -105,8 +105,9 @@ class Connection:
         data["scopes"] = json.loads(entity.get("scopes") or "[]")
         return cls(**data)
 
-    def public_view(self) -> dict[str, Any]:
-        """What the status API shows: no secret names, no internal counters."""
+    def public_view(self, last_used_at: float | None = None) -> dict[str, Any]:
+        """What the status API shows: no secret names, no internal counters. ``last_used_at``: when the
+        connection last took a message (DeliveryStore.last_logged_at), if the caller looked it up."""
         return {
             "connection_id": self.connection_id,
             "user_ref": self.user_ref,
@@ -118,7 +119,7 @@ class Connection:
             "is_default": self.is_default,
             "created_at": _iso(self.created_at),
             "last_refreshed_at": _iso(self.last_refreshed_at),
-            "last_used_at": _iso(self.last_used_at),
+            "last_used_at": _iso(max(self.last_used_at, last_used_at or 0.0)),
             "last_error": (
                 {"code": self.last_error_code, "message": self.last_error_message} if self.last_error_code else None
             ),
@@ -193,22 +194,6 @@ class ConnectionStore:
         self._remember(conn)
         if index:
             self.table.upsert_entity({"PartitionKey": user_partition(conn.user_ref), "RowKey": conn.connection_id})
-
-    LAST_USED_EVERY_S = 300.0
-
-    def touch_used(self, conn: Connection, now: float | None = None) -> None:
-        """Record that the connection sent, at most every 5 minutes (a merge of one property, so it never
-        overwrites a status another instance just wrote); best effort: a failure here never fails a send."""
-        now = time.time() if now is None else now
-        if now - conn.last_used_at < self.LAST_USED_EVERY_S:
-            return
-        conn.last_used_at = now
-        try:
-            self.table.update_entity(
-                {"PartitionKey": conn.connection_id, "RowKey": CONNECTION_ROW, "last_used_at": now}, mode="merge"
-            )
-        except Exception:  # noqa: BLE001 - bookkeeping only
-            logger.warning("Could not record last_used_at of connection %s", conn.connection_id)
 
     def for_user(self, user_ref: str) -> list[Connection]:
         rows = self.table.query_entities(

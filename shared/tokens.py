@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import msal
 
@@ -83,10 +84,54 @@ class TokenService:
                 return hit
         return None
 
+    def _remember(self, connection_id: str, cached: _Cached) -> _Cached:
+        """Keep ``cached`` as the connection's token (most recently used; the oldest dropped past max_cached)."""
+        with self._mem_lock:
+            self._memory[connection_id] = cached
+            self._memory.move_to_end(connection_id)
+            while len(self._memory) > self.max_cached:
+                self._memory.popitem(last=False)
+        return cached
+
     def access_token(self, conn: Connection) -> str:
-        """A token with at least 5 minutes left: from memory, else via a locked refresh."""
+        """A token with at least 5 minutes left: from memory, else from the stored cache when it holds one
+        (no lease, no MSAL client), else via a locked refresh."""
         hit = self._remembered(conn.connection_id)
-        return hit.token if hit else self.refresh(conn, force=False).token
+        if hit:
+            return hit.token
+        stored = self._stored_access_token(conn)
+        return stored.token if stored else self.refresh(conn, force=False).token
+
+    def _stored_access_token(self, conn: Connection) -> _Cached | None:
+        """A still-valid access token from the stored MSAL cache, read without the lease: a cold instance's first
+        send (the cache an earlier connect or refresh left holds an access token for an hour or more) then costs
+        one Key Vault read, not a lease acquire + release, a re-read of the row and MSAL's authority discovery.
+
+        Nothing is written, so nothing can store an older cache over a newer one (what the lease is for): whichever
+        version of the cache we read, an access token in it that has not expired is good. The test is MSAL's own
+        silent-acquisition rule, applied through its public ``TokenCache.search``: this app's tokens for the user,
+        the authority's host and the scopes, more than 5 minutes left and not past ``refresh_on``. Anything else
+        (no cache, a name the row no longer points at, no such token) returns None and the locked path decides."""
+        serialized = self.vault.read(conn.secret_name)
+        if not serialized:
+            return None  # the locked path re-reads the row: a rotated name, a disconnect, or reauth_required
+        cache = msal.SerializableTokenCache()
+        cache.deserialize(serialized)
+        now = self.clock()
+        environment = urlsplit(self.settings.authority_host).hostname  # MSAL keys tokens by host, no port
+        query = {"client_id": self.settings.entra_client_id, "environment": environment}
+        for entry in cache.search(
+            msal.TokenCache.CredentialType.ACCESS_TOKEN, target=self.settings.graph_scopes, query=query, now=now
+        ):
+            if not str(entry.get("home_account_id", "")).startswith(conn.object_id):
+                continue
+            if entry.get("token_type", "Bearer").lower() != "bearer" or "key_id" in entry:
+                continue  # bound to a key (PoP, SSH certificates): not a bearer token for Graph
+            expires_on = float(entry["expires_on"])
+            if expires_on - now <= EARLY_REFRESH_SECONDS or float(entry.get("refresh_on", expires_on)) < now:
+                continue
+            return self._remember(conn.connection_id, _Cached(entry["secret"], expires_on))
+        return None
 
     def refresh(self, conn: Connection, *, force: bool) -> RefreshOutcome:
         """Under the connection's lease: read the stored cache, acquire silently (forced or not), write back."""
@@ -163,11 +208,7 @@ class TokenService:
             # Only after the row points at the new name: the old one (and all its versions) goes to soft delete.
             self.vault.delete(old_secret)
         expires_at = self.clock() + float(result.get("expires_in", 3600))
-        with self._mem_lock:
-            self._memory[fresh.connection_id] = _Cached(result["access_token"], expires_at)
-            self._memory.move_to_end(fresh.connection_id)
-            while len(self._memory) > self.max_cached:
-                self._memory.popitem(last=False)
+        self._remember(fresh.connection_id, _Cached(result["access_token"], expires_at))
         return RefreshOutcome(result["access_token"], expires_at, refreshed, wrote)
 
     def _write_back(self, conn: Connection, serialized: str) -> str | None:

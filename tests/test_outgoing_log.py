@@ -131,28 +131,19 @@ def test_list_includes_disconnected_on_request_and_is_default_is_settable(mailbr
     assert gone.status_code == 409
 
 
-def test_last_used_at_is_written_at_most_every_five_minutes():
-    """Unit: touch_used merges one property, and skips the write when the last one is recent."""
-    from shared.store import Connection, ConnectionStore
-
-    class Table:
-        def __init__(self):
-            self.merges = []
-
-        def update_entity(self, entity, mode):
-            self.merges.append((entity, mode))
-
-    class Clients:
-        table_ = Table()
-
-        def table(self, name):
-            return self.table_
-
-    store = ConnectionStore(Clients())
-    conn = Connection("c1", "u", "t", "o", "m@x")
-    store.touch_used(conn, now=1000.0)
-    store.touch_used(conn, now=1200.0)
-    store.touch_used(conn, now=1301.0)
-    merges = Clients.table_.merges
-    assert [(e["last_used_at"], mode) for e, mode in merges] == [(1000.0, "merge"), (1301.0, "merge")]
-    assert set(merges[0][0]) == {"PartitionKey", "RowKey", "last_used_at"}
+def test_last_used_at_is_the_newest_message_of_the_outgoing_log(mailbridge):
+    """The send path writes nothing to the connection row for it (issue 18): the status API reads the time of
+    the connection's newest outgoing-log entry."""
+    mb = mailbridge()
+    cid = mb.connect("alice", user_ref="u1")["connection_id"]
+    view = mb.json(mb.http("get_connection", route_params={"connection_id": cid}))
+    assert view["last_used_at"] is None
+    before = time.time()
+    tested = mb.json(mb.http("send_test_message", "POST", route_params={"connection_id": cid}, body={}))
+    assert tested["status"] == "sent"
+    used = mb.services.deliveries.last_logged_at(cid)
+    assert used is not None and before - 1 <= used <= time.time()
+    view = mb.json(mb.http("get_connection", route_params={"connection_id": cid}))
+    assert view["last_used_at"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(used))
+    (listed,) = mb.json(mb.http("list_connections", params={"user_ref": "u1"}))["connections"]
+    assert listed["last_used_at"] == view["last_used_at"]

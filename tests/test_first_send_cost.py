@@ -1,0 +1,85 @@
+"""First-send cost (issue 18 goal 4): the HTTP requests a cold instance makes for its first email, counted at
+requests' transport (Storage and Key Vault through azure-core, Entra through MSAL and azure-identity, Graph),
+against real Azurite and the emulator. bench/cold_mailbridge.py (B2) counts the same in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import requests
+
+from shared.services import reset_services
+from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
+
+
+@contextmanager
+def http_requests():
+    """Every requests.Session request of the process, as ``METHOD path`` (the path cut at its first '(')."""
+    seen: Counter[str] = Counter()
+    lock = threading.Lock()
+    original = requests.Session.send
+
+    def send(self, request, **kwargs):
+        path = urlsplit(request.url).path
+        with lock:
+            seen[f"{request.method} {path.split('(')[0]}"] += 1
+        return original(self, request, **kwargs)
+
+    requests.Session.send = send
+    try:
+        yield seen
+    finally:
+        requests.Session.send = original
+
+
+def _cold_first_send(kit, **fields):
+    """Connect, then start over as a new instance would (no token, row or discovery in memory) and send once."""
+    cid = kit.connect("alice")
+    mid = kit.message(cid, **fields)
+    reset_services()  # a cold instance: fresh Services (token memory, MSAL's discovery cache, clients)
+    sender = kit.services.sender
+    with http_requests() as seen:
+        outcome = sender.process(json.dumps(mid), "q-cold")
+    return cid, outcome, seen
+
+
+def test_a_cold_instance_serves_its_first_send_from_the_stored_token_without_lease_or_msal_discovery(send_kit):
+    """The access token the connect left in the stored cache is valid: one Key Vault read gives it. No Blob
+    lease (acquire + release), no second read of the connection row under it, no openid-configuration of the
+    users' authority (MSAL is not even built), no write to the connection row. Before: 2 lease requests, 2 row
+    reads, the discovery GET and a last_used_at merge."""
+    kit = send_kit()
+    cid, outcome, seen = _cold_first_send(kit)
+    assert outcome.status == "sent", outcome
+    calls = sorted(seen.items())
+    settings = kit.services.settings
+    assert not [k for k in seen if "mailbridge-locks" in k], calls
+    assert sum(n for k, n in seen.items() if k.startswith("GET ") and k.endswith("connections")) == 1, calls
+    assert not [k for k in seen if f"/{settings.entra_tenant}/v2.0/.well-known/openid-configuration" in k], calls
+    assert not [k for k in seen if k.endswith("/token") and settings.entra_tenant in k], calls
+    assert sum(n for k, n in seen.items() if "/secrets/" in k) <= 2, calls  # the read (+ the vault's 401 challenge)
+    assert kit.mb.admin.counters().get("entra.grant.refresh_token", 0) == 0
+    # last_used_at comes from the outgoing log (DeliveryStore.last_logged_at): no write to the connection row.
+    assert not [k for k in seen if k.endswith("connections") and not k.startswith("GET ")], calls
+
+
+def test_a_stored_token_with_five_minutes_left_is_not_used(send_kit):
+    """Less than 5 minutes to live (MSAL's own margin): the first send refreshes under the lease instead."""
+    kit = send_kit()
+    cid = kit.connect("alice")
+    services = kit.services
+    conn = services.connections.get(cid)
+    cache = json.loads(services.vault.read(conn.secret_name))
+    for at in cache["AccessToken"].values():
+        at["expires_on"] = str(int(time.time()) + 240)  # 4 minutes left
+    services.vault.write(conn.secret_name, json.dumps(cache))
+    reset_services()
+    before = kit.mb.admin.counters().get("entra.grant.refresh_token", 0)
+    outcome = kit.services.sender.process(json.dumps(kit.message(cid)), "q-late")
+    assert outcome.status == "sent", outcome
+    assert kit.mb.admin.counters().get("entra.grant.refresh_token", 0) == before + 1
