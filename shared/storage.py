@@ -5,15 +5,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
-from azure.storage.blob import BlobServiceClient, ContainerClient
-from azure.storage.queue import QueueClient, QueueServiceClient
 
 from shared.settings import Settings
+
+if TYPE_CHECKING:  # imported where first used: a send touches no blob, and the queue SDK only for its event
+    from azure.storage.blob import BlobServiceClient, ContainerClient
+    from azure.storage.queue import QueueClient, QueueServiceClient
 
 # Storage is reached directly (no proxy, no .netrc): with environment settings on, requests looks for a
 # .netrc file and re-checks the CA bundle path on every call, ~12 % of the CPU of a Table read here
@@ -52,6 +54,8 @@ class StorageClients:
 
     @cached_property
     def queues(self) -> QueueServiceClient:
+        from azure.storage.queue import QueueServiceClient
+
         s = self.settings.storage
         if s.connection_string:
             return QueueServiceClient.from_connection_string(s.connection_string, **_TRANSPORT)
@@ -59,6 +63,8 @@ class StorageClients:
 
     @cached_property
     def blobs(self) -> BlobServiceClient:
+        from azure.storage.blob import BlobServiceClient
+
         s = self.settings.storage
         if s.connection_string:
             return BlobServiceClient.from_connection_string(s.connection_string, **_TRANSPORT)
