@@ -121,8 +121,11 @@ def run(stack: Any, messages: int = 2000, mailboxes: int = 50, latency_ms: int =
         **cpu.per(messages, "msg"),
         # The app's CPU split: the function's thread time, and the rest (devhost's receive, delete, dispatch:
         # the Functions host's work, another process in Azure), less this bench's own polling.
-        "function_cpu_ms_per_msg": listener.function_cpu_s * 1000 / messages,
-        "host_cpu_ms_per_msg": (cpu.spent["app"] - own - listener.function_cpu_s) * 1000 / messages,
+        # devhost times the whole invocation; the output binding's write (the events) inside it is the host's.
+        "function_cpu_ms_per_msg": (listener.function_cpu_s - kit.spec.output_cpu_s) * 1000 / messages,
+        "host_cpu_ms_per_msg": (cpu.spent["app"] - own - listener.function_cpu_s + kit.spec.output_cpu_s)
+        * 1000
+        / messages,
         "function_storage_per_msg": storage.function / messages,
         "host_storage_per_msg": storage.host / messages,
         "function_storage_by_target": dict(storage.function_by_target),

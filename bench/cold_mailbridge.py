@@ -2,7 +2,8 @@
 
 Prints one JSON line: seconds from before the import to the final delivery record, peak RSS, status, and the
 HTTP requests the first send made (every requests.Session send: Storage through azure-core, Entra through
-MSAL, Key Vault, Graph), by host.
+MSAL, Key Vault, Graph), by host, and how many messages it left on its events output binding (the host's
+write, outside the app's process in Azure).
 Run by bench/b2_cold.py as ``python -m bench.cold_mailbridge <connection id>``.
 """
 
@@ -47,6 +48,8 @@ def main(connection_id: str) -> None:
     import function_app
 
     imported = time.perf_counter()  # what the host pays to index the app: function_app only
+    from devhost.functions import Out  # the worker's output-binding holder (devhost.config: stdlib only)
+
     calls = _count_requests()
     from shared.services import get_services
 
@@ -59,7 +62,10 @@ def main(connection_id: str) -> None:
         "subject": "cold start",
         "body": {"content_type": "text", "content": "Plain body"},
     }
-    fn.get_user_function()(func.QueueMessage(id=mid, body=json.dumps(body).encode()))
+    # As the worker does: an Out for the events output binding. The host writes what the function set on it
+    # (another process in Azure), so it is counted apart, not as the app's requests.
+    events = Out()
+    fn.get_user_function()(func.QueueMessage(id=mid, body=json.dumps(body).encode()), events)
     rec = get_services().deliveries.get(connection_id, mid)
     done = time.perf_counter()
     print(
@@ -72,6 +78,7 @@ def main(connection_id: str) -> None:
                 # minus the record read just above; "creates" is a tally, not a request
                 "first_send_http_calls": sum(v for k, v in calls.items() if k != "creates") - 1,
                 "first_send_creates": calls["creates"],
+                "host_output_messages": len(events.get() or []),
                 "first_send_http_requests": dict(calls),
             }
         )

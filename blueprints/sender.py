@@ -2,27 +2,37 @@
 
 Returning normally completes (deletes) the message: the pipeline records every outcome itself and
 puts a delayed copy back on the queue when it must wait, so the host's own retries (dequeue count,
-poison queue) are left for genuine outages.
+poison queue) are left for genuine outages. The message's outcome event leaves through a queue output
+binding on EVENTS_QUEUE: the host writes it after the function returns and before it deletes the trigger
+message (shared/events.py ``EventPublisher.outbox``).
 """
 
-from __future__ import annotations
+import typing  # no `from __future__ import annotations`: the worker reads Out[...] from the real annotation
 
 import azure.functions as func
 
 sender_bp = func.Blueprint()
 
 
-@sender_bp.queue_trigger(arg_name="msg", queue_name="%OUTBOUND_QUEUE%", connection="AzureWebJobsStorage")
-def send_queued_message(msg: func.QueueMessage) -> None:
+def _run(events: func.Out[typing.List[str]], handle: typing.Callable[[typing.Any], object]) -> None:  # noqa: UP006
     from shared.services import get_services  # imported on first use: function_app stays cheap to load
 
-    get_services().sender.handle_queue_message(msg.get_body(), msg.id or "no-id")
+    services = get_services()
+    with services.events.outbox() as outbox:
+        handle(services.sender)
+    if outbox:
+        events.set(outbox)
+
+
+@sender_bp.queue_trigger(arg_name="msg", queue_name="%OUTBOUND_QUEUE%", connection="AzureWebJobsStorage")
+@sender_bp.queue_output(arg_name="events", queue_name="%EVENTS_QUEUE%", connection="AzureWebJobsStorage")
+def send_queued_message(msg: func.QueueMessage, events: func.Out[typing.List[str]]) -> None:  # noqa: UP006
+    _run(events, lambda sender: sender.handle_queue_message(msg.get_body(), msg.id or "no-id"))
 
 
 @sender_bp.queue_trigger(arg_name="msg", queue_name="%OUTBOUND_QUEUE%-poison", connection="AzureWebJobsStorage")
-def record_poisoned_message(msg: func.QueueMessage) -> None:
+@sender_bp.queue_output(arg_name="events", queue_name="%EVENTS_QUEUE%", connection="AzureWebJobsStorage")
+def record_poisoned_message(msg: func.QueueMessage, events: func.Out[typing.List[str]]) -> None:  # noqa: UP006
     """The host moved a message here after maxDequeueCount failures: record it failed (or unknown) with an
     event, so that no accepted message is ever left without a final status."""
-    from shared.services import get_services
-
-    get_services().sender.handle_poisoned(msg.get_body(), msg.id or "no-id")
+    _run(events, lambda sender: sender.handle_poisoned(msg.get_body(), msg.id or "no-id"))

@@ -54,6 +54,7 @@ class DevHost:
             self.base_url = f"http://{self.bind}:{self.http_server.server_address[1]}"
         for spec in self.functions:
             if spec.trigger_type == "queueTrigger" and self.enable_queues:
+                spec.message_encoding = self.config.queues.message_encoding  # queue outputs as the trigger reads
                 listener = QueueListener(spec, self.config.queues, env)
                 listener.start()
                 self.queues.append(listener)
