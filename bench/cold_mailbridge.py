@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from bench.cold_peers import peak_rss_mb  # stdlib only: imports nothing of the app
 
+OPTIONAL_SDKS = ("azure.identity", "azure.storage.blob", "azure.storage.queue", "cryptography")
+
 
 def _count_requests() -> Counter:
     """Count every HTTP request of the process by host:port (patched into requests.Session.send)."""
@@ -79,6 +81,8 @@ def main(connection_id: str) -> None:
                 "first_send_http_calls": sum(v for k, v in calls.items() if k != "creates") - 1,
                 "first_send_creates": calls["creates"],
                 "host_output_messages": len(events.get() or []),
+                # SDKs the send path should not need (issue 18): loaded by the import and the first send?
+                "loaded": {m: m in sys.modules for m in OPTIONAL_SDKS},
                 "first_send_http_requests": dict(calls),
             }
         )

@@ -24,11 +24,14 @@ _TRANSPORT = {"use_env_settings": False}
 
 
 def azure_credential(settings: Settings) -> TokenCredential:
-    """The credential for Azure resources (Storage, Key Vault) in Azure: the app's managed identity."""
-    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-
+    """The credential for Azure resources (Storage, Key Vault) in Azure: the app's managed identity, through MSAL
+    (shared/identity.py); DefaultAzureCredential (azure-identity) only when no identity is configured."""
     if settings.managed_identity_client_id:
-        return ManagedIdentityCredential(client_id=settings.managed_identity_client_id)
+        from shared.identity import ManagedIdentityCredential, http_session
+
+        return ManagedIdentityCredential(settings.managed_identity_client_id, http_session(settings))
+    from azure.identity import DefaultAzureCredential
+
     return DefaultAzureCredential()
 
 

@@ -5,6 +5,9 @@ against real Azurite and the emulator. bench/cold_mailbridge.py (B2) counts the 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -43,8 +46,10 @@ def _cold_first_send(kit, **fields):
     mid = kit.message(cid, **fields)
     reset_services()  # a cold instance: fresh Services (token memory, MSAL's discovery cache, clients)
     sender = kit.services.sender
+    before = kit.mb.admin.counters().get("entra.grant.refresh_token", 0)
     with http_requests() as seen:
         outcome = sender.process(json.dumps(mid), "q-cold")
+    assert kit.mb.admin.counters().get("entra.grant.refresh_token", 0) == before, "no refresh token redeemed"
     return cid, outcome, seen
 
 
@@ -63,7 +68,6 @@ def test_a_cold_instance_serves_its_first_send_from_the_stored_token_without_lea
     assert not [k for k in seen if f"/{settings.entra_tenant}/v2.0/.well-known/openid-configuration" in k], calls
     assert not [k for k in seen if k.endswith("/token") and settings.entra_tenant in k], calls
     assert sum(n for k, n in seen.items() if "/secrets/" in k) <= 2, calls  # the read (+ the vault's 401 challenge)
-    assert kit.mb.admin.counters().get("entra.grant.refresh_token", 0) == 0
     # last_used_at comes from the outgoing log (DeliveryStore.last_logged_at): no write to the connection row.
     assert not [k for k in seen if k.endswith("connections") and not k.startswith("GET ")], calls
 
@@ -83,3 +87,23 @@ def test_a_stored_token_with_five_minutes_left_is_not_used(send_kit):
     outcome = kit.services.sender.process(json.dumps(kit.message(cid)), "q-late")
     assert outcome.status == "sent", outcome
     assert kit.mb.admin.counters().get("entra.grant.refresh_token", 0) == before + 1
+
+
+def test_a_fresh_process_first_send_makes_at_most_ten_http_calls_and_loads_no_blob_queue_or_identity_sdk(send_kit):
+    """B2's child (bench/cold_mailbridge.py) in a fresh interpreter: import function_app, serve one queued send.
+    Azurite's create-if-missing calls do not happen in Azure (shared/storage.py ``creates_missing``); the event is
+    the host's write (output binding). Before issue 18's changes: 16 calls, and azure.identity, the queue SDK and
+    cryptography loaded (blob too)."""
+    kit = send_kit()
+    cid = kit.connect("alice")
+    env = {**os.environ, **kit.mb.env}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cold_mailbridge", cid], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["status"] == "sent", result
+    calls = result["first_send_http_calls"] - result["first_send_creates"]
+    assert calls <= 10, result["first_send_http_requests"]
+    assert result["host_output_messages"] == 1
+    assert not any(result["loaded"].values()), result["loaded"]
