@@ -9,6 +9,7 @@ Key Vault 404 in the counters and as a failure in the report."""
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -105,5 +106,7 @@ def run(
         "refreshed": refreshed,
         "sweep": report.as_dict(),
         "still_due": still_due,
+        "concurrency": KeepAlive(kit.services).concurrency,
+        "cores": os.cpu_count(),
         **cpu.per(len(due), "refresh"),
     }
