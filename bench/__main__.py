@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         if "b2" in only:
             runs = 3 if q else args.cold_runs
             print(f"B2: {runs} cold starts each ...", flush=True)
-            results["b2"] = [b2_cold.run_mailbridge(stack.send_kit(("cold",)), runs=runs)]
+            results["b2"] = b2_cold.run_mailbridge(stack.send_kit(("cold",)), runs=runs)
             results["b2"] += b2_cold.run_peers(stack, runs=runs)
             results["b2_peer_notes"] = dict(b2_cold.PEER_NOTES)
         if "b3" in only:
