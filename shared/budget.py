@@ -7,17 +7,17 @@ Exchange Online counts a mailbox's sends however many Functions instances make t
 instance works from a **share** of it, held under a lease, so that a message costs no Storage call at all
 while its instance's share lasts:
 
-- **message window and concurrency**: the live participants of a mailbox split the per-minute limit and
-  the concurrency slots max-min fairly by what each asks for (its demand in the last window); a newcomer
-  gets what the others' current shares leave, and they shrink at their next look. A share others wait for
-  (a newcomer's even split would cut it, or another has less than its fair part) looks again within a
-  quarter window (its ``x`` in the row says when), the others at half their lease
-  (``MAILBOX_BUDGET_LEASE_SECONDS``); a participant sends only while its lease has at least half its length
-  left, so a send it admits reaches Graph before the lease ends. A share that shrinks below what it already
-  sent publishes those sends (its *tail*), which the others see leave one by one. An instance with no
-  message for a mailbox for a moment gives its share back (its tail stays), and so does a graceful stop
-  (``close``); a lapsed share (its instance died) still counts until a full window after the lease end.
-  Locally, the sends of the share are stamped when Graph answered.
+- **message window and concurrency**: the instance that starts sending for a mailbox takes everything the
+  others' shares leave of its window and concurrency slots, holds it under a lease and renews it at half
+  the lease (``MAILBOX_BUDGET_LEASE_SECONDS``); it sends only while its lease has at least half its length
+  left, so a send it admits reaches Graph before the lease ends. One instance can always use a mailbox's
+  whole window, so the others *defer* to it instead of splitting the window (the queue hands any message to
+  any instance, and a split strands parts of the window on instances that get no message for the mailbox):
+  they read the row, write nothing, and reschedule their messages, spaced at the mailbox's rate. An instance
+  with no message for a mailbox for a moment gives its share back, publishing its sends still in the window
+  (its *tail*, which the next holder sees leave one by one), and so does a graceful stop (``close``); a
+  lapsed share (its instance died) still counts until a full window after the lease end. Locally, the sends
+  of the share are stamped when Graph answered.
 - **recipients per rolling window**: a participant reserves a block of recipients in the row before sending
   (what its share can send until its next renewal, a window's worth at least), reports what it used at its
   next write (in buckets, 1/96 of the window, rounded up), and gives the rest back. A reservation of an
@@ -26,8 +26,8 @@ while its instance's share lasts:
 
 A message whose recipients do not fit is not sent: :class:`Admission` says ``daily_limit`` and when the
 budget frees; over the per-message limit it is refused. Cost: one read + one conditional write when an
-instance joins a mailbox, one write per renewal or look, per recipient block and per give-back, a re-read on
-an ETag conflict; nothing per message in between.
+instance joins a mailbox, one write per renewal, per recipient block and per give-back, a re-read on an ETag
+conflict; a read per eighth of a window for an instance deferring to another; nothing per message in between.
 The row: shared/budget_row.py; one instance's view of it: shared/budget_view.py; docs/sending.md
 ("Sending limits across instances").
 """
@@ -175,9 +175,17 @@ class MailboxBudget:
             if me is None or self._due(me, now) or box.unreserved(me) < recipients:
                 full = box.full_until(lim, now) - now if box.state is not None else 0.0
                 if full > 0 and full > deadline - now:  # the window is full whatever the row says: nothing to write
-                    share = max(int(me["k"]) if me else 0, box.fair(lim, now))
-                    return Admission(key, box.promise(lim, share, now, full), "message_rate")
+                    return Admission(key, box.promise(lim, _share(box, lim), now, full), "message_rate")
+                if me is None or not me["k"]:
+                    defer = self._deferred(box, key, lim, now)
+                    if defer is not None:  # another instance sends for this mailbox: defer to it, write nothing
+                        if now + defer > deadline:
+                            return Admission(key, box.promise(lim, _share(box, lim), now, defer), "share_pending")
+                        box.cond.wait(defer)
+                        continue
                 if not self._sync(box, key, lim, recipients, _why(box, me, now, self.grace_s, recipients)):
+                    if (box.me is None or not box.me["k"]) and box.deferred(lim, self.clock()) is not None:
+                        continue  # another instance took the mailbox between the read and the write: defer to it
                     return Admission(key, random.uniform(0.5, 1.5), "contended")
                 me = box.me
                 assert me is not None
@@ -187,11 +195,12 @@ class MailboxBudget:
                 send = box.take(recipients, now)
                 self.peak_in_flight[key] = max(self.peak_in_flight.get(key, 0), box.in_flight)
                 return Admission(key, send=send)
-            wants_more = me["k"] < min(box.fair(lim, now), box.wanted(lim))
-            # Held back by the others rather than by its own share: the cached row may be stale (they may have
-            # given their shares back since), so look at it again.
+            # Held back by the others rather than by its own share, or a share smaller than the window (the
+            # others' tails when it joined): the cached row may be stale (they may have given their shares back,
+            # their tails left since), so look at it again.
             held_back = reason == "share_pending" or (reason == "message_rate" and len(box.sends) < int(me["k"]))
-            if reason in ("message_rate", "share_pending") and (wants_more or held_back) and due:
+            wants_more = reason == "message_rate" and int(me["k"]) < lim.messages_per_window
+            if (held_back or wants_more) and due:
                 if self._grow(box, key, lim, recipients, now):  # the share grew: look again at once
                     continue
             # A slot in flight frees within a Graph call: worth a moment past the deadline, not a trip round the queue.
@@ -199,10 +208,8 @@ class MailboxBudget:
             if reason == "daily_limit" or now + wait > limit:
                 if reason == "daily_limit":
                     return Admission(key, wait + random.uniform(0, 1), reason)
-                share = max(int(me["k"]), box.fair(lim, now))
-                return Admission(key, box.promise(lim, share, now, wait), reason)
-            look = me.get("x", 0) - now  # this share's look at the row is due then (it may leave others room)
-            box.cond.wait(max(0.0, min(wait, limit - now, look if look > 0 else wait)))
+                return Admission(key, box.promise(lim, _share(box, lim), now, wait), reason)
+            box.cond.wait(max(0.0, min(wait, limit - now)))
 
     @contextmanager
     def slot(self, admission: Admission) -> Iterator[None]:
@@ -228,8 +235,8 @@ class MailboxBudget:
             box.cond.notify_all()
 
     def _due(self, me: dict[str, Any], now: float) -> bool:
-        """Renew at half the lease; a share others wait for looks again at its ``x``."""
-        return me["u"] - now < self.grace_s or 0 < me.get("x", 0) <= now
+        """Renew at half the lease."""
+        return me["u"] - now < self.grace_s
 
     # --- giving shares back -------------------------------------------------------------------------------
     def sweep(self) -> int:
@@ -296,6 +303,20 @@ class MailboxBudget:
     def _read(self, box: MailboxView, key: str, why: str) -> None:
         self._count_call(why)
         box.state, box.etag = row.read(self.table, key, **self._options)
+        box.read_at = self.clock()
+
+    def _deferred(self, box: MailboxView, key: str, lim: Limits, now: float) -> float | None:
+        """For an instance without a share: how long until the mailbox may have room for it, when the others
+        fill its window (None: join now). A cached row that leaves room needs no read (the join's conditional
+        write fails if it changed, and the re-read decides again); one that says defer is read again if older
+        than an eighth of a window (the sender may have given its share back since)."""
+        if box.state is None:
+            self._read(box, key, "read first")
+        defer = box.deferred(lim, now)
+        if defer is not None and now - box.read_at > max(0.2, lim.message_window_s / 8):
+            self._read(box, key, "read to join")
+            defer = box.deferred(lim, now)
+        return defer
 
     def _commit(
         self, box: MailboxView, key: str, build: Callable[[float], dict[str, Any] | None], why: str = "renew"
@@ -310,7 +331,7 @@ class MailboxBudget:
             self._count_call(why)
             etag = row.write(self.table, key, state, box.etag, **self._options)
             if etag is not None:
-                box.state, box.etag = state, etag
+                box.state, box.etag, box.read_at = state, etag, self.clock()
                 box.used = []
                 return True
             self._read(box, key, "read after a conflict")
@@ -319,7 +340,14 @@ class MailboxBudget:
 
     def _sync(self, box: MailboxView, key: str, lim: Limits, recipients: int, why: str) -> bool:
         """Renew this instance's share and recipient block (reporting what it used) in one conditional write."""
-        if not self._commit(box, key, lambda at: box.renewed(lim, self.lease_s, recipients, at), why):
+        joining = box.me is None or not box.me["k"]
+
+        def build(at: float) -> dict[str, Any] | None:
+            if joining and box.deferred(lim, at) is not None:
+                return None  # the re-read after a conflict shows another instance took the mailbox: no write
+            return box.renewed(lim, self.lease_s, recipients, at)
+
+        if not self._commit(box, key, build, why):
             return False
         mine = box.me
         assert mine is not None and box.state is not None
@@ -355,7 +383,14 @@ def _why(box: MailboxView, me: dict[str, Any] | None, now: float, grace_s: float
         return "join"
     if me["u"] - now < grace_s:
         return "join again" if me["u"] <= now or not me["w"] else "renew"
-    return "look" if 0 < me.get("x", 0) <= now else "recipients"
+    return "recipients"
+
+
+def _share(box: MailboxView, lim: Limits) -> int:
+    """The rate a rescheduled message's return is spaced at: this instance's share while it holds one, else
+    the mailbox's whole window (whichever instance then holds the mailbox may send it)."""
+    me = box.me
+    return int(me["k"]) if me and me["k"] else lim.messages_per_window
 
 
 def _idle_s(lim: Limits) -> float:

@@ -9,9 +9,8 @@ State: ``{"p": {instance id: entry}, "b": [[leave_at, recipients], ...]}``. An e
   window), written when the share is smaller than what it already sent: the others see it shrink as those
   sends leave, not in one step at the last one;
 - ``tc`` requests in flight until ``tcu`` (a concurrency share that shrank below what was in flight);
-- ``r`` recipients reserved and not yet reported; ``w`` the share it asked for (its demand);
-- ``x``: when it looks at the row again at the latest (a share larger than a newcomer's even split looks
-  again within a quarter window, so a newcomer knows when to look for its part).
+- ``r`` recipients reserved and not yet reported; ``w`` its demand (messages asked about in the last window;
+  0 once given back).
 
 ``b`` holds the reported recipients in buckets of 1/96 of the recipient window.
 """
@@ -74,31 +73,6 @@ def write(table: Any, key: str, state: State, etag: str | None, **options: Any) 
     return meta["etag"]
 
 
-def split(total: int, ids: list[str], me: str) -> int:
-    """``me``'s part of an even split of ``total`` between ``ids`` (the remainder to the first ids)."""
-    ids = sorted(set(ids) | {me})
-    base, extra = divmod(total, len(ids))
-    return base + (1 if ids.index(me) < extra else 0)
-
-
-def fair(total: int, wants: dict[str, int], me: str) -> int:
-    """``me``'s max-min fair part of ``total``: nobody gets more than it wants, what one leaves goes to the rest."""
-    give = {h: 0 for h in wants}
-    left = total
-    while left > 0:
-        hungry = sorted(h for h in wants if give[h] < wants[h])
-        if not hungry:
-            break
-        base, extra = divmod(left, len(hungry))
-        for i, h in enumerate(hungry):
-            more = min(wants[h] - give[h], base + (1 if i < extra else 0))
-            give[h] += more
-            left -= more
-        if base == 0:
-            break
-    return give.get(me, 0)
-
-
 def tail(leave_times: list[float], window: float) -> list[list[float]]:
     """Sends that leave the window at ``leave_times``, as ``[leave_at, n]`` rounded up to 1/32 of the window."""
     step = window / TAIL_STEPS
@@ -128,7 +102,8 @@ def occupancy(e: dict[str, Any], now: float, window: float, tails: bool = True) 
 
 
 def changes(e: dict[str, Any], now: float, window: float) -> list[float]:
-    """Future times at which what a participant occupies may drop, or it looks at the row again."""
+    """Future times at which what a participant occupies may drop (``x``: a look promised by rows of an earlier
+    version, which split the window)."""
     times = [e["u"], e["u"] + window, e.get("tu", 0), e.get("tcu", 0), e.get("x", 0) + 0.05]
     times += [t for t, _ in e.get("t", ())]
     return [t for t in times if t > now]
@@ -195,8 +170,8 @@ def renewed(
     avg_recipients: float,
 ) -> State:
     """``state`` with ``me``'s share renewed: what it ``used`` reported, lapsed entries dropped (their
-    reservations counted as sent), a new share, recipient block and lease, its tail if it sent more than the
-    new share (``leaving``: when its sends leave the window), and when it looks again."""
+    reservations counted as sent), a new share (what the others' shares leave), recipient block and lease, and
+    its tail if it sent more than the new share (``leaving``: when its sends leave the window)."""
     window, daily = lim.message_window_s, lim.recipient_window_s
     state = _copy(state)
     mine = state["p"].pop(me, None)
@@ -208,25 +183,15 @@ def renewed(
     for e in state["p"].values():
         k, c = occupancy(e, now, window, tails=False)
         others_k, others_c = others_k + k, others_c + c
-    # The max-min fair part of what the live participants ask for, of what the others' shares leave, and no
-    # more than this instance asks for (one with a few messages leaves the rest to the others, no shrink).
-    wants = {h: int(state["p"][h].get("w", state["p"][h]["k"])) for h in live}
-    wants[me] = wanted
-    total = lim.messages_per_window
-    k = max(0, min(fair(total, wants, me), total - others_k))
-    c = max(0, min(split(lim.max_concurrency, live, me), lim.max_concurrency - others_c))
+    # Everything the others' shares leave: one instance can always use a mailbox's whole window (30 a minute,
+    # 4 at once), so while it is busy the others defer to it rather than split the window (docs/sending.md).
+    k = max(0, lim.messages_per_window - others_k)
+    c = max(0, lim.max_concurrency - others_c)
     spare = lim.recipients_per_window - recipients_in_use(state, now)
     # What the share can send before its next renewal: its whole window at once at least (a burst).
     per_lease = math.ceil(max(1, k) * max(1.0, (lease_s - grace_s) / window) * avg_recipients)
     block = max(recipients, min(per_lease, spare // max(1, len(live) + 1)))
-    # Looks again within a quarter window, not half a lease: a share a newcomer's even split would cut (one
-    # or two participants), or while another live participant has less than its fair part (it waits for
-    # this one to shrink). Otherwise nobody waits for it, and a look would cost a write for nothing.
-    look = now + min(lease_s - grace_s, max(window / 4, 0.2))
-    cut = k > split(total, [*live, "~newcomer"], me) and len(live) <= 1
-    needy = any(int(state["p"][h]["k"]) < fair(total, wants, h) for h in live)
     entry: dict[str, Any] = {"k": k, "c": c, "w": wanted, "u": now + lease_s, "r": max(0, min(block, spare))}
-    entry["x"] = look if cut or needy else 0
     if len(leaving) > k:  # a share below what it already sent publishes its tail
         entry["t"] = tail(leaving, window)
     if in_flight > c:
@@ -253,7 +218,7 @@ def given_back(
         return None
     add_used(state, used, lim.recipient_window_s, grace_s)
     _prune(state, lim, now, grace_s)
-    entry: dict[str, Any] = {"k": 0, "c": 0, "w": 0, "u": now, "r": 0, "x": 0}
+    entry: dict[str, Any] = {"k": 0, "c": 0, "w": 0, "u": now, "r": 0}
     if leaving:
         entry["t"] = tail(leaving, lim.message_window_s)
     if in_flight:

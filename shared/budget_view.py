@@ -12,8 +12,6 @@ from typing import Any
 from shared import budget_row as row
 from shared.budget_row import Limits
 
-MIN_ASK = 4  # the smallest share asked for (messages per window, at most a quarter of the limit)
-
 
 @dataclass
 class Send:
@@ -36,6 +34,7 @@ class MailboxView:
     waiting: int = 0  # admit() calls in progress
     used: list[list[float]] = field(default_factory=list)  # [admitted at, recipients] not yet reported
     resync_at: float = 0.0  # earliest time to look at the row again for a larger share
+    read_at: float = float("-inf")  # when the row was last read or written (``state``)
     promises: list[float] = field(default_factory=list)  # times promised to rescheduled messages
     arrivals: list[float] = field(default_factory=list)  # admit() calls within the message window: demand
     last_arrival: float = 0.0
@@ -49,21 +48,18 @@ class MailboxView:
         return int(me["r"]) - sum(int(n) for _, n in self.used)
 
     def wanted(self, lim: Limits) -> int:
-        """The share this instance asks for: its demand in the last window (messages asked about) rounded up to
-        a power of two, at least MIN_ASK; it grows when its own window binds. Rounding keeps a steadily busy
-        instance from paying a read + write per message as its demand creeps up by one (O(log n) grows per
-        window), while max-min fairness (``fair``) still gives the others their demand first (twice the
-        demand as a flat rule let one instance with a few messages take a small window whole)."""
+        """This instance's demand for the mailbox, published as the entry's ``w``: messages asked about in the
+        last window rounded up to a power of two (at least 1)."""
         demand = len(self.arrivals)
-        rounded = 1 << max(0, demand - 1).bit_length() if demand > 0 else 1
-        return max(1, min(MIN_ASK, lim.messages_per_window // 4), rounded)
+        return 1 << max(0, demand - 1).bit_length() if demand > 0 else 1
 
-    def fair(self, lim: Limits, now: float) -> int:
-        """This instance's max-min fair part of the window given what the live participants ask for."""
-        assert self.state is not None
-        wants = {h: int(e.get("w", e["k"])) for h, e in self.state["p"].items() if row.live_entry(e, now)}
-        wants[self.me_id] = self.wanted(lim)
-        return row.fair(lim.messages_per_window, wants, self.me_id)
+    def deferred(self, lim: Limits, now: float) -> float | None:
+        """Seconds until the mailbox may have room for this instance when the others' shares and tails fill it
+        (another instance is sending for it), else None. Nothing is written: the others need not know."""
+        others_k, others_c, changes = self.others(lim, now)
+        if others_k < lim.messages_per_window and others_c < lim.max_concurrency:
+            return None
+        return max(0.05, min(changes, now + max(lim.message_window_s / 4, 0.2)) - now)
 
     def leave_times(self, lim: Limits, now: float) -> list[float]:
         """When this instance's sends leave the message window: a window after Graph's answer, or for one in

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from shared.budget import CONSUMER_TENANT_ID, Limits, Mailbox, MailboxBudget
+from shared.budget_row import partition
 from shared.settings import StorageSettings
 from shared.storage import StorageClients
 
@@ -48,6 +49,10 @@ def make_budget(storage_conn, unique_name):
 
 def _rates(limits: dict) -> dict:
     return {k: v for k, v in limits.items() if k in ("messages_per_window", "message_window_s", "max_concurrency")}
+
+
+def _partition(box: Mailbox = BOX) -> str:
+    return partition(box.key)
 
 
 def _send(budget: MailboxBudget, recipients: int = 1, box: Mailbox = BOX):
@@ -111,14 +116,37 @@ def test_instances_share_one_mailboxs_window_and_never_exceed_it_together(make_b
     clock = make_budget.clock
     assert all(_send(a).admitted for _ in range(6)), "alone, instance a may use the whole window"
     pending = b.admit(BOX, 1)
-    assert not pending.admitted and pending.reason == "share_pending", "b waits: a's share is the whole window"
-    clock.now += 10.5  # a's sends left the window, but a's share stands until a renews at half its lease
+    assert not pending.admitted and pending.reason == "share_pending", "b defers: a's share is the whole window"
+    clock.now += 10.5  # a's sends left the window; its share stands (it is busy: it renews, keeps the window)
     assert not b.admit(BOX, 1).admitted
-    clock.now += 0.5  # a renews (half its lease gone) and shrinks to the even split, 3 + 3
-    assert _send(a).admitted
+    clock.now += 0.5
+    assert sum(_send(a).admitted for _ in range(7)) == 6, "a renews at half its lease and keeps the whole window"
     clock.now += 3
     sent = sum(_send(b).admitted for _ in range(6)) + sum(_send(a).admitted for _ in range(6))
-    assert sent == 5, "6 per window between them (a sent 1 of its 3 a moment ago), not 6 each"
+    assert sent == 0, "6 per window between them, not 6 each"
+
+
+def test_a_deferring_instance_writes_nothing_and_takes_over_when_the_holder_stops(make_budget):
+    """One instance can always use a mailbox's whole window, so the others defer to it rather than split it
+    (a split strands parts of the window on instances the queue gives no message to): a deferring instance
+    reads the row (at most once per eighth of a window) and writes nothing; it takes over, with what the
+    holder's tail leaves, as soon as the holder gives its share back."""
+    a = make_budget("a", lease_s=20, messages_per_window=6, message_window_s=8)
+    b = make_budget("b", lease_s=20, messages_per_window=6, message_window_s=8)
+    clock = make_budget.clock
+    start = clock.now
+    assert all(_send(a).admitted for _ in range(4))
+    for _ in range(5):
+        held = b.admit(BOX, 1)
+        assert held.reason == "share_pending" and 0 < held.delay <= 8 / 4 + 0.3, "b looks again within 1/4 window"
+    assert b.calls_by == {"read first": 1}, f"5 deferrals: one read of the row, no write ({b.calls_by})"
+    assert a.table.get_entity(_partition(), "budget")["state"].count('"k"') == 1, "b is not in the row"
+    clock.now += 2.1  # a quarter window without a message for the mailbox on a
+    assert a.sweep() == 1
+    assert sum(_send(b).admitted for _ in range(6)) == 2, "b takes over at once: a's 4 sends still count"
+    clock.now = start + 8.05  # a's sends leave the window a window after they were answered
+    assert sum(_send(b).admitted for _ in range(6)) == 4
+    assert b.calls_by.get("read to join") == 1 and "join" in b.calls_by, "its stale row said defer: read again"
 
 
 def test_a_recycled_instance_does_not_reset_the_daily_budget(make_budget):
@@ -166,20 +194,6 @@ def test_an_idle_share_is_given_back_and_the_others_see_its_sends_leave_one_by_o
     clock.now = start + 12.4
     assert sum(_send(b).admitted for _ in range(3)) == 2, "a's last two sends left as well"
     assert not a.sweep() and not b.sweep(), "b was busy a moment ago; a has nothing left to give"
-
-
-def test_a_newcomer_gets_its_part_within_a_quarter_window_not_at_the_holders_renewal(make_budget):
-    a = make_budget("a", lease_s=40, messages_per_window=6, message_window_s=10)
-    b = make_budget("b", lease_s=40, messages_per_window=6, message_window_s=10)
-    clock = make_budget.clock
-    assert all(_send(a).admitted for _ in range(3)), "a alone: it asks for (and gets) the whole window"
-    clock.now += 0.1
-    pending = b.admit(BOX, 1)
-    assert pending.reason == "share_pending" and pending.delay <= 2.5 + 0.3, "b looks again when a said it would"
-    clock.now += 2.5
-    assert _send(a).admitted, "a looks at the row (a quarter window after its share grew) and leaves b its part"
-    assert sum(_send(b).admitted for _ in range(3)) == 2, "b's part, 10 s before a's lease would need renewing"
-    assert not _send(a).admitted, "a's 4 and b's 2 fill the window"
 
 
 def test_a_graceful_stop_gives_the_share_and_the_unused_recipients_back(make_budget):
