@@ -484,15 +484,17 @@ def _b6_section(rows: list[dict[str, Any]], plots: list[str], m: dict[str, str])
         out += [
             "",
             f"Goals: one instance ≥ 95 % of one mailbox's limit with 0 x 429: {met1}; three instances ≥ 90 % with",
-            f"0 x 429: {met}. How three instances share one mailbox: the first to send asks for the whole window and,",
-            "while a newcomer's even split would cut it (or another participant has less than its fair part), looks",
-            "at the row again every quarter window and says so in the row; a newcomer gets its part at that look,",
-            "and the sends the shrinking instance already has in the window (its tail, published in the row) leave",
-            "one by one, the others sending in their place. The reschedules column counts the messages that went",
-            "round the queue meanwhile. One run per row on shared CPUs: the 3-instance figures vary from run to run,",
-            "and what they lose is the end of the drain (the steady rate is the limit): messages rescheduled during",
-            "it come back behind the rest of the backlog (the queue is first in, first out) and find the window's",
-            "shares with the instances that sent last.",
+            f"0 x 429: {met}. How three instances share one mailbox: the first to send for it takes the whole",
+            "window; the others read the row, see it taken and defer (they write nothing): their messages go round",
+            "the queue (the reschedules column) until they reach the sending instance, or until it has had nothing",
+            "for the mailbox for a quarter window and gives its share back, publishing its sends still in the window",
+            "(its tail), which the next sender sees leave one by one. One instance can always use a mailbox's whole",
+            "window, and the queue hands any message to any instance: a window split between the instances (the",
+            "design until 2026-12-01) stranded parts of it on instances that had no message for the mailbox",
+            "(57-92 % here). One run per row on shared CPUs: the 3-instance figures vary from run to run. With the",
+            "window scaled down to 3 s the queue's own time constants weigh 20 times what they do against",
+            "Exchange's 60 s: whole-second visibility delays and the host's polling back-off (up to",
+            "maxPollingInterval, 2 s) at the end of the drain.",
         ]
     worst = max(many, key=lambda r: r["budget_calls_per_msg"], default=None)
     if worst and worst["instances"] > 1:
@@ -501,14 +503,15 @@ def _b6_section(rows: list[dict[str, Any]], plots: list[str], m: dict[str, str])
         out += [
             "",
             f"**Many mailboxes on several instances.** With {worst['mailboxes']} mailboxes and {worst['instances']}",
-            "instances every instance joins each mailbox it gets a message for (a read and a write), gives its",
-            "share back when it has had nothing for the mailbox for a quarter window (a write: the others can use",
-            "it at once) and joins again when its rescheduled messages come back:",
+            "instances a mailbox changes hands every few messages: the sender gives its share back when it has had",
+            "nothing for the mailbox for a quarter window (a write, so the others can send at once), the next one",
+            "reads the row and joins (a write), and the instances that find it taken read it (at most once per",
+            "eighth of a window) and defer:",
             f"{worst['budget_calls_per_msg']:.1f} budget round trips per message and {worst['fraction_of_limit']:.0%}",
             f"of the combined limit in this run, {worst['throttled_429']} x 429 and",
             f"{worst['recipients_over_limit']} recipients over any budget. That is {cheap} the goal of about one",
             f"extra round trip per message: with {per_box:.0f} messages per mailbox spread over {worst['instances']}",
-            "instances, each join and give-back serves two or three messages (the 1-instance row, same mailboxes,",
+            "instances, each hand-over serves two or three messages (the 1-instance row, same mailboxes,",
             "shows the cost without the spreading; larger backlogs per mailbox are not measured here).",
         ]
     out.append("")
