@@ -7,17 +7,18 @@ Exchange Online counts a mailbox's sends however many Functions instances make t
 instance works from a **share** of it, held under a lease, so that a message costs no Storage call at all
 while its instance's share lasts:
 
-- **message window and concurrency**: the instance that starts sending for a mailbox takes everything the
-  others' shares leave of its window and concurrency slots, holds it under a lease and renews it at half
-  the lease (``MAILBOX_BUDGET_LEASE_SECONDS``); it sends only while its lease has at least half its length
-  left, so a send it admits reaches Graph before the lease ends. One instance can always use a mailbox's
-  whole window, so the others *defer* to it instead of splitting the window (the queue hands any message to
-  any instance, and a split strands parts of the window on instances that get no message for the mailbox):
-  they read the row, write nothing, and reschedule their messages, spaced at the mailbox's rate. An instance
-  with no message for a mailbox for a moment gives its share back, publishing its sends still in the window
-  (its *tail*, which the next holder sees leave one by one), and so does a graceful stop (``close``); a
-  lapsed share (its instance died) still counts until a full window after the lease end. Locally, the sends
-  of the share are stamped when Graph answered.
+- **message window and concurrency**: the instance that starts sending for a mailbox takes a share of twice
+  its demand (up to what the others' shares leave of the window) and the free concurrency slots, grows it
+  with its demand, holds it under a lease and renews it at half the lease (``MAILBOX_BUDGET_LEASE_SECONDS``);
+  it sends only while its lease has at least half its length left, so a send it admits reaches Graph before
+  the lease ends. One instance can always use a mailbox's whole window, so while it holds a live share the
+  others *defer* to it instead of splitting the window (the queue hands any message to any instance, and a
+  split strands parts of the window on instances that get no message for the mailbox): they read the row,
+  write nothing, and reschedule their messages, spaced at the mailbox's rate. An instance with no message
+  for a mailbox for a moment gives its share back, publishing its sends still in the window (its *tail*,
+  which the next holder sees leave one by one), and so does a graceful stop (``close``); a lapsed share (its
+  instance died) still counts until a full window after the lease end. Locally, the sends of the share are
+  stamped when Graph answered.
 - **recipients per rolling window**: a participant reserves a block of recipients in the row before sending
   (what its share can send until its next renewal, a window's worth at least), reports what it used at its
   next write (in buckets, 1/96 of the window, rounded up), and gives the rest back. A reservation of an

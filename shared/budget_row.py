@@ -30,6 +30,7 @@ BUDGETS_TABLE = "mailboxbudgets"
 BUDGET_ROW = "budget"
 BUCKETS_PER_WINDOW = 96  # recipient buckets: 15 minutes of a 24-hour window
 TAIL_STEPS = 32  # a published tail's leave times are rounded up to 1/32 of the message window
+MIN_SHARE = 4  # messages per window a share starts with (it grows with the instance's demand)
 
 State = dict[str, Any]
 
@@ -114,6 +115,11 @@ def live_entry(e: dict[str, Any], now: float) -> bool:
     return e["u"] > now and int(e.get("w", 1)) > 0
 
 
+def sending(e: dict[str, Any], now: float) -> bool:
+    """Holds a live share of the window: the instance sending for the mailbox, which the others defer to."""
+    return live_entry(e, now) and int(e["k"]) > 0
+
+
 def lapsed(e: dict[str, Any], now: float, window: float) -> bool:
     """Its lease ended a window ago and nothing of it counts any longer: the entry can go."""
     return now >= e["u"] + window and not changes(e, now, window)
@@ -183,9 +189,11 @@ def renewed(
     for e in state["p"].values():
         k, c = occupancy(e, now, window, tails=False)
         others_k, others_c = others_k + k, others_c + c
-    # Everything the others' shares leave: one instance can always use a mailbox's whole window (30 a minute,
-    # 4 at once), so while it is busy the others defer to it rather than split the window (docs/sending.md).
-    k = max(0, lim.messages_per_window - others_k)
+    # Twice its demand, up to everything the others' shares leave: one instance can always use a mailbox's
+    # whole window (30 a minute, 4 at once), so while it holds a share the others defer to it rather than split
+    # the window (docs/sending.md), and it grows as its demand does. Not the whole window at once: a share
+    # counts in full for a window after its instance dies, which would stop the mailbox for that long.
+    k = max(0, min(lim.messages_per_window - others_k, max(2 * wanted, MIN_SHARE)))
     c = max(0, lim.max_concurrency - others_c)
     spare = lim.recipients_per_window - recipients_in_use(state, now)
     # What the share can send before its next renewal: its whole window at once at least (a burst).

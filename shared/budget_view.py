@@ -54,10 +54,13 @@ class MailboxView:
         return 1 << max(0, demand - 1).bit_length() if demand > 0 else 1
 
     def deferred(self, lim: Limits, now: float) -> float | None:
-        """Seconds until the mailbox may have room for this instance when the others' shares and tails fill it
-        (another instance is sending for it), else None. Nothing is written: the others need not know."""
+        """Seconds until this instance may take the mailbox when another instance holds a live share of it (it
+        sends for the mailbox and grows with its demand) or the others' shares and tails fill the window, else
+        None. Nothing is written: the others need not know."""
         others_k, others_c, changes = self.others(lim, now)
-        if others_k < lim.messages_per_window and others_c < lim.max_concurrency:
+        assert self.state is not None
+        held = any(row.sending(e, now) for h, e in self.state["p"].items() if h != self.me_id)
+        if not held and others_k < lim.messages_per_window and others_c < lim.max_concurrency:
             return None
         return max(0.05, min(changes, now + max(lim.message_window_s / 4, 0.2)) - now)
 

@@ -206,3 +206,16 @@ def test_a_graceful_stop_gives_the_share_and_the_unused_recipients_back(make_bud
     assert _send(fresh, 1).admitted
     held = fresh.admit(BOX, 1)
     assert not held.admitted and held.reason == "daily_limit", "2 + 7 + 1 = the whole budget of 10"
+
+
+def test_a_dead_senders_small_share_does_not_stop_the_mailbox_for_a_window(make_budget):
+    """A share counts in full for a window after its instance dies (its sends since its last write are not in
+    the row), so the sender holds twice its demand, not the whole window: after a crash the others lose only
+    that much, and only after the dead share's lease (not lease + window, as a whole-window share would cost)."""
+    a = make_budget("a", lease_s=4, messages_per_window=100, message_window_s=10)
+    b = make_budget("b", lease_s=4, messages_per_window=100, message_window_s=10)
+    clock = make_budget.clock
+    assert _send(a).admitted and _send(a).admitted  # then a is SIGKILLed: no give-back
+    assert b.admit(BOX, 1).reason == "share_pending", "a's lease is live: b defers to it"
+    clock.now += 4.1
+    assert sum(_send(b).admitted for _ in range(50)) == 50, "a's lease ended: b sends, a's 4 still counted"
