@@ -66,6 +66,7 @@ class Delivery:
     status: str = "queued"
     attempts: int = 0  # Graph send attempts (requests that could have sent the mail)
     reschedules: int = 0  # times the message was put back on the queue with a delay
+    waits: int = 0  # of them, waits for the mailbox's turn or daily budget (not counted against MAX_RESCHEDULES)
     created_at: float = 0.0
     updated_at: float = 0.0
     sending_at: float = 0.0
@@ -73,7 +74,7 @@ class Delivery:
     next_attempt_at: float = 0.0
     lease_until: float = 0.0  # while status is sending: the owner is working on it until then
     reason: str = ""  # while queued: why it waits (daily_limit, message_rate, throttled, ...)
-    held_since: float = 0.0  # first time it was held for the mailbox's daily recipient budget
+    held_since: float = 0.0  # first time the mailbox's budget held it (its turn or its daily recipients)
     mode: str = ""  # sendMail | draft
     phase: str = ""  # draft mode: "" | send_requested
     mailbox: str = ""
