@@ -484,8 +484,9 @@ def _b6_section(rows: list[dict[str, Any]], plots: list[str], m: dict[str, str])
         out += [
             "",
             f"Goals: one instance ≥ 95 % of one mailbox's limit with 0 x 429: {met1}; three instances ≥ 90 % with",
-            f"0 x 429: {met}. How three instances share one mailbox: the first to send for it takes the whole",
-            "window; the others read the row, see it taken and defer (they write nothing): their messages go round",
+            f"0 x 429: {met}. How three instances share one mailbox: the first to send for it takes a share of",
+            "twice its demand and grows it with its demand (up to the whole window); while it holds it, the others",
+            "read the row, see it taken and defer (they write nothing): their messages go round",
             "the queue (the reschedules column) until they reach the sending instance, or until it has had nothing",
             "for the mailbox for a quarter window and gives its share back, publishing its sends still in the window",
             "(its tail), which the next sender sees leave one by one. One instance can always use a mailbox's whole",
