@@ -65,7 +65,8 @@ class ManagedIdentityCredential:
         try:
             with self._lock:  # MSAL's token cache is thread-safe; one fetch at a time spares the endpoint
                 result = self._client.acquire_token_for_client(resource=resource, claims_challenge=claims)
-        except (requests.RequestException, ValueError) as exc:  # unreachable, or an answer that is not a token
+        except (requests.RequestException, ValueError, msal.exceptions.MsalServiceError) as exc:
+            # unreachable, an answer that is not a token, or a 5xx (MSAL raises those)
             raise ClientAuthenticationError(message=f"managed identity endpoint: {type(exc).__name__}") from exc
         return _access_token(result, "managed identity")
 
@@ -104,7 +105,8 @@ class AppCredential:
             result = self._app(tenant_id or self._default_tenant).acquire_token_for_client(
                 list(scopes), claims_challenge=claims
             )
-        except (requests.RequestException, ValueError) as exc:  # Entra unreachable, or discovery refused
+        except (requests.RequestException, ValueError, msal.exceptions.MsalServiceError) as exc:
+            # Entra unreachable, discovery refused, or a 5xx from the token endpoint (MSAL raises those)
             raise ClientAuthenticationError(message=f"app credential: {type(exc).__name__}") from exc
         return _access_token(result, "app credential")
 

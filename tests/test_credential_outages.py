@@ -106,3 +106,19 @@ def test_host_retries_of_a_failing_function_span_more_than_a_minute():
     queues = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())["extensions"]["queues"]
     spacing = parse_timespan(queues["visibilityTimeout"], 0.0)
     assert (queues["maxDequeueCount"] - 1) * spacing >= 120, queues
+
+
+def test_sender_reschedules_when_entra_fails_key_vaults_app_credential(send_kit, emulator_admin):
+    """BUG (soak on 3 instances, 2026-12-01): Key Vault's credential is MSAL client credentials now, and MSAL
+    *raises* MsalServiceError when the token endpoint answers 5xx; it escaped the vault's error handling, so the
+    queue function raised (12 host retries in a 1,000-message soak) instead of rescheduling."""
+    kit = send_kit()
+    cid = kit.connect("alice")
+    reset_services()  # a cold instance: Key Vault's app token is not cached yet
+    emulator_admin.add_fault("entra.token", "503", retry_after=0)
+    msg = kit.message(cid)
+    outcome = kit.services.sender.process(msg, "q-entra-down")
+    assert outcome.status == "queued" and outcome.delay > 0, outcome
+    assert outcome.error is not None and outcome.error.transient, outcome.error
+    emulator_admin.clear_faults()
+    assert kit.services.sender.process(msg, "q-entra-back").status == "sent"
