@@ -288,8 +288,8 @@ class MailboxBudget:
         while not self._closed.wait(0.25):
             try:
                 self.sweep()
-            except Exception:  # Storage trouble: the share lapses with its lease; try again next round
-                logger.warning("Budget give-back sweep failed", exc_info=True)
+            except Exception as exc:  # Storage trouble: the share lapses with its lease; try again next round
+                logger.warning("Budget give-back sweep failed (%s); trying again", type(exc).__name__)
 
     # --- the shared row -----------------------------------------------------------------------------------
     @property
