@@ -48,7 +48,7 @@ from typing import Any
 from shared import budget_row as row
 from shared import errors
 from shared.budget_row import BUDGETS_TABLE, Limits
-from shared.budget_view import MailboxView, Send
+from shared.budget_view import MailboxView, Send, look_again_s
 from shared.storage import StorageClients
 from shared.store import mailbox_key
 
@@ -177,7 +177,7 @@ class MailboxBudget:
                 full = box.full_until(lim, now) - now if box.state is not None else 0.0
                 if full > 0 and full > deadline - now:  # the window is full whatever the row says: nothing to write
                     return Admission(key, box.promise(lim, _share(box, lim), now, full), "message_rate")
-                if me is None or not me["k"]:
+                if not box.sharing:
                     defer = self._deferred(box, key, lim, now)
                     if defer is not None:  # another instance sends for this mailbox: defer to it, write nothing
                         if now + defer > deadline:
@@ -185,7 +185,7 @@ class MailboxBudget:
                         box.cond.wait(defer)
                         continue
                 if not self._sync(box, key, lim, recipients, _why(box, me, now, self.grace_s, recipients)):
-                    if (box.me is None or not box.me["k"]) and box.deferred(lim, self.clock()) is not None:
+                    if not box.sharing and box.deferred(lim, self.clock()) is not None:
                         continue  # another instance took the mailbox between the read and the write: defer to it
                     return Admission(key, random.uniform(0.5, 1.5), "contended")
                 me = box.me
@@ -341,7 +341,7 @@ class MailboxBudget:
 
     def _sync(self, box: MailboxView, key: str, lim: Limits, recipients: int, why: str) -> bool:
         """Renew this instance's share and recipient block (reporting what it used) in one conditional write."""
-        joining = box.me is None or not box.me["k"]
+        joining = not box.sharing
 
         def build(at: float) -> dict[str, Any] | None:
             if joining and box.deferred(lim, at) is not None:
@@ -370,7 +370,7 @@ class MailboxBudget:
         if me is not None:
             new = box.renewed(lim, self.lease_s, recipients, now)["p"][self.instance_id]
             if new["k"] <= me["k"] and new["c"] <= me["c"]:
-                box.resync_at = now + max(lim.message_window_s / 4, 0.2)
+                box.resync_at = now + look_again_s(lim)
                 return False
         before = int(me["k"]) if me else 0
         if not self._sync(box, key, lim, recipients, "grow"):
@@ -390,8 +390,7 @@ def _why(box: MailboxView, me: dict[str, Any] | None, now: float, grace_s: float
 def _share(box: MailboxView, lim: Limits) -> int:
     """The rate a rescheduled message's return is spaced at: this instance's share while it holds one, else
     the mailbox's whole window (whichever instance then holds the mailbox may send it)."""
-    me = box.me
-    return int(me["k"]) if me and me["k"] else lim.messages_per_window
+    return int(box.me["k"]) if box.sharing and box.me else lim.messages_per_window
 
 
 def _idle_s(lim: Limits) -> float:

@@ -13,6 +13,11 @@ from shared import budget_row as row
 from shared.budget_row import Limits
 
 
+def look_again_s(lim: Limits) -> float:
+    """How long an instance held back by the others waits before it looks at the row again: a quarter window."""
+    return max(lim.message_window_s / 4, 0.2)
+
+
 @dataclass
 class Send:
     at: float  # admission time while in flight, Graph's answer after
@@ -47,7 +52,13 @@ class MailboxView:
     def unreserved(self, me: dict[str, Any]) -> int:
         return int(me["r"]) - sum(int(n) for _, n in self.used)
 
-    def wanted(self, lim: Limits) -> int:
+    @property
+    def sharing(self) -> bool:
+        """This instance holds a share of the window (``k`` > 0): it sends for the mailbox, or may."""
+        me = self.me
+        return me is not None and int(me["k"]) > 0
+
+    def wanted(self) -> int:
         """This instance's demand for the mailbox, published as the entry's ``w``: messages asked about in the
         last window rounded up to a power of two (at least 1)."""
         demand = len(self.arrivals)
@@ -62,7 +73,7 @@ class MailboxView:
         held = any(row.sending(e, now) for h, e in self.state["p"].items() if h != self.me_id)
         if not held and others_k < lim.messages_per_window and others_c < lim.max_concurrency:
             return None
-        return max(0.05, min(changes, now + max(lim.message_window_s / 4, 0.2)) - now)
+        return max(0.05, min(changes, now + look_again_s(lim)) - now)
 
     def leave_times(self, lim: Limits, now: float) -> list[float]:
         """When this instance's sends leave the message window: a window after Graph's answer, or for one in
@@ -108,7 +119,7 @@ class MailboxView:
             return self.daily_wait(lim, recipients, now, self.unreserved(me)), "daily_limit"
         if cap_k <= 0 or cap_c <= 0:
             # No room yet (the others have not shrunk, or their tails have not left): look again then.
-            self.resync_at = min(changes, now + max(window / 4, 0.2))
+            self.resync_at = min(changes, now + look_again_s(lim))
             return max(0.05, self.resync_at - now), "share_pending"
         if len(self.sends) >= cap_k:
             finished = [s.at + window for s in self.sends if s.done]
@@ -168,7 +179,7 @@ class MailboxView:
             now=now,
             lease_s=lease_s,
             grace_s=self.grace_s,
-            wanted=self.wanted(lim),
+            wanted=self.wanted(),
             used=self.used,
             leaving=self.leave_times(lim, now),
             in_flight=self.in_flight,
