@@ -94,6 +94,11 @@ class Delivery:
     run: str = field(default="", repr=False, compare=False)  # not stored: the queue message being processed
 
     @property
+    def retries(self) -> int:
+        """Reschedules that count against MAX_RESCHEDULES (and the backoff): not the waits for the mailbox."""
+        return max(0, self.reschedules - self.waits)
+
+    @property
     def is_final(self) -> bool:
         return self.status in FINAL
 

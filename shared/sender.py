@@ -279,21 +279,23 @@ class Sender:
         record.reason = admission.reason
         now = time.time()
         record.held_since = record.held_since or now
-        held = now + admission.delay - record.held_since
         # Waiting for the mailbox (its message window, a concurrency slot, another instance sending for it, its
         # daily recipients) is not a failed attempt: at 30 messages a minute a backlog to one mailbox takes hours,
         # and the back of it would run out of MAX_RESCHEDULES untried. The longest hold bounds it instead.
         record.waits += 1
-        if admission.reason != "daily_limit":
-            if held > self.settings.daily_limit_max_hold_seconds:
-                err = errors.AttemptsExhausted(detail=f"waited {now - record.held_since:.0f}s for the mailbox's turn")
-                return self._finish(msg, record, "failed", err)
-            logger.info("Message %s paced (%s): retry in %.1fs", msg.id, admission.reason, admission.delay)
-            return self._reschedule(msg, record, admission.delay, None)
-        if held > self.settings.daily_limit_max_hold_seconds:
-            err = errors.DailyLimitReached(detail=f"held {now - record.held_since:.0f}s for the daily recipient budget")
+        daily = admission.reason == "daily_limit"
+        if now + admission.delay - record.held_since > self.settings.daily_limit_max_hold_seconds:
+            waited = now - record.held_since
+            err: errors.MailbridgeError = (
+                errors.DailyLimitReached(detail=f"held {waited:.0f}s for the daily recipient budget")
+                if daily
+                else errors.AttemptsExhausted(detail=f"waited {waited:.0f}s for the mailbox's turn")
+            )
             return self._finish(msg, record, "failed", err)
-        logger.info("Message %s held for the mailbox's daily recipient budget: %.0fs", msg.id, admission.delay)
+        if daily:
+            logger.info("Message %s held for the mailbox's daily recipient budget: %.0fs", msg.id, admission.delay)
+        else:
+            logger.info("Message %s paced (%s): retry in %.1fs", msg.id, admission.reason, admission.delay)
         return self._reschedule(msg, record, admission.delay, None)
 
     def _send(
@@ -426,8 +428,7 @@ class Sender:
         asked = err.extra.get("retry_after")
         if asked:
             return float(asked) + random.uniform(0, 1)
-        retries = max(0, record.reschedules - record.waits)  # waits for the mailbox's turn do not back off
-        return min(300.0, 5.0 * 2 ** min(retries, 6)) * random.uniform(0.8, 1.2)
+        return min(300.0, 5.0 * 2 ** min(record.retries, 6)) * random.uniform(0.8, 1.2)
 
     def _new_record(self, msg: SendMessage, source: str, run: str, claim: bool = False) -> Delivery:
         """The row for a new id: ``queued``, or with ``claim`` already ``sending`` under this worker's lease (as
@@ -497,11 +498,10 @@ class Sender:
         err: errors.MailbridgeError | None,
     ) -> Outcome:
         record.reschedules += 1
-        retries = record.reschedules - record.waits  # waits for the mailbox are not attempts (_not_admitted)
-        if retries > self.max_reschedules and record.phase == SEND_REQUESTED:
+        if record.retries > self.max_reschedules and record.phase == SEND_REQUESTED:
             err = errors.OutcomeUnknown(detail="a draft send was not confirmed before the attempts ran out")
             return self._finish(msg, record, "unknown", err)  # never `failed`: it may have been sent
-        if retries > self.max_reschedules:
+        if record.retries > self.max_reschedules:
             cause = f"last: {err.code}" if err else "pacing"
             return self._finish(msg, record, "failed", errors.AttemptsExhausted(detail=cause))
         record.status = "queued"
