@@ -37,6 +37,11 @@ def http_session(settings: Settings, pool_size: int = 32) -> requests.Session:
     return session
 
 
+# What MSAL raises instead of returning an error: the endpoint unreachable, an answer that is not a token or a
+# refused discovery (ValueError), a 5xx (MsalServiceError). All are credential outages to its callers.
+_MSAL_FAILURES = (requests.RequestException, ValueError, msal.exceptions.MsalServiceError)
+
+
 def _access_token(result: dict[str, Any] | None, what: str) -> AccessToken:
     """An azure-core AccessToken from an MSAL result, else ClientAuthenticationError (no HTTP status: callers treat
     it as a credential outage, as they did azure-identity's)."""
@@ -65,8 +70,7 @@ class ManagedIdentityCredential:
         try:
             with self._lock:  # MSAL's token cache is thread-safe; one fetch at a time spares the endpoint
                 result = self._client.acquire_token_for_client(resource=resource, claims_challenge=claims)
-        except (requests.RequestException, ValueError, msal.exceptions.MsalServiceError) as exc:
-            # unreachable, an answer that is not a token, or a 5xx (MSAL raises those)
+        except _MSAL_FAILURES as exc:
             raise ClientAuthenticationError(message=f"managed identity endpoint: {type(exc).__name__}") from exc
         return _access_token(result, "managed identity")
 
@@ -105,8 +109,7 @@ class AppCredential:
             result = self._app(tenant_id or self._default_tenant).acquire_token_for_client(
                 list(scopes), claims_challenge=claims
             )
-        except (requests.RequestException, ValueError, msal.exceptions.MsalServiceError) as exc:
-            # Entra unreachable, discovery refused, or a 5xx from the token endpoint (MSAL raises those)
+        except _MSAL_FAILURES as exc:
             raise ClientAuthenticationError(message=f"app credential: {type(exc).__name__}") from exc
         return _access_token(result, "app credential")
 
