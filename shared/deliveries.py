@@ -1,8 +1,13 @@
 """Delivery records: one Table row per message (Alloy's "outgoing log"), and the idempotency guard.
 
 PartitionKey = connection id, RowKey = the client's message id; next to each, in the same partition and
-written in the same transaction, an outgoing-log index row (``~t<inverted time>-<message id>``) so
-``GET /api/messages?connection_id=`` lists newest first without scanning. A message whose id or connection id
+inserted right after it, an outgoing-log index row (``~t<inverted time>-<message id>``) so
+``GET /api/messages?connection_id=`` lists newest first without scanning. Two single inserts, not one
+entity-group transaction: azure-core prepares and parses a batch on thread pools it builds per call, and the
+batch cost more CPU than both inserts together (issue 18, docs/benchmarks.md). The row is inserted marked
+``unindexed`` and the mark is dropped by the first write after its index row exists; a run that dies (or whose
+index insert fails) between the two leaves the mark, and the next write of the row (the redelivery's
+``unknown``, the retry's claim, the final write) inserts the index row first. A message whose id or connection id
 cannot be read is still recorded, under PartitionKey ``_unreadable`` and RowKey ``queue-<queue message
 id>``. Rows move through::
 
@@ -21,13 +26,13 @@ the event.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableTransactionError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.errors import MailbridgeError
 from shared.settings import DELIVERIES_TABLE
@@ -53,6 +58,12 @@ def log_bound(ts: float) -> str:
 
 
 UNREADABLE_PARTITION = "_unreadable"
+# Insert Entity's ``Prefer: return-no-content``: 204 with the ETag, instead of 201 echoing the entity for the
+# SDK to parse (learn.microsoft.com/rest/api/storageservices/setting-the-prefer-header-to-manage-response-echo-on-
+# insert-operations).
+NO_CONTENT = "return-no-content"
+
+logger = logging.getLogger(__name__)
 
 
 class RecordContended(Exception):
@@ -90,6 +101,7 @@ class Delivery:
     finished_by: str = ""  # the queue message (run) whose final write this is: its redelivery re-publishes
     callback_queue: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    unindexed: bool = False  # its outgoing-log index row may be missing: the next write inserts it first
     etag: str = field(default="", repr=False, compare=False)  # of the row as last read or written; not stored
     run: str = field(default="", repr=False, compare=False)  # not stored: the queue message being processed
 
@@ -113,11 +125,14 @@ class Delivery:
         self.graph_request_id = err.extra.get("graph_request_id") or self.graph_request_id
 
     def to_entity(self) -> dict[str, Any]:
+        """The row: fields at their default are left out (``from_entity`` restores them; each property costs the
+        SDK's serializer CPU on every write), ``status`` always stored. Rows of earlier versions carry every
+        field, and no ``unindexed`` mark: they are indexed."""
         data = asdict(self)
         data["metadata"] = json.dumps(self.metadata)
         data.pop("etag")
         data.pop("run")
-        data = {k: v for k, v in data.items() if v is not None}
+        data = {k: v for k, v in data.items() if v is not None and (k == "status" or v != _DEFAULTS[k])}
         return {"PartitionKey": self.connection_id, "RowKey": self.message_id, **data}
 
     @classmethod
@@ -157,6 +172,9 @@ class Delivery:
         }
 
 
+_DEFAULTS = {**asdict(Delivery("", "")), "metadata": "{}"}
+
+
 def iso(ts: float) -> str | None:
     if not ts:
         return None
@@ -183,24 +201,39 @@ class DeliveryStore:
         return Delivery.from_entity(entity)
 
     def create(self, record: Delivery) -> bool:
-        """Insert the row and its outgoing-log index row in one entity-group transaction (one round trip,
-        both or neither); False when a row with these keys already exists (someone else owns the id)."""
+        """Insert the row (insert-if-absent: the id's guard), then its outgoing-log index row; False when a row
+        with these keys already exists (someone else owns the id)."""
         record.created_at = record.updated_at = record.created_at or time.time()
+        record.unindexed = True
+        try:
+            meta = self.table.create_entity(record.to_entity(), response_preference=NO_CONTENT)
+        except ResourceExistsError:
+            return False
+        record.etag = meta["etag"]
+        self._index(record)
+        return True
+
+    def _index(self, record: Delivery) -> None:
+        """Insert the record's index row (its key comes from the stored ``created_at``, so a retry writes the same
+        row); on success the record's next write drops its ``unindexed`` mark. A Storage failure is logged, not
+        raised: the row is already claimed, and the next write retries."""
         index = {
             "PartitionKey": record.connection_id,
             "RowKey": log_key(record.created_at, record.message_id),
             "message_id": record.message_id,
         }
         try:
-            metas = self.table.submit_transaction([("create", record.to_entity()), ("create", index)])
+            self.table.create_entity(index, response_preference=NO_CONTENT)
         except ResourceExistsError:
-            return False
-        except TableTransactionError as exc:
-            if exc.status_code == 409 or exc.error_code == "EntityAlreadyExists":
-                return False
-            raise
-        record.etag = metas[0]["etag"]
-        return True
+            pass
+        except AzureError as exc:
+            logger.warning(
+                "Outgoing-log index row of message %s not written (%s): the row's next write retries",
+                record.message_id,
+                type(exc).__name__,
+            )
+            return
+        record.unindexed = False
 
     def last_logged_at(self, connection_id: str) -> float | None:
         """When the connection's newest message was taken (its outgoing log's first index row), or None. This is
@@ -218,6 +251,8 @@ class DeliveryStore:
 
     def update(self, record: Delivery, *, force: bool = False) -> None:
         """Replace the row if unchanged since we last saw it (``record.etag``), else RecordContended."""
+        if record.unindexed:
+            self._index(record)
         record.updated_at = time.time()
         condition = MatchConditions.Unconditionally if force else MatchConditions.IfNotModified
         try:
