@@ -2,11 +2,12 @@
 
 Alloy Navigator's admins read "outgoing notifications" newest first. Delivery records are keyed by the
 client's message id, so next to each record its partition holds an index row whose RowKey sorts newest
-first (shared/deliveries.py ``log_key``; written in the record's own insert transaction, so the send
-path pays no extra round trip). A page is one range query over index rows plus a point read of each
-record: cost grows with the page, never with the connection's history. With a ``status`` filter a page
-may hold fewer rows than ``limit`` (at most ``5 x limit`` index rows are examined per call); the
-continuation token then resumes where it stopped.
+first (shared/deliveries.py ``log_key``; inserted right after the record, and by the record's next write
+if a run died between the two: a message may be missing from the log for that long, never listed twice).
+A page is one range query over index rows plus a point read of each record: cost grows with the page,
+never with the connection's history. With a ``status`` filter a page may hold fewer rows than ``limit``
+(at most ``5 x limit`` index rows are examined per call); the continuation token then resumes where it
+stopped.
 """
 
 from __future__ import annotations
