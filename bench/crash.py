@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.soak import FINAL, Report, reconcile, run_case, wait_final
+from shared.deliveries import LOG_PREFIX
 
 REPO = Path(__file__).resolve().parent.parent
 SENDER_FAILED = "Function send_queued_message failed"
@@ -173,14 +174,27 @@ def devhost_settings(kit: Any, extra: dict[str, str]) -> dict[str, Any]:
 
 
 def record_statuses(kit: Any, sent_to: dict[str, tuple[str, str]]) -> dict[str, str]:
-    """Status of every message's delivery record (``missing`` when none), one table query per connection."""
+    """Status of every message's delivery record (``missing`` when none), one table query per connection. A row
+    stored ``sending`` whose run finished has its final state in its outgoing-log index row (shared/deliveries.py):
+    that one counts."""
     table = kit.services.deliveries.table
     found: dict[str, str] = {}
+    final: dict[str, str] = {}
     for cid in sorted({c for c, _ in sent_to.values()}):
-        for entity in table.query_entities("PartitionKey eq @pk", parameters={"pk": cid}, select=["RowKey", "status"]):
+        rows = table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": cid}, select=["RowKey", "status", "message_id"]
+        )
+        for entity in rows:
             if entity["RowKey"] in sent_to:
                 found[entity["RowKey"]] = entity["status"]
-    return {mid: found.get(mid, "missing") for mid in sent_to}
+            elif entity["RowKey"].startswith(LOG_PREFIX) and entity.get("status") in FINAL:
+                final[entity["message_id"]] = entity["status"]
+
+    def status(mid: str) -> str:
+        own = found.get(mid, "missing")
+        return final.get(mid, own) if own == "sending" else own
+
+    return {mid: status(mid) for mid in sent_to}
 
 
 @dataclass

@@ -149,15 +149,16 @@ def _row(rows: list[dict[str, Any]], design_prefix: str) -> dict[str, Any] | Non
 B1_CPU_NOTE = (
     "- **How the function's CPU is measured.** devhost times the worker thread while it runs the function"
     " (`time.thread_time`), less the events output write it does as the host. Per email the function makes"
-    " three Storage requests: the claim (the row inserted already `sending`, with `Prefer: return-no-content`"
-    " and its default-valued fields left out), the outgoing-log index row (a second single insert) and the final"
-    " row, plus Graph. The claim and the index row were one entity-group transaction until issue 18's last"
-    " change: one request less, but azure-core prepares and parses every batch on thread pools it builds per call"
-    " (azure/core/pipeline/_base.py), and the batch cost more CPU than both inserts together, about 1 ms of it on"
-    " pool threads this clock did not see. Sequentially in process the function now takes about 3.3 ms per email"
-    " (the two inserts 1.6, the final row 0.9, Graph 0.5, the rest 0.3); with the batch it took 5.3 ms on the"
-    " worker thread and 6.3 ms in all. Under B1's load (24 worker threads, Azurite and the emulator on the same"
-    " two cores) the same work measures more, and varies from run to run by about half a millisecond."
+    " two Storage requests: the claim (the row inserted already `sending`, `Prefer: return-no-content`, its"
+    " default-valued fields left out) and the final state, written into the message's outgoing-log index row"
+    " (one upsert: the row is not written again; shared/deliveries.py), plus Graph. Until issue 18's last change"
+    " the claim and the index row were one entity-group transaction and the final state a replace of the row:"
+    " also two requests, but azure-core prepares and parses every batch on thread pools it builds per call"
+    " (azure/core/pipeline/_base.py), and the batch cost more CPU than two single inserts, about 1 ms of it on"
+    " pool threads this clock did not see. Sequentially in process the function took 5.3 ms per email on the"
+    " worker thread (6.3 ms in all) with the batch, and takes under 3 ms now. Under B1's load (24 worker"
+    " threads, Azurite and the emulator on the same two cores) the same work measures more, and varies by about"
+    " half a millisecond from run to run."
 )
 
 
@@ -372,10 +373,8 @@ def _b2_findings(rows: list[dict[str, Any]]) -> list[str]:
         "  are: the connection row, the mailbox budget's read and its first insert, Key Vault's 401 challenge",
         "  (by design of its SDK: azure-sdk-for-python#31233), the Key Vault token (here the app's client",
         "  credentials: tenant discovery + token; in Azure one managed-identity call, plus one for Storage), the",
-        "  secret, the claiming insert, the outgoing-log index row, Graph and the final row. The index row was",
-        "  part of the claim's transaction (ten calls) until that batch proved to cost more CPU per email than",
-        "  two single inserts (B1's note): one call more on an instance's first send, about 2 ms less on every",
-        "  email. The still-valid access token comes from the",
+        "  secret, the claiming insert, Graph and the final state (into the message's outgoing-log index row;",
+        "  no batch: B1's note). The still-valid access token comes from the",
         "  stored cache (no lease, no MSAL discovery), `last_used_at` from the outgoing log (no connection-row",
         "  write), and the event is the host's write from the queue output binding (not counted, as the queue",
         "  receive and delete are not). Neither azure-identity, cryptography, nor the blob and queue SDKs load.",

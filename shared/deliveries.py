@@ -1,13 +1,20 @@
 """Delivery records: one Table row per message (Alloy's "outgoing log"), and the idempotency guard.
 
-PartitionKey = connection id, RowKey = the client's message id; next to each, in the same partition and
-inserted right after it, an outgoing-log index row (``~t<inverted time>-<message id>``) so
-``GET /api/messages?connection_id=`` lists newest first without scanning. Two single inserts, not one
-entity-group transaction: azure-core prepares and parses a batch on thread pools it builds per call, and the
-batch cost more CPU than both inserts together (issue 18, docs/benchmarks.md). The row is inserted marked
-``unindexed`` and the mark is dropped by the first write after its index row exists; a run that dies (or whose
-index insert fails) between the two leaves the mark, and the next write of the row (the redelivery's
-``unknown``, the retry's claim, the final write) inserts the index row first. A message whose id or connection id
+PartitionKey = connection id, RowKey = the client's message id; next to each, in the same partition, an
+outgoing-log index row (``~t<inverted time>-<message id>``) so ``GET /api/messages?connection_id=`` lists
+newest first without scanning.
+
+Two requests per sent email (issue 18): the claim inserts the row already ``sending``, and the final state of a
+row stored ``sending`` is written *into its index row* (a full copy of the record, one upsert) instead of
+replacing the row and inserting an index row apart; ``get`` reads a ``sending`` row's index row and returns
+the final state it holds. One entity-group transaction for the row and its index row would also be one
+request, but azure-core prepares and parses every batch on thread pools it builds per call, and it cost more
+CPU than two single inserts (docs/benchmarks.md, B1). A row written ``queued`` (accepted over HTTP, paced,
+rescheduled, or stopped before its claim) gets a plain index row (the message id) with its first write, so the
+log lists waiting messages; that row is inserted marked ``unindexed`` and the mark is dropped by the first
+write after the index row exists: a run that died between the two, or whose index insert failed, leaves the
+mark and the row's next write inserts the index row first. A message in flight on its claim has no index row
+until its final state (or a reschedule): the log shows it from then on. A message whose id or connection id
 cannot be read is still recorded, under PartitionKey ``_unreadable`` and RowKey ``queue-<queue message
 id>``. Rows move through::
 
@@ -103,6 +110,7 @@ class Delivery:
     metadata: dict[str, str] = field(default_factory=dict)
     unindexed: bool = False  # its outgoing-log index row may be missing: the next write inserts it first
     etag: str = field(default="", repr=False, compare=False)  # of the row as last read or written; not stored
+    stored_status: str = field(default="", repr=False, compare=False)  # the row's own status as last read/written
     run: str = field(default="", repr=False, compare=False)  # not stored: the queue message being processed
 
     @property
@@ -132,6 +140,7 @@ class Delivery:
         data["metadata"] = json.dumps(self.metadata)
         data.pop("etag")
         data.pop("run")
+        data.pop("stored_status")
         data = {k: v for k, v in data.items() if v is not None and (k == "status" or v != _DEFAULTS[k])}
         return {"PartitionKey": self.connection_id, "RowKey": self.message_id, **data}
 
@@ -141,7 +150,7 @@ class Delivery:
         data = {k: v for k, v in entity.items() if k in known}
         data["metadata"] = json.loads(entity.get("metadata") or "{}")
         data["etag"] = entity.metadata["etag"]
-        return cls(**data)
+        return cls(**data, stored_status=data.get("status", "queued"))
 
     def public_view(self) -> dict[str, Any]:
         """What ``GET /api/messages/{id}`` returns (no internal lease/phase fields)."""
@@ -198,19 +207,37 @@ class DeliveryStore:
             entity = self.table.get_entity(connection_id, message_id)
         except ResourceNotFoundError:
             return None
-        return Delivery.from_entity(entity)
+        record = Delivery.from_entity(entity)
+        if record.status == "sending":
+            return self._final_of(record) or record
+        return record
+
+    def _final_of(self, record: Delivery) -> Delivery | None:
+        """The final state the run of a row stored ``sending`` wrote into its index row, or None (in flight, or
+        its run died). The view keeps the row's ETag and stored status: it is never written again."""
+        try:
+            entity = self.table.get_entity(record.connection_id, log_key(record.created_at, record.message_id))
+        except ResourceNotFoundError:
+            return None
+        if entity.get("status") not in FINAL:
+            return None
+        final = Delivery.from_entity(entity)
+        final.etag, final.stored_status = record.etag, record.stored_status
+        return final
 
     def create(self, record: Delivery) -> bool:
-        """Insert the row (insert-if-absent: the id's guard), then its outgoing-log index row; False when a row
-        with these keys already exists (someone else owns the id)."""
+        """Insert the row (insert-if-absent: the id's guard), then, unless it is a claim (``sending``: its final
+        state will be its index row), its plain index row; False when a row with these keys already exists
+        (someone else owns the id)."""
         record.created_at = record.updated_at = record.created_at or time.time()
-        record.unindexed = True
+        record.unindexed = record.status != "sending"
         try:
             meta = self.table.create_entity(record.to_entity(), response_preference=NO_CONTENT)
         except ResourceExistsError:
             return False
-        record.etag = meta["etag"]
-        self._index(record)
+        record.etag, record.stored_status = meta["etag"], record.status
+        if record.unindexed:
+            self._index(record)
         return True
 
     def _index(self, record: Delivery) -> None:
@@ -250,10 +277,14 @@ class DeliveryStore:
         return None
 
     def update(self, record: Delivery, *, force: bool = False) -> None:
-        """Replace the row if unchanged since we last saw it (``record.etag``), else RecordContended."""
-        if record.unindexed:
-            self._index(record)
+        """Replace the row if unchanged since we last saw it (``record.etag``), else RecordContended. The final
+        state of a row stored ``sending`` goes into its index row instead (one upsert, no row write)."""
         record.updated_at = time.time()
+        if record.is_final and record.stored_status == "sending":
+            self._write_final(record)
+            return
+        if record.unindexed and record.status != "sending":
+            self._index(record)
         condition = MatchConditions.Unconditionally if force else MatchConditions.IfNotModified
         try:
             meta = self.table.update_entity(
@@ -261,7 +292,15 @@ class DeliveryStore:
             )
         except (ResourceModifiedError, ResourceNotFoundError):
             raise RecordContended() from None
-        record.etag = meta["etag"]
+        record.etag, record.stored_status = meta["etag"], record.status
+
+    def _write_final(self, record: Delivery) -> None:
+        """The record in its final state, as its index row (insert or replace: a plain index row may be there).
+        Unconditional, as a forced final write was: the run that owns the send writes the truth."""
+        record.unindexed = False
+        entity = record.to_entity()
+        entity["RowKey"] = log_key(record.created_at, record.message_id)
+        self.table.upsert_entity(entity, mode="replace")
 
     def delete(self, connection_id: str, message_id: str) -> None:
         try:

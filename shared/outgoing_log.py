@@ -2,12 +2,12 @@
 
 Alloy Navigator's admins read "outgoing notifications" newest first. Delivery records are keyed by the
 client's message id, so next to each record its partition holds an index row whose RowKey sorts newest
-first (shared/deliveries.py ``log_key``; inserted right after the record, and by the record's next write
-if a run died between the two: a message may be missing from the log for that long, never listed twice).
-A page is one range query over index rows plus a point read of each record: cost grows with the page,
-never with the connection's history. With a ``status`` filter a page may hold fewer rows than ``limit``
-(at most ``5 x limit`` index rows are examined per call); the continuation token then resumes where it
-stopped.
+first (shared/deliveries.py ``log_key``). The index row of a message sent from its claim holds its final
+record (the send's final write); a waiting message's index row holds its id. A page is one range query over
+index rows plus a point read of each waiting message's record: cost grows with the page, never with the
+connection's history. A message in flight on its claim is listed from its final state on. With a
+``status`` filter a page may hold fewer rows than ``limit`` (at most ``5 x limit`` index rows are examined
+per call); the continuation token then resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared import errors
-from shared.deliveries import LOG_PREFIX, STATUSES, Delivery, log_bound
+from shared.deliveries import FINAL, LOG_PREFIX, STATUSES, Delivery, log_bound
 from shared.store import is_safe_key
 
 if TYPE_CHECKING:
@@ -84,18 +84,17 @@ class OutgoingLog:
         rows = self.s.deliveries.table.query_entities(
             "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",
             parameters={"pk": connection_id, "lo": after, "hi": upper},
-            select=["RowKey", "message_id"],
             results_per_page=min(MAX_LIMIT, limit * 2),
         )
         found: list[Delivery] = []
         examined, last_key, more = 0, None, False
-        batch: list[tuple[str, str]] = []
+        batch: list[tuple[str, Any]] = []
         with ThreadPoolExecutor(max_workers=8) as pool:
             for row in rows:
                 if len(found) >= limit or examined >= limit * _EXAMINE_FACTOR:
                     more = True
                     break
-                batch.append((row["RowKey"], row["message_id"]))
+                batch.append((row["RowKey"], row))
                 examined += 1
                 if len(batch) < limit - len(found):
                     continue
@@ -112,9 +111,16 @@ class OutgoingLog:
         }
 
     def _take(self, pool, connection_id: str, batch, status, found: list[Delivery], limit: int) -> str | None:
-        """Read the records of ``batch`` (in parallel), keep the matching ones in order; the key of the
-        last index row consumed (a page may stop inside a batch)."""
-        records = list(pool.map(lambda item: self.s.deliveries.get(connection_id, item[1]), batch))
+        """The records of ``batch``: an index row holding a final record is it; the others are read (in
+        parallel). Keeps the matching ones in order; returns the key of the last index row consumed (a page may
+        stop inside a batch)."""
+
+        def record(row: Any) -> Delivery | None:
+            if row.get("status") in FINAL:
+                return Delivery.from_entity(row)
+            return self.s.deliveries.get(connection_id, row["message_id"])
+
+        records = list(pool.map(lambda item: record(item[1]), batch))
         last = None
         for (key, _), record in zip(batch, records, strict=True):
             if len(found) >= limit:
