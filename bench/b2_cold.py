@@ -35,6 +35,7 @@ def summarize(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "first_send_s": statistics.median(r["first_send_s"] for r in runs),
         "process_wall_s": statistics.median(r["process_wall_s"] for r in runs),
         "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
+        "import_rss_mb": statistics.median(r["import_rss_mb"] for r in runs) if "import_rss_mb" in runs[0] else None,
         "first_send_http_calls": (
             statistics.median(r["first_send_http_calls"] for r in runs) if "first_send_http_calls" in runs[0] else None
         ),

@@ -50,6 +50,7 @@ def main(connection_id: str) -> None:
     import function_app
 
     imported = time.perf_counter()  # what the host pays to index the app: function_app only
+    import_rss = peak_rss_mb()
     from devhost.functions import Out  # the worker's output-binding holder (devhost.config: stdlib only)
 
     calls = _count_requests()
@@ -75,6 +76,7 @@ def main(connection_id: str) -> None:
         json.dumps(
             {
                 "import_s": imported - start,
+                "import_rss_mb": import_rss,
                 "first_send_s": done - start,
                 "peak_rss_mb": peak_rss_mb(),
                 "status": rec.status if rec else "none",
