@@ -243,7 +243,7 @@ class DeliveryStore:
     def _index(self, record: Delivery) -> None:
         """Insert the record's index row (its key comes from the stored ``created_at``, so a retry writes the same
         row); on success the record's next write drops its ``unindexed`` mark. A Storage failure is logged, not
-        raised: the row is already claimed, and the next write retries."""
+        raised: the row itself is written, and its next write retries."""
         index = {
             "PartitionKey": record.connection_id,
             "RowKey": log_key(record.created_at, record.message_id),

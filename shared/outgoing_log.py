@@ -115,12 +115,12 @@ class OutgoingLog:
         parallel). Keeps the matching ones in order; returns the key of the last index row consumed (a page may
         stop inside a batch)."""
 
-        def record(row: Any) -> Delivery | None:
+        def read(row: Any) -> Delivery | None:
             if row.get("status") in FINAL:
                 return Delivery.from_entity(row)
             return self.s.deliveries.get(connection_id, row["message_id"])
 
-        records = list(pool.map(lambda item: record(item[1]), batch))
+        records = list(pool.map(lambda item: read(item[1]), batch))
         last = None
         for (key, _), record in zip(batch, records, strict=True):
             if len(found) >= limit:
