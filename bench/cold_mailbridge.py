@@ -17,6 +17,7 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 from bench.cold_peers import peak_rss_mb  # stdlib only: imports nothing of the app
+from bench.request_count import start_counting  # stdlib only
 
 OPTIONAL_SDKS = ("azure.identity", "azure.storage.blob", "azure.storage.queue", "cryptography")
 
@@ -25,22 +26,17 @@ def _count_requests() -> Counter:
     """Count every HTTP request of the process by host:port (patched into requests.Session.send)."""
     import requests
 
-    seen: Counter = Counter()
-    original = requests.Session.send
-
-    def send(self, request, **kwargs):
+    def keys(request):
         parts = urlsplit(request.url)
-        seen[f"{request.method} {parts.netloc} {parts.path[:60]}"] += 1
+        yield f"{request.method} {parts.netloc} {parts.path[:60]}"
         segments = [s for s in parts.path.split("/") if s]
         table_create = request.method == "POST" and segments[1:] == ["Tables"]
         # PUT /<account>/<queue> or /<account>/<container>?restype=container (an entity upsert has "(...)")
         queue_or_container_create = request.method == "PUT" and len(segments) == 2 and "(" not in segments[1]
         if table_create or queue_or_container_create:
-            seen["creates"] += 1  # create-if-missing of a table / queue / container: Azurite only
-        return original(self, request, **kwargs)
+            yield "creates"  # create-if-missing of a table / queue / container: Azurite only
 
-    requests.Session.send = send
-    return seen
+    return start_counting(requests.Session, keys)[0]
 
 
 def main(connection_id: str) -> None:

@@ -9,35 +9,21 @@ import atexit
 import json
 import os
 import sys
-import threading
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from azure.core.pipeline.transport import RequestsTransport
 
-_calls = 0
-_lock = threading.Lock()
+from bench.request_count import start_counting, storage_hosts
+
+_seen: Counter[str] = Counter()
 
 
-def _storage_hosts() -> set[str]:
-    conn = os.environ.get("AzureWebJobsStorage", "")
-    parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
-    return {urlsplit(v).netloc for k, v in parts.items() if k.endswith("Endpoint")}
-
-
-def _count_storage_requests() -> None:
-    hosts = _storage_hosts()
-    original = RequestsTransport.send
-
-    def send(self, request, **kwargs):
-        global _calls
-        if urlsplit(request.url).netloc in hosts:
-            with _lock:
-                _calls += 1
-        return original(self, request, **kwargs)
-
-    RequestsTransport.send = send
+def _count_storage_requests() -> Counter:
+    hosts = storage_hosts(os.environ.get("AzureWebJobsStorage", ""))
+    return start_counting(RequestsTransport, lambda r: ["storage"] if urlsplit(r.url).netloc in hosts else [])[0]
 
 
 def _write_stats() -> None:
@@ -50,13 +36,13 @@ def _write_stats() -> None:
             budget_calls, budget_calls_by = _services.budget.storage_calls, dict(_services.budget.calls_by)
     except Exception as exc:  # stats are best effort at exit
         print(f"fleet_host: no budget count ({exc})", file=sys.stderr)
-    data = {"storage_calls": _calls, "cpu_s": time.process_time(), "budget_calls": budget_calls}
+    data = {"storage_calls": _seen["storage"], "cpu_s": time.process_time(), "budget_calls": budget_calls}
     data["budget_calls_by"] = budget_calls_by
     (out / f"stats-{os.getpid()}.json").write_text(json.dumps(data))
 
 
 if __name__ == "__main__":
-    _count_storage_requests()
+    _seen = _count_storage_requests()
     atexit.register(_write_stats)
     import runpy
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.request_count import start_counting, storage_hosts
 from emulator.client import EmulatorAdmin
 from shared.services import reset_services
 from stack.azurite import Azurite
@@ -157,39 +158,41 @@ class StorageRequests:
     count as neither."""
 
     def __init__(self, connection_string: str) -> None:
-        parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
-        self.hosts = {urlsplit(v).netloc for k, v in parts.items() if k.endswith("Endpoint")}
-        self.function = 0
-        self.host = 0
-        self.function_by_target: Counter[str] = Counter()  # "<method> <table or queue>" of the function's requests
-        self._lock = threading.Lock()
-        self._original = None
+        self.hosts = storage_hosts(connection_string)
+        self.seen: Counter[str] = Counter()
+        self._stop = None
+
+    @property
+    def function(self) -> int:
+        return self.seen["function"]
+
+    @property
+    def host(self) -> int:
+        return self.seen["host"]
+
+    @property
+    def function_by_target(self) -> Counter[str]:
+        """``<method> <table or queue>`` of the function's requests."""
+        return Counter({k[len("function ") :]: n for k, n in self.seen.items() if k.startswith("function ")})
+
+    def _keys(self, request):
+        from devhost.queues import in_function
+
+        parts = urlsplit(request.url)
+        if parts.netloc not in self.hosts:
+            return
+        if getattr(in_function, "active", False):
+            target = parts.path.strip("/").split("/")[-1].split("(")[0]
+            yield from ("function", f"function {request.method} {target}")
+        elif threading.current_thread().name.startswith(("q-", "devhost-queue-")):
+            yield "host"
 
     def __enter__(self) -> StorageRequests:
         from azure.core.pipeline.transport import RequestsTransport
 
-        from devhost.queues import in_function
-
-        original = self._original = RequestsTransport.send
-        counter = self
-
-        def send(transport, request, **kwargs):
-            if urlsplit(request.url).netloc in counter.hosts:
-                ours = getattr(in_function, "active", False)
-                worker = threading.current_thread().name.startswith(("q-", "devhost-queue-"))
-                with counter._lock:
-                    if ours:
-                        counter.function += 1
-                        target = urlsplit(request.url).path.strip("/").split("/")[-1].split("(")[0]
-                        counter.function_by_target[f"{request.method} {target}"] += 1
-                    elif worker:
-                        counter.host += 1
-            return original(transport, request, **kwargs)
-
-        RequestsTransport.send = send
+        self.seen, self._stop = start_counting(RequestsTransport, self._keys)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from azure.core.pipeline.transport import RequestsTransport
-
-        RequestsTransport.send = self._original
+        if self._stop is not None:
+            self._stop()

@@ -8,36 +8,23 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
-from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import requests
 
+from bench.request_count import counting
 from shared.services import reset_services
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 
-@contextmanager
 def http_requests():
     """Every requests.Session request of the process, as ``METHOD path`` (the path cut at its first '(')."""
-    seen: Counter[str] = Counter()
-    lock = threading.Lock()
-    original = requests.Session.send
 
-    def send(self, request, **kwargs):
-        path = urlsplit(request.url).path
-        with lock:
-            seen[f"{request.method} {path.split('(')[0]}"] += 1
-        return original(self, request, **kwargs)
+    def keys(request):
+        yield f"{request.method} {urlsplit(request.url).path.split('(')[0]}"
 
-    requests.Session.send = send
-    try:
-        yield seen
-    finally:
-        requests.Session.send = original
+    return counting(requests.Session, keys)
 
 
 def _cold_first_send(kit, **fields):

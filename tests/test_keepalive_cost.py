@@ -3,44 +3,27 @@ real Azurite and the emulator. Key Vault and Entra are not Storage and are not c
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import pytest
 from azure.core.pipeline.transport import RequestsTransport
 
 from bench.b5_keepalive import make_due
+from bench.request_count import counting, storage_hosts
 from shared.refresh import KeepAlive
 
 
-@contextmanager
 def storage_requests(hosts: set[str]):
     """Count azure-core requests to the Storage account (by method + service), as bench.fleet_host does."""
-    seen: Counter[str] = Counter()
-    lock = threading.Lock()
-    original = RequestsTransport.send
 
-    def send(self, request, **kwargs):
+    def keys(request):
         parts = urlsplit(request.url)
         if parts.netloc in hosts:
-            with lock:
-                target = parts.path.split("/")[2] if parts.path.count("/") > 1 else ""
-                kind = "entity" if "PartitionKey=" in target else ("query" if target.endswith("()") else "")
-                seen[f"{request.method} {target.split('(')[0]} {kind} {parts.query[:40]}".strip()] += 1
-        return original(self, request, **kwargs)
+            target = parts.path.split("/")[2] if parts.path.count("/") > 1 else ""
+            kind = "entity" if "PartitionKey=" in target else ("query" if target.endswith("()") else "")
+            yield f"{request.method} {target.split('(')[0]} {kind} {parts.query[:40]}".strip()
 
-    RequestsTransport.send = send
-    try:
-        yield seen
-    finally:
-        RequestsTransport.send = original
-
-
-def _hosts(connection_string: str) -> set[str]:
-    parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
-    return {urlsplit(v).netloc for k, v in parts.items() if k.endswith("Endpoint")}
+    return counting(RequestsTransport, keys)
 
 
 @pytest.mark.parametrize("first", [True, False], ids=["first refresh", "later refresh"])
@@ -53,7 +36,7 @@ def test_a_keep_alive_refresh_costs_at_most_six_storage_requests(mailbridge, fir
         assert keepalive.sweep().refreshed == 2
     make_due(mb.services, cids)
     mb.services.app_credential.status()  # the health row's once-a-minute read is not the refresh's cost
-    with storage_requests(_hosts(mb.env["AzureWebJobsStorage"])) as seen:
+    with storage_requests(storage_hosts(mb.env["AzureWebJobsStorage"])) as seen:
         report = keepalive.sweep()
     assert report.refreshed == 2, report
     # The sweep's own due-index page queries are shared by every connection of the page: not per refresh.

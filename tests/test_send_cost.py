@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 
+from bench.request_count import storage_hosts
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
-from tests.test_keepalive_cost import _hosts, storage_requests
+from tests.test_keepalive_cost import storage_requests
 
 EMAILS = 40
 
@@ -21,7 +22,7 @@ def _steady_sends(kit, emails: int = EMAILS):
     for cid in cids:  # warm: token cache, the mailbox's budget share, the connection row
         assert sender.process(json.dumps(kit.message(cid)), f"warm-{cid}").status == "sent"
     msgs = [kit.message(cids[i % 2]) for i in range(emails)]
-    with storage_requests(_hosts(kit.mb.env["AzureWebJobsStorage"])) as seen:
+    with storage_requests(storage_hosts(kit.mb.env["AzureWebJobsStorage"])) as seen:
         outcomes = [sender.process(json.dumps(m), f"q-{i}").status for i, m in enumerate(msgs)]
     assert outcomes == ["sent"] * emails
     budget = sum(n for what, n in seen.items() if "mailboxbudgets" in what)
