@@ -1,6 +1,7 @@
 """Connect tickets: signed (HMAC-SHA256), short-lived, single-use links from the backend to the browser.
 
-A ticket is ``base64url(json payload) "." base64url(hmac)``. The payload names the caller's
+A ticket is a :func:`sign_token` token of purpose ``ticket``: ``base64url(json payload) "." base64url(hmac)``, the
+MAC over the purpose and the payload. The payload names the caller's
 ``user_ref``, the ``return_url`` (already checked against the allow-list), an optional login hint and
 an expiry. Single use is enforced by the flow store (the ticket id is recorded when the flow starts).
 """
@@ -21,6 +22,7 @@ from shared.errors import ExpiredLink, InvalidRequest, ReturnUrlNotAllowed
 
 TICKET_TTL_SECONDS = 600
 _VERSION = 1
+TICKET_PURPOSE = "ticket"  # connect tickets are sign_token tokens of this purpose (one token format in the app)
 
 
 def _b64e(raw: bytes) -> str:
@@ -96,9 +98,7 @@ def issue_ticket(
     for short, value in (("lh", login_hint), ("dh", domain_hint), ("pr", prompt), ("cid", connection_id)):
         if value:
             payload[short] = value
-    body = _b64e(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
-    sig = _b64e(hmac.new(key, body.encode(), hashlib.sha256).digest())
-    return f"{body}.{sig}", ticket
+    return sign_token(key, TICKET_PURPOSE, payload), ticket
 
 
 def sign_token(key: bytes, purpose: str, payload: dict[str, Any]) -> str:
@@ -114,6 +114,7 @@ def open_token(key: bytes, purpose: str, token: object, *, max_len: int = 2048) 
     if not isinstance(token, str) or not token or len(token) > max_len or token.count(".") != 1:
         return None
     body, sig = token.split(".")
+    # Compare bytes: compare_digest refuses non-ASCII str, and a forged token may carry anything.
     if not hmac.compare_digest(sig.encode("utf-8", "surrogatepass"), _mac(key, purpose, body).encode()):
         return None
     try:
@@ -131,18 +132,10 @@ def _mac(key: bytes, purpose: str, body: str) -> str:
 
 def verify_ticket(key: bytes, token: str | None, *, now: float | None = None) -> Ticket:
     """Check signature and expiry; raise ExpiredLink for anything wrong (never say which part, to a browser)."""
-    if not token or len(token) > 4096 or token.count(".") != 1:
-        raise ExpiredLink(detail="missing or malformed ticket")
-    body, sig = token.split(".")
-    expected = _b64e(hmac.new(key, body.encode(), hashlib.sha256).digest())
-    # Compare bytes: compare_digest refuses non-ASCII str, and a forged ticket may carry anything.
-    if not hmac.compare_digest(sig.encode("utf-8", "surrogatepass"), expected.encode()):
-        raise ExpiredLink(detail="bad ticket signature")
-    try:
-        payload = json.loads(_b64d(body))
-    except (ValueError, UnicodeDecodeError):
-        raise ExpiredLink(detail="unreadable ticket") from None
-    if not isinstance(payload, dict) or payload.get("v") != _VERSION:
+    payload = open_token(key, TICKET_PURPOSE, token, max_len=4096)
+    if payload is None:
+        raise ExpiredLink(detail="missing, malformed or forged ticket")
+    if payload.get("v") != _VERSION:
         raise ExpiredLink(detail="unknown ticket version")
     if int(payload.get("exp", 0)) < int(time.time() if now is None else now):
         raise ExpiredLink(detail="ticket expired")

@@ -39,7 +39,7 @@ import pytest
 
 from emulator.client import EmulatorAdminError
 from shared.store import FlowStore, connection_id_for
-from shared.tickets import issue_ticket
+from shared.tickets import issue_ticket, sign_token
 from tests.fixtures.app import RETURN_ORIGIN, RETURN_URL, query_of
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -154,6 +154,7 @@ def _tampered(ticket: str, key: bytes) -> dict[str, str]:
         "payload expiry extended": f"{with_payload(exp=payload['exp'] + 86400)}.{sig}",
         "payload connection_id added": f"{with_payload(cid='c' + '0' * 31)}.{sig}",
         "signed with another key": other_key,
+        "same payload, signed for another purpose": sign_token(key, "admin-consent", payload),
         "unsigned (alg none style)": f"{body}",
         "three parts": f"{body}.{sig}.{sig}",
     }
