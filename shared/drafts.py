@@ -121,6 +121,19 @@ def _attach(
             graph.upload_attachment(token, draft_id, att.name, att.content_type, att.size or 0, chunks)
 
 
+def discard_unsent(graph: GraphClient, token: str, key: str) -> None:
+    """Delete every unsent draft carrying ``key``: a message whose last attempt failed before its /send was
+    applied (nothing of it was sent, and nothing will retry it) leaves none in the user's Drafts."""
+    try:
+        found = lookup(graph, token, key)
+    except errors.MailbridgeError as exc:
+        logger.warning("Message %s: could not look up its drafts after its last attempt: %s", key, exc.code)
+        return
+    if not found.submitted:
+        for draft_id in found.drafts:
+            _discard(graph, token, draft_id, key)
+
+
 def _discard(graph: GraphClient, token: str, draft_id: str, key: str) -> None:
     """Delete the draft of a message that failed for good (Graph refused the send itself, or an attachment)."""
     try:

@@ -23,7 +23,7 @@ from shared import errors
 from shared.attachments import AttachmentStore
 from shared.budget import Admission, Mailbox, MailboxBudget
 from shared.deliveries import UNREADABLE_PARTITION, Delivery, DeliveryStore, RecordContended
-from shared.drafts import SEND_REQUESTED, TRANSIT_GRACE_S, lookup, recheck_delay, send_via_draft
+from shared.drafts import SEND_REQUESTED, TRANSIT_GRACE_S, discard_unsent, lookup, recheck_delay, send_via_draft
 from shared.events import EventPublisher
 from shared.graph import GraphClient, request_sizes
 from shared.mail import (
@@ -338,6 +338,8 @@ class Sender:
                     return self._reauth_failed(msg, conn, record, reauth)
                 except errors.TransientError:
                     pass
+            if draft_mode and record.retries + 1 > self.max_reschedules and record.phase != SEND_REQUESTED:
+                discard_unsent(self.graph, token, msg.id)  # this reschedule ends its attempts (_reschedule)
             return self._reschedule(msg, record, delay, exc)
         except errors.InputError as exc:  # e.g. a referenced blob vanished
             return self._finish(msg, record, "rejected", exc)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
@@ -189,3 +190,20 @@ def test_draft_mode_soak_with_a_transport_delay_loses_duplicates_and_misreports_
     assert report.deliveries == report.statuses.get("sent", 0) + report.unknown_delivered
     assert set(report.statuses) <= {"sent", "unknown"}, report.statuses
     assert report.faults_fired.get("graph.send.504_after", 0) > 0, report.faults_fired
+
+
+def test_a_draft_mode_message_that_runs_out_of_attempts_leaves_no_draft_behind(send_kit):
+    """Every /send refused transiently (503) until the attempts run out: the message ends ``failed
+    attempts_exhausted`` (nothing was sent), and the complete draft it left in Drafts is deleted with it."""
+    kit = send_kit(ENABLE_MAIL_READWRITE="true")
+    cid = kit.connect("alice")
+    sender = kit.services.sender
+    sender.max_reschedules = 2
+    kit.mb.admin.add_fault("graph.send", "503", count=100)
+    msg = kit.message(cid)
+    outcomes = [sender.process(json.dumps(msg), f"q-{i}").status for i in range(3)]
+    assert outcomes == ["queued", "queued", "failed"], outcomes
+    rec = kit.record(cid, msg["id"])
+    assert (rec.status, rec.error_code, rec.mode) == ("failed", "attempts_exhausted", "draft"), rec
+    assert kit.mb.admin.deliveries(key=msg["id"])["count"] == 0
+    assert kit.mb.admin.drafts(kit.address("alice"), key=msg["id"]) == [], "no orphan draft"
