@@ -338,9 +338,9 @@ class Sender:
                     return self._reauth_failed(msg, conn, record, reauth)
                 except errors.TransientError:
                     pass
-            if draft_mode and record.retries + 1 > self.max_reschedules and record.phase != SEND_REQUESTED:
-                discard_unsent(self.graph, token, msg.id)  # this reschedule ends its attempts (_reschedule)
-            return self._reschedule(msg, record, delay, exc)
+            # A draft-mode message whose attempts end here leaves no unsent draft in the user's Drafts.
+            discard = (lambda: discard_unsent(self.graph, token, msg.id)) if draft_mode else None
+            return self._reschedule(msg, record, delay, exc, discard)
         except errors.InputError as exc:  # e.g. a referenced blob vanished
             return self._finish(msg, record, "rejected", exc)
         except errors.MailbridgeError as exc:
@@ -498,12 +498,17 @@ class Sender:
         record: Delivery,
         delay: float,
         err: errors.MailbridgeError | None,
+        before_failing: Callable[[], None] | None = None,
     ) -> Outcome:
+        """Back to ``queued`` for ``delay`` seconds, or the end of its attempts: ``unknown`` if a draft's /send may
+        have been applied, else ``failed`` (``before_failing`` runs first: nothing was sent)."""
         record.reschedules += 1
         if record.retries > self.max_reschedules and record.phase == SEND_REQUESTED:
             err = errors.OutcomeUnknown(detail="a draft send was not confirmed before the attempts ran out")
             return self._finish(msg, record, "unknown", err)  # never `failed`: it may have been sent
         if record.retries > self.max_reschedules:
+            if before_failing is not None:
+                before_failing()
             cause = f"last: {err.code}" if err else "pacing"
             return self._finish(msg, record, "failed", errors.AttemptsExhausted(detail=cause))
         record.status = "queued"
