@@ -161,6 +161,7 @@ class StorageRequests:
         self.hosts = storage_hosts(connection_string)
         self.seen: Counter[str] = Counter()
         self._stop = None
+        self._in_function = None
 
     @property
     def function(self) -> int:
@@ -176,12 +177,10 @@ class StorageRequests:
         return Counter({k[len("function ") :]: n for k, n in self.seen.items() if k.startswith("function ")})
 
     def _keys(self, request):
-        from devhost.queues import in_function
-
         parts = urlsplit(request.url)
         if parts.netloc not in self.hosts:
             return
-        if getattr(in_function, "active", False):
+        if getattr(self._in_function, "active", False):
             target = parts.path.strip("/").split("/")[-1].split("(")[0]
             yield from ("function", f"function {request.method} {target}")
         elif threading.current_thread().name.startswith(("q-", "devhost-queue-")):
@@ -190,6 +189,9 @@ class StorageRequests:
     def __enter__(self) -> StorageRequests:
         from azure.core.pipeline.transport import RequestsTransport
 
+        from devhost.queues import in_function
+
+        self._in_function = in_function  # imported once, not on every counted request
         self.seen, self._stop = start_counting(RequestsTransport, self._keys)
         return self
 
