@@ -14,6 +14,7 @@ stamp="$VENV/.requirements.sha256"
 want=$(cat bench/requirements.txt requirements.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "==> installing benchmark packages into $VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt -r bench/requirements.txt
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.txt
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
   echo "$want" > "$stamp"
 fi

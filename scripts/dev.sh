@@ -18,7 +18,11 @@ bootstrap() {
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "==> installing Python packages"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+    # The runtime lock first, hash-checked (what the Functions build deploys), then the dev tools; pip check
+    # then fails if a dev tool moved a runtime package off its lock (tests/test_dependencies.py says which).
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.txt
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    "$VENV/bin/python" -m pip check
     echo "$want" > "$stamp"
   fi
   "$VENV/bin/python" -c "from stack.azurite import ensure_installed; ensure_installed()"

@@ -63,6 +63,9 @@ Everything else:
 - hostile input never a 500 (property-based): tests/test_fuzz.py (long mode: python -m bench.fuzz),
   tests/test_openapi.py::test_schemathesis_finds_no_server_error
 - dependency audit: tests/test_security.py::test_runtime_requirements_have_no_known_vulnerabilities (pip-audit)
+- dependency lock (the whole runtime closure pinned with hashes, the deploy build installs it):
+  tests/test_dependencies.py::test_the_lock_covers_the_whole_runtime_closure_at_the_installed_versions,
+  ::test_every_locked_requirement_is_pinned_with_hashes
 """
 
 from __future__ import annotations
@@ -329,7 +332,8 @@ def test_the_index_names_existing_tests_and_every_oauth_case():
 
 
 def test_runtime_requirements_have_no_known_vulnerabilities(tmp_path):
-    """pip-audit over requirements.txt (pinned). Needs PyPI's JSON API (or OSV); skipped when unreachable."""
+    """pip-audit over requirements.txt: the whole runtime closure, pinned with hashes (tests/test_dependencies.py), so
+    transitive packages are audited too. Needs PyPI's JSON API (or OSV); skipped, saying so, when unreachable."""
     audit = REPO / ".venv" / "bin" / "pip-audit"
     if not audit.exists():
         pytest.skip("pip-audit is not installed (requirements-dev.txt)")
@@ -340,6 +344,7 @@ def test_runtime_requirements_have_no_known_vulnerabilities(tmp_path):
             "-r",
             str(REPO / "requirements.txt"),
             "--no-deps",
+            "--require-hashes",
             "--disable-pip",
             "--progress-spinner",
             "off",
