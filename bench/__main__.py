@@ -21,7 +21,12 @@ REMOTE = ("graph.*", "entra.*", "kv.*")  # the emulated Microsoft services B1's 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="small sizes everywhere (a smoke run, minutes)")
+    p.add_argument("--quick", action="store_true", help="small sizes everywhere (minutes)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the smallest sizes that still run every code path (tests/test_bench_smoke.py; figures mean nothing)",
+    )
     p.add_argument("--only", default="b1,b2,b3,b4,b5,b6", help="comma-separated subset, e.g. b3,b5")
     p.add_argument("--cold-runs", type=int, default=7)
     p.add_argument("--latency-ms", type=int, default=50, help="latency of Graph, Entra and Key Vault in B1's 2nd run")
@@ -69,9 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     only = set(args.only.split(","))
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    q = args.quick
+    q, smoke = args.quick or args.smoke, args.smoke
     b1_sizes = [(100, 5, 0), (100, 5, args.latency_ms)] if q else [(1000, 20, 0), (500, 20, args.latency_ms)]
     b3 = (200, 10) if q else (args.b3_messages, args.b3_mailboxes)
+    if smoke:
+        b1_sizes, b3 = [(6, 2, 0), (4, 2, 5)], (12, 3)
     results: dict = {"machine": machine.describe(), "b1": [], "b3": []}
     stack = BenchStack.start()
     try:
@@ -81,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                 results["b1"].append(b1_runs(stack, emails, mailboxes, latency))
             results["b1_peer_notes"] = dict(b1_peers.PEER_NOTES)
         if "b2" in only:
-            runs = 3 if q else args.cold_runs
+            runs = 1 if smoke else 3 if q else args.cold_runs
             print(f"B2: {runs} cold starts each ...", flush=True)
             results["b2"] = b2_cold.run_mailbridge(stack.send_kit(("cold",)), runs=runs)
             results["b2"] += b2_cold.run_peers(stack, runs=runs)
@@ -93,15 +100,15 @@ def main(argv: list[str] | None = None) -> None:
                     b3_throughput.run(stack, *b3, latency_ms=args.b3_latency_ms, rate_limits=rate_limits)
                 )
         if "b4" in only:
-            b4_messages = 60 if q else args.b4_messages
+            b4_messages = 12 if smoke else 60 if q else args.b4_messages
             print(f"B4: {b4_messages} messages to one mailbox ...", flush=True)
             results["b4"] = b4_pacing.run(stack.send_kit(("paced",)), messages=b4_messages)
         if "b5" in only:
-            n = 300 if q else args.b5_connections
+            n = 12 if smoke else 300 if q else args.b5_connections
             print(f"B5: keep-alive sweep over {n} connections ...", flush=True)
             results["b5"] = b5_keepalive.run(stack, connections=n, latency_ms=args.b5_latency_ms)
         if "b6" in only:
-            results["b6"] = b6_scaleout.runs(stack, quick=q)
+            results["b6"] = b6_scaleout.runs(stack, size="smoke" if smoke else "quick" if q else "full")
     finally:
         stack.stop()
     print(report.console(results))

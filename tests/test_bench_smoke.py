@@ -1,9 +1,13 @@
-"""Smoke tests of the benchmarks (bench/b1_cost.py, b3_throughput.py, b5_keepalive.py) with tiny numbers:
-counts only, no timing."""
+"""Smoke tests of the benchmarks with tiny numbers, counts only, no timing: B1, B3 and B5's harnesses on the test
+session's services, and every benchmark (B1-B6) through ``python -m bench --smoke``."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 from bench.b1_cost import run_mailbridge, run_naive
@@ -49,3 +53,32 @@ def test_b5_sweep_refreshes_exactly_the_due_third_with_one_token_call_and_two_va
     assert r["due"] == 4 and r["refreshed"] == 4 and r["still_due"] == 0, r
     assert (r["token_calls"], r["kv_reads"], r["kv_writes"], r["graph_calls"]) == (4, 4, 4, 0), r
     assert r["sweep"]["skipped"] == 0 and r["sweep"]["transient_failures"] == 0, r
+
+
+def test_every_benchmark_runs_end_to_end_at_its_smallest_size(tmp_path):
+    """``python -m bench --smoke``: every benchmark (B1-B6) through the same CLI and stack as a real run, at the
+    smallest sizes, so a refactor that breaks one (a file B2's child needs, a renamed function) fails the suite.
+    Counts and statuses only: the figures of a smoke run mean nothing."""
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--no-doc", "--results", str(out)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    for run in r["b1"]:
+        mailbridge = next(row for row in run if row["design"].startswith("Mailbridge"))
+        assert mailbridge["sent"] == mailbridge["emails"] > 0, run
+    assert [row["name"] for row in r["b2"][:2]] == ["Mailbridge", "Mailbridge (no .pyc)"], r["b2"]
+    for row in r["b2"][:2]:
+        assert row["statuses"] == ["sent"] * row["runs"], row
+    assert [sum(run["statuses"].values()) == run["statuses"].get("sent") for run in r["b3"]] == [True, True], r["b3"]
+    assert r["b4"]["sent"] == r["b4"]["messages"] and r["b4"]["throttled_429"] == 0, r["b4"]
+    assert r["b5"]["refreshed"] == r["b5"]["due"] > 0 and r["b5"]["still_due"] == 0, r["b5"]
+    assert len(r["b6"]) == 4, r["b6"]
+    for run in r["b6"]:
+        assert run["statuses"] == {"sent": run["messages"]} and run["throttled_429"] == 0, run
