@@ -5,9 +5,9 @@ writing blobs under ``api/<connection id>/<message id>/``; the sender reads them
 and deletes ``api/`` blobs once the message reaches a final state. Producers that write the queue
 directly may reference their own blobs in the same container (never an arbitrary URL: no SSRF).
 
-Where a name may point (issue 23): a name is a path the SDK puts in the request URL unencoded apart from
-percent-escapes, and URL clients remove ``.``/``..`` segments before sending (urllib3, RFC 3986 5.2.4), so
-``api/c/m/../../../../other/x`` would read or delete ``/other/x``: any container of the account. Before every
+Where a name may point (issue 23): the SDK puts a name into the request URL percent-encoded, but ``.`` and
+``/`` stay as they are, and URL clients remove ``.``/``..`` segments before sending (urllib3, RFC 3986 5.2.4),
+so ``api/c/m/../../../../other/x`` would read or delete ``/other/x``: any container of the account. Before every
 read, size, range or delete (:meth:`AttachmentStore.blob`) the name must be a :data:`shared.mail.BLOB_PATTERN`
 name, must not lie under ``api/`` of another connection or message, and the URL path the request will carry
 (normalised as urllib3 does) must be the container's path plus the name; otherwise the message is refused
@@ -84,6 +84,7 @@ class AttachmentStore:
         return client
 
     def put(self, msg: SendMessage, data: bytes, kind: str) -> str:
+        """Write ``data`` under this message's own ``api/`` prefix; returns the blob name."""
         name = f"{message_prefix(msg)}{kind}-{uuid.uuid4().hex}"
         if not is_blob_name(name):  # an id ending in "." (or ".", "..") cannot name a folder
             raise errors.InvalidBlobName(
