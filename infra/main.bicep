@@ -164,6 +164,15 @@ var effectiveEntraTenant = empty(entraTenant) ? tenantForAudience[signInAudience
 var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
 var attachmentsContainerName = 'mail-attachments'
+var lockContainerName = 'mailbridge-locks' // per-connection refresh leases (shared/locks.py)
+// Every table the app uses; mailboxbudgets holds the per-mailbox sending budgets shared by all instances
+// (shared/budget.py).
+var appTableNames = [
+  'connections'
+  'authflows'
+  'deliveries'
+  'mailboxbudgets'
+]
 var outboundQueueName = 'outbound-mail'
 var eventsQueueName = 'mail-events'
 var ticketKeySecretName = 'ticket-signing-key'
@@ -184,6 +193,18 @@ module identity 'core/identity/user-assigned-identity.bicep' = {
   }
 }
 
+// The Functions host's own identity (AzureWebJobsStorage, the deployment package): kept apart from the app's,
+// which handles producers' blob names and so may reach only the mail data (app/rbac.bicep, issue 23).
+module hostIdentity 'core/identity/user-assigned-identity.bicep' = {
+  name: 'host-identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}host-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
 module storage 'core/storage/storage-account.bicep' = {
   name: 'storage'
   scope: rg
@@ -196,19 +217,14 @@ module storage 'core/storage/storage-account.bicep' = {
     containers: [
       deploymentContainerName
       attachmentsContainerName
-      'mailbridge-locks' // per-connection refresh leases (shared/locks.py)
+      lockContainerName
     ]
     queues: [
       outboundQueueName
       '${outboundQueueName}-poison'
       eventsQueueName
     ]
-    tables: [
-      'connections'
-      'authflows'
-      'deliveries'
-      'mailboxbudgets' // per-mailbox sending budgets shared by all instances (shared/budget.py)
-    ]
+    tables: appTableNames
   }
 }
 
@@ -269,6 +285,7 @@ module functionApp 'core/host/functions-flexconsumption.bicep' = {
     storageBlobEndpoint: storage.outputs.blobEndpoint
     deploymentContainerName: deploymentContainerName
     identityId: identity.outputs.id
+    hostIdentityId: hostIdentity.outputs.id
     runtimeName: 'python'
     runtimeVersion: '3.11'
     maximumInstanceCount: maximumInstanceCount
@@ -304,6 +321,7 @@ module appSettings 'app/appsettings.bicep' = {
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     identityClientId: identity.outputs.clientId
+    hostIdentityClientId: hostIdentity.outputs.clientId
     keyVaultUrl: keyVault.outputs.uri
     ticketKeySecretUri: ticketKey.outputs.secretUri
     entraClientId: effectiveEntraClientId
@@ -336,6 +354,17 @@ module rbac 'app/rbac.bicep' = {
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     appPrincipalId: identity.outputs.principalId
+    hostPrincipalId: hostIdentity.outputs.principalId
+    appContainerNames: [
+      attachmentsContainerName
+      lockContainerName
+    ]
+    appTableNames: appTableNames
+    hostQueueNames: [
+      outboundQueueName
+      '${outboundQueueName}-poison'
+      eventsQueueName
+    ]
     userPrincipalId: principalId
     userPrincipalType: principalType
     outboundQueueName: outboundQueueName

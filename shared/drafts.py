@@ -85,7 +85,9 @@ def send_via_draft(
             graph.delete_message(token, old)
     created = draft_id is None
     if created:
-        inline = [(a, attachments.content(a)) for a, way in zip(msg.attachments, plan, strict=True) if way == INLINE]
+        inline = [
+            (a, attachments.content(msg, a)) for a, way in zip(msg.attachments, plan, strict=True) if way == INLINE
+        ]
         message = graph.build_message(msg, body, inline, with_property=True)
         draft_id, _ = graph.create_draft(token, message)
     try:
@@ -115,9 +117,9 @@ def _attach(
 ) -> None:
     for att, way in zip(msg.attachments, plan, strict=True):
         if way == ATTACH:
-            graph.add_attachment(token, draft_id, att, attachments.content(att))
+            graph.add_attachment(token, draft_id, att, attachments.content(msg, att))
         elif way == UPLOAD:
-            chunks = attachments.chunks_of(att, UPLOAD_CHUNK_BYTES)
+            chunks = attachments.chunks_of(msg, att, UPLOAD_CHUNK_BYTES)
             graph.upload_attachment(token, draft_id, att.name, att.content_type, att.size or 0, chunks)
 
 

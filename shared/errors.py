@@ -13,6 +13,7 @@ can help::
     │   │   ├── InvalidJson             invalid_json
     │   │   ├── TooManyRecipients       too_many_recipients
     │   │   ├── HeaderInjection         header_injection
+    │   │   ├── InvalidBlobName         invalid_blob_name (a blob name outside the rules or this message's prefix)
     │   │   ├── InvalidHeader           invalid_header
     │   │   │   └── TooManyHeaders      too_many_headers (Graph takes 5 internetMessageHeaders, ours included)
     │   │   └── SendAsNotEnabled        send_as_not_enabled
@@ -301,6 +302,15 @@ class TooManyRecipients(InvalidMessage):
 class HeaderInjection(InvalidMessage):
     code = "header_injection"
     default_hint = "Line breaks (CR or LF) are not allowed in the subject, addresses, names or header values."
+
+
+class InvalidBlobName(InvalidMessage):
+    code = "invalid_blob_name"
+    default_hint = (
+        "A blob name must be segments of letters, digits, '.', '_', ':' or '-' joined by single '/', none ending "
+        "in '.', and may not point under api/ of another message: name a blob your producer wrote to "
+        "ATTACHMENTS_CONTAINER, or send the content inline."
+    )
 
 
 class InvalidHeader(InvalidMessage):

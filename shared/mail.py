@@ -42,7 +42,13 @@ INLINE, ATTACH, UPLOAD = "inline", "attach", "upload"
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 CONNECTION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-BLOB_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,511}$"
+# A blob name: segments of [A-Za-z0-9._:-] joined by single "/", none empty and none ending in "." (so no "."
+# or ".." segment: URL clients remove those before sending, issue 23; Azure: "no path segments should end with a
+# dot", Naming and Referencing Containers, Blobs, and Metadata). No "%", "\\", space or control character.
+# ":" because message ids may hold one and the HTTP API names blobs api/<connection id>/<message id>/...
+BLOB_MAX_LENGTH = 512
+_BLOB_SEGMENT = r"[A-Za-z0-9._:-]*[A-Za-z0-9_:-]"
+BLOB_PATTERN = rf"^{_BLOB_SEGMENT}(?:/{_BLOB_SEGMENT})*$"
 # Deliberately modest, like Exchange's own resolver: local@domain.tld, no spaces or list separators.
 # The patterns below are also the published JSON Schema's (json_schema), so they are written in the subset
 # Python and ECMA-262 regexes read alike (\x1c-\x1f and \x85 are whitespace to Python's \s, not ECMA's).
@@ -57,6 +63,7 @@ BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=
 _ADDRESS_RE = re.compile(ADDRESS_PATTERN)
 _HEADER_NAME_RE = re.compile(HEADER_NAME_PATTERN)
 _CONTENT_TYPE_RE = re.compile(CONTENT_TYPE_PATTERN)
+_BLOB_RE = re.compile(BLOB_PATTERN)
 _CRLF = re.compile(r"[\r\n]")
 # JSON Schema for "no CR or LF anywhere" (a search, so it does not depend on how an engine reads `$`).
 NO_CRLF: dict[str, Any] = {"not": {"pattern": "[\r\n]"}}
@@ -64,10 +71,31 @@ NO_CRLF: dict[str, Any] = {"not": {"pattern": "[\r\n]"}}
 # Custom pydantic error types that map to our own exception classes (everything else: invalid_message).
 _ERROR_CLASSES: dict[str, type[errors.MailbridgeError]] = {
     "header_injection": errors.HeaderInjection,
+    "invalid_blob_name": errors.InvalidBlobName,
     "invalid_header": errors.InvalidHeader,
     "too_many_headers": errors.TooManyHeaders,
     "too_many_recipients": errors.TooManyRecipients,
 }
+
+
+def is_blob_name(value: object) -> bool:
+    """True for a name :data:`BLOB_PATTERN` allows (at most :data:`BLOB_MAX_LENGTH` characters)."""
+    return isinstance(value, str) and len(value) <= BLOB_MAX_LENGTH and _BLOB_RE.fullmatch(value) is not None
+
+
+def _blob_name(value: str | None) -> str | None:
+    if value is not None and not is_blob_name(value):
+        raise PydanticCustomError(
+            "invalid_blob_name",
+            "not a blob name: segments of letters, digits, . _ : - joined by single /, none ending in . "
+            "(so no . or .. segment), no % or \\, at most {max} characters",
+            {"max": BLOB_MAX_LENGTH},
+        )
+    return value
+
+
+# The published form of a blob field (the runtime check is _blob_name: the same pattern and length).
+BLOB_FIELD: dict[str, Any] = {"pattern": BLOB_PATTERN, "maxLength": BLOB_MAX_LENGTH}
 
 
 def _no_crlf(value: str | None, what: str) -> str | None:
@@ -129,10 +157,15 @@ class Body(BaseModel):
 
     content_type: Literal["text", "html"] = "text"
     content: str | None = None
-    blob: Annotated[str, Field(pattern=BLOB_PATTERN)] | None = Field(
+    blob: Annotated[str, Field(json_schema_extra=BLOB_FIELD)] | None = Field(
         default=None, description="Name of a UTF-8 blob in ATTACHMENTS_CONTAINER holding the content"
     )
     size: int | None = Field(default=None, ge=0, description="Bytes of the blob (set by POST /api/messages)")
+
+    @field_validator("blob")
+    @classmethod
+    def _blob(cls, value: str | None) -> str | None:
+        return _blob_name(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> Body:
@@ -165,7 +198,7 @@ class Attachment(BaseModel):
         json_schema_extra={"pattern": CONTENT_TYPE_PATTERN, **NO_CRLF},
     )
     content_base64: Annotated[str, Field(json_schema_extra={"pattern": BASE64_PATTERN})] | None = None
-    blob: Annotated[str, Field(pattern=BLOB_PATTERN)] | None = Field(
+    blob: Annotated[str, Field(json_schema_extra=BLOB_FIELD)] | None = Field(
         default=None, description="Name of a blob in ATTACHMENTS_CONTAINER"
     )
     size: int | None = Field(default=None, ge=0, description="Bytes of the blob (set by POST /api/messages)")
@@ -177,6 +210,11 @@ class Attachment(BaseModel):
     @classmethod
     def _names(cls, value: str | None) -> str | None:
         return _no_crlf(value, "an attachment name")
+
+    @field_validator("blob")
+    @classmethod
+    def _blob(cls, value: str | None) -> str | None:
+        return _blob_name(value)
 
     @field_validator("content_type")
     @classmethod

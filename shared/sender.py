@@ -368,7 +368,7 @@ class Sender:
 
     # --- Graph, two ways ----------------------------------------------------------------------------------
     def _send_mail(self, msg: SendMessage, token: str, body: str) -> str | None:
-        inline = [(a, self.attachments.content(a)) for a in msg.attachments]
+        inline = [(a, self.attachments.content(msg, a)) for a in msg.attachments]
         message = self.graph.build_message(msg, body, inline, with_property=False)
         mailbox = msg.from_.address if (msg.from_ and self.settings.send_as_endpoint == "users") else None
         return self.graph.send_mail(token, mailbox, message, msg.save_to_sent_items).request_id

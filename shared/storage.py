@@ -36,24 +36,36 @@ def azure_credential(settings: Settings) -> TokenCredential:
 
 
 class StorageClients:
-    """Lazily built, shared service clients; per-name table/queue/container clients are cached."""
+    """Lazily built, shared service clients; per-name table/queue/container clients are cached.
 
-    def __init__(self, settings: Settings) -> None:
+    ``credential`` replaces the app's identity for identity-based access (tests: bearer tokens for an Azurite
+    started with ``--oauth basic``)."""
+
+    def __init__(self, settings: Settings, credential: TokenCredential | None = None) -> None:
         self.settings = settings
+        self._given_credential = credential
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, str], Any] = {}
         self._ensured: set[tuple[str, str]] = set()
 
     @cached_property
     def _credential(self) -> TokenCredential:
-        return azure_credential(self.settings)
+        return self._given_credential or azure_credential(self.settings)
+
+    @cached_property
+    def _identity_transport(self) -> dict[str, Any]:
+        """Transport options of identity-based clients (always HTTPS): MAILBRIDGE_CA_BUNDLE, when set, is the
+        CA they trust too (azure-core's ``connection_verify``), as for Entra, Graph and Key Vault."""
+        if self.settings.ca_bundle:
+            return {**_TRANSPORT, "connection_verify": self.settings.ca_bundle}
+        return _TRANSPORT
 
     @cached_property
     def tables(self) -> TableServiceClient:
         s = self.settings.storage
         if s.connection_string:
             return TableServiceClient.from_connection_string(s.connection_string, **_TRANSPORT)
-        return TableServiceClient(endpoint=s.table_service_uri, credential=self._credential, **_TRANSPORT)
+        return TableServiceClient(endpoint=s.table_service_uri, credential=self._credential, **self._identity_transport)
 
     @cached_property
     def queues(self) -> QueueServiceClient:
@@ -62,7 +74,9 @@ class StorageClients:
         s = self.settings.storage
         if s.connection_string:
             return QueueServiceClient.from_connection_string(s.connection_string, **_TRANSPORT)
-        return QueueServiceClient(account_url=s.queue_service_uri, credential=self._credential, **_TRANSPORT)
+        return QueueServiceClient(
+            account_url=s.queue_service_uri, credential=self._credential, **self._identity_transport
+        )
 
     @cached_property
     def blobs(self) -> BlobServiceClient:
@@ -71,7 +85,9 @@ class StorageClients:
         s = self.settings.storage
         if s.connection_string:
             return BlobServiceClient.from_connection_string(s.connection_string, **_TRANSPORT)
-        return BlobServiceClient(account_url=s.blob_service_uri, credential=self._credential, **_TRANSPORT)
+        return BlobServiceClient(
+            account_url=s.blob_service_uri, credential=self._credential, **self._identity_transport
+        )
 
     @property
     def creates_missing(self) -> bool:

@@ -1,4 +1,10 @@
-"""Azurite (Storage emulator) installed with npm at a pinned version, started on free ports, stopped by PID."""
+"""Azurite (Storage emulator) installed with npm at a pinned version, started on free ports, stopped by PID.
+
+By default Azurite speaks HTTP and takes the well-known account key (a connection string). ``Azurite(...,
+tls=(cert, key), oauth=True)`` starts it as Azure is reached with shared keys off: HTTPS, and bearer tokens
+(``--oauth basic``: Azurite checks a token's issuer, audience and lifetime, not its signature). Requests that
+a SharedKey signature would have caught (a URL rewritten on the way, issue 23) are then seen as Azure sees them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -72,6 +79,8 @@ class Azurite:
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen | None = None
+    tls: tuple[Path, Path] | None = None  # (certificate chain PEM, private key PEM): serve HTTPS
+    oauth: bool = False  # accept bearer tokens (--oauth basic; Azurite allows it over HTTPS only)
 
     def start(self, timeout: float = 30.0, preferred_ports: dict[str, int] | None = None) -> Azurite:
         """Start on free ports (``preferred_ports`` when all of them are free: the local stack keeps its
@@ -84,9 +93,17 @@ class Azurite:
         else:
             self.ports = {"blob": free_port(), "queue": free_port(), "table": free_port()}
         log = open(self.location / "azurite.log", "ab")  # noqa: SIM115 - owned by the child process
+        secure: list[str] = []
+        if self.tls:
+            secure += ["--cert", str(self.tls[0]), "--key", str(self.tls[1])]
+        if self.oauth:
+            if not self.tls:
+                raise ValueError("Azurite takes bearer tokens over HTTPS only: give tls=(cert, key)")
+            secure += ["--oauth", "basic"]
         self.process = subprocess.Popen(
             [
                 str(launcher),
+                *secure,
                 "--skipApiVersionCheck",
                 "--disableTelemetry",
                 "--loose",
@@ -125,7 +142,7 @@ class Azurite:
                 raise RuntimeError(f"Azurite exited with {self.process.returncode}; see {self.location}/azurite.log")
             for name, port in list(pending.items()):
                 try:
-                    with socket.create_connection((self.host, port), timeout=0.5) as sock:
+                    with self._probe(port) as sock:
                         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                         if sock.recv(12).startswith(b"HTTP/1.1"):
                             del pending[name]
@@ -137,11 +154,30 @@ class Azurite:
             if pending:
                 time.sleep(0.1)
 
+    def _probe(self, port: int) -> socket.socket:
+        sock = socket.create_connection((self.host, port), timeout=0.5)
+        if not self.tls:
+            return sock
+        # A liveness probe of our own child on loopback (does it speak HTTP yet?), not a trust decision: the
+        # clients of the tests verify the certificate against its CA.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context.wrap_socket(sock)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def service_url(self, kind: str) -> str:
+        """The account URL of one service (``blob``, ``queue``, ``table``): what identity-based clients take."""
+        return f"{self.scheme}://{self.host}:{self.ports[kind]}/{ACCOUNT}"
+
     @property
     def connection_string(self) -> str:
-        base = f"http://{self.host}"
+        base = f"{self.scheme}://{self.host}"
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+            f"DefaultEndpointsProtocol={self.scheme};AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
             f"BlobEndpoint={base}:{self.ports['blob']}/{ACCOUNT};"
             f"QueueEndpoint={base}:{self.ports['queue']}/{ACCOUNT};"
             f"TableEndpoint={base}:{self.ports['table']}/{ACCOUNT};"

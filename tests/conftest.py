@@ -6,6 +6,7 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.azurite",
+    "tests.fixtures.azurite_oauth",
     "tests.fixtures.emulator",
     "tests.fixtures.app",
 ]

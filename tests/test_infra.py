@@ -71,6 +71,7 @@ ROLE_IDS = {
     "storageQueueDataContributor": ("974c5e8b-45b9-4653-ba55-5f855dd0fb88", "Storage Queue Data Contributor"),
     "storageTableDataContributor": ("0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", "Storage Table Data Contributor"),
     "storageBlobDataOwner": ("b7e6dc6d-f1e8-4753-8033-0f276bb0955b", "Storage Blob Data Owner"),
+    "storageBlobDataContributor": ("ba92f5b4-2d11-453d-a403-e96b0029c9fe", "Storage Blob Data Contributor"),
     "monitoringMetricsPublisher": ("3913510d-42f4-4e42-8a64-420c390055eb", "Monitoring Metrics Publisher"),
 }
 # Queue-scoped roles for producers and event readers (REFERENCE.md; docs/producers.md).
@@ -82,14 +83,27 @@ QUEUE_ROLE_IDS = {
     ),
     "storageQueueDataReader": ("19e7f393-937e-4f77-808e-94535e297925", "Storage Queue Data Reader"),
 }
-# role key -> the existing resource (symbolic name in rbac.bicep) it must be scoped to.
-ROLE_SCOPES = {
-    "keyVaultSecretsOfficer": "vault",
-    "storageQueueDataContributor": "storage",
-    "storageTableDataContributor": "storage",
-    "storageBlobDataOwner": "storage",
-    "monitoringMetricsPublisher": "applicationInsights",
+# Every fixed role assignment in rbac.bicep: (principal, role key) -> (scope, the array it loops over or None).
+# The app identity (its code reads blobs by producer-given names) reaches only the mail data: its containers,
+# its tables, message-send on queues; the host identity holds what the Functions host needs (issue 23).
+ASSIGNMENTS = {
+    ("appPrincipalId", "keyVaultSecretsOfficer"): ("vault", None),
+    ("appPrincipalId", "storageQueueDataMessageSender"): ("storage", None),
+    ("appPrincipalId", "storageTableDataContributor"): ("appTables[i]", "appTableNames"),
+    ("appPrincipalId", "storageBlobDataContributor"): ("appContainers[i]", "appContainerNames"),
+    ("appPrincipalId", "monitoringMetricsPublisher"): ("applicationInsights", None),
+    ("hostPrincipalId", "storageBlobDataOwner"): ("storage", None),
+    ("hostPrincipalId", "storageQueueDataContributor"): ("hostQueues[i]", "hostQueueNames"),
+    ("hostPrincipalId", "storageTableDataContributor"): ("storage", None),
+    # The deploying principal: account-wide data roles, for local runs against the deployed resources.
+    ("userPrincipalId", "keyVaultSecretsOfficer"): ("vault", None),
+    ("userPrincipalId", "storageQueueDataContributor"): ("storage", None),
+    ("userPrincipalId", "storageTableDataContributor"): ("storage", None),
+    ("userPrincipalId", "storageBlobDataOwner"): ("storage", None),
+    ("userPrincipalId", "monitoringMetricsPublisher"): ("applicationInsights", None),
 }
+# Loops over principals (producers, event readers), checked by their own test.
+PRINCIPAL_LOOPS = {"producerPrincipalIds", "eventReaderPrincipalIds"}
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 GRAPH_DELEGATED_SCOPES = {
@@ -560,7 +574,8 @@ def test_storage_is_identity_only_with_the_app_queues_tables_and_containers(
     from shared.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE
 
     code_tables = {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE}
-    assert set(params["tables"]) == code_tables
+    assert params["tables"] == "appTableNames" and set(variables["appTableNames"]) == code_tables
+    resolve["lockContainerName"] = variables["lockContainerName"]
     assert {resolve.get(c, c) for c in params["containers"]} == {"mail-attachments", "<deployment>", LOCK_CONTAINER}
     # The deployment package container is the one the function app deploys from.
     assert body(main["modules"]["functionApp"])["params"]["deploymentContainerName"] == "deploymentContainerName"
@@ -586,7 +601,11 @@ def test_function_app_is_flex_consumption_python_311_https_only(templates: dict[
     storage = config["deployment"]["storage"]
     assert storage["type"] == "blobContainer"
     assert storage["value"] == "${storageBlobEndpoint}${deploymentContainerName}"
-    assert storage["authentication"] == {"type": "UserAssignedIdentity", "userAssignedIdentityResourceId": "identityId"}
+    assert storage["authentication"] == {
+        "type": "UserAssignedIdentity",
+        "userAssignedIdentityResourceId": "hostIdentityId",
+    }
+    assert site["identity"]["userAssignedIdentities"] == {"'${identityId}'": {}, "'${hostIdentityId}'": {}}
     for policy in resources_of_type(template, "Microsoft.Web/sites/basicPublishingCredentialsPolicies").values():
         assert body(policy)["properties"]["allow"] is False
     call = body(templates["main.bicep"]["modules"]["functionApp"])["params"]
@@ -621,49 +640,117 @@ def test_role_ids_are_the_documented_ones_and_commented(templates: dict[str, dic
         assert re.search(rf"'{role_id}' // {re.escape(role_name)}\n", text), f"{role_name} id lacks its comment"
 
 
-def test_role_assignments_least_privilege_for_app_and_deployer(templates: dict[str, dict[str, Any]]) -> None:
+def _loop_array(resource: dict[str, Any]) -> str | None:
+    loop = resource["config"].get("loop_type")
+    return loop["detail"]["array_name"] if loop else None
+
+
+def test_role_assignments_least_privilege_for_app_host_and_deployer(templates: dict[str, dict[str, Any]]) -> None:
     rbac = templates["app/rbac.bicep"]
-    seen = set()
+    seen = {}
     for symbol, resource in _assignments(rbac).items():
-        if "loop_type" in resource["config"]:
+        array = _loop_array(resource)
+        if array in PRINCIPAL_LOOPS:
             continue  # producers and event readers: test_producers_and_event_readers_get_queue_scoped_roles
         config = body(resource)
         props = config["properties"]
         role_key = expr(props["roleDefinitionId"]).removeprefix(
             "subscription_resource_id(Microsoft.Authorization/roleDefinitions, roles."
         )[:-1]
-        assert role_key in ROLE_IDS, f"{symbol}: unexpected role {props['roleDefinitionId']}"
-        scope = config["scope"]
-        assert scope == ROLE_SCOPES[role_key], f"{symbol}: {role_key} scoped to {scope}"
+        assert role_key in ROLE_IDS or role_key in QUEUE_ROLE_IDS, f"{symbol}: unexpected role {role_key}"
         principal = props["principalId"]
-        assert principal in {"appPrincipalId", "userPrincipalId"}
-        if principal == "appPrincipalId":
-            assert props["principalType"] == "ServicePrincipal"
-            assert condition(resource) is None
-        else:
+        scope = expr(config["scope"])
+        key = (principal, role_key)
+        assert key in ASSIGNMENTS, f"{symbol}: {principal} must not hold {role_key}"
+        assert (scope, array) == ASSIGNMENTS[key], f"{symbol}: {role_key} scoped to {scope} (loop {array})"
+        if principal == "userPrincipalId":
             assert props["principalType"] == "userPrincipalType"
             assert condition(resource) == "assignUser"
+        else:
+            assert props["principalType"] == "ServicePrincipal"
+            assert condition(resource) is None
         assert expr(config["name"]) == f"guid({scope}.id, {principal}, roles.{role_key})"
-        seen.add((principal, role_key))
-    expected = {(p, r) for p in ("appPrincipalId", "userPrincipalId") for r in ROLE_IDS}
-    assert seen == expected
+        assert key not in seen, f"{symbol} and {seen.get(key)} assign the same role"
+        seen[key] = symbol
+    assert set(seen) == set(ASSIGNMENTS)
     assert param_default(rbac, "userPrincipalType") == "User"
     assert expr(rbac["variables"]["assignUser"]["value"]) == "!empty(userPrincipalId)"
-    # main passes the app identity and the deploying user.
-    call = body(templates["main.bicep"]["modules"]["rbac"])["params"]
-    assert expr(call["appPrincipalId"]) == "identity.outputs.principalId"
+    # The looped scopes are the named children of the app's storage account.
+    existing = {name: res for name, res in rbac["resources"].items() if res.get("existing")}
+    for symbol, parent, array in (
+        ("appContainers", "blobService", "appContainerNames"),
+        ("appTables", "tableService", "appTableNames"),
+        ("hostQueues", "queueService", "hostQueueNames"),
+    ):
+        assert existing[symbol]["config"]["config"]["parent"] == parent
+        assert _loop_array(existing[symbol]) == array
+    for service in ("blobService", "tableService", "queueService"):
+        assert existing[service]["config"] == {"parent": "storage", "name": "default"}
+    # main passes the two identities, the deploying user, and the names it creates.
+    main = templates["main.bicep"]
+    variables = {name: expr(v["value"]) for name, v in main["variables"].items()}
+    call = {k: expr(v) for k, v in body(main["modules"]["rbac"])["params"].items()}
+    assert call["appPrincipalId"] == "identity.outputs.principalId"
+    assert call["hostPrincipalId"] == "hostIdentity.outputs.principalId"
     assert call["userPrincipalId"] == "principalId"
+    assert call["appTableNames"] == "appTableNames"
+    assert call["hostQueueNames"] == ["outboundQueueName", "${outboundQueueName}-poison", "eventsQueueName"]
+    from shared.budget import BUDGETS_TABLE
+    from shared.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE
+
+    assert set(variables["appTableNames"]) == {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE}
     # No assignment anywhere else (in particular none at subscription or group scope).
     for path, template in templates.items():
         if path != "app/rbac.bicep":
             assert not _assignments(template), path
 
 
+def test_the_identity_reading_producer_blob_names_cannot_reach_host_or_package_blobs(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    """Issue 23: the app reads and deletes blobs by names producers give. Whatever such a name might resolve to,
+    the identity it runs as holds blob roles on mail-attachments and mailbridge-locks only; the deployment
+    package and the host's azure-webjobs-* containers belong to the Functions host's own identity."""
+    rbac = templates["app/rbac.bicep"]
+    blob_roles = {key for key in ROLE_IDS if key.startswith("storageBlob")}
+    for symbol, resource in _assignments(rbac).items():
+        props = body(resource)["properties"]
+        role = expr(props["roleDefinitionId"])
+        if props["principalId"] == "appPrincipalId" and any(role.endswith(f"roles.{key})") for key in blob_roles):
+            assert expr(body(resource)["scope"]) == "appContainers[i]", f"{symbol}: app blob role beyond its containers"
+            assert _loop_array(resource) == "appContainerNames"
+    main = templates["main.bicep"]
+    variables = {name: expr(v["value"]) for name, v in main["variables"].items()}
+    call = body(main["modules"]["rbac"])["params"]
+    assert call["appContainerNames"] == ["attachmentsContainerName", "lockContainerName"]
+    from shared.locks import LOCK_CONTAINER
+
+    names = {variables["attachmentsContainerName"], variables["lockContainerName"]}
+    assert names == {"mail-attachments", LOCK_CONTAINER}
+    assert not any(n.startswith(("azure-webjobs", "app-package")) for n in names)
+    # Two identities: the code signs in as the app's; the host's storage and the package use the host's.
+    paths = {main["modules"][m]["detail"]["path"] for m in ("identity", "hostIdentity")}
+    assert paths == {"core/identity/user-assigned-identity.bicep"}
+    identities = {expr(body(main["modules"][m])["params"]["name"]) for m in ("identity", "hostIdentity")}
+    assert len(identities) == 2
+    settings = app_settings(templates)
+    assert settings["AzureWebJobsStorage__clientId"] == "hostIdentityClientId"
+    assert settings["MANAGED_IDENTITY_CLIENT_ID"] == "identityClientId"
+    feeds = {k: expr(v) for k, v in body(main["modules"]["appSettings"])["params"].items()}
+    assert feeds["hostIdentityClientId"] == "hostIdentity.outputs.clientId"
+    assert feeds["identityClientId"] == "identity.outputs.clientId"
+    site_call = {k: expr(v) for k, v in body(main["modules"]["functionApp"])["params"].items()}
+    assert site_call["hostIdentityId"] == "hostIdentity.outputs.id" and site_call["identityId"] == "identity.outputs.id"
+    site = only(templates["core/host/functions-flexconsumption.bicep"], "Microsoft.Web/sites")
+    deployment = site["properties"]["functionAppConfig"]["deployment"]["storage"]["authentication"]
+    assert deployment["userAssignedIdentityResourceId"] == "hostIdentityId"
+
+
 def test_producers_and_event_readers_get_queue_scoped_roles(templates: dict[str, dict[str, Any]]) -> None:
     """Each producer may only add messages to the outbound queue; each event reader may only read (or
     consume) the events queue. Nothing at account scope, nothing on the poison queue."""
     rbac = templates["app/rbac.bicep"]
-    loops = {symbol: res for symbol, res in _assignments(rbac).items() if "loop_type" in res["config"]}
+    loops = {symbol: res for symbol, res in _assignments(rbac).items() if _loop_array(res) in PRINCIPAL_LOOPS}
     assert set(loops) == {"producerMessageSender", "eventReader"}
     expected = {
         "producerMessageSender": (
@@ -810,7 +897,7 @@ def test_every_app_setting_is_wired(templates: dict[str, dict[str, Any]]) -> Non
         assert settings[name] == value
         assert re.search(rf"\n  {name}: '{value}'\n", text), name
     assert settings["AzureWebJobsStorage__accountName"] == "storage.name"
-    assert settings["AzureWebJobsStorage__clientId"] == "identityClientId"
+    assert settings["AzureWebJobsStorage__clientId"] == "hostIdentityClientId"
     assert settings["MANAGED_IDENTITY_CLIENT_ID"] == "identityClientId"
     for service in ("blob", "queue", "table"):
         assert settings[f"AzureWebJobsStorage__{service}ServiceUri"] == f"storage.properties.primaryEndpoints.{service}"
@@ -833,6 +920,7 @@ def test_main_feeds_the_settings_their_values(templates: dict[str, dict[str, Any
     assert allowed(main, "azureCloud") == ["", "public", "usgov", "usgovdod", "china"]
     call = {k: expr(v) for k, v in body(main["modules"]["appSettings"])["params"].items()}
     assert call["identityClientId"] == "identity.outputs.clientId"
+    assert call["hostIdentityClientId"] == "hostIdentity.outputs.clientId"
     assert call["keyVaultUrl"] == "keyVault.outputs.uri"
     assert call["publicBaseUrl"] == "publicBaseUrl"
     # A custom domain replaces the host name everywhere browsers meet it: settings, redirect URIs, output.

@@ -88,7 +88,9 @@ def test_a_full_message_parses_and_normalises_bare_addresses():
         (ok(importance="urgent"), "invalid_message", "importance"),
         (ok(attachments=[{"name": "a", "content_base64": "***"}]), "invalid_message", "attachments.0"),
         (ok(attachments=[{"name": "a", "content_base64": "aGk=", "blob": "x"}]), "invalid_message", "attachments.0"),
-        (ok(attachments=[{"name": "a", "blob": "https://evil.example/x"}]), "invalid_message", "attachments.0.blob"),
+        (ok(attachments=[{"name": "a", "blob": "https://evil.example/x"}]), "invalid_blob_name", "attachments.0.blob"),
+        (ok(attachments=[{"name": "a", "blob": "api/c/m/../../../../x/y"}]), "invalid_blob_name", "attachments.0.blob"),
+        (ok(body={"blob": "a//b"}), "invalid_blob_name", "body.blob"),
         (ok(callback={"queue": "Bad_Queue"}), "invalid_message", "callback.queue"),
     ],
 )

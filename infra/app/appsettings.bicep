@@ -7,8 +7,11 @@ param functionAppName string
 param storageAccountName string
 param applicationInsightsName string
 
-@description('Client id of the user-assigned managed identity.')
+@description('Client id of the app\'s user-assigned managed identity (the code: storage mail data, Entra, Key Vault).')
 param identityClientId string
+
+@description('Client id of the Functions host\'s user-assigned identity (AzureWebJobsStorage).')
+param hostIdentityClientId string
 param keyVaultUrl string
 
 @description('Versionless URI of the ticket signing key secret.')
@@ -52,10 +55,11 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
 }
 
 var coreSettings = {
-  // Functions host storage through the managed identity (no connection string).
+  // Functions host storage through the host's identity (no connection string). The app's code reads only the
+  // endpoints below and signs in as MANAGED_IDENTITY_CLIENT_ID, which reaches the mail data only (issue 23).
   AzureWebJobsStorage__accountName: storage.name
   AzureWebJobsStorage__credential: 'managedidentity'
-  AzureWebJobsStorage__clientId: identityClientId
+  AzureWebJobsStorage__clientId: hostIdentityClientId
   // The app's own queue/table/blob clients read these endpoints.
   AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
   AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue

@@ -1,14 +1,30 @@
-// Role assignments, least privilege, each scoped to the one resource it is for. The app identity
-// gets data-plane roles only; the deploying principal (principalId) gets the same ones so local
-// runs against these resources work. Producers get send-only access to the outbound queue, and
-// event readers access to the events queue only (docs/producers.md). Names are
-// guid(scope, principal, role): re-deploys are no-ops.
+// Role assignments, least privilege, each scoped to the one resource it is for. Two identities
+// (issue 23): the app identity, which the Python code uses and which reads blobs by names producers
+// give, reaches only the mail data: its two containers, its four tables, and message-send on queues.
+// The Functions host's identity (AzureWebJobsStorage, the deployment package) holds Storage Blob Data
+// Owner on the account, as the host needs, but never handles a producer's blob name. So no path
+// confusion in the app can read or delete the deployment package or the host's key and lease
+// containers. The deploying principal (principalId) gets account-wide data roles for local runs.
+// Producers get send-only access to the outbound queue, and event readers access to the events
+// queue only (docs/producers.md). Names are guid(scope, principal, role): re-deploys are no-ops.
 param storageAccountName string
 param keyVaultName string
 param applicationInsightsName string
 
-@description('Principal id of the app\'s user-assigned managed identity.')
+@description('Principal id of the app\'s user-assigned managed identity (the Python code: Storage mail data, Key Vault, telemetry).')
 param appPrincipalId string
+
+@description('Principal id of the Functions host\'s user-assigned identity (AzureWebJobsStorage and the deployment package).')
+param hostPrincipalId string
+
+@description('Blob containers the app reads and writes (attachments, refresh locks): its only blob access.')
+param appContainerNames array
+
+@description('Tables the app reads and writes.')
+param appTableNames array
+
+@description('Queues the Functions host triggers on or writes through bindings (outbound, its poison queue, events).')
+param hostQueueNames array
 
 @description('Object id of the deploying user or CI principal; empty skips its assignments.')
 param userPrincipalId string = ''
@@ -43,6 +59,7 @@ var roles = {
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
   storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a' // Storage Queue Data Message Sender
   storageQueueDataMessageProcessor: '8a0f0c08-91a1-4084-bc3d-661d67233fed' // Storage Queue Data Message Processor
@@ -71,6 +88,31 @@ resource eventsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
   name: eventsQueueName
 }
 
+resource hostQueues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = [for queue in hostQueueNames: {
+  parent: queueService
+  name: queue
+}]
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource appContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = [for container in appContainerNames: {
+  parent: blobService
+  name: container
+}]
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource appTables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = [for table in appTableNames: {
+  parent: tableService
+  name: table
+}]
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
 }
@@ -92,39 +134,44 @@ resource appKeyVaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022
   }
 }
 
-// Storage Queue Data Contributor: outbound-mail, its poison queue, mail-events.
-resource appStorageQueueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, appPrincipalId, roles.storageQueueDataContributor)
+// Storage Queue Data Message Sender on the account: POST /api/messages enqueues to outbound-mail,
+// events go to mail-events, and a message's callback queue may be any queue of the account
+// (shared/events.py refuses the host's and the outbound queues). Add only: no read, peek or delete.
+resource appStorageQueueDataMessageSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, appPrincipalId, roles.storageQueueDataMessageSender)
   scope: storage
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataMessageSender)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
 }
 
-// Storage Table Data Contributor: connections, authflows, deliveries, tenants.
-resource appStorageTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, appPrincipalId, roles.storageTableDataContributor)
-  scope: storage
+// Storage Table Data Contributor on each of the app's tables (connections, authflows, deliveries,
+// mailboxbudgets), not the account.
+resource appStorageTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (table, i) in appTableNames: {
+  name: guid(appTables[i].id, appPrincipalId, roles.storageTableDataContributor)
+  scope: appTables[i]
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
-}
+}]
 
-// Storage Blob Data Owner: the Functions host (AzureWebJobsStorage) manages blob leases and the
-// deployment package; the app stores attachments and takes refresh leases.
-resource appStorageBlobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, appPrincipalId, roles.storageBlobDataOwner)
-  scope: storage
+// Storage Blob Data Contributor on mail-attachments and mailbridge-locks only: attachment blobs
+// (read by producer-given names) and refresh leases. Not the deployment package container, not
+// azure-webjobs-hosts / azure-webjobs-secrets: a blob name that escaped its container would find
+// nothing this identity may read or delete (issue 23).
+resource appStorageBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (container, i) in appContainerNames: {
+  name: guid(appContainers[i].id, appPrincipalId, roles.storageBlobDataContributor)
+  scope: appContainers[i]
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }
-}
+}]
 
 // Monitoring Metrics Publisher: Entra-authenticated telemetry (App Insights local auth is off).
 resource appMonitoringMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -137,7 +184,47 @@ resource appMonitoringMetricsPublisher 'Microsoft.Authorization/roleAssignments@
   }
 }
 
-// --- the deploying principal (mirror of the above) ---
+// --- the Functions host's identity (AzureWebJobsStorage__clientId, deployment storage) ---
+
+// Storage Blob Data Owner on the account: what Microsoft documents for host storage with an identity
+// (Functions reference, "Connecting to host storage with an identity": the host creates and uses
+// azure-webjobs-hosts and azure-webjobs-secrets, timer locks, keys) and the Flex Consumption
+// deployment package container.
+resource hostStorageBlobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, hostPrincipalId, roles.storageBlobDataOwner)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    principalId: hostPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Storage Queue Data Contributor on the queues of the bindings only: the outbound-mail trigger
+// (receive, delete, move to outbound-mail-poison), the poison trigger, the mail-events output.
+resource hostStorageQueueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (queue, i) in hostQueueNames: {
+  name: guid(hostQueues[i].id, hostPrincipalId, roles.storageQueueDataContributor)
+  scope: hostQueues[i]
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: hostPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+// Storage Table Data Contributor on the account: the host's diagnostic events tables
+// (AzureFunctionsDiagnosticEvents<yyyyMM>, created monthly), per the same Microsoft page.
+resource hostStorageTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, hostPrincipalId, roles.storageTableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: hostPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// --- the deploying principal (account-wide data roles, for local runs against these resources) ---
 
 // Key Vault Secrets Officer
 resource userKeyVaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (assignUser) {

@@ -1,6 +1,6 @@
-// Flex Consumption (FC1) plan + Linux function app running as the user-assigned identity.
-// The deployment package lives in a private blob container that the platform reads with that
-// identity. App settings are applied by app/appsettings.bicep once the app registration exists
+// Flex Consumption (FC1) plan + Linux function app with two user-assigned identities: the app's
+// (its code, Key Vault references) and the host's (AzureWebJobsStorage, and the private blob
+// container holding the deployment package, which the platform reads with it). App settings are applied by app/appsettings.bicep once the app registration exists
 // (its redirect URIs need this app's host name, and the settings need its client id).
 param name string
 param planName string
@@ -14,8 +14,11 @@ param serviceName string
 param storageBlobEndpoint string
 param deploymentContainerName string
 
-@description('Resource id of the user-assigned identity.')
+@description('Resource id of the app\'s user-assigned identity (the code; Key Vault references).')
 param identityId string
+
+@description('Resource id of the Functions host\'s user-assigned identity (host storage, deployment package).')
+param hostIdentityId string
 
 @allowed([
   'python'
@@ -57,6 +60,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     type: 'UserAssigned'
     userAssignedIdentities: {
       '${identityId}': {}
+      '${hostIdentityId}': {}
     }
   }
   // checkov:skip=CKV_AZURE_222: users' browsers must reach /api/connect/* and /api/admin-consent/* (OAuth redirects), so the app is public; APIs are protected by function keys.
@@ -80,7 +84,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: '${storageBlobEndpoint}${deploymentContainerName}'
           authentication: {
             type: 'UserAssignedIdentity'
-            userAssignedIdentityResourceId: identityId
+            userAssignedIdentityResourceId: hostIdentityId
           }
         }
       }

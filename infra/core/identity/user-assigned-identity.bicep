@@ -1,5 +1,6 @@
-// The app's user-assigned managed identity: reaches Storage, Key Vault and Application Insights,
-// and is the federated credential of the Entra app registration (no client secret).
+// A user-assigned managed identity. main.bicep makes two: the app's (its code reaches the mail data in
+// Storage, Key Vault and Application Insights, and it is the federated credential of the Entra app
+// registration: no client secret) and the Functions host's (AzureWebJobsStorage, deployment package).
 @description('Identity name.')
 param name string
 param location string
