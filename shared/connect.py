@@ -19,6 +19,7 @@ import msal
 from shared import errors
 from shared.entra_errors import TOKEN_ENDPOINT_OUTAGES, classify, map_entra_error, token_endpoint_outage
 from shared.grants import GrantService
+from shared.id_tokens import IdTokenRules, require_valid
 from shared.services import Services
 from shared.settings import _TENANT_RE
 from shared.store import Connection
@@ -246,12 +247,17 @@ class ConnectService:
                 self.s.app_credential.failed(errors.AppCredentialFailed(detail=err.detail))
             raise err if isinstance(err, (errors.ConnectError, errors.TransientError)) else errors.InteractionRequired()
         claims = result.get("id_token_claims") or {}
-        tid, oid = claims.get("tid"), claims.get("oid")
-        if not tid or not oid or claims.get("aud") != self.settings.entra_client_id:
-            raise errors.IdentityMismatch(detail="id_token lacks tid/oid or is for another app")
-        tenant = self.settings.entra_tenant
-        if "-" in tenant and "." not in tenant and tid.lower() != tenant.lower():
-            raise errors.IdentityMismatch(detail="signed in from another tenant than this app serves")
+        # MSAL checked the nonce only; the rest of the token is ours to check (shared/id_tokens.py). The rules come
+        # from what MSAL discovered for the authority: a domain ENTRA_TENANT is pinned by its tenant id too.
+        authority = app.authority
+        rules = IdTokenRules.for_authority(
+            client_id=self.settings.entra_client_id,
+            authority_host=self.settings.authority_host,
+            entra_tenant=self.settings.entra_tenant,
+            discovered_tenant=getattr(authority, "tenant", None),
+            metadata_issuer=getattr(authority, "_issuer", None),  # MSAL keeps the metadata's issuer here
+        )
+        tid, oid = require_valid(claims, rules, self.s.clock())
         expected = record.get("expected") or {}
         if expected and (expected.get("tid") != tid or expected.get("oid") != oid):
             raise errors.IdentityMismatch(detail="a different account signed in than the one being reconnected")

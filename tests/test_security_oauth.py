@@ -518,7 +518,8 @@ def test_an_id_token_of_another_tenant_on_a_reconnect_is_refused(mailbridge, emu
     cid = mb.connect("alice", user_ref="u8")["connection_id"]
     authorize_url, _ = begin(mb, "u8", connection_id=cid)
     redirect = mb.authorize(authorize_url, "alice")
-    mb.admin.entra_settings(id_token_claims={"tid": "11111111-2222-3333-4444-555555555555"})
+    other = "11111111-2222-3333-4444-555555555555"  # a token of that tenant: tid and iss agree
+    mb.admin.entra_settings(id_token_claims={"tid": other, "iss": f"{emulator.base_url}/{other}/v2.0"})
     before = stored(mb, emulator)
     result = back_to_return_url(mb.callback(redirect))
     assert (result["status"], result["error"]) == ("error", "identity_mismatch"), result
