@@ -134,9 +134,9 @@ def connect_callback(req: func.HttpRequest) -> func.HttpResponse:
 
 @connect_bp.route(route="admin-consent", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def admin_consent(req: func.HttpRequest) -> func.HttpResponse:
-    """An IT admin's entry point: 302 to the v2 adminconsent endpoint of their tenant."""
+    """An IT admin's entry point: 302 to the v2 adminconsent endpoint of their tenant, binding this browser."""
     try:
-        return redirect(_service().admin_consent_start(req.params.get("tenant"), req.params.get("return_url")))
+        return _step(_service().admin_consent_start(req.params.get("tenant"), req.params.get("return_url")))
     except MailbridgeError as exc:
         return html_page(
             "Admin consent", exc.message, status=exc.http_status if exc.http_status < 500 else 503, code=exc.code
@@ -145,19 +145,28 @@ def admin_consent(req: func.HttpRequest) -> func.HttpResponse:
 
 @connect_bp.route(route="admin-consent/callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def admin_consent_callback(req: func.HttpRequest) -> func.HttpResponse:
+    """Entra's answer, once, in the browser that started: redirect to return_url or say what Entra reported."""
+    from shared.connect import parse_cookies, with_query
+
     try:
-        return_url, result = _service().admin_consent_callback(dict(req.params))
+        outcome = _service().admin_consent_callback(dict(req.params), parse_cookies(req.headers.get("cookie")))
     except ConnectError as exc:
         return html_page("Admin consent", exc.message, status=400, code=exc.code)
     except MailbridgeError as exc:
         return html_page("Admin consent", exc.message, status=503, code=exc.code)
-    if return_url:
-        from shared.connect import with_query
-
-        return redirect(with_query(return_url, result))
-    if result.get("status") == "admin_consented":
-        return html_page("Approved", "Mailbridge is approved for your organisation. Users can now connect.")
-    return html_page("Admin consent not completed", "The approval was not completed.", 400, result.get("error"))
+    result = outcome.result
+    if outcome.return_url:
+        resp = redirect(with_query(outcome.return_url, result))
+    elif result.get("status") == "admin_consented":
+        resp = html_page(
+            "Approved",
+            "Microsoft Entra reported that an administrator approved Mailbridge for your organisation. Users can now"
+            " connect.",
+        )
+    else:
+        resp = html_page("Admin consent not completed", "The approval was not completed.", 400, result.get("error"))
+    resp.headers["Set-Cookie"] = outcome.clear_cookie
+    return resp
 
 
 @connect_bp.timer_trigger(schedule="0 */5 * * * *", arg_name="timer", run_on_startup=False, use_monitor=True)

@@ -16,6 +16,7 @@ from emulator.tokens import GRAPH_RESOURCE
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
 CODE_LIFETIME_S = 600  # authorization codes live about 10 minutes
 REFRESH_IDLE_S = 90 * 86400  # refresh tokens expire after 90 days without use
+ID_TOKEN_LIFETIME_S = 3600  # ID tokens are valid for one hour (configurable-token-lifetimes, "ID tokens")
 # Display casing for well-known Graph permissions (Entra treats scope names case-insensitively).
 KNOWN_CASING = {
     s.lower(): s
@@ -55,8 +56,11 @@ class EntraSettings:
     access_token_lifetime_s: int | None = None  # None: random 3600-5400 s like Entra
     code_lifetime_s: int = CODE_LIFETIME_S
     refresh_idle_s: int = REFRESH_IDLE_S
-    # Claims laid over every id_token the token endpoint issues (security tests: a wrong nonce, another tid).
+    # Claims laid over every id_token the token endpoint issues (security tests: a wrong nonce, another tid or
+    # iss). ``id_token_lifetime_s``: exp - iat of the id_tokens it issues (Entra: one hour); a negative value
+    # issues a token that is already expired (the app must refuse it: OIDC Core 3.1.3.7 item 9).
     id_token_claims: dict[str, Any] | None = None
+    id_token_lifetime_s: int = ID_TOKEN_LIFETIME_S
     # The app-credential switch (emulator/entra_app_errors.py): {code, grants, client_id} or None.
     app_credential_error: dict[str, Any] | None = None
 

@@ -18,6 +18,7 @@ from emulator.core import HTTPError, Request, Response, Router, json_response, r
 from emulator.directory import App, User
 from emulator.entra_app_errors import parse_switch, refusal
 from emulator.entra_common import (
+    ID_TOKEN_LIFETIME_S,
     OIDC_SCOPES,
     EntraSettings,
     RefreshGrant,
@@ -62,6 +63,12 @@ def register(router: Router, state: EmulatorState) -> None:
         for key in ("access_token_lifetime_s", "code_lifetime_s", "refresh_idle_s"):
             if key in data:
                 setattr(state.entra.settings, key, None if data[key] is None else int(data[key]))
+        if "id_token_lifetime_s" in data:
+            lifetime = data["id_token_lifetime_s"]
+            if lifetime is not None and (isinstance(lifetime, bool) or not isinstance(lifetime, int)):
+                problem = {"code": "BadRequest", "message": "id_token_lifetime_s must be an integer or null"}
+                return json_response(400, {"error": problem})
+            state.entra.settings.id_token_lifetime_s = ID_TOKEN_LIFETIME_S if lifetime is None else lifetime
         if "id_token_claims" in data:
             claims = data["id_token_claims"]
             if claims is not None and not isinstance(claims, dict):
@@ -405,7 +412,7 @@ def _id_token(state: EmulatorState, app: App, user: User, nonce: str | None, now
         "iss": issuer_for(state, user.tid),
         "sub": sub,
         "aud": app.client_id,
-        "exp": now + 3600,
+        "exp": now + state.entra.settings.id_token_lifetime_s,
         "iat": now,
         "nbf": now,
         "name": user.display_name,
@@ -416,7 +423,11 @@ def _id_token(state: EmulatorState, app: App, user: User, nonce: str | None, now
     }
     if nonce:
         claims["nonce"] = nonce
-    claims.update(state.entra.settings.id_token_claims or {})
+    for name, value in (state.entra.settings.id_token_claims or {}).items():
+        if value is None:  # the knob's null leaves the claim out (Entra omits claims, it never sends null)
+            claims.pop(name, None)
+        else:
+            claims[name] = value
     return state.keys.sign(claims)
 
 

@@ -19,6 +19,7 @@ import msal
 from shared import errors
 from shared.entra_errors import TOKEN_ENDPOINT_OUTAGES, classify, map_entra_error, token_endpoint_outage
 from shared.grants import GrantService
+from shared.id_tokens import IdTokenRules, require_valid
 from shared.services import Services
 from shared.settings import _TENANT_RE
 from shared.store import Connection
@@ -44,6 +45,16 @@ class BrowserStep:
 
     location: str
     set_cookie: str | None = None
+
+
+@dataclass(frozen=True)
+class AdminConsentOutcome:
+    """Entra's admin-consent answer as Mailbridge understood it: the allow-listed return URL (None: show a page),
+    the result parameters, and the Set-Cookie value clearing the browser-binding cookie."""
+
+    return_url: str | None
+    result: dict[str, str]
+    clear_cookie: str
 
 
 def parse_cookies(header: str | None) -> dict[str, str]:
@@ -236,12 +247,17 @@ class ConnectService:
                 self.s.app_credential.failed(errors.AppCredentialFailed(detail=err.detail))
             raise err if isinstance(err, (errors.ConnectError, errors.TransientError)) else errors.InteractionRequired()
         claims = result.get("id_token_claims") or {}
-        tid, oid = claims.get("tid"), claims.get("oid")
-        if not tid or not oid or claims.get("aud") != self.settings.entra_client_id:
-            raise errors.IdentityMismatch(detail="id_token lacks tid/oid or is for another app")
-        tenant = self.settings.entra_tenant
-        if "-" in tenant and "." not in tenant and tid.lower() != tenant.lower():
-            raise errors.IdentityMismatch(detail="signed in from another tenant than this app serves")
+        # MSAL checked the nonce only; the rest of the token is ours to check (shared/id_tokens.py). The rules come
+        # from what MSAL discovered for the authority: a domain ENTRA_TENANT is pinned by its tenant id too.
+        authority = app.authority
+        rules = IdTokenRules.for_authority(
+            client_id=self.settings.entra_client_id,
+            authority_host=self.settings.authority_host,
+            entra_tenant=self.settings.entra_tenant,
+            discovered_tenant=getattr(authority, "tenant", None),
+            metadata_issuer=getattr(authority, "_issuer", None),  # MSAL keeps the metadata's issuer here
+        )
+        tid, oid = require_valid(claims, rules, self.s.clock())
         expected = record.get("expected") or {}
         if expected and (expected.get("tid") != tid or expected.get("oid") != oid):
             raise errors.IdentityMismatch(detail="a different account signed in than the one being reconnected")
@@ -276,8 +292,13 @@ class ConnectService:
         base = f"{self.settings.public_base_url}/api/admin-consent"
         return f"{base}?{urlencode({'tenant': tenant})}" if tenant else base
 
-    def admin_consent_start(self, tenant: str | None, return_url: str | None) -> str:
-        """The v2 adminconsent URL for ``tenant`` (a tenant id/domain or ``organizations``; never ``common``)."""
+    def _admin_cookie_name(self, state_id: str) -> str:
+        prefix = "__Host-" if self._secure_cookies else ""
+        return f"{prefix}mb_admin_consent_{hashlib.sha256(b'admin-cookie:' + state_id.encode()).hexdigest()[:12]}"
+
+    def admin_consent_start(self, tenant: str | None, return_url: str | None) -> BrowserStep:
+        """The v2 adminconsent URL for ``tenant`` (a tenant id/domain or ``organizations``; never ``common``),
+        with the cookie that binds the answer to this browser."""
         tenant = (tenant or "organizations").strip()
         if tenant.lower() in {"common", "consumers"}:
             raise errors.InvalidRequest("Admin consent needs your tenant id or domain (or 'organizations').")
@@ -285,9 +306,12 @@ class ConnectService:
             raise errors.InvalidRequest("tenant must be a tenant id, a verified domain or 'organizations'.")
         if return_url:
             check_return_url(return_url, self.settings.allowed_return_origins)
-        # The state is signed, not stored: an anonymous caller looping on this route writes nothing.
-        payload = {"t": tenant, "ret": return_url, "exp": int(self.s.clock()) + FLOW_TTL_SECONDS}
-        payload["n"] = secrets.token_hex(4)
+        # The state is signed, not stored: an anonymous caller looping on this route writes nothing. It names a
+        # one-time id (``n``: the answer burns it in Storage) and the hash of a cookie set on this browser only
+        # (``b``: a forwarded or leaked callback URL is useless elsewhere), as the connect flow's state does.
+        binding, state_id = secrets.token_urlsafe(32), secrets.token_urlsafe(16)
+        expires_at = int(self.s.clock()) + FLOW_TTL_SECONDS
+        payload = {"t": tenant, "ret": return_url, "exp": expires_at, "n": state_id, "b": _digest(binding)}
         state = sign_token(self.settings.ticket_signing_key, _ADMIN_CONSENT_PURPOSE, payload)
         # ``/.default``: the registration's whole permission list (OIDC scopes included), so users of an
         # approved tenant see no prompt. A dynamic list grants only what it names (v2-admin-consent).
@@ -298,26 +322,54 @@ class ConnectService:
             "redirect_uri": self.admin_callback_url,
             "state": state,
         }
-        return f"{self.settings.authority_host}/{tenant}/v2.0/adminconsent?{urlencode(params)}"
+        location = f"{self.settings.authority_host}/{tenant}/v2.0/adminconsent?{urlencode(params)}"
+        return BrowserStep(location, self._cookie(self._admin_cookie_name(state_id), binding, FLOW_TTL_SECONDS))
 
-    def admin_consent_callback(self, query: dict[str, str]) -> tuple[str | None, dict[str, str]]:
-        """Record the approval; returns (return_url or None, result params for the page/redirect)."""
+    def admin_consent_callback(self, query: dict[str, str], cookies: dict[str, str]) -> AdminConsentOutcome:
+        """Entra's answer to an admin-consent request this browser started: where to go and what to say.
+
+        The state is single use (burnt in Storage, so two instances cannot both accept it) and bound to the
+        browser that started it; a replay or another browser gets InvalidState. What Entra sends back
+        (``admin_consent=True&tenant&scope&state``, v2-admin-consent "Successful response") is not
+        authentication: it is a plain redirect anyone who started a request can type, so ``tenant`` must not be
+        trusted to authenticate anyone. This reports what Entra *reported*, and keeps nothing but the one-time
+        "answered" row."""
         record = open_token(self.settings.ticket_signing_key, _ADMIN_CONSENT_PURPOSE, query.get("state"))
         if record is None or float(record.get("exp", 0)) < self.s.clock():
             raise errors.InvalidState(detail="unknown or expired admin-consent state")
-        record = {"return_url": record.get("ret")}
+        state_id, expected = record.get("n"), record.get("b")
+        if not isinstance(state_id, str) or not isinstance(expected, str):
+            # A state signed before single use and browser binding existed (they live 10 minutes).
+            raise errors.InvalidState(detail="admin-consent state without a one-time id")
+        cookie_name = self._admin_cookie_name(state_id)
+        sent = cookies.get(cookie_name)
+        if not sent or not hmac.compare_digest(_digest(sent), expected):
+            logger.warning("Admin-consent callback refused: invalid_state (the browser-binding cookie is missing)")
+            raise errors.InvalidState(
+                "This approval response belongs to another browser. Open the admin consent link again in this one.",
+                detail="admin-consent callback from another browser than the one that started",
+            )
+        self.s.flows.claim_admin_consent_state(state_id, float(record["exp"]))
+        clear = self._cookie(cookie_name, "", 0)
+        return_url = record.get("ret")
         if query.get("error"):
             err = map_entra_error(query, during="connect")
             code = "admin_consent_declined" if isinstance(err, errors.UserDeclined) else err.code
-            return record.get("return_url"), {"status": "error", "error": code, "error_description": err.message}
-        tenant = query.get("tenant")
-        if str(query.get("admin_consent", "")).lower() != "true" or not _is_tenant_id(tenant):
-            # Entra answers with the tenant id (a GUID); anything else is not its answer (and never echoed).
-            return record.get("return_url"), {"status": "error", "error": "invalid_state"}
-        # The tenant in the response is informational only: it authenticates nobody. It is logged, not stored:
-        # this route is anonymous, and a row per call would let anyone grow a table with made-up tenant ids.
-        logger.info("Admin consent granted for tenant %s", tenant)
-        return record.get("return_url"), {"status": "admin_consented", "tenant": tenant}
+            result = {"status": "error", "error": code, "error_description": err.message}
+            return AdminConsentOutcome(return_url, result, clear)
+        tenant, asked = query.get("tenant"), str(record.get("t", ""))
+        if (
+            str(query.get("admin_consent", "")).lower() != "true"
+            or not _is_tenant_id(tenant)
+            or (_is_tenant_id(asked) and asked.lower() != str(tenant).lower())
+        ):
+            # Entra answers with the tenant id (a GUID), the very one asked for when a GUID was asked for;
+            # anything else is not its answer (and never echoed).
+            return AdminConsentOutcome(return_url, {"status": "error", "error": "invalid_state"}, clear)
+        # Logged, not stored: the value is what Entra's redirect said, which anyone who started a request could
+        # have typed. Entra's own record of the grant is what counts (Enterprise applications -> Permissions).
+        logger.info("Entra reported admin consent for tenant %s", tenant)
+        return AdminConsentOutcome(return_url, {"status": "admin_consented", "tenant": str(tenant)}, clear)
 
     # 7/8. status, list, disconnect --------------------------------------------------------------------
     def _view(self, conn: Connection) -> dict[str, Any]:

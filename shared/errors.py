@@ -34,7 +34,8 @@ can help::
     │   ├── InteractionRequired         interaction_required
     │   ├── UserDeclined                user_declined
     │   ├── AppMisconfigured            app_misconfigured
-    │   └── IdentityMismatch            identity_mismatch
+    │   ├── IdentityMismatch            identity_mismatch
+    │   └── InvalidIdToken              invalid_id_token (the id_token's issuer or expiry is not Entra's)
     ├── ReauthRequired                  reauth_required: the stored grant is dead, the user must reconnect
     ├── SendError                       Graph refused or failed a send
     │   ├── SendAsDenied                send_as_denied
@@ -203,6 +204,17 @@ class AppMisconfigured(ConnectError):
 class IdentityMismatch(ConnectError):
     code = "identity_mismatch"
     default_hint = "The account that signed in is not the one this connection expected. Connect again."
+
+
+class InvalidIdToken(ConnectError):
+    """The code redemption's id_token is not one Entra issues for this sign-in: an issuer that does not match its
+    tenant and the authority, or an expiry in the past (shared/id_tokens.py). Nothing is stored."""
+
+    code = "invalid_id_token"
+    default_hint = (
+        "Microsoft's answer to this sign-in could not be verified. Connect again; if it keeps happening, tell the"
+        " service operator."
+    )
 
 
 class ReauthRequired(MailbridgeError):

@@ -6,8 +6,9 @@ Table ``connections`` holds three kinds of rows:
 - the keep-alive index: PartitionKey = ``refresh-due``, RowKey = ``<due epoch, 12 digits>-<connection id>``,
   so the timer range-queries what is due without scanning connections or Key Vault.
 Table ``authflows``: PartitionKey = ``s<sha256(state)>`` (a flow, consumed once with an ETag-matched delete),
-``ticket-<id>`` (a used ticket) or ``grant-<sha256(grant id)>`` (a pending grant waiting for its claim,
-shared/grants.py). Every row carries ``expires_at``; the housekeeping timer purges them.
+``ticket-<id>`` (a used ticket), ``adminconsent-<id>`` (an answered admin-consent state) or
+``grant-<sha256(grant id)>`` (a pending grant waiting for its claim, shared/grants.py). Every row carries
+``expires_at``; the housekeeping timer purges them.
 """
 
 from __future__ import annotations
@@ -276,12 +277,30 @@ class FlowStore:
 
     def claim_ticket(self, ticket_id: str, expires_at: int) -> None:
         """Record a ticket as used; a second use raises ExpiredLink (replay)."""
+        if not self._claim_once("ticket-", ticket_id, expires_at):
+            raise ExpiredLink(detail="ticket already used")
+
+    def claim_admin_consent_state(self, state_id: str, expires_at: float) -> None:
+        """Record an admin-consent state as answered; a second answer raises InvalidState (replay). The state
+        itself is signed, not stored (an anonymous start writes nothing): only an answer that passed its
+        signature, expiry and browser checks writes this row, which lives as long as the state could."""
+        if not self._claim_once("adminconsent-", state_id, expires_at):
+            raise InvalidState(
+                "This approval response was already used (each one works once). To check or repeat the approval,"
+                " open the admin consent link again.",
+                detail="admin-consent state already used",
+            )
+
+    def _claim_once(self, prefix: str, one_time_id: str, expires_at: float) -> bool:
+        """Insert the "used" row of a one-time id; False when it exists. An insert is atomic in Table storage
+        (409 for the second writer), so two instances answering the same id at once cannot both win."""
         try:
             self.table.create_entity(
-                {"PartitionKey": "ticket-" + self._key(ticket_id), "RowKey": "used", "expires_at": float(expires_at)}
+                {"PartitionKey": prefix + self._key(one_time_id), "RowKey": "used", "expires_at": float(expires_at)}
             )
         except ResourceExistsError:
-            raise ExpiredLink(detail="ticket already used") from None
+            return False
+        return True
 
     @staticmethod
     def _key(state: str) -> str:
@@ -329,8 +348,8 @@ class FlowStore:
         return json.loads(entity["data"])
 
     def purge_expired(self, now: float | None = None, limit: int = 1000) -> int:
-        """Delete expired flow and used-ticket rows (not pending grants: shared/grants.py purges those, with
-        their Key Vault secret); returns how many. Called by the housekeeping timer."""
+        """Delete expired flow, used-ticket and answered admin-consent rows (not pending grants: shared/grants.py
+        purges those, with their Key Vault secret); returns how many. Called by the housekeeping timer."""
         cutoff = time.time() if now is None else now
         count = 0
         for row in self.table.query_entities(

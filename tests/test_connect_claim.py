@@ -236,15 +236,15 @@ def test_admin_consent_with_default_covers_everything_users_ask(mailbridge, emul
     mb = mailbridge(users=("carol", "boss"), consent_policy="admin_required")
     emulator_admin.update_user(mb.kit.users["boss"]["upn"], is_admin=True)
     if approved_with == "link":
-        to_entra = mb.http("admin_consent", params={"tenant": mb.kit.tid}).headers["Location"]
+        to_entra = mb.admin_consent_start(tenant=mb.kit.tid).headers["Location"]
     else:
         to_entra = (
-            mb.http("admin_consent", params={"tenant": mb.kit.tid})
+            mb.admin_consent_start(tenant=mb.kit.tid)
             .headers["Location"]
             .replace("https%3A%2F%2Fgraph.microsoft.com%2F.default", "+".join(approved_with).replace("/", "%2F"))
         )
     back = emulator_admin.complete_authorize(to_entra, mb.kit.users["boss"]["upn"])
-    done = mb.http("admin_consent_callback", url=back)
+    done = mb.admin_consent_callback(back)
     assert done.status_code == 200, done.get_body()
     result = mb.connect("carol", user_ref="u-carol")
     assert result["status"] == expected or result.get("error") == expected, result
@@ -305,15 +305,20 @@ def test_an_app_credential_refused_at_connect_shows_in_health(mailbridge, emulat
 
 
 def test_the_anonymous_admin_consent_callback_writes_nothing_even_for_made_up_tenants(mailbridge):
+    """An answer writes one "answered" row for its state (single use), never a row per made-up tenant: 200
+    callbacks with one state and 200 tenant ids write that one row, and it goes with the state's expiry."""
     mb = mailbridge()
-    state = query_of(mb.http("admin_consent", params={"tenant": "organizations"}).headers["Location"])["state"]
+    state = query_of(mb.admin_consent_start(tenant="organizations").headers["Location"])["state"]
 
     def rows() -> int:
         return sum(1 for name in ("authflows", "connections") for _ in mb.services.storage.table(name).list_entities())
 
     before = rows()
+    statuses = []
     for _ in range(200):
         tenant = str(uuid.uuid4())
-        resp = mb.http("admin_consent_callback", params={"state": state, "admin_consent": "True", "tenant": tenant})
-        assert resp.status_code == 200
+        statuses.append(mb.admin_consent_callback_with({"state": state, "admin_consent": "True", "tenant": tenant}))
+    assert [r.status_code for r in statuses] == [200] + [400] * 199
+    assert rows() == before + 1
+    assert mb.services.flows.purge_expired(now=time.time() + 601) == 1
     assert rows() == before

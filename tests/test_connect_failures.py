@@ -31,13 +31,13 @@ def test_admin_consent_unblocks_the_tenant(mailbridge, emulator_admin):
     admin = mb.kit.add_user("itadmin", is_admin=True)
     assert _attempt(mb, "alice")["error"] == "admin_consent_required"
 
-    start = mb.http("admin_consent", params={"tenant": mb.kit.tid})
+    start = mb.admin_consent_start(tenant=mb.kit.tid)
     assert start.status_code == 302
     consent_url = start.headers["Location"]
     assert f"/{mb.kit.tid}/v2.0/adminconsent?" in consent_url and "common" not in consent_url
     back = mb.admin.complete_authorize(consent_url, admin["upn"])
     assert back.startswith(f"{PUBLIC_BASE_URL}/api/admin-consent/callback")
-    done = mb.http("admin_consent_callback", url=back)
+    done = mb.admin_consent_callback(back)
     assert done.status_code == 200 and b"Approved" in done.get_body()
 
     assert _attempt(mb, "alice")["status"] == "connected"

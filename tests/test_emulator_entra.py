@@ -236,6 +236,22 @@ def test_id_token_claims_knob_lays_claims_over_the_id_token(emu_tenant, emulator
     assert emulator_admin.decode_token(body["id_token"])["tid"] == kit.tid
 
 
+def test_id_token_issuer_lifetime_and_null_claims(emu_tenant, emulator_admin, emulator):
+    """Entra's ID token: ``iss`` of the user's tenant, one hour; knobs: ``id_token_lifetime_s`` (negative:
+    already expired) and a null in ``id_token_claims`` leaving the claim out (tests/test_connect_id_token.py)."""
+    kit = emu_tenant()
+    verifier, challenge = _pkce()
+    claims = emulator_admin.decode_token(_redeem(kit, _code_for(kit, emulator_admin, challenge), verifier)["id_token"])
+    assert claims["iss"] == f"{emulator.base_url}/{kit.tid}/v2.0" and claims["exp"] - claims["iat"] == 3600
+    emulator_admin.entra_settings(id_token_lifetime_s=-600, id_token_claims={"iss": None})
+    claims = emulator_admin.decode_token(_redeem(kit, _code_for(kit, emulator_admin, challenge), verifier)["id_token"])
+    assert claims["exp"] - claims["iat"] == -600 and "iss" not in claims
+    for bad in ("600", 1.5, True):
+        with pytest.raises(EmulatorAdminError):
+            emulator_admin.entra_settings(id_token_lifetime_s=bad)
+    assert emulator_admin.entra_settings(id_token_lifetime_s=None)["id_token_lifetime_s"] == 3600
+
+
 # --- refresh token lifetime and revocation -------------------------------------------------------
 
 

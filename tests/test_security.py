@@ -16,6 +16,10 @@ connection or Key Vault secret was stored):
 - PKCE: ::test_pkce_s256_challenge_is_of_the_stored_verifier,
   ::test_a_callback_without_the_right_pkce_verifier_fails, ::test_a_code_injected_from_another_flow_is_refused
 - nonce: ::test_an_id_token_with_another_nonce_is_refused
+- ID token issuer / expiry / tenant pin by id or domain / personal accounts (issue 23; MSAL checks only the
+  nonce): tests/test_connect_id_token.py, rules unit-tested in tests/test_id_tokens.py
+- admin-consent answers single use (Storage, concurrent, after a restart) and browser-bound, reported not
+  asserted (issue 23): tests/test_admin_consent_replay.py
 - open redirect: ::test_return_urls_off_the_allow_list_are_refused, ::test_allow_listed_return_urls_are_accepted,
   ::test_connect_link_rejects_foreign_return_urls_and_bad_bodies
 - cross-tenant / cross-account callback: ::test_reconnect_by_another_account_is_refused_and_recorded,
