@@ -20,7 +20,7 @@ from typing import Any
 
 from emulator import graph_admin, graph_drafts, graph_ndr, graph_send, mailbox_view
 from emulator.core import Response, Router, json_response
-from emulator.graph_common import GraphContext, add_request_id_headers, graph_route
+from emulator.graph_common import GraphContext, add_request_id_headers, graph_route, refuse_dot_segments
 from emulator.graph_message import GraphError
 from emulator.graph_store import GraphStore
 
@@ -66,6 +66,7 @@ def register(router: Router, state: Any) -> None:
             },
         )
 
+    refuse_dot_segments(router, state)
     graph_route(router, state, store, "GET", ["/me"], "graph.me")(me)
     graph_send.register(router, state, store)
     graph_drafts.register(router, state, store)

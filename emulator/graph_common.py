@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from emulator.core import Request, Response, Router, json_response
+from emulator.core import Request, Response, Route, Router, json_response
 from emulator.directory import User
 from emulator.graph_message import MAX_REQUEST_BYTES, GraphError
 from emulator.graph_store import GraphStore
@@ -162,6 +163,24 @@ class GraphContext:
 
 
 GraphHandler = Callable[..., Response]
+
+# A Graph path with a `.` or `..` segment once percent-decoded (the core decodes the whole path first, as Graph
+# does: `%2F` inside a segment is a separator there, microsoftgraph/microsoft-graph-docs#10167, answered 400
+# RequestBroker--ParseUri "Resource not found for the segment ..."). Such a segment is refused, never resolved
+# against the segments before it: `/users/x/../../beta/me/sendMail` must not become `/beta/me/sendMail`.
+_DOT_SEGMENT = re.compile(r"^/(?:v1\.0|beta)(?:/.*)?/\.{1,2}(?:/.*)?$", re.IGNORECASE)
+
+
+def refuse_dot_segments(router: Router, state: Any) -> None:
+    """Register, ahead of every route, Graph's 400 for a path holding a `.` or `..` segment (any method)."""
+
+    def refuse(req: Request) -> Response:
+        segment = next(s for s in req.path.split("/") if s in {".", ".."})
+        err = GraphError(400, "RequestBroker--ParseUri", f"Resource not found for the segment '{segment}'.")
+        return error_response(err, req, state.clock.now())
+
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        router.routes.insert(0, Route(method, "/{version}/{dot segment}", "graph.parseUri", refuse, _DOT_SEGMENT))
 
 
 def graph_route(

@@ -16,7 +16,8 @@ can help::
     │   │   ├── InvalidBlobName         invalid_blob_name (a blob name outside the rules or this message's prefix)
     │   │   ├── InvalidHeader           invalid_header
     │   │   │   └── TooManyHeaders      too_many_headers (Graph takes 5 internetMessageHeaders, ours included)
-    │   │   └── SendAsNotEnabled        send_as_not_enabled
+    │   │   ├── SendAsNotEnabled        send_as_not_enabled
+    │   │   └── CallbackQueueNotAllowed callback_queue_not_allowed
     │   ├── ReturnUrlNotAllowed         return_url_not_allowed (400)
     │   ├── NotFound                    not_found              (404)
     │   │   └── UnknownConnection       unknown_connection
@@ -313,7 +314,10 @@ class TooManyRecipients(InvalidMessage):
 
 class HeaderInjection(InvalidMessage):
     code = "header_injection"
-    default_hint = "Line breaks (CR or LF) are not allowed in the subject, addresses, names or header values."
+    default_hint = (
+        "Line breaks and control characters (CR, LF, NUL, VT, FF, NEL, U+2028/U+2029 and other C0/C1 controls) are "
+        "not allowed in the subject, addresses, names or header values; TAB only in the subject and header values."
+    )
 
 
 class InvalidBlobName(InvalidMessage):
@@ -346,6 +350,14 @@ class UnknownConnection(NotFound):
 class SendAsNotEnabled(InvalidMessage):
     code = "send_as_not_enabled"
     default_hint = "Sending as another mailbox ('from') needs ENABLE_SHARED_MAILBOXES=true and a reconnect."
+
+
+class CallbackQueueNotAllowed(InvalidMessage):
+    code = "callback_queue_not_allowed"
+    default_hint = (
+        "callback.queue may name only EVENTS_QUEUE or a queue the operator listed in CALLBACK_QUEUES. Ask the "
+        "operator to add your queue, or leave callback out and read EVENTS_QUEUE."
+    )
 
 
 class MailboxAccessDenied(SendError):

@@ -9,10 +9,13 @@ structured JSON mode, so Event Grid, Logic Apps and Functions can route them unc
      "datacontenttype": "application/json", "data": {...}}
 
 A message's event also goes to its ``callback.queue`` when given: an **existing** queue of the same storage
-account, except our own outbound queue and its poison queue (a producer must not be able to loop mail back
-into the sender) and the Functions host's own ``azure-webjobs-*`` queues. Mailbridge never creates a callback
-queue (a producer could otherwise make it create, and cache a client for, any number of queues); a missing
-one is skipped with a warning, the event still reaches EVENTS_QUEUE. Events never contain a token or mail
+account that the operator listed in CALLBACK_QUEUES (settings refuse our own outbound queue and its poison
+queue there, so a producer cannot loop mail back into the sender, and the Functions host's own
+``azure-webjobs-*`` queues). Any other queue is refused when the message is validated
+(``callback_queue_not_allowed``, shared.mail.check_limits); the publisher checks the list again, for messages
+rejected before validation. Mailbridge never creates a callback queue (a producer could otherwise make it
+create, and cache a client for, any number of queues); a missing one is skipped with a warning, the event still
+reaches EVENTS_QUEUE. Events never contain a token or mail
 content (no subject, body or addresses). docs/producers.md says who can read which queue.
 """
 
@@ -31,6 +34,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.deliveries import Delivery, iso
 from shared.mail import is_queue_name
+from shared.settings import HOST_QUEUE_PREFIX
 
 if TYPE_CHECKING:
     from shared.services import Services
@@ -40,7 +44,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EVENT_SOURCE = "/mailbridge"
-HOST_QUEUE_PREFIX = "azure-webjobs-"  # the Functions host's own queues (blob trigger receipts, ...)
 TYPE_PREFIX = "mailbridge."
 
 
@@ -92,10 +95,13 @@ class EventPublisher:
             self._outbox.items = previous
 
     def callback_allowed(self, queue: str | None) -> bool:
-        # The name is checked here too: a message rejected before validation may carry any string there.
+        """Only a queue the operator allowed (CALLBACK_QUEUES). Checked here too: a message rejected before
+        validation may carry any string there, and its record keeps it."""
         if not is_queue_name(queue) or queue.startswith(HOST_QUEUE_PREFIX):
             return False
-        return queue not in {self.settings.outbound_queue, self.settings.outbound_poison_queue}
+        if queue in {self.settings.outbound_queue, self.settings.outbound_poison_queue}:
+            return False
+        return queue in self.settings.allowed_callback_queues
 
     def publish(
         self, event: dict[str, Any], callback_queue: str | None = None, *, via_outbox: bool = False

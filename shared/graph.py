@@ -105,6 +105,20 @@ def request_sizes(msg: SendMessage, body_content: str) -> tuple[int, list[int]]:
     return base, overheads
 
 
+def user_segment(mailbox: str) -> str:
+    """``mailbox`` as one ``/users/{id | userPrincipalName}`` path segment: every reserved character
+    percent-encoded, ``/`` included (``quote``'s default keeps it, and ``a/../b`` would become another path; Graph
+    also asks for ``#`` as ``%23``, learn.microsoft.com/graph/api/user-get). Graph decodes ``%2F`` back into a
+    separator (microsoftgraph/microsoft-graph-docs#10167), so this is not enough alone: shared.mail.check_limits
+    admits only user principal names there."""
+    return quote(mailbox, safe="")
+
+
+def _segment(value: str) -> str:
+    """A Graph id as one path segment."""
+    return quote(value, safe="")
+
+
 def _graph_error(resp: requests.Response) -> tuple[str, str]:
     try:
         err = resp.json().get("error") or {}
@@ -209,7 +223,7 @@ class GraphClient:
     # --- sending -------------------------------------------------------------------------------------------
     def send_mail(self, token: str, mailbox: str | None, message: dict[str, Any], save: bool) -> GraphResponse:
         """``POST /me/sendMail`` (``mailbox`` None) or ``/users/{mailbox}/sendMail``: 202, not idempotent."""
-        prefix = "/me" if mailbox is None else f"/users/{quote(mailbox)}"
+        prefix = "/me" if mailbox is None else f"/users/{user_segment(mailbox)}"
         return self.call(
             "POST", f"{self.base}{prefix}/sendMail", token, json={"message": message, "saveToSentItems": save}
         )
@@ -224,7 +238,7 @@ class GraphClient:
         """``POST /me/messages/{id}/attachments``: one file under 3 MB, in a request of its own."""
         self.call(
             "POST",
-            f"{self.base}/me/messages/{quote(draft_id)}/attachments",
+            f"{self.base}/me/messages/{_segment(draft_id)}/attachments",
             token,
             json=file_attachment(att, raw),
             changes_state=False,  # nothing is sent before the draft's send call
@@ -236,7 +250,7 @@ class GraphClient:
         """createUploadSession, then PUT the bytes in order (no Authorization header on the upload URL)."""
         session = self.call(
             "POST",
-            f"{self.base}/me/messages/{quote(draft_id)}/attachments/createUploadSession",
+            f"{self.base}/me/messages/{_segment(draft_id)}/attachments/createUploadSession",
             token,
             json={
                 "AttachmentItem": {"attachmentType": "file", "name": name, "size": size, "contentType": content_type}
@@ -262,7 +276,7 @@ class GraphClient:
             raise errors.TemporarilyUnavailable(detail=f"attachment stream ended at {offset} of {size} bytes")
 
     def send_draft(self, token: str, draft_id: str) -> GraphResponse:
-        return self.call("POST", f"{self.base}/me/messages/{quote(draft_id)}/send", token)
+        return self.call("POST", f"{self.base}/me/messages/{_segment(draft_id)}/send", token)
 
     def find_by_key(self, token: str, key: str) -> list[dict[str, Any]]:
         """Messages in any folder of the mailbox carrying our idempotency property = ``key``: ``id``,
@@ -284,7 +298,7 @@ class GraphClient:
 
     def delete_message(self, token: str, message_id: str) -> None:
         try:
-            self.call("DELETE", f"{self.base}/me/messages/{quote(message_id)}", token, changes_state=False)
+            self.call("DELETE", f"{self.base}/me/messages/{_segment(message_id)}", token, changes_state=False)
         except errors.SendError as exc:
             if exc.extra.get("graph_status") != 404:
                 raise

@@ -5,8 +5,9 @@ happens in two layers:
 
 1. :class:`SendMessage` (pydantic) checks shape and per-field rules; ``docs/schema/send-v1.json`` is
    generated from it (``python -m shared.mail > docs/schema/send-v1.json``).
-2. :func:`check_limits` checks what depends on the settings (total size, send-as switched on,
-   attachments that need large-attachment mode).
+2. :func:`check_limits` checks what depends on the settings (total size, send-as switched on, a ``from`` that
+   becomes a ``/users/{from}`` path segment, the allowed callback queues, attachments that need
+   large-attachment mode).
 
 Every failure becomes one exception of the ``InvalidMessage`` family (or ``MessageTooLarge`` /
 ``AttachmentsTooLarge``) carrying ``field`` and a reason, so HTTP answers, delivery records and events
@@ -49,13 +50,19 @@ CONNECTION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 BLOB_MAX_LENGTH = 512
 _BLOB_SEGMENT = r"[A-Za-z0-9._:-]*[A-Za-z0-9_:-]"
 BLOB_PATTERN = rf"^{_BLOB_SEGMENT}(?:/{_BLOB_SEGMENT})*$"
-# Deliberately modest, like Exchange's own resolver: local@domain.tld, no spaces or list separators.
+# Deliberately modest, like Exchange's own resolver: local@domain.tld, no spaces, controls or list separators.
 # The patterns below are also the published JSON Schema's (json_schema), so they are written in the subset
-# Python and ECMA-262 regexes read alike (\x1c-\x1f and \x85 are whitespace to Python's \s, not ECMA's).
+# Python and ECMA-262 regexes read alike: \s differs (\x1c-\x1f and \x85 are whitespace to Python's, \ufeff to
+# ECMA's), so those are listed explicitly, with every C0/C1 control and U+2028/U+2029.
 ADDRESS_PATTERN = (
-    r'^[^@\s\x1c-\x1f\x85<>(),;:"\[\]\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?'
+    r'^[^@\s\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff<>(),;:"\[\]\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?'
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 )
+# A `from` that becomes a Graph `/users/{id | userPrincipalName}` path segment (SEND_AS_ENDPOINT=users) must be a
+# user principal name: Microsoft Entra allows A-Z a-z 0-9 ' . - _ ! # ^ ~ before the "@" (at most 64, no "."
+# just before it) and at most 48 characters after it (learn.microsoft.com/entra/identity/authentication/
+# concept-sspr-policy, "Username policies"). So no "/", "%", "?" or "$" can make the segment another path.
+UPN_PATTERN = r"^[A-Za-z0-9'._!#^~-]{0,63}[A-Za-z0-9'_!#^~-]@[A-Za-z0-9.-]{1,48}$"
 HEADER_NAME_PATTERN = r"^[Xx]-[A-Za-z0-9-]{1,62}$"
 RESERVED_HEADER_PATTERN = r"^[Xx]-[Mm][Aa][Ii][Ll][Bb][Rr][Ii][Dd][Gg][Ee]-"  # x-mailbridge-*, any case
 CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$"
@@ -64,9 +71,18 @@ _ADDRESS_RE = re.compile(ADDRESS_PATTERN)
 _HEADER_NAME_RE = re.compile(HEADER_NAME_PATTERN)
 _CONTENT_TYPE_RE = re.compile(CONTENT_TYPE_PATTERN)
 _BLOB_RE = re.compile(BLOB_PATTERN)
-_CRLF = re.compile(r"[\r\n]")
-# JSON Schema for "no CR or LF anywhere" (a search, so it does not depend on how an engine reads `$`).
-NO_CRLF: dict[str, Any] = {"not": {"pattern": "[\r\n]"}}
+_UPN_RE = re.compile(UPN_PATTERN)
+# Characters no value that reaches a header may hold: every C0 control (CR, LF, NUL, VT, FF, ESC, ...), DEL,
+# every C1 control (NEL U+0085 among them) and the Unicode line and paragraph separators; a mail system that
+# reads any of them as a line end would let a value start a header of its own. TAB is white space in RFC 5322
+# unstructured fields, so the subject and header values may hold it (CONTROL_BUT_TAB); names and addresses not.
+CONTROL_PATTERN = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
+CONTROL_BUT_TAB_PATTERN = r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]"
+_CONTROL = re.compile(CONTROL_PATTERN)
+_CONTROL_BUT_TAB = re.compile(CONTROL_BUT_TAB_PATTERN)
+# JSON Schema for "none of them anywhere" (a search, so it does not depend on how an engine reads `$`).
+NO_CONTROL: dict[str, Any] = {"not": {"pattern": CONTROL_PATTERN}}
+NO_CONTROL_BUT_TAB: dict[str, Any] = {"not": {"pattern": CONTROL_BUT_TAB_PATTERN}}
 
 # Custom pydantic error types that map to our own exception classes (everything else: invalid_message).
 _ERROR_CLASSES: dict[str, type[errors.MailbridgeError]] = {
@@ -98,9 +114,12 @@ def _blob_name(value: str | None) -> str | None:
 BLOB_FIELD: dict[str, Any] = {"pattern": BLOB_PATTERN, "maxLength": BLOB_MAX_LENGTH}
 
 
-def _no_crlf(value: str | None, what: str) -> str | None:
-    if value is not None and _CRLF.search(value):
-        raise PydanticCustomError("header_injection", "{what} contains a line break", {"what": what})
+def _no_controls(value: str | None, what: str, *, tab: bool = False) -> str | None:
+    """``value`` unchanged, or header_injection when it holds a line break or control character."""
+    if value is not None and (_CONTROL_BUT_TAB if tab else _CONTROL).search(value):
+        raise PydanticCustomError(
+            "header_injection", "{what} contains a line break or control character", {"what": what}
+        )
     return value
 
 
@@ -112,9 +131,9 @@ class Address(BaseModel):
     address: str = Field(
         max_length=320,
         description="SMTP address, e.g. ada@contoso.com",
-        json_schema_extra={"pattern": ADDRESS_PATTERN, **NO_CRLF},
+        json_schema_extra={"pattern": ADDRESS_PATTERN, **NO_CONTROL},
     )
-    name: str | None = Field(default=None, max_length=256, description="Display name", json_schema_extra=NO_CRLF)
+    name: str | None = Field(default=None, max_length=256, description="Display name", json_schema_extra=NO_CONTROL)
 
     @model_validator(mode="before")
     @classmethod
@@ -124,7 +143,7 @@ class Address(BaseModel):
     @field_validator("address")
     @classmethod
     def _check_address(cls, value: str) -> str:
-        _no_crlf(value, "an address")
+        _no_controls(value, "an address")
         value = value.strip()
         if not _ADDRESS_RE.match(value):
             raise PydanticCustomError("invalid_address", "not an email address")
@@ -133,7 +152,7 @@ class Address(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str | None) -> str | None:
-        return _no_crlf(value, "a display name")
+        return _no_controls(value, "a display name")
 
     def to_graph(self) -> dict[str, Any]:
         email: dict[str, Any] = {"address": self.address}
@@ -191,11 +210,11 @@ class Attachment(BaseModel):
         },
     )
 
-    name: str = Field(min_length=1, max_length=255, json_schema_extra=NO_CRLF)
+    name: str = Field(min_length=1, max_length=255, json_schema_extra=NO_CONTROL)
     content_type: str = Field(
         default="application/octet-stream",
         max_length=127,
-        json_schema_extra={"pattern": CONTENT_TYPE_PATTERN, **NO_CRLF},
+        json_schema_extra={"pattern": CONTENT_TYPE_PATTERN, **NO_CONTROL},
     )
     content_base64: Annotated[str, Field(json_schema_extra={"pattern": BASE64_PATTERN})] | None = None
     blob: Annotated[str, Field(json_schema_extra=BLOB_FIELD)] | None = Field(
@@ -203,13 +222,13 @@ class Attachment(BaseModel):
     )
     size: int | None = Field(default=None, ge=0, description="Bytes of the blob (set by POST /api/messages)")
     content_id: str | None = Field(
-        default=None, max_length=128, description="For inline images: cid in HTML", json_schema_extra=NO_CRLF
+        default=None, max_length=128, description="For inline images: cid in HTML", json_schema_extra=NO_CONTROL
     )
 
     @field_validator("name", "content_id")
     @classmethod
     def _names(cls, value: str | None) -> str | None:
-        return _no_crlf(value, "an attachment name")
+        return _no_controls(value, "an attachment name")
 
     @field_validator("blob")
     @classmethod
@@ -219,7 +238,7 @@ class Attachment(BaseModel):
     @field_validator("content_type")
     @classmethod
     def _ctype(cls, value: str) -> str:
-        _no_crlf(value, "a content type")
+        _no_controls(value, "a content type")
         if not _CONTENT_TYPE_RE.match(value):
             raise PydanticCustomError("invalid_content_type", "not a MIME type like application/pdf")
         return value
@@ -290,7 +309,7 @@ class SendMessage(BaseModel):
     cc: list[Address] = Field(default_factory=list, json_schema_extra={"maxItems": MAX_RECIPIENTS})
     bcc: list[Address] = Field(default_factory=list, json_schema_extra={"maxItems": MAX_RECIPIENTS})
     reply_to: list[Address] = Field(default_factory=list, max_length=50)
-    subject: str = Field(default="", max_length=998, json_schema_extra=NO_CRLF)
+    subject: str = Field(default="", max_length=998, json_schema_extra=NO_CONTROL_BUT_TAB)
     body: Body = Field(default_factory=Body)
     attachments: list[Attachment] = Field(default_factory=list, max_length=100)
     headers: dict[str, str] = Field(
@@ -300,9 +319,9 @@ class SendMessage(BaseModel):
             "maxProperties": MAX_HEADERS,
             "propertyNames": {
                 "pattern": HEADER_NAME_PATTERN,
-                "not": {"anyOf": [{"pattern": RESERVED_HEADER_PATTERN}, {"pattern": "[\r\n]"}]},
+                "not": {"anyOf": [{"pattern": RESERVED_HEADER_PATTERN}, {"pattern": CONTROL_PATTERN}]},
             },
-            "additionalProperties": {"type": "string", "maxLength": 998, **NO_CRLF},
+            "additionalProperties": {"type": "string", "maxLength": 998, **NO_CONTROL_BUT_TAB},
         },
     )
     importance: Literal["low", "normal", "high"] = "normal"
@@ -325,7 +344,7 @@ class SendMessage(BaseModel):
     @field_validator("subject")
     @classmethod
     def _subject(cls, value: str) -> str:
-        return _no_crlf(value, "the subject") or ""
+        return _no_controls(value, "the subject", tab=True) or ""
 
     @field_validator("headers")
     @classmethod
@@ -337,8 +356,8 @@ class SendMessage(BaseModel):
                 {"n": MAX_HEADERS},
             )
         for name, hvalue in value.items():
-            _no_crlf(name, f"header name {name!r}")
-            _no_crlf(hvalue, f"header {name!r}")
+            _no_controls(name, f"header name {name!r}")
+            _no_controls(hvalue, f"header {name!r}", tab=True)
             if not _HEADER_NAME_RE.match(name):
                 raise PydanticCustomError("invalid_header", "header {name} must be named x-...", {"name": repr(name)})
             if name.lower().startswith("x-mailbridge-"):
@@ -467,8 +486,18 @@ def check_limits(
 ) -> list[str]:
     """Setting-dependent checks; returns the attachment plan (see :func:`attachment_plan`; ``base_bytes`` and
     ``overheads`` come from :func:`shared.graph.request_sizes`)."""
+    if msg.callback is not None and msg.callback.queue not in settings.allowed_callback_queues:
+        # Decided before anything is sent: the queue is the operator's to open (CALLBACK_QUEUES), not the producer's.
+        raise errors.CallbackQueueNotAllowed(field="callback.queue")
     if msg.from_ is not None and not settings.enable_shared_mailboxes:
         raise errors.SendAsNotEnabled(field="from")
+    if msg.from_ is not None and settings.send_as_endpoint == "users" and not _UPN_RE.match(msg.from_.address):
+        raise errors.InvalidMessage(
+            "Invalid message: from.address: with SEND_AS_ENDPOINT=users 'from' names the mailbox in the Graph URL, so "
+            "it must be a user principal name (letters, digits and ' . - _ ! # ^ ~ before the @).",
+            field="from.address",
+            reason="not a user principal name",
+        )
     total = msg.total_bytes()
     if total > settings.max_message_bytes:
         raise errors.MessageTooLarge(

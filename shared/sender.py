@@ -261,12 +261,16 @@ class Sender:
 
     def _budget_of(self, msg: SendMessage, conn: Connection, record: Delivery, draft_mode: bool) -> Mailbox:
         """Which mailbox's budget the send counts against (sets ``record.mailbox``)."""
-        mailbox = conn.mailbox
+        mailbox = conn.mailbox.lower()
         budget_of = Mailbox(conn.tenant_id, conn.object_id)
         if msg.from_ and self.settings.send_as_endpoint == "users" and not draft_mode:
-            mailbox = msg.from_.address  # /users/{from}/sendMail counts against the `from` mailbox
-            budget_of = Mailbox(conn.tenant_id, mailbox.lower())
-        record.mailbox = mailbox.lower()
+            # /users/{from}/sendMail counts against the `from` mailbox, keyed by its principal name (check_limits
+            # admits nothing else there, so no "x/../" spelling reaches this) lower-cased as Entra compares it;
+            # the connected mailbox's own name keeps the budget of its object id, as /me sends do.
+            named = msg.from_.address.lower()
+            if named != mailbox:
+                mailbox, budget_of = named, Mailbox(conn.tenant_id, named)
+        record.mailbox = mailbox
         return budget_of
 
     def _not_admitted(self, msg: SendMessage, record: Delivery, admission: Admission) -> Outcome:

@@ -27,6 +27,7 @@ DELIVERIES_TABLE = "deliveries"
 
 _TENANT_RE = re.compile(r"^(organizations|common|consumers|[0-9a-fA-F-]{36}|[A-Za-z0-9.-]+\.[A-Za-z]{2,})$")
 _QUEUE_RE = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+HOST_QUEUE_PREFIX = "azure-webjobs-"  # the Functions host's own queues (blob trigger receipts, ...)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -88,6 +89,8 @@ class Settings:
     mailbox_max_wait_seconds: float = 5.0
     daily_limit_max_hold_seconds: int = 3 * 86_400
     send_as_endpoint: str = "me"  # "me": /me/sendMail with from; "users": /users/{from}/sendMail
+    # Queues besides EVENTS_QUEUE a message's callback.queue may name (CALLBACK_QUEUES; default none).
+    callback_queues: tuple[str, ...] = ()
     version: str = VERSION
 
     @property
@@ -113,6 +116,11 @@ class Settings:
     @property
     def outbound_poison_queue(self) -> str:
         return f"{self.outbound_queue}-poison"
+
+    @property
+    def allowed_callback_queues(self) -> frozenset[str]:
+        """What a message's ``callback.queue`` may name: the operator's CALLBACK_QUEUES and EVENTS_QUEUE."""
+        return frozenset((*self.callback_queues, self.events_queue))
 
     @property
     def tls_verify(self) -> str | bool:
@@ -230,6 +238,20 @@ def _send_as_endpoint(env: Mapping[str, str]) -> str:
     return value
 
 
+def _callback_queues(env: Mapping[str, str], outbound: str) -> tuple[str, ...]:
+    """CALLBACK_QUEUES: queue names separated by commas or spaces. Never the outbound queue, its poison queue or
+    the Functions host's own ``azure-webjobs-*`` queues: an event written there would feed mail back into the
+    sender or corrupt the host's bookkeeping."""
+    raw = _get(env, "CALLBACK_QUEUES", "") or ""
+    names = tuple(dict.fromkeys(n for n in re.split(r"[\s,]+", raw) if n))
+    for name in names:
+        if not _QUEUE_RE.match(name):
+            raise SettingsError("CALLBACK_QUEUES", f"lists an invalid queue name: {name!r}")
+        if name in {outbound, f"{outbound}-poison"} or name.startswith(HOST_QUEUE_PREFIX):
+            raise SettingsError("CALLBACK_QUEUES", f"must not list the app's own queue {name!r}")
+    return names
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from ``env`` (default: the process environment); raise SettingsError naming the culprit."""
     env = os.environ if env is None else env
@@ -314,6 +336,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mailbox_max_wait_seconds=float(_int(env, "MAILBOX_MAX_WAIT_SECONDS", 5, 0, 60)),
         daily_limit_max_hold_seconds=_int(env, "DAILY_LIMIT_MAX_HOLD_SECONDS", 3 * 86_400, 0, 6 * 86_400),
         send_as_endpoint=_send_as_endpoint(env),
+        callback_queues=_callback_queues(env, outbound),
     )
 
 

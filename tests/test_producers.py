@@ -13,6 +13,7 @@ import base64
 import importlib.util
 import json
 import logging
+import uuid
 from pathlib import Path
 
 from azure.core.credentials import AzureNamedKeyCredential
@@ -67,13 +68,13 @@ def test_python_example_drops_plain_json_that_mailbridge_sends(send_kit, azurite
 
 
 def test_a_callback_queue_gets_the_event_and_the_outbound_queues_never_do(send_kit):
-    """A producer may name any existing queue of the account for its events, except the outbound queue, its
-    poison queue and the Functions host's own queues: Mailbridge must never feed a message back into its
-    sender or write into the host's bookkeeping."""
-    kit = send_kit()
+    """A producer may name a queue the operator allowed (CALLBACK_QUEUES) for its events; the outbound queue,
+    its poison queue and the Functions host's own queues are refused (callback_queue_not_allowed, nothing sent):
+    Mailbridge must never feed a message back into its sender or write into the host's bookkeeping."""
+    mine = f"cb-{uuid.uuid4().hex[:8]}"
+    kit = send_kit(CALLBACK_QUEUES=mine)
     cid = kit.connect("alice")
     outbound = kit.mb.env["OUTBOUND_QUEUE"]
-    mine = f"cb-{outbound}"
     host_queue = f"azure-webjobs-blobtrigger-{outbound}"[:63]
     for name in (mine, f"{outbound}-poison", host_queue):
         kit.services.storage.queue(name)  # creates it if missing, as infra or the producer would
@@ -87,7 +88,11 @@ def test_a_callback_queue_gets_the_event_and_the_outbound_queues_never_do(send_k
         for message in messages.values():
             kit.put(message)
         records = kit.wait_final([(cid, m["id"]) for m in messages.values()])
-        assert {r.status for r in records.values()} == {"sent"}
+        statuses = {
+            name: (records[(cid, m["id"])].status, records[(cid, m["id"])].error_code) for name, m in messages.items()
+        }
+        refused = ("rejected", "callback_queue_not_allowed")
+        assert statuses == {"mine": ("sent", None), "outbound": refused, "poison": refused, "host": refused}
         kit.wait_until(lambda: kit.queue_length(outbound) == 0)
     (event,) = kit.events(mine)
     assert event["data"]["message_id"] == messages["mine"]["id"]
@@ -103,9 +108,9 @@ def test_a_callback_queue_that_does_not_exist_costs_the_message_nothing(send_kit
     """Mailbridge does not create queues a producer names. A missing one is skipped with a warning: the message
     is sent once, its event is on EVENTS_QUEUE once, and nothing is retried or moved to the poison queue."""
     caplog.set_level(logging.WARNING, logger="shared.events")
-    kit = send_kit()
+    missing = f"nothere-{uuid.uuid4().hex[:8]}"
+    kit = send_kit(CALLBACK_QUEUES=missing)  # allowed by the operator, but nobody created it
     cid = kit.connect("alice")
-    missing = f"nothere-{kit.mb.env['OUTBOUND_QUEUE']}"
     message = kit.message(cid, callback={"queue": missing})
     with kit.listener():
         kit.put(message)
