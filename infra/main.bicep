@@ -60,6 +60,9 @@ param customBaseUrl string = ''
 @description('Comma-separated origins (https://app.example.com) that connect links may return to. Empty: only the app\'s own origin (the app refuses to start with none).')
 param allowedReturnOrigins string = ''
 
+@description('Queues (comma- or space-separated) a message\'s callback.queue may name besides the events queue (docs/producers.md). Empty: none. Queues named here must exist.')
+param callbackQueues string = ''
+
 @description('Ask for Mail.Send.Shared so users can send as / on behalf of shared mailboxes.')
 param enableSharedMailboxes bool = false
 
@@ -329,6 +332,7 @@ module appSettings 'app/appsettings.bicep' = {
     azureCloud: effectiveCloud
     publicBaseUrl: publicBaseUrl
     allowedReturnOrigins: empty(allowedReturnOrigins) ? publicBaseUrl : allowedReturnOrigins
+    callbackQueues: callbackQueues
     outboundQueueName: outboundQueueName
     eventsQueueName: eventsQueueName
     attachmentsContainerName: attachmentsContainerName

@@ -30,6 +30,8 @@ param azureCloud string
 @description('https://<function app host>.')
 param publicBaseUrl string
 param allowedReturnOrigins string
+@description('CALLBACK_QUEUES: the callback queues producers may name besides the events queue.')
+param callbackQueues string
 param outboundQueueName string
 param eventsQueueName string
 param attachmentsContainerName string
@@ -83,6 +85,7 @@ var coreSettings = {
   ATTACHMENTS_CONTAINER: attachmentsContainerName
   PUBLIC_BASE_URL: publicBaseUrl
   ALLOWED_RETURN_ORIGINS: allowedReturnOrigins
+  CALLBACK_QUEUES: callbackQueues
   // Keep-alive timer and limits.
   REFRESH_AFTER_DAYS: string(refreshAfterDays)
   REFRESH_SCHEDULE: refreshSchedule
