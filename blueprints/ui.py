@@ -75,27 +75,6 @@ def _intake():
     return MessageIntake(get_services())
 
 
-class SampleUiDisabled(errors.NotFound):
-    default_hint = "The sample page is not enabled (ENABLE_SAMPLE_UI, local runs only)."
-
-
-class HostNotAllowed(errors.InputError):
-    code = "host_not_allowed"
-    http_status = 403
-    default_hint = "The sample page answers only on the host and port of PUBLIC_BASE_URL: open it there."
-
-
-class OriginNotAllowed(errors.InputError):
-    code = "origin_not_allowed"
-    http_status = 403
-    default_hint = "Only the sample page itself (the origin of PUBLIC_BASE_URL) may change things through /api/ui."
-
-
-class JsonRequired(errors.InputError):
-    code = "json_required"
-    default_hint = "Requests to /api/ui that change something must be Content-Type: application/json."
-
-
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -113,10 +92,10 @@ def _host_port(netloc: str | None, scheme: str) -> tuple[str, int] | None:
 
 
 def _enabled_settings() -> Settings:
-    """The settings when the sample page may be served; SampleUiDisabled (404) otherwise."""
+    """The settings when the sample page may be served; errors.SampleUiDisabled (404) otherwise."""
     settings = get_services().settings
     if not settings.enable_sample_ui or urlsplit(settings.public_base_url).hostname not in _LOOPBACK:
-        raise SampleUiDisabled()
+        raise errors.SampleUiDisabled()
     return settings
 
 
@@ -138,13 +117,13 @@ def _settings(req: func.HttpRequest) -> Settings:
     base = urlsplit(settings.public_base_url)
     ours = (base.scheme, _host_port(base.netloc, base.scheme))
     if _host_port(req.headers.get("host"), base.scheme) != ours[1]:
-        raise HostNotAllowed()
+        raise errors.HostNotAllowed()
     if req.method.upper() not in ("GET", "HEAD"):
         if _origin(req.headers.get("origin")) != ours:
-            raise OriginNotAllowed()
+            raise errors.OriginNotAllowed()
         media_type = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
         if req.method.upper() == "POST" and media_type != "application/json":
-            raise JsonRequired()
+            raise errors.JsonRequired()
     return settings
 
 
