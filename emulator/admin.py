@@ -24,6 +24,7 @@ from emulator.directory import (
     Tenant,
     User,
 )
+from emulator.entra_tenant_apps import consented_again, set_app_state
 from emulator.state import EmulatorState
 from emulator.tokens import issuer_for
 
@@ -110,6 +111,22 @@ def register(router: Router, state: EmulatorState) -> None:
             tenant.display_name = str(data["display_name"])
         if "admin_consent_workflow" in data:
             tenant.admin_consent_workflow = bool(data["admin_consent_workflow"])
+        if "exchange_online" in data:  # False: no Exchange Online in this tenant (emulator/graph_mailbox_state.py)
+            if not isinstance(data["exchange_online"], bool):
+                raise bad_request("exchange_online must be true or false")
+            tenant.exchange_online = data["exchange_online"]
+        return json_response(200, tenant.to_dict())
+
+    @router.route("PUT", "/_emulator/tenants/{tid}/enterprise-apps/{client_id}", "admin.tenants")
+    def set_enterprise_app(req: Request, tid: str, client_id: str) -> Response:
+        # This tenant's admin deletes or disables the app's service principal (emulator/entra_tenant_apps.py).
+        tenant, data = get_tenant(tid), body_of(req)
+        if "state" not in data:
+            raise bad_request('body must be {"state": "deleted" | "disabled" | null}')
+        try:
+            set_app_state(state, tenant, client_id, data["state"])
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
         return json_response(200, tenant.to_dict())
 
     @router.route("POST", "/_emulator/tenants/{tid}/consent", "admin.consent")
@@ -118,6 +135,7 @@ def register(router: Router, state: EmulatorState) -> None:
         client_id = str(data.get("client_id", "")).lower()
         with state.lock:
             tenant.admin_consented.setdefault(client_id, set()).update(_str_set(data.get("scopes"), "scopes"))
+            consented_again(state, tenant, client_id)
         return json_response(200, tenant.to_dict())
 
     @router.route("DELETE", "/_emulator/tenants/{tid}/consent/{client_id}", "admin.consent")
@@ -148,6 +166,7 @@ def register(router: Router, state: EmulatorState) -> None:
             full_access=_str_set(data.get("full_access"), "full_access"),
             failures=_failures(data.get("failures")),
             is_admin=bool(data.get("is_admin", False)),
+            id_token_claims=_claims(data.get("id_token_claims")),
         )
         try:
             d.add_user(user)
@@ -176,6 +195,8 @@ def register(router: Router, state: EmulatorState) -> None:
             for name in ("is_shared", "is_admin"):
                 if name in data:
                     setattr(user, name, bool(data[name]))
+            if "id_token_claims" in data:
+                user.id_token_claims = _claims(data["id_token_claims"])
         return json_response(200, user.to_dict())
 
     @router.route("POST", "/_emulator/users/{ident}/failures", "admin.failures")
@@ -202,9 +223,9 @@ def register(router: Router, state: EmulatorState) -> None:
     def grant_user_consent(req: Request, ident: str) -> Response:
         user, data = get_user(ident), body_of(req)
         with state.lock:
-            user.consents.setdefault(str(data.get("client_id", "")).lower(), set()).update(
-                _str_set(data.get("scopes"), "scopes")
-            )
+            client_id = str(data.get("client_id", "")).lower()
+            user.consents.setdefault(client_id, set()).update(_str_set(data.get("scopes"), "scopes"))
+            consented_again(state, d.tenant(user.tid), client_id)
         return json_response(200, user.to_dict())
 
     @router.route("DELETE", "/_emulator/users/{ident}/consent/{client_id}", "admin.consent")
@@ -345,6 +366,15 @@ def register(router: Router, state: EmulatorState) -> None:
         except jwt.PyJWTError as exc:
             raise bad_request(f"not a token issued by this emulator: {exc}") from None
         return json_response(200, {"claims": claims})
+
+
+def _claims(value: Any) -> dict[str, Any] | None:
+    """A user's ID-token claim overrides (``{"preferred_username": "+1 425 555 0100", "email": null}``)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise bad_request("id_token_claims must be an object (a null value leaves that claim out) or null")
+    return dict(value) or None
 
 
 def _failures(value: Any) -> set[str]:

@@ -61,6 +61,33 @@ class EmulatorAdmin:
         """Remove tenant-wide consent for an app."""
         return self._call("DELETE", f"/_emulator/tenants/{tid}/consent/{client_id}")
 
+    # -- isolation faults (issue 25, docs/emulator.md) ------------------------------------
+    def set_enterprise_app(self, tid: str, client_id: str, state: str | None) -> dict[str, Any]:
+        """Tenant ``tid``'s admin deletes (``"deleted"``) or disables (``"disabled"``) the app's enterprise app, or
+        ``None`` restores it: that tenant's users' token requests answer AADSTS700016 / AADSTS7000112."""
+        return self._call("PUT", f"/_emulator/tenants/{tid}/enterprise-apps/{client_id}", {"state": state})
+
+    def set_exchange_online(self, tid: str, enabled: bool) -> dict[str, Any]:
+        """``False``: the tenant has no Exchange Online (Graph mail calls answer 401
+        OrganizationFromTenantGuidNotFound)."""
+        return self._call("PATCH", f"/_emulator/tenants/{tid}", {"exchange_online": enabled})
+
+    def set_mailbox_state(self, address: str, state: str | None, status: int | None = None) -> dict[str, Any]:
+        """Put one mailbox in a refusal state (``not_enabled``, ``submission_blocked``, ``account_suspended``,
+        ``quota_exceeded``, ``recipient_quota``, ``message_limit``, ``restricted_sender``) or ``None`` to clear it;
+        ``status`` overrides the HTTP status where Microsoft's is unconfirmed. Returns the mailbox summary."""
+        if state is None:
+            return self._call("DELETE", f"/_emulator/mailboxes/{address}/state")
+        body: dict[str, Any] = {"state": state}
+        if status is not None:
+            body["status"] = status
+        return self._call("PUT", f"/_emulator/mailboxes/{address}/state", body)
+
+    def set_id_token_claims(self, ident: str, claims: dict[str, Any] | None) -> dict[str, Any]:
+        """Claims laid over this user's ID tokens, e.g. ``{"preferred_username": "+14255550100", "email": None}``
+        (``None`` as a value leaves the claim out); ``claims=None`` clears them."""
+        return self.update_user(ident, id_token_claims=claims)
+
     # -- users ------------------------------------------------------------------------------
     def create_user(self, tid: str, upn: str, **fields: Any) -> dict[str, Any]:
         """Create a user/mailbox. Fields: mail, display_name, aliases, is_shared, password, is_admin,

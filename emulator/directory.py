@@ -34,6 +34,12 @@ class Tenant:
     # the "Need admin approval" page then offers a request form; requests land here.
     admin_consent_workflow: bool = False
     consent_requests: list[dict[str, Any]] = field(default_factory=list)
+    # Isolation faults (issue 25; docs/emulator.md). Defaults are class attributes so tenants restored from an
+    # older state file (emulator/persist.py) read them too. ``enterprise_apps``: client_id -> "deleted" |
+    # "disabled" (this tenant's admin removed or disabled the app's service principal); ``exchange_online``
+    # False: the tenant has no Exchange Online, every Graph mailbox call answers 401 OrganizationFromTenantGuidNotFound.
+    enterprise_apps: dict[str, str] | None = None
+    exchange_online: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form for the admin API."""
@@ -46,6 +52,8 @@ class Tenant:
             "kind": self.kind,
             "admin_consent_workflow": self.admin_consent_workflow,
             "consent_requests": list(self.consent_requests),
+            "enterprise_apps": dict(self.enterprise_apps or {}),
+            "exchange_online": self.exchange_online,
         }
 
 
@@ -70,6 +78,11 @@ class User:
     revocation_reason: str = ""
     consents: dict[str, set[str]] = field(default_factory=dict)  # client_id -> user-consented scopes
     is_admin: bool = False
+    # Isolation faults (issue 25), class-attribute defaults for the same reason as Tenant's:
+    # ``mailbox_state`` {"state": one of emulator.graph_mailbox_state.MAILBOX_STATES, "status": HTTP status}
+    # or None; ``id_token_claims`` laid over this user's ID tokens (a null value leaves the claim out).
+    mailbox_state: dict[str, Any] | None = None
+    id_token_claims: dict[str, Any] | None = None
 
     def addresses(self) -> list[str]:
         """Every address this mailbox answers to, lower-cased."""
@@ -92,6 +105,8 @@ class User:
             "failures": sorted(self.failures),
             "tokens_valid_after": self.tokens_valid_after,
             "consents": {k: sorted(v) for k, v in self.consents.items()},
+            "mailbox_state": dict(self.mailbox_state) if self.mailbox_state else None,
+            "id_token_claims": dict(self.id_token_claims or {}),
         }
 
 

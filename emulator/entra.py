@@ -30,6 +30,7 @@ from emulator.entra_pages import (
     sign_in_only_page,
     sign_in_page,
 )
+from emulator.entra_tenant_apps import app_state, consented_again, disabled_message
 from emulator.state import EmulatorState
 from emulator.tokens import GRAPH_RESOURCE
 
@@ -196,6 +197,8 @@ def _user_allowed(state: EmulatorState, app: App, kind: str, tn: Tenant | None, 
         )
     if user.is_shared or "disabled" in user.failures:
         return "AADSTS50057: The user account is disabled."
+    if app_state(state.directory.tenant(user.tid), app.client_id) == "disabled":
+        return f"AADSTS7000112: {disabled_message(app)}"  # the user's tenant disabled the app (entra_tenant_apps)
     return None
 
 
@@ -367,6 +370,7 @@ def _complete(
         granted = (_admin_grants(app, scopes) if scopes.is_default else scopes.canonical()) | scopes.consent_scopes()
         with state.lock:
             user.consents.setdefault(app.client_id, set()).update(granted)
+            consented_again(state, state.directory.tenant(user.tid), app.client_id)
             for perm in scopes.perms:
                 state.entra.casing.setdefault(perm.lower(), perm)
     code = state.entra.new_code(
@@ -449,6 +453,7 @@ def _admin_consent(state: EmulatorState, req: Request, tenant: str) -> Response:
     target = state.directory.tenant(admin.tid)
     with state.lock:
         target.admin_consented.setdefault(app.client_id, set()).update(grants)  # type: ignore[union-attr]
+        consented_again(state, target, app.client_id)
     params = {"admin_consent": "True", "tenant": admin.tid, "scope": scope}
     if app_state is not None:
         params["state"] = app_state

@@ -28,6 +28,7 @@ from emulator.entra_common import (
     parse_scopes,
     token_error,
 )
+from emulator.entra_tenant_apps import refusal as tenant_app_refusal
 from emulator.state import EmulatorState
 from emulator.tokens import GRAPH_RESOURCE, b64url, issue_access_token, issuer_for
 
@@ -264,7 +265,15 @@ def _redeem_code(state: EmulatorState, req: Request, app: App, form: dict[str, s
     user = state.directory.user(code.oid)
     if user is None:
         raise _fail(state, req, "invalid_grant", 50034, "The user account does not exist in the directory.")
+    _check_enterprise_app(state, req, app, user.tid)
     return _issue(state, req, app, user, form.get("scope") or code.scope, code.nonce, check_consent=False)
+
+
+def _check_enterprise_app(state: EmulatorState, req: Request, app: App, tid: str) -> None:
+    """Tenant ``tid`` deleted (AADSTS700016) or disabled (AADSTS7000112) the app: emulator/entra_tenant_apps.py."""
+    refused = tenant_app_refusal(state, app, tid)
+    if refused:
+        raise _fail(state, req, *refused)
 
 
 def _when(epoch: float) -> str:
@@ -292,6 +301,7 @@ def _redeem_refresh(state: EmulatorState, req: Request, app: App, form: dict[str
     user = state.directory.user(grant.oid)
     if user is None:
         raise _fail(state, req, "invalid_grant", 50034, "The user account does not exist in the directory.")
+    _check_enterprise_app(state, req, app, user.tid)
     if user.is_shared or "disabled" in user.failures:
         raise _fail(state, req, "invalid_grant", 50057, "The user account is disabled.")
     revoked = user.tokens_valid_after > grant.issued_at
@@ -423,7 +433,10 @@ def _id_token(state: EmulatorState, app: App, user: User, nonce: str | None, now
     }
     if nonce:
         claims["nonce"] = nonce
-    for name, value in (state.entra.settings.id_token_claims or {}).items():
+    # Per user first (preferred_username "could be an email address, phone number, or a generic username
+    # without a specified format"; ``email`` is an optional claim: id-token-claims-reference), then the global knob.
+    overrides = {**(user.id_token_claims or {}), **(state.entra.settings.id_token_claims or {})}
+    for name, value in overrides.items():
         if value is None:  # the knob's null leaves the claim out (Entra omits claims, it never sends null)
             claims.pop(name, None)
         else:
@@ -447,6 +460,7 @@ def _client_credentials(state: EmulatorState, req: Request, app: App, form: dict
                 "a scope value with /.default suffixed to the resource identifier (application ID URI)."
             ),
         )
+    _check_enterprise_app(state, req, app, tid)
     tenant = state.directory.tenant(tid)
     if tid != app.home_tid and app.client_id not in (tenant.admin_consented if tenant else {}):
         raise _fail(
