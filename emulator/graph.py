@@ -11,6 +11,7 @@ Module map (each file one job):
 - graph_drafts.py   drafts, attachments, upload sessions, `/me`-style reads
 - graph_admin.py    `/_emulator/mailboxes/...`, `/_emulator/graph/...`
 - graph_ndr.py      the recipient rate limit's NDRs (202, not delivered, an NDR in the Inbox)
+- graph_mailbox_state.py  a tenant without Exchange Online, a mailbox's refusal states (issue 25)
 - mailbox_view.py   HTML viewer under `/_emulator/ui/mailboxes`
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator import graph_admin, graph_drafts, graph_ndr, graph_send, mailbox_view
+from emulator import graph_admin, graph_drafts, graph_mailbox_state, graph_ndr, graph_send, mailbox_view
 from emulator.core import Response, Router, json_response
 from emulator.graph_common import GraphContext, add_request_id_headers, graph_route, refuse_dot_segments
 from emulator.graph_message import GraphError
@@ -35,6 +36,16 @@ PROFILE_SCOPES = (
 )
 
 
+def _profile_mail(state: Any, owner: Any) -> str | None:
+    """The user resource's ``mail``: null for personal Microsoft accounts, whose SMTP address is the
+    userPrincipalName (OfficeDev/outlook-dev-docs#196, O365/python-o365#508), and for a tenant without Exchange
+    Online, which is what fills it in."""
+    tenant = state.directory.tenant(owner.tid)
+    if tenant is not None and (tenant.kind == "personal" or not tenant.exchange_online):
+        return None
+    return owner.mail
+
+
 def register(router: Router, state: Any) -> None:
     """Attach a fresh `GraphStore` to `state.graph` and register Graph + Graph-admin routes."""
     store = GraphStore(state.clock.now)
@@ -42,7 +53,7 @@ def register(router: Router, state: Any) -> None:
 
     def me(ctx: GraphContext) -> Response:
         owner = ctx.mailbox(None)
-        ctx.enter(owner)
+        ctx.enter(owner, mailbox_call=False)
         if not ctx.has(*PROFILE_SCOPES):
             # Graph's answer when the token lacks User.Read (e.g. a Mail.Send-only token).
             raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
@@ -56,7 +67,7 @@ def register(router: Router, state: Any) -> None:
                 "displayName": owner.display_name,
                 "givenName": given or None,
                 "jobTitle": None,
-                "mail": owner.mail,
+                "mail": _profile_mail(state, owner),
                 "mobilePhone": None,
                 "officeLocation": None,
                 "preferredLanguage": None,
@@ -71,6 +82,7 @@ def register(router: Router, state: Any) -> None:
     graph_send.register(router, state, store)
     graph_drafts.register(router, state, store)
     graph_admin.register(router, state, store)
+    graph_mailbox_state.register(router, state, store)
     state.extensions["graph_ndr"] = graph_ndr.register(router, state, store)
     mailbox_view.register(router, state, store)
 

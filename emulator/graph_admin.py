@@ -43,6 +43,7 @@ def mailbox_summary(store: GraphStore, user: User) -> dict[str, Any]:
         "tid": user.tid,
         "display_name": user.display_name,
         "is_shared": user.is_shared,
+        "state": dict(user.mailbox_state) if user.mailbox_state else None,
         "counts": store.counts(user.oid),
     }
 

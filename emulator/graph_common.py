@@ -23,6 +23,8 @@ from typing import Any
 
 from emulator.core import Request, Response, Route, Router, json_response
 from emulator.directory import User
+from emulator.graph_mailbox_state import READ, has_exchange, no_exchange
+from emulator.graph_mailbox_state import check as check_mailbox
 from emulator.graph_message import MAX_REQUEST_BYTES, GraphError
 from emulator.graph_store import GraphStore
 from emulator.tokens import GRAPH_RESOURCE, AuthError, verify_bearer
@@ -140,8 +142,12 @@ class GraphContext:
             raise invalid_user(user)
         return found
 
-    def enter(self, mailbox: User) -> None:
-        """Take a throttle slot for (app, mailbox); may raise 429. Held until the request ends."""
+    def enter(self, mailbox: User, *, mailbox_call: bool = True) -> None:
+        """Refuse a mailbox in a refusal state (emulator/graph_mailbox_state.py; ``mailbox_call`` False for the
+        directory read ``/me``), then take a throttle slot for (app, mailbox); may raise 429. Held until the
+        request ends."""
+        if mailbox_call:
+            check_mailbox(self.state, mailbox, READ)
         throttle = self.store.throttle
         try:
             throttle.acquire(self.app_id, mailbox.oid)
@@ -208,6 +214,8 @@ def graph_route(
                     _align_request_id(exc.response, req)
                     return exc.response
                 ctx = GraphContext(state, store, req, claims)
+                if not has_exchange(state, ctx.tid) and (name != "graph.me" or ctx.app_only):
+                    raise no_exchange(ctx.tid)  # the tenant has no Exchange Online, whatever the token
                 return fn(ctx, **params)
             except GraphError as err:
                 if err.status == 429:

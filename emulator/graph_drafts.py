@@ -20,6 +20,8 @@ from emulator.graph_common import (
     graph_route,
     json_body,
 )
+from emulator.graph_mailbox_state import WRITE
+from emulator.graph_mailbox_state import check as check_mailbox
 from emulator.graph_message import GraphError, parse_message, validate_file_attachment
 from emulator.graph_query import parse_expand, parse_list_query
 from emulator.graph_send import max_recipients
@@ -92,6 +94,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         owner = ctx.mailbox(user)
         ctx.enter(owner)
         require_mail_access(ctx, owner, write=True)
+        check_mailbox(state, owner, WRITE)  # a full mailbox takes no new items (graph_mailbox_state)
         if folder is not None and resolve_folder(owner, folder) != DRAFTS:
             raise GraphError(400, "ErrorInvalidRequest", "The emulator creates messages only in the Drafts folder.")
         fields = parse_message(json_body(ctx.req), require_recipients=False, max_recipients=max_recipients(ctx, owner))
@@ -197,6 +200,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         owner = ctx.mailbox(user)
         ctx.enter(owner)
         require_mail_access(ctx, owner, write=True)
+        check_mailbox(state, owner, WRITE)  # a full mailbox takes no new items (graph_mailbox_state)
         msg = draft_of(ctx, owner, item)
         att = validate_file_attachment(json_body(ctx.req))
         stored = store.make_attachment(
@@ -229,6 +233,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         owner = ctx.mailbox(user)
         ctx.enter(owner)
         require_mail_access(ctx, owner, write=True)
+        check_mailbox(state, owner, WRITE)  # a full mailbox takes no new items (graph_mailbox_state)
         msg = draft_of(ctx, owner, item)
         spec = parse_attachment_item(json_body(ctx.req))
         session = UploadSession(

@@ -36,15 +36,18 @@ class NdrInbox:
         self._lock = threading.Lock()
         self._items: dict[str, list[dict[str, Any]]] = {}
 
-    def bounce(self, state: Any, owner_oid: str, msg: StoredMessage, now: float) -> dict[str, Any]:
-        """Record the NDR of ``msg`` (accepted but not delivered) and count it."""
+    def bounce(
+        self, state: Any, owner_oid: str, msg: StoredMessage, now: float, status: str = NDR_STATUS, text: str = NDR_TEXT
+    ) -> dict[str, Any]:
+        """Record the NDR of ``msg`` (accepted but not delivered) and count it. ``status``/``text``: another
+        transport refusal (emulator/graph_mailbox_state.py: a restricted sender's 5.1.8)."""
         f = msg.fields
         item = {
             "id": "ndr-" + secrets.token_hex(8),
             "subject": f"Undeliverable: {f.subject}",
             "from": {"emailAddress": {"name": "Microsoft Outlook", "address": "postmaster@outlook.emulator"}},
-            "status": NDR_STATUS,
-            "diagnostic": NDR_TEXT,
+            "status": status,
+            "diagnostic": text,
             "receivedDateTime": iso(now),
             "originalInternetMessageId": msg.internet_message_id,
             "originalRecipients": [r["emailAddress"]["address"] for r in (*f.to, *f.cc, *f.bcc)],
@@ -52,8 +55,11 @@ class NdrInbox:
         }
         with self._lock:
             self._items.setdefault(owner_oid, []).append(item)
-        state.counters.incr("graph.recipient_limit_ndrs")
-        state.counters.incr("graph.recipients_over_limit", f.recipient_count())
+        if status == NDR_STATUS:
+            state.counters.incr("graph.recipient_limit_ndrs")
+            state.counters.incr("graph.recipients_over_limit", f.recipient_count())
+        else:
+            state.counters.incr("graph.restricted_sender_ndrs")
         return item
 
     def items(self, owner_oid: str) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from emulator import graph_mailbox_state as mailbox_state
 from emulator.core import Response, Router
 from emulator.directory import User
 from emulator.graph_common import (
@@ -123,6 +124,20 @@ def finish_send(ctx: GraphContext, store: GraphStore, owner: User, msg: StoredMe
             raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
         from_user, from_rec, sender_rec = resolve_from(ctx, owner, msg.fields.from_)
         check_sendable(ctx, owner, msg.fields, sum(a.size for a in msg.attachments))
+        mailbox_state.check(ctx.state, owner, mailbox_state.SUBMIT)
+        if mailbox_state.is_restricted_sender(owner):
+            if msg.folder == DRAFTS:
+                store.delete(msg)
+            ndr = ctx.state.extensions["graph_ndr"]
+            ndr.bounce(
+                ctx.state,
+                owner.oid,
+                msg,
+                ctx.state.clock.now(),
+                status=mailbox_state.RESTRICTED_NDR_STATUS,
+                text=mailbox_state.RESTRICTED_NDR_TEXT,
+            )
+            return  # 202: Exchange Online's restricted senders are refused in transport (5.1.8 NDR)
         tenant = ctx.state.directory.tenant(owner.tid)
         personal = tenant is not None and tenant.kind == "personal"
         if not store.throttle.admit_send(ctx.app_id, owner.oid, msg.fields.recipient_count(), personal=personal):
