@@ -202,7 +202,8 @@ class EmulatorAdmin:
     # -- Entra -----------------------------------------------------------------------------
     def entra_settings(self, **fields: Any) -> dict[str, Any]:
         """Read (no fields) or change the Entra knobs: access_token_lifetime_s, code_lifetime_s,
-        refresh_idle_s, id_token_claims (laid over every id_token), id_token_lifetime_s (negative: expired), reset."""
+        refresh_idle_s, id_token_claims (laid over every id_token), id_token_lifetime_s (negative: expired),
+        refresh_scope_rule ("consent" | "grant": what a refresh may ask for), reset."""
         if fields:
             return self._call("POST", "/_emulator/entra", fields)
         return self._call("GET", "/_emulator/entra")

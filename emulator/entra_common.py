@@ -47,6 +47,9 @@ class RefreshGrant:
     oid: str
     tid: str
     issued_at: float
+    # Canonical scopes of the original authorization request, carried to every refresh token of the grant
+    # (a class-attribute default: grants restored from an older state file have none and are not checked).
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -63,6 +66,10 @@ class EntraSettings:
     id_token_lifetime_s: int = ID_TOKEN_LIFETIME_S
     # The app-credential switch (emulator/entra_app_errors.py): {code, grants, client_id} or None.
     app_credential_error: dict[str, Any] | None = None
+    # What a refresh may ask for (AADSTS65001 beyond it): "consent" (default: anything the user or their admin
+    # consented to for the app, what Entra does in practice) or "grant" (the documented, stricter rule: "equivalent
+    # to or a subset of the scopes requested in the original authorization_code request leg").
+    refresh_scope_rule: str = "consent"
 
 
 @dataclass

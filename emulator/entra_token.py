@@ -76,6 +76,11 @@ def register(router: Router, state: EmulatorState) -> None:
                 problem = {"code": "BadRequest", "message": "id_token_claims must be an object or null"}
                 return json_response(400, {"error": problem})
             state.entra.settings.id_token_claims = claims or None
+        if "refresh_scope_rule" in data:
+            if data["refresh_scope_rule"] not in ("consent", "grant"):
+                problem = {"code": "BadRequest", "message": "refresh_scope_rule must be consent or grant"}
+                return json_response(400, {"error": problem})
+            state.entra.settings.refresh_scope_rule = data["refresh_scope_rule"]
         if "app_credential_error" in data:
             try:
                 state.entra.settings.app_credential_error = parse_switch(data["app_credential_error"])
@@ -266,7 +271,10 @@ def _redeem_code(state: EmulatorState, req: Request, app: App, form: dict[str, s
     if user is None:
         raise _fail(state, req, "invalid_grant", 50034, "The user account does not exist in the directory.")
     _check_enterprise_app(state, req, app, user.tid)
-    return _issue(state, req, app, user, form.get("scope") or code.scope, code.nonce, check_consent=False)
+    original = _canonical_or_none(code.scope)
+    return _issue(
+        state, req, app, user, form.get("scope") or code.scope, code.nonce, check_consent=False, grant_scopes=original
+    )
 
 
 def _check_enterprise_app(state: EmulatorState, req: Request, app: App, tid: str) -> None:
@@ -330,11 +338,46 @@ def _redeem_refresh(state: EmulatorState, req: Request, app: App, form: dict[str
             "resource.",
             suberror="bad_token",
         )
-    return _issue(state, req, app, user, form.get("scope", ""), None, check_consent=True)
+    requested = _canonical_or_none(form.get("scope", ""))
+    if store.settings.refresh_scope_rule == "grant" and grant.scopes and requested and requested - set(grant.scopes):
+        raise _consent_required(state, req, app)  # wider than the original request (the documented rule)
+    return _issue(
+        state, req, app, user, form.get("scope", ""), None, check_consent=True, grant_scopes=tuple(grant.scopes)
+    )
+
+
+def _canonical_or_none(scope: str) -> frozenset[str] | None:
+    """The canonical permissions a scope string asks for (None when it does not parse: _issue answers that)."""
+    try:
+        return frozenset(parse_scopes(scope).canonical())
+    except ScopeError:
+        return None
+
+
+def _consent_required(state: EmulatorState, req: Request, app: App) -> HTTPError:
+    return _fail(
+        state,
+        req,
+        "invalid_grant",
+        65001,
+        (
+            f"The user or administrator has not consented to use the application with ID '{app.client_id}' named "
+            f"'{app.display_name}'. Send an interactive authorization request for this user and resource."
+        ),
+        suberror="consent_required",
+    )
 
 
 def _issue(
-    state: EmulatorState, req: Request, app: App, user: User, scope: str, nonce: str | None, *, check_consent: bool
+    state: EmulatorState,
+    req: Request,
+    app: App,
+    user: User,
+    scope: str,
+    nonce: str | None,
+    *,
+    check_consent: bool,
+    grant_scopes: tuple[str, ...] | frozenset[str] | None = None,
 ) -> Response:
     """Mint access/id/refresh tokens for a user after scripted failures and consent checks."""
     try:
@@ -344,17 +387,7 @@ def _issue(
     resource = scopes.resource or GRAPH_RESOURCE
     have = consented(state, user, app.client_id)
     if "consent_revoked" in user.failures or (check_consent and (scopes.canonical() - have)):
-        raise _fail(
-            state,
-            req,
-            "invalid_grant",
-            65001,
-            (
-                f"The user or administrator has not consented to use the application with ID '{app.client_id}' named "
-                f"'{app.display_name}'. Send an interactive authorization request for this user and resource."
-            ),
-            suberror="consent_required",
-        )
+        raise _consent_required(state, req, app)
     if "ca_block" in user.failures:
         raise _fail(
             state,
@@ -408,7 +441,8 @@ def _issue(
         "client_info": b64url(json.dumps({"uid": user.oid, "utid": user.tid}).encode()),
     }
     if "offline_access" in scopes.oidc:
-        body["refresh_token"] = state.entra.new_refresh_token(RefreshGrant(app.client_id, user.oid, user.tid, now))
+        grant = RefreshGrant(app.client_id, user.oid, user.tid, now, tuple(sorted(grant_scopes or ())))
+        body["refresh_token"] = state.entra.new_refresh_token(grant)
     if "openid" in scopes.oidc:
         body["id_token"] = _id_token(state, app, user, nonce, now)
     return json_response(200, body, {"Cache-Control": "no-store", "Pragma": "no-cache"})

@@ -173,6 +173,24 @@ def test_refresh_asking_beyond_consent_is_65001_and_a_subset_is_granted(emu_tena
     assert _raw_refresh(kit, narrow["refresh_token"]).status_code == 200
 
 
+def test_refresh_scope_rule_grant_holds_a_grant_to_its_original_request(emu_tenant, emulator_admin):
+    kit = emu_tenant(users=("alice",))
+    kit.sign_in("alice", ("Mail.Send", "Mail.ReadWrite"))  # alice consented to both ...
+    narrow = kit.sign_in("alice", ("Mail.Send",))  # ... and this grant asked for Mail.Send only
+    wider = "Mail.Send Mail.ReadWrite openid profile offline_access"
+    assert _raw_refresh(kit, narrow["refresh_token"], wider).status_code == 200  # default: within consent
+    emulator_admin.entra_settings(refresh_scope_rule="grant")
+    refused = _raw_refresh(kit, narrow["refresh_token"], wider)
+    assert refused.status_code == 400 and refused.json()["error_codes"] == [65001]
+    same = _raw_refresh(kit, narrow["refresh_token"])
+    assert same.status_code == 200
+    # The grant's scopes travel with every refresh token it yields.
+    assert _raw_refresh(kit, same.json()["refresh_token"], wider).json()["error_codes"] == [65001]
+    with pytest.raises(EmulatorAdminError) as bad:
+        emulator_admin.entra_settings(refresh_scope_rule="anything")
+    assert bad.value.status == 400
+
+
 # --- 4. preferred_username that is not an address; the optional email claim ----------------------------------
 
 
