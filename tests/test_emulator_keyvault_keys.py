@@ -6,11 +6,16 @@ from __future__ import annotations
 import os
 
 import pytest
+from azure.identity import ClientSecretCredential
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from emulator.app import Emulator
+from emulator.client import EmulatorAdmin, EmulatorAdminError
+from stack.azurite import free_port
 from tests import emulator_keyvault_support as support
 from tests.emulator_keyvault_support import b64url, name, unb64url
+from tests.fixtures.emulator import strict_session
 
 vault_caller = support.vault_caller
 
@@ -172,8 +177,6 @@ def test_roles_the_app_wraps_and_unwraps_an_insider_with_every_secrets_role_cann
 
 
 def test_unknown_role_names_are_refused(emulator_admin):
-    from emulator.client import EmulatorAdminError
-
     with pytest.raises(EmulatorAdminError) as info:
         emulator_admin.keyvault_config(role_assignments={"x": ["Key Vault God"]})
     assert info.value.status == 400
@@ -203,3 +206,53 @@ def test_real_keys_sdk_wraps_locally_and_unwraps_in_the_vault(app, emulator):
         cc.unwrap_key(crypto.KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key)
     client.begin_recover_deleted_key(key.name).result()
     assert cc.unwrap_key(crypto.KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key).key.startswith(b"0123")
+
+
+def test_keys_and_deleted_keys_survive_a_persisted_restart_the_audit_log_does_not(tmp_path):
+    port = free_port()
+
+    def start() -> tuple[Emulator, EmulatorAdmin]:
+        emu = Emulator(tmp_path, port=port, persist=True)
+        emu.start()
+        admin = EmulatorAdmin(emu.base_url, emu.ca_path)
+        return emu, admin
+
+    emu, admin = start()
+    try:
+        tenant_id = admin.keyvault_config()["tenant_id"]
+        registered = admin.register_app(home_tid=tenant_id, secrets=["s3cret"])
+
+        def caller(e: Emulator) -> support.Caller:
+            cred = ClientSecretCredential(
+                tenant_id,
+                registered["client_id"],
+                "s3cret",
+                authority=e.base_url,
+                disable_instance_discovery=True,
+                connection_verify=str(e.ca_path),
+            )
+            return support.Caller(
+                e.base_url, strict_session(e.ca_path), registered["client_id"], "s3cret", tenant_id, cred
+            )
+
+        app = caller(emu)
+        keep, gone = name(), name()
+        create_key(app, keep)
+        create_key(app, gone)
+        wrapped = app.ok("POST", f"/keys/{keep}/wrapkey", {"alg": "RSA-OAEP-256", "value": b64url(b"dek")})["value"]
+        app.ok("DELETE", f"/keys/{gone}")
+        assert admin.keyvault_audit()["count"] > 0
+    finally:
+        emu.stop()
+    emu, admin = start()
+    try:
+        assert emu.restored
+        app = caller(emu)
+        assert (
+            unb64url(app.ok("POST", f"/keys/{keep}/unwrapkey", {"alg": "RSA-OAEP-256", "value": wrapped})["value"])
+            == b"dek"
+        )
+        assert app.ok("GET", f"/deletedkeys/{gone}")["recoveryId"].endswith(gone)
+        assert admin.keyvault_audit(name=keep)["count"] == 1  # only the unwrap after the restart
+    finally:
+        emu.stop()
