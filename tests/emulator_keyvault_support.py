@@ -110,6 +110,22 @@ def vault_caller(emulator: Any, emulator_admin: EmulatorAdmin, emu_http: request
     return make
 
 
+def everything_the_vault_gives_back(caller: Caller, secret: str) -> set[str]:
+    """Every value of ``secret`` a caller with secrets roles can redeem: each live version, and after
+    recovering a deleted secret each of its versions (recovering is part of the attack)."""
+    values: set[str] = set()
+    if caller.call("GET", f"/deletedsecrets/{secret}").status_code == 200:
+        caller.ok("POST", f"/deletedsecrets/{secret}/recover")
+    listing = caller.call("GET", f"/secrets/{secret}/versions")
+    if listing.status_code != 200:
+        return values
+    for item in listing.json()["value"]:
+        got = caller.call("GET", item["id"].split(caller.base_url, 1)[1])
+        if got.status_code == 200:
+            values.add(got.json()["value"])
+    return values
+
+
 def audit(admin: EmulatorAdmin, **filters: Any) -> list[dict[str, Any]]:
     """The vault's audit entries (filters: since, principal, operation, name)."""
     return admin.keyvault_audit(**filters)["value"]

@@ -9,7 +9,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from emulator.client import EmulatorAdminError
 from tests import emulator_keyvault_support as support
-from tests.emulator_keyvault_support import name
+from tests.emulator_keyvault_support import everything_the_vault_gives_back, name
 
 vault_caller = support.vault_caller
 
@@ -17,22 +17,6 @@ vault_caller = support.vault_caller
 @pytest.fixture
 def app(vault_caller):
     return vault_caller()
-
-
-def everything_the_vault_gives_back(caller, secret: str) -> set[str]:
-    """Every value of ``secret`` a caller with secrets roles can redeem: each live version, and after
-    recovering a deleted secret each of its versions (recovering is part of the attack)."""
-    values: set[str] = set()
-    if caller.call("GET", f"/deletedsecrets/{secret}").status_code == 200:
-        caller.ok("POST", f"/deletedsecrets/{secret}/recover")
-    listing = caller.call("GET", f"/secrets/{secret}/versions")
-    if listing.status_code != 200:
-        return values
-    for item in listing.json()["value"]:
-        got = caller.call("GET", item["id"].split(caller.base_url, 1)[1])
-        if got.status_code == 200:
-            values.add(got.json()["value"])
-    return values
 
 
 def test_a_deleted_secret_gives_back_every_version_it_ever_had(app):
