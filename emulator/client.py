@@ -210,10 +210,26 @@ class EmulatorAdmin:
 
     # -- Key Vault --------------------------------------------------------------------------
     def keyvault_config(self, **fields: Any) -> dict[str, Any]:
-        """Read (no fields) or change the vault settings: tenant_id, ops_limit, window_s."""
+        """Read (no fields) or change the vault settings: tenant_id, ops_limit, window_s, allowed_principals,
+        role_assignments ({oid or appid: [built-in role names]}, None = no RBAC model), purge_protection,
+        retention_days, limits (Microsoft's service limits), limits_scale, retry_after, reset."""
         if fields:
             return self._call("POST", "/_emulator/keyvault", fields)
         return self._call("GET", "/_emulator/keyvault")
+
+    def keyvault_audit(self, **filters: Any) -> dict[str, Any]:
+        """The vault's audit log ``{"value": [...], "count"}``; filters: since (sequence number), principal
+        (oid or appid), operation (operationName, comma-separated), name (secret or key name)."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._call("GET", "/_emulator/keyvault/audit", params=params or None)
+
+    def clear_keyvault_audit(self) -> int:
+        """Empty the audit log (affects other tests; prefer ``since``)."""
+        return self._call("DELETE", "/_emulator/keyvault/audit")["removed"]
+
+    def keyvault_stats(self) -> dict[str, Any]:
+        """Calls admitted per kind (read, write, wrap, unwrap), throttled calls per budget, window usage."""
+        return self._call("GET", "/_emulator/keyvault/stats")
 
     # -- non-interactive sign-in ------------------------------------------------------------
     def complete_authorize(

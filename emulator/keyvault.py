@@ -1,30 +1,29 @@
 """Emulated Azure Key Vault secrets API (one vault served at the emulator's base URL).
 
-Bearer challenge first, versions, tags, paging with nextLink, soft delete (409
-ObjectIsDeletedButRecoverable on reuse), recover, purge, 25 KB values, name rules, and a
-vault-wide operations-per-10-seconds limit answered with 429 + Retry-After.
+Bearer challenge first, versions (get by version, list versions), tags, paging with nextLink, soft delete
+(409 ObjectIsDeletedButRecoverable on reuse), recover, purge refused while purge protection is on (as the
+deployed vault), automatic purge after the retention period, 25 KB values, name rules. The gate every call
+passes (RBAC, throttling, audit) is in keyvault_common; keys in keyvault_keys; admin routes in keyvault_admin.
 """
 
 from __future__ import annotations
 
-import math
 import re
-import threading
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.core import HTTPError, Request, Response, Router, json_response
-from emulator.directory import HOME_TENANT_ID
+from emulator import keyvault_admin, keyvault_keys
+from emulator.core import Request, Response, Router, json_response
+from emulator.keyvault_common import KeyVaultStore, VaultConfig, body, kv_error, page, vault_route
+from emulator.keyvault_limits import Cost
 from emulator.state import EmulatorState
-from emulator.tokens import KEYVAULT_RESOURCE, keyvault_challenge, verify_bearer
+
+__all__ = ["KeyVaultStore", "SecretEntry", "SecretVersion", "VaultConfig", "register"]
 
 NAME_RE = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 MAX_VALUE_BYTES = 25 * 1024
 MAX_TAGS = 15
-RETENTION_DAYS = 90
-MAX_PAGE = 25  # Key Vault returns at most 25 items per page
 
 
 @dataclass
@@ -52,80 +51,30 @@ class SecretEntry:
     scheduled_purge: int | None = None
 
 
-@dataclass
-class VaultConfig:
-    """Knobs for tests: the vault's tenant, throttling limit, allowed callers."""
-
-    tenant_id: str = HOME_TENANT_ID
-    ops_limit: int = 4000
-    window_s: float = 10.0
-    allowed_principals: list[str] | None = None  # None: any token for the vault tenant is authorised
+_error = kv_error
 
 
-class KeyVaultStore:
-    """Secrets and deleted secrets, keyed by lower-cased name (Key Vault names are case-insensitive)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.secrets: dict[str, SecretEntry] = {}
-        self.deleted: dict[str, SecretEntry] = {}
-        self.config = VaultConfig()
-        self.ops: deque[float] = deque()
+def _create_cost(kv: KeyVaultStore, params: dict[str, str], req: Request) -> Cost:
+    return Cost.secret_create()
 
 
-def _error(status: int, code: str, message: str, inner: str | None = None, headers: dict | None = None) -> HTTPError:
-    err: dict[str, Any] = {"code": code, "message": message}
-    if inner:
-        err["innererror"] = {"code": inner}
-    return HTTPError(json_response(status, {"error": err}, headers))
+def _other_cost(kv: KeyVaultStore, params: dict[str, str], req: Request) -> Cost:
+    return Cost.vault_other()
 
 
 def register(router: Router, state: EmulatorState) -> None:
-    """Register the Key Vault routes and its admin route."""
+    """Register the Key Vault routes (secrets here, keys in keyvault_keys) and the vault's admin routes."""
     kv = KeyVaultStore()
     state.keyvault = kv
 
     def vault() -> str:
         return state.base_url
 
-    def guard(req: Request) -> None:
-        """api-version, bearer token (audience, expiry, tenant, caller) and the throttling window."""
-        if not req.query.get("api-version"):
-            raise _error(400, "BadParameter", "The api-version query parameter is missing.")
-        tenant = kv.config.tenant_id
-        claims = verify_bearer(state, req, KEYVAULT_RESOURCE, challenge_tenant=tenant)
-        if claims.get("tid") != tenant:
-            raise keyvault_challenge(
-                state,
-                f"AKV10032: Invalid issuer. Expected one of {state.base_url}/{tenant}/v2.0, found {claims.get('iss')}.",
-                tenant,
-            )
-        allowed = kv.config.allowed_principals
-        if allowed is not None and not {claims.get("oid"), claims.get("appid")} & set(allowed):
-            raise _error(
-                403,
-                "Forbidden",
-                "Caller is not authorized to perform action on resource. If role "
-                "assignments were recently changed, please wait several minutes for role assignments "
-                "to become effective.",
-                "ForbiddenByRbac",
-            )
-        now = state.clock.now()
-        with kv.lock:
-            while kv.ops and kv.ops[0] <= now - kv.config.window_s:
-                kv.ops.popleft()
-            if len(kv.ops) >= kv.config.ops_limit:
-                retry = max(1, math.ceil(kv.ops[0] + kv.config.window_s - now))
-                state.counters.incr("kv.throttled")
-                raise _error(
-                    429,
-                    "Throttled",
-                    "Request was not processed because too many requests were "
-                    "received. Reason: A single client has exceeded the maximum number of requests "
-                    "per 10 seconds.",
-                    headers={"Retry-After": str(retry)},
-                )
-            kv.ops.append(now)
+    def route(method: str, pattern: str, endpoint: str, operation: str, action: str, kind: str, create: bool = False):
+        cost = _create_cost if create else _other_cost
+        return vault_route(
+            router, state, kv, method, pattern, endpoint, operation=operation, action=action, kind=kind, cost=cost
+        )
 
     def check_name(name: str) -> None:
         if not NAME_RE.match(name):
@@ -143,13 +92,21 @@ def register(router: Router, state: EmulatorState) -> None:
             )
         return entry
 
+    def find_version(entry: SecretEntry, name: str, version: str) -> SecretVersion:
+        v = entry.versions[-1] if not version else next((x for x in entry.versions if x.version == version), None)
+        if v is None:
+            raise _error(
+                404, "SecretNotFound", f"A secret with (name/id) {name}/{version} was not found in this key vault."
+            )
+        return v
+
     def attrs(v: SecretVersion) -> dict[str, Any]:
         out: dict[str, Any] = {
             "enabled": v.enabled,
             "created": v.created,
             "updated": v.updated,
-            "recoveryLevel": "Recoverable+Purgeable",
-            "recoverableDays": RETENTION_DAYS,
+            "recoveryLevel": kv.config.recovery_level(),
+            "recoverableDays": kv.config.retention_days,
         }
         if v.nbf is not None:
             out["nbf"] = v.nbf
@@ -157,8 +114,11 @@ def register(router: Router, state: EmulatorState) -> None:
             out["exp"] = v.exp
         return out
 
+    def secret_id(entry: SecretEntry, v: SecretVersion) -> str:
+        return f"{vault()}/secrets/{entry.name}/{v.version}"
+
     def bundle(entry: SecretEntry, v: SecretVersion, *, value: bool = True, item: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": f"{vault()}/secrets/{entry.name}/{v.version}", "attributes": attrs(v)}
+        out: dict[str, Any] = {"id": secret_id(entry, v), "attributes": attrs(v)}
         if item and not value:
             out["id"] = f"{vault()}/secrets/{entry.name}"
         if value:
@@ -178,20 +138,6 @@ def register(router: Router, state: EmulatorState) -> None:
         )
         return out
 
-    def page(items: list[dict[str, Any]], req: Request, path: str) -> Response:
-        try:
-            size = min(MAX_PAGE, max(1, int(req.query.get("maxresults") or MAX_PAGE)))
-            start = int(req.query.get("$skiptoken") or 0)
-        except ValueError:
-            raise _error(400, "BadParameter", "maxresults must be an integer between 1 and 25.") from None
-        chunk = items[start : start + size]
-        next_link = None
-        if start + size < len(items):
-            next_link = (
-                f"{vault()}{path}?api-version={req.query['api-version']}&$skiptoken={start + size}&maxresults={size}"
-            )
-        return json_response(200, {"value": chunk, "nextLink": next_link})
-
     def tags_of(data: dict[str, Any]) -> dict[str, str] | None:
         tags = data.get("tags")
         if tags is None:
@@ -200,18 +146,8 @@ def register(router: Router, state: EmulatorState) -> None:
             raise _error(400, "BadParameter", f"Tags must be an object with at most {MAX_TAGS} entries.")
         return {str(k): str(v) for k, v in tags.items()}
 
-    def body(req: Request) -> dict[str, Any]:
-        try:
-            data = req.json()
-        except ValueError:
-            raise _error(400, "BadParameter", "The request body is not valid JSON.") from None
-        if not isinstance(data, dict):
-            raise _error(400, "BadParameter", "The request body must be a JSON object.")
-        return data
-
-    @router.route("PUT", "/secrets/{name}", "kv.setSecret")
-    def set_secret(req: Request, name: str) -> Response:
-        guard(req)
+    @route("PUT", "/secrets/{name}", "kv.setSecret", "SecretSet", "secrets/setSecret/action", "write", create=True)
+    def set_secret(req: Request, call: Any, name: str) -> Response:
         check_name(name)
         data = body(req)
         value = data.get("value")
@@ -222,6 +158,7 @@ def register(router: Router, state: EmulatorState) -> None:
         tags, attributes = tags_of(data), data.get("attributes") or {}
         now = int(state.clock.now())
         with kv.lock:
+            kv.expire_deleted(now)
             if name.lower() in kv.deleted:
                 raise _error(
                     409,
@@ -243,41 +180,44 @@ def register(router: Router, state: EmulatorState) -> None:
                 attributes.get("exp"),
             )
             entry.versions.append(version)
+            call.id = secret_id(entry, version)
             return json_response(200, bundle(entry, version))
 
-    @router.route("GET", "/secrets/{name}/versions", "kv.listVersions")
-    def list_versions(req: Request, name: str) -> Response:
-        guard(req)
+    @route(
+        "GET",
+        "/secrets/{name}/versions",
+        "kv.listVersions",
+        "SecretListVersions",
+        "secrets/readMetadata/action",
+        "read",
+    )
+    def list_versions(req: Request, call: Any, name: str) -> Response:
         with kv.lock:
             entry = live(name)
             items = [bundle(entry, v, value=False) for v in entry.versions]
-        return page(items, req, f"/secrets/{entry.name}/versions")
+        call.id = f"{vault()}/secrets/{entry.name}"
+        return page(vault(), items, req, f"/secrets/{entry.name}/versions")
 
-    def get_version(req: Request, name: str, version: str = "") -> Response:
-        guard(req)
+    def get_version(req: Request, call: Any, name: str, version: str = "") -> Response:
         with kv.lock:
             entry = live(name)
-            v = entry.versions[-1] if not version else next((x for x in entry.versions if x.version == version), None)
-            if v is None:
-                raise _error(
-                    404, "SecretNotFound", f"A secret with (name/id) {name}/{version} was not found in this key vault."
-                )
+            v = find_version(entry, name, version)
+            call.id = secret_id(entry, v)
+            call.extra["latest"] = v is entry.versions[-1]
             if not v.enabled:
                 raise _error(403, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled")
             return json_response(200, bundle(entry, v))
 
-    router.add("GET", "/secrets/{name}", "kv.getSecret", get_version)
-    router.add("GET", "/secrets/{name}/{version}", "kv.getSecret", get_version)
+    for pattern in ("/secrets/{name}", "/secrets/{name}/{version}"):
+        route("GET", pattern, "kv.getSecret", "SecretGet", "secrets/getSecret/action", "read")(get_version)
 
-    def update(req: Request, name: str, version: str = "") -> Response:
-        guard(req)
+    def update(req: Request, call: Any, name: str, version: str = "") -> Response:
         data = body(req)
         tags = tags_of(data)
         with kv.lock:
             entry = live(name)
-            v = entry.versions[-1] if not version else next((x for x in entry.versions if x.version == version), None)
-            if v is None:
-                raise _error(404, "SecretNotFound", f"A secret with (name/id) {name}/{version} was not found.")
+            v = find_version(entry, name, version)
+            call.id = secret_id(entry, v)
             if "contentType" in data:
                 v.content_type = data["contentType"]
             if tags is not None:
@@ -289,84 +229,93 @@ def register(router: Router, state: EmulatorState) -> None:
             v.updated = int(state.clock.now())
             return json_response(200, bundle(entry, v, value=False))
 
-    router.add("PATCH", "/secrets/{name}", "kv.updateSecret", update)
-    router.add("PATCH", "/secrets/{name}/{version}", "kv.updateSecret", update)
+    for pattern in ("/secrets/{name}", "/secrets/{name}/{version}"):
+        route("PATCH", pattern, "kv.updateSecret", "SecretUpdate", "secrets/update/action", "write")(update)
 
-    @router.route("DELETE", "/secrets/{name}", "kv.deleteSecret")
-    def delete_secret(req: Request, name: str) -> Response:
-        guard(req)
+    @route("DELETE", "/secrets/{name}", "kv.deleteSecret", "SecretDelete", "secrets/delete", "write")
+    def delete_secret(req: Request, call: Any, name: str) -> Response:
         now = int(state.clock.now())
         with kv.lock:
             entry = live(name)
             del kv.secrets[name.lower()]
-            entry.deleted_date, entry.scheduled_purge = now, now + RETENTION_DAYS * 86400
+            entry.deleted_date = now
+            entry.scheduled_purge = now + kv.config.retention_days * 86400
             kv.deleted[name.lower()] = entry
+            call.id = f"{vault()}/secrets/{entry.name}"
             return json_response(200, deleted_bundle(entry, value=False))
 
-    @router.route("GET", "/secrets", "kv.listSecrets")
-    def list_secrets(req: Request) -> Response:
-        guard(req)
+    @route("GET", "/secrets", "kv.listSecrets", "SecretList", "secrets/readMetadata/action", "read")
+    def list_secrets(req: Request, call: Any) -> Response:
         with kv.lock:
             items = [bundle(e, e.versions[-1], value=False, item=True) for _, e in sorted(kv.secrets.items())]
-        return page(items, req, "/secrets")
+        return page(vault(), items, req, "/secrets")
 
     def deleted_entry(name: str) -> SecretEntry:
+        kv.expire_deleted(state.clock.now())
         entry = kv.deleted.get(name.lower())
         if entry is None:
             raise _error(404, "SecretNotFound", f"Deleted Secret not found: {name}")
         return entry
 
-    @router.route("GET", "/deletedsecrets", "kv.listDeletedSecrets")
-    def list_deleted(req: Request) -> Response:
-        guard(req)
+    @route(
+        "GET", "/deletedsecrets", "kv.listDeletedSecrets", "SecretListDeleted", "secrets/readMetadata/action", "read"
+    )
+    def list_deleted(req: Request, call: Any) -> Response:
         with kv.lock:
+            kv.expire_deleted(state.clock.now())
             items = [deleted_bundle(e, value=False) for _, e in sorted(kv.deleted.items())]
-        return page(items, req, "/deletedsecrets")
+        return page(vault(), items, req, "/deletedsecrets")
 
-    @router.route("GET", "/deletedsecrets/{name}", "kv.getDeletedSecret")
-    def get_deleted(req: Request, name: str) -> Response:
-        guard(req)
+    @route(
+        "GET",
+        "/deletedsecrets/{name}",
+        "kv.getDeletedSecret",
+        "SecretGetDeleted",
+        "secrets/readMetadata/action",
+        "read",
+    )
+    def get_deleted(req: Request, call: Any, name: str) -> Response:
         with kv.lock:
-            return json_response(200, deleted_bundle(deleted_entry(name), value=False))
+            entry = deleted_entry(name)
+            call.id = f"{vault()}/deletedsecrets/{entry.name}"
+            return json_response(200, deleted_bundle(entry, value=False))
 
-    @router.route("DELETE", "/deletedsecrets/{name}", "kv.purgeDeletedSecret")
-    def purge(req: Request, name: str) -> Response:
-        guard(req)
+    @route("DELETE", "/deletedsecrets/{name}", "kv.purgeDeletedSecret", "SecretPurge", "secrets/purge/action", "write")
+    def purge(req: Request, call: Any, name: str) -> Response:
         with kv.lock:
-            deleted_entry(name)
+            entry = deleted_entry(name)
+            call.id = f"{vault()}/deletedsecrets/{entry.name}"
+            if kv.config.purge_protection:
+                raise purge_refused()
             del kv.deleted[name.lower()]
         return Response(204)
 
-    @router.route("POST", "/deletedsecrets/{name}/recover", "kv.recoverDeletedSecret")
-    def recover(req: Request, name: str) -> Response:
-        guard(req)
+    def purge_refused() -> Exception:
+        host = vault().split("://", 1)[-1]
+        return _error(
+            403,
+            "Forbidden",
+            'Operation "purge" is not allowed because purge protection is enabled for this vault. Key Vault '
+            f"service will automatically purge it after the retention period has passed.\r\nVault: {host};"
+            "location=emulator",
+        )
+
+    @route(
+        "POST",
+        "/deletedsecrets/{name}/recover",
+        "kv.recoverDeletedSecret",
+        "SecretRecover",
+        "secrets/recover/action",
+        "write",
+    )
+    def recover(req: Request, call: Any, name: str) -> Response:
         with kv.lock:
             entry = deleted_entry(name)
             del kv.deleted[name.lower()]
             entry.deleted_date = entry.scheduled_purge = None
             kv.secrets[name.lower()] = entry
+            call.id = secret_id(entry, entry.versions[-1])
             return json_response(200, bundle(entry, entry.versions[-1], value=False))
 
-    @router.route("GET", "/_emulator/keyvault", "admin.keyvault")
-    def read_config(req: Request) -> Response:
-        return json_response(
-            200, {**vars(kv.config), "vault_url": vault(), "secrets": len(kv.secrets), "deleted": len(kv.deleted)}
-        )
-
-    @router.route("POST", "/_emulator/keyvault", "admin.keyvault")
-    def change_config(req: Request) -> Response:
-        data = body(req)
-        with kv.lock:
-            if data.get("reset"):
-                kv.config = VaultConfig()
-            if "tenant_id" in data:
-                kv.config.tenant_id = str(data["tenant_id"]).lower()
-            if "ops_limit" in data:
-                kv.config.ops_limit = int(data["ops_limit"])
-            if "window_s" in data:
-                kv.config.window_s = float(data["window_s"])
-            if "allowed_principals" in data:
-                allowed = data["allowed_principals"]
-                kv.config.allowed_principals = None if allowed is None else [str(a).lower() for a in allowed]
-            kv.ops.clear()
-        return read_config(req)
+    keyvault_keys.register(router, state, kv, purge_refused)
+    keyvault_admin.register(router, state, kv)

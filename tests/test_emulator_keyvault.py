@@ -67,7 +67,9 @@ def test_paging_with_next_link(client, emu_http, emulator, bearer):
     assert {i["id"] for i in second["value"]}.isdisjoint({i["id"] for i in first["value"]})
 
 
-def test_soft_delete_conflict_recover_and_purge(client, emu_http, emulator, bearer):
+def test_soft_delete_conflict_recover_and_purge(client, emu_http, emulator, emulator_admin, bearer):
+    # The deployed vault refuses purge (purge protection): see tests/test_emulator_keyvault_erasure.py.
+    emulator_admin.keyvault_config(purge_protection=False)
     name = _name()
     client.set_secret(name, "cache-1")
     deleted = client.begin_delete_secret(name).result()
