@@ -82,7 +82,17 @@ def _part_bytes(part: EmailMessage) -> bytes:
 
 
 def parse(raw: bytes) -> MessageFields:
-    """A decoded MIME message -> the fields the emulator stores (attachments as validated dicts)."""
+    """A decoded MIME message -> the fields the emulator stores (attachments as validated dicts).
+
+    MIME the standard library cannot read (an unknown charset, a broken part) is "malformed MIME content":
+    the same 400 as bad base64, never a 500."""
+    try:
+        return _parse(raw)
+    except (LookupError, ValueError, UnicodeError, TypeError, AttributeError, IndexError):
+        raise invalid_mime() from None
+
+
+def _parse(raw: bytes) -> MessageFields:
     msg = BytesParser(policy=policy.default).parsebytes(raw)
     if not isinstance(msg, EmailMessage) or not msg.keys():
         raise invalid_mime()

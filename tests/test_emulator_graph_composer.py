@@ -104,7 +104,11 @@ def test_malformed_mime_is_refused_as_graph_does(graph_kit: GraphKit, emulator_a
     token = graph_kit.token("alice", *RW)
     to = f"{unique('r')}@partner.example"
     not_a_message = base64.b64encode(b"hello, this is no MIME message at all")
-    for body in (b"", b"!!! not base64 !!!", b"QUJD=", not_a_message):
+    unknown_charset = base64.b64encode(
+        f"From: {graph_kit.addr('alice')}\r\nTo: {to}\r\n"
+        "Content-Type: text/plain; charset=x-nope\r\n\r\nhi\r\n".encode()
+    )  # unreadable MIME is malformed MIME: a 400, never a 500
+    for body in (b"", b"!!! not base64 !!!", b"QUJD=", not_a_message, unknown_charset):
         for path in ("/v1.0/me/sendMail", "/v1.0/me/messages"):
             resp = post_mime(graph_kit, token, path, body)
             assert resp.status_code == 400, (path, body, resp.text)
