@@ -295,6 +295,11 @@ class EmulatorAdmin:
         params = {k: v for k, v in {"mailbox": mailbox, "key": key, "since_seq": since_seq}.items() if v is not None}
         return self._call("GET", "/_emulator/graph/deliveries", params=params or None)
 
+    def received(self, address: str) -> list[dict[str, Any]]:
+        """Messages delivered to recipient ``address`` (to/cc/bcc), oldest first, each with ``internetHeaders``
+        as delivered and ``headers`` (lower-case name -> value: ``message-id``, ``in-reply-to``, ...)."""
+        return self._call("GET", f"/_emulator/graph/received/{address}")["value"]
+
     def graph_limits(self, **changes: float) -> dict[str, Any]:
         """Read (no args) or change Graph limits, e.g. ``messages_per_window=5, message_window_s=2``."""
         if changes:

@@ -5,6 +5,7 @@ Module map (each file one job):
 - graph_store.py    mailboxes, drafts, Sent Items, delivery log
 - graph_throttle.py Outlook throttling (concurrency, request/message/recipient/upload windows)
 - graph_upload.py   attachment upload sessions
+- graph_mime.py     MIME (text/plain base64) bodies of sendMail and draft creation
 - graph_query.py    the OData `$filter`/`$expand`/`$select` subset
 - graph_common.py   auth context, error bodies, request ids, route wrapper
 - graph_send.py     sendMail and draft send

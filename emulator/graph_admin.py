@@ -7,6 +7,8 @@ Routes (JSON, no auth; endpoint names `admin.graph.*` so `graph.*` fault globs n
 - `GET  /_emulator/mailboxes/{address}/drafts`         full Drafts
 - `GET  /_emulator/mailboxes/{address}/delivered`      this mailbox's delivery log entries
 - `GET  /_emulator/graph/deliveries`                   global ordered log (`?mailbox=`, `?key=`)
+- `GET  /_emulator/graph/received/{address}`           what recipient `address` (any address, in or out of
+                                                        the directory) was delivered: headers, attachments
 - `GET|POST|DELETE /_emulator/graph/limits`            read / change (partial) / restore defaults
 - `GET  /_emulator/graph/stats`                        peak concurrency per mailbox, 429 counts
 - `POST /_emulator/graph/reset`                        empty every mailbox and the logs
@@ -55,6 +57,25 @@ def _key_counts(entries: list[dict[str, Any]]) -> dict[str, int]:
         if key is not None:
             counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def received_view(entry: dict[str, Any]) -> dict[str, Any]:
+    """One delivered message as its recipient sees it: no Bcc line, the internet headers as delivered."""
+    headers = entry["internetHeaders"]
+    return {
+        "seq": entry["seq"],
+        "time": entry["time"],
+        "from": entry["from"],
+        "sender": entry["sender"],
+        "to": entry["to"],
+        "cc": entry["cc"],
+        "subject": entry["subject"],
+        "internetMessageId": entry["internetMessageId"],
+        "internetHeaders": headers,
+        # First value per header name, lower-case names: what a test asserts on ("in-reply-to", ...).
+        "headers": {h["name"].lower(): h["value"] for h in reversed(headers)},
+        "attachments": entry["attachments"],
+    }
 
 
 def register(router: Router, state: Any, store: GraphStore) -> None:
@@ -126,6 +147,15 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
                 raise _error(400, "since_seq must be an integer") from None
             entries = [e for e in entries if e["seq"] > floor]
         return json_response(200, {"value": entries, "count": len(entries), "counts_by_key": _key_counts(entries)})
+
+    @router.route("GET", "/_emulator/graph/received/{address}", "admin.graph.received")
+    def received(req: Request, address: str) -> Response:
+        with store.lock:
+            store.complete_transport()
+            entries = list(store.deliveries)
+        wanted = address.strip().lower()
+        value = [received_view(e) for e in entries if wanted in {a.lower() for a in e["to"] + e["cc"] + e["bcc"]}]
+        return json_response(200, {"address": address, "value": value, "count": len(value)})
 
     @router.route("GET", "/_emulator/graph/limits", "admin.graph.limits")
     def get_limits(req: Request) -> Response:

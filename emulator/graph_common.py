@@ -30,6 +30,7 @@ from emulator.graph_store import GraphStore
 from emulator.tokens import GRAPH_RESOURCE, AuthError, verify_bearer
 
 GRAPH_VERSIONS = ("v1.0", "beta")
+UPLOAD_METHODS = ("POST", "PUT", "PATCH")  # what Outlook's upload limit counts (graph_throttle)
 SCOPE_PREFIX = "https://graph.microsoft.com/"
 # Delegated scopes that include another (Graph permission reference: the .Shared variants cover
 # the user's own mailbox too; ReadWrite covers Read).
@@ -157,6 +158,9 @@ class GraphContext:
             self.state.counters.set_max(
                 f"graph.max_concurrency.{mailbox.mail.lower()}", throttle.max_seen(self.app_id, mailbox.oid)
             )
+        if self.req.method.upper() in UPLOAD_METHODS and self.req.body:
+            # Outlook's "150 MB upload (PATCH, POST, PUT) in a 5-minute period" counts every request body.
+            throttle.admit_upload(self.app_id, mailbox.oid, len(self.req.body))
         hold = self.store.limits.concurrency_hold_ms
         if hold:
             time.sleep(hold / 1000)

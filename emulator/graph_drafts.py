@@ -11,6 +11,7 @@ import re
 from typing import Any
 from urllib.parse import urlencode
 
+from emulator import graph_mime
 from emulator.core import Request, Response, Router, json_response
 from emulator.directory import User
 from emulator.graph_common import (
@@ -97,7 +98,11 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         check_mailbox(state, owner, WRITE)  # a full mailbox takes no new items (graph_mailbox_state)
         if folder is not None and resolve_folder(owner, folder) != DRAFTS:
             raise GraphError(400, "ErrorInvalidRequest", "The emulator creates messages only in the Drafts folder.")
-        fields = parse_message(json_body(ctx.req), require_recipients=False, max_recipients=max_recipients(ctx, owner))
+        if graph_mime.is_mime_request(ctx.req.headers.get("Content-Type")):
+            fields = graph_mime.parse(graph_mime.decode(ctx.req.body))  # user-post-messages, MIME format
+        else:
+            body = json_body(ctx.req)
+            fields = parse_message(body, require_recipients=False, max_recipients=max_recipients(ctx, owner))
         msg = store.create_draft(owner.oid, fields, ctx.app_id)
         out = {
             "@odata.context": _entity_context(ctx.req, "messages/$entity"),
@@ -275,18 +280,53 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         "graph.createUploadSession",
     )(create_upload_session)
 
+    def session_of(req: Request, session: str) -> UploadSession:
+        if req.headers.get("Authorization"):
+            # What outlook.office.com answers when a Graph token is sent to the upload URL
+            # (msgraph-sdk-java-core#445); Graph's docs say not to send one.
+            raise GraphError(401, "InvalidAudience", "The audience claim value is invalid 'aud'.")
+        match = _SESSION_RE.match(session)
+        upload = store.upload(match.group(1)) if match else None
+        if upload is None:
+            raise GraphError(404, "ErrorItemNotFound", "The upload session was not found.")
+        return upload
+
+    def session_status(req: Request, upload: UploadSession) -> Response:
+        return json_response(
+            200,
+            {
+                "@odata.context": f"{req.base_url}/api/v2.0/$metadata#AttachmentSessions/$entity",
+                "ExpirationDateTime": iso(upload.expires_at),
+                "nextExpectedRanges": upload.next_expected(),
+            },
+        )
+
+    @router.route("GET", "/api/v2.0/{users}/{messages}/{session}", "graph.uploadStatus")
+    def upload_status(req: Request, users: str, messages: str, session: str) -> Response:
+        """The session's state, what Graph's SDK upload task reads to resume (not in Outlook's walkthrough:
+        documented for driveItem upload sessions; see docs/emulator.md)."""
+        try:
+            upload = session_of(req, session)
+            upload.check_alive(state.clock.now())
+            return session_status(req, upload)
+        except GraphError as err:
+            return error_response(err, req, state.clock.now())
+
+    @router.route("DELETE", "/api/v2.0/{users}/{messages}/{session}", "graph.uploadCancel")
+    def upload_cancel(req: Request, users: str, messages: str, session: str) -> Response:
+        """Cancel the upload session: 204 ("Attach large files", Alternative: cancel the upload session)."""
+        try:
+            upload = session_of(req, session)
+            store.cancel_upload(upload.token)
+            return Response(204)
+        except GraphError as err:
+            return error_response(err, req, state.clock.now())
+
     @router.route("PUT", "/api/v2.0/{users}/{messages}/{session}", "graph.uploadChunk")
     def upload_chunk(req: Request, users: str, messages: str, session: str) -> Response:
         slot: tuple[str, str] | None = None
         try:
-            if req.headers.get("Authorization"):
-                # What outlook.office.com answers when a Graph token is sent to the upload URL
-                # (msgraph-sdk-java-core#445); Graph's docs say not to send one.
-                raise GraphError(401, "InvalidAudience", "The audience claim value is invalid 'aud'.")
-            match = _SESSION_RE.match(session)
-            upload = store.upload(match.group(1)) if match else None
-            if upload is None:
-                raise GraphError(404, "ErrorItemNotFound", "The upload session was not found.")
+            upload = session_of(req, session)
             store.throttle.acquire(upload.app_id, upload.mailbox_oid)
             slot = (upload.app_id, upload.mailbox_oid)
             store.throttle.admit_upload(upload.app_id, upload.mailbox_oid, len(req.body))
@@ -295,14 +335,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
                     req.headers.get("Content-Range"), req.headers.get("Content-Length"), req.body, state.clock.now()
                 )
                 if not done:
-                    return json_response(
-                        200,
-                        {
-                            "@odata.context": f"{req.base_url}/api/v2.0/$metadata#AttachmentSessions/$entity",
-                            "ExpirationDateTime": iso(upload.expires_at),
-                            "nextExpectedRanges": upload.next_expected(),
-                        },
-                    )
+                    return session_status(req, upload)
                 msg = store.find(upload.mailbox_oid, upload.message_id)
                 if msg is None or msg.folder != DRAFTS:
                     raise not_found()

@@ -28,6 +28,15 @@ MAX_INLINE_ATTACHMENT_BYTES = 3 * 1024 * 1024  # decoded size of one inline file
 MAX_RECIPIENTS = 500
 MAX_ATTACHMENT_BYTES = 150 * 1024 * 1024  # upload-session ceiling
 MAX_INTERNET_HEADERS = 5  # internetMessageHeaders per message (Microsoft Q&A 762243)
+# MAPI properties a MIME writer turns into headers (MS-OXPROPS / MS-OXCMAIL): PidTagInReplyToId,
+# PidTagInternetReferences, PidTagListUnsubscribe. Whether Graph's send honours them set as
+# singleValueExtendedProperties is unconfirmed (GraphLimits.render_threading_properties).
+THREADING_PROPERTIES = {
+    "string 0x1042": "In-Reply-To",
+    "string 0x1039": "References",
+    "string 0x1045": "List-Unsubscribe",
+}
+MESSAGE_ID_PROPERTY = "string 0x1035"  # PidTagInternetMessageId
 
 RECIPIENT_FIELDS = ("toRecipients", "ccRecipients", "bccRecipients")
 FILE_ATTACHMENT_TYPE = "#microsoft.graph.fileAttachment"
@@ -176,6 +185,10 @@ class MessageFields:
     extended_properties: list[dict[str, str]] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
     attachments: list[dict[str, Any]] = field(default_factory=list)  # validated raw dicts
+    # Headers a MIME body carried that a recipient receives as written (graph_mime.KEPT_HEADERS, x- headers).
+    mime_headers: list[dict[str, str]] = field(default_factory=list)
+    # A Message-ID the client chose (MIME header, JSON internetMessageId or String 0x1035); graph_store decides.
+    client_message_id: str | None = None
 
     def recipient_count(self) -> int:
         """Recipients Exchange counts against per-message and per-day limits (to+cc+bcc)."""
@@ -365,6 +378,13 @@ def parse_message(msg: Any, *, require_recipients: bool, max_recipients: int = M
     fields.importance = importance.lower()
     fields.headers = _parse_headers(msg.get("internetMessageHeaders"))
     fields.extended_properties = parse_extended_properties(msg.get("singleValueExtendedProperties"))
+    message_id = msg.get("internetMessageId")
+    if message_id is not None and not isinstance(message_id, str):
+        raise bad_body("'internetMessageId' must be a string.")
+    # Writable while the message is a draft (message resource, beta: "Updatable only if isDraft is true").
+    fields.client_message_id = message_id or next(
+        (p["value"] for p in fields.extended_properties if p["id"].lower() == MESSAGE_ID_PROPERTY), None
+    )
     categories = msg.get("categories") or []
     if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
         raise bad_body("'categories' must be a collection of strings.")

@@ -8,6 +8,7 @@ Rights (Graph "send mail from another user"; Exchange permissions):
 - `/users/{other}/sendMail`: `Mail.Send.Shared` and Full Access on that mailbox (else 403
   ErrorAccessDenied), then Send As / on Behalf as above;
 - app-only tokens with the `Mail.Send` application role may send as any mailbox of the tenant.
+MIME: with `Content-Type: text/plain` the body is the base64 MIME message (emulator/graph_mime.py).
 Where the copies go: Sent Items of the mailbox whose endpoint was called; when `from` names
 another mailbox, also that mailbox's Sent Items (MessageCopyForSentAsEnabled behaviour).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from emulator import graph_mailbox_state as mailbox_state
+from emulator import graph_mime
 from emulator.core import Response, Router
 from emulator.directory import User
 from emulator.graph_common import (
@@ -168,6 +170,12 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         owner = ctx.mailbox(user)
         ctx.enter(owner)
         require_send_rights(ctx, owner)
+        if graph_mime.is_mime_request(ctx.req.headers.get("Content-Type")):
+            # MIME sendMail: the message is the base64 body; it is always saved to Sent Items (user-sendmail).
+            fields = graph_mime.parse(graph_mime.decode(ctx.req.body))
+            msg = store.new_message(owner.oid, SENT, fields, ctx.app_id)
+            finish_send(ctx, store, owner, msg, True, "sendMail")
+            return Response(202)
         body = json_body(ctx.req)
         for key in body:
             if key.lower() not in ("message", "savetosentitems"):

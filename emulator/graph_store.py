@@ -18,13 +18,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import re
 import secrets
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.graph_message import Attachment, MessageFields, hash_bytes
+from emulator.graph_message import THREADING_PROPERTIES, Attachment, MessageFields, hash_bytes
 from emulator.graph_throttle import GraphLimits, Throttle
 from emulator.graph_upload import UploadSession
 
@@ -33,6 +34,7 @@ SENT = "sentitems"
 FOLDERS = (DRAFTS, SENT)
 # Names a client idempotency key may travel under (header or extended-property name, any case).
 IDEMPOTENCY_MARK = "mailbridge"
+_MESSAGE_ID_RE = re.compile(r"^<[^<>@\s]+@[^<>@\s]+>$")
 
 
 def iso(ts: float | None) -> str | None:
@@ -45,6 +47,16 @@ def iso(ts: float | None) -> str | None:
 def new_item_id() -> str:
     """An Exchange-looking REST item id (URL-safe base64, ends with '=')."""
     return "AAMkAG" + base64.urlsafe_b64encode(secrets.token_bytes(48)).decode("ascii").rstrip("=") + "="
+
+
+def new_message_id() -> str:
+    """An internet Message-ID as Exchange assigns one (angle brackets, local part @ host)."""
+    return f"<{secrets.token_hex(12)}@emulator.local>"
+
+
+def is_message_id(value: str) -> bool:
+    """RFC 5322 msg-id shape: `<local@domain>`, no spaces."""
+    return bool(_MESSAGE_ID_RE.match(value))
 
 
 def folder_id(mailbox_oid: str, folder: str) -> str:
@@ -240,7 +252,7 @@ class GraphStore:
             app_id=app_id,
             change_key=secrets.token_urlsafe(12),
             conversation_id="AAQkAG" + secrets.token_urlsafe(24),
-            internet_message_id=f"<{secrets.token_hex(12)}@emulator.local>",
+            internet_message_id=new_message_id(),
         )
         msg.attachments = [
             self.make_attachment(
@@ -255,6 +267,8 @@ class GraphStore:
         """Store a new draft in `oid`'s Drafts folder."""
         msg = self.new_message(oid, DRAFTS, fields, app_id)
         msg.from_ = fields.from_
+        if fields.client_message_id:  # a draft shows the id the client set; submission settles it
+            msg.internet_message_id = fields.client_message_id
         with self.lock:
             self._put(self.mailbox(oid), msg)
         return msg
@@ -346,6 +360,8 @@ class GraphStore:
         """
         now = self._now()
         with self.lock:
+            self.settle_message_id(msg)
+            headers = self.internet_headers(msg)
             msg.sent = now
             msg.modified = now
             msg.sender, msg.from_ = sender, from_
@@ -375,7 +391,18 @@ class GraphStore:
                 "idempotencyKey": msg.idempotency_key(),
                 "internetMessageHeaders": list(f.headers),
                 "singleValueExtendedProperties": list(f.extended_properties),
-                "attachments": [{"name": a.name, "size": a.size, "sha256": a.sha256} for a in msg.attachments],
+                "attachments": [
+                    {
+                        "name": a.name,
+                        "contentType": a.content_type,
+                        "size": a.size,
+                        "sha256": a.sha256,
+                        "isInline": a.is_inline,
+                        "contentId": a.content_id,
+                    }
+                    for a in msg.attachments
+                ],
+                "internetHeaders": headers,
                 "savedToSentItems": save,
                 "sentItemIds": {address_of.get(k, k): v for k, v in saved_ids.items()},
                 "internetMessageId": msg.internet_message_id,
@@ -387,6 +414,32 @@ class GraphStore:
             if from_oid != owner_oid:
                 self.mailbox(from_oid).delivered.append(entry)
             return entry
+
+    def settle_message_id(self, msg: StoredMessage) -> None:
+        """At submission: keep a client-chosen Message-ID only if `keep_client_message_id` (and well formed);
+        otherwise transport assigns its own (MS-OXCMAIL 2.1.3.2.11: servers MAY overwrite it)."""
+        client = msg.fields.client_message_id
+        if client is None:
+            return
+        keep = self.limits.keep_client_message_id and is_message_id(client)
+        msg.internet_message_id = client if keep else new_message_id()
+        msg.fields.client_message_id = None
+
+    def internet_headers(self, msg: StoredMessage) -> list[dict[str, str]]:
+        """The internet headers a recipient of `msg` receives that the client had a say in."""
+        out = [{"name": "Message-ID", "value": msg.internet_message_id}]
+        names = {"message-id"}
+        for header in msg.fields.mime_headers:
+            out.append(dict(header))
+            names.add(header["name"].lower())
+        if self.limits.render_threading_properties:
+            for prop in msg.fields.extended_properties:
+                name = THREADING_PROPERTIES.get(prop["id"].lower())
+                if name is not None and name.lower() not in names:
+                    out.append({"name": name, "value": prop["value"]})
+                    names.add(name.lower())
+        out += [dict(h) for h in msg.fields.headers if h["name"].lower() not in names]
+        return out
 
     # ----- upload sessions ----------------------------------------------------------------
     def add_upload(self, session: UploadSession) -> None:
@@ -402,6 +455,11 @@ class GraphStore:
         """The session owning `token`."""
         with self.lock:
             return self.uploads.get(token)
+
+    def cancel_upload(self, token: str) -> bool:
+        """Forget an upload session (DELETE on its URL); False when there was none."""
+        with self.lock:
+            return self.uploads.pop(token, None) is not None
 
     # ----- admin --------------------------------------------------------------------------
     def counts(self, oid: str) -> dict[str, int]:

@@ -8,7 +8,10 @@ Limits modelled (Graph "throttling limits", Outlook service; Exchange Online sen
   300 for personal Outlook.com mailboxes): over it the send is accepted (202) but not delivered, an NDR
   (5.1.90) lands in the sender's Inbox, and the mailbox sends again once its rolling count drops
   (emulator/graph_ndr.py; sources in docs/emulator.md),
-- 150 MB uploaded per 5 minutes per app + mailbox.
+- 150 MB uploaded per 5 minutes per app + mailbox: "150 megabytes (MB) upload (PATCH, POST, PUT) in a 5-minute
+  period" (throttling-limits, Outlook service limits), so the request bytes of every Graph POST/PUT/PATCH on a
+  mailbox (graph_common.GraphContext.enter) and of every upload-session PUT count. "MB" is read as 10^6 bytes,
+  the stricter reading.
 
 Windows are *sliding* windows measured on the emulator clock (so `clock.advance` lets a test
 skip to the end of a window); concurrency is measured in real time. Every limit is scalable
@@ -47,7 +50,7 @@ class GraphLimits:
     # Personal (Outlook.com) mailboxes: Microsoft publishes 5,000 a day for Microsoft 365 subscribers and
     # "lower for non-subscribers"; ~300 is a community figure for free accounts (stricter, so the default).
     consumer_recipients_per_window: int = 300
-    upload_bytes_per_window: int = 150 * 1024 * 1024
+    upload_bytes_per_window: int = 150_000_000
     upload_window_s: float = 300.0
     max_recipients_per_message: int = MAX_RECIPIENTS
     # Exchange Online's default maximum message size (raw body + attachment bytes here;
@@ -67,6 +70,14 @@ class GraphLimits:
     # (isDraft true, no sentDateTime) unless transit_shows_submitted is 1.
     transport_delay_s: float = 0.0
     transit_shows_submitted: int = 0
+    # A Message-ID the client chose (MIME header, JSON internetMessageId, String 0x1035) is kept on the delivered
+    # message only when 1: "Servers MAY overwrite the PidTagInternetMessageId property from a client before
+    # submitting the message" (MS-OXCMAIL 2.1.3.2.11), so by default (0) transport assigns its own id.
+    keep_client_message_id: int = 0
+    # 1: singleValueExtendedProperties String 0x1042 / 0x1039 / 0x1045 become the delivered In-Reply-To /
+    # References / List-Unsubscribe headers (what MAPI's MIME writer does, MS-OXPROPS). 0 (default, stricter):
+    # ignored on send, as reported for sendMail in msgraph-sdk-dotnet#2210 and #2320. MIME headers always count.
+    render_threading_properties: int = 0
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply `changes` (a subset of fields); unknown names or bad values raise ValueError."""
@@ -213,7 +224,7 @@ class Throttle:
             return win.total
 
     def admit_upload(self, app_id: str, mailbox: str, nbytes: int) -> None:
-        """Count uploaded attachment bytes (150 MB / 5 min), or raise a 429."""
+        """Count uploaded request bytes (POST/PUT/PATCH, upload-session PUTs: 150 MB / 5 min), or raise a 429."""
         key = (app_id, mailbox)
         lim = self.limits
         with self._lock:

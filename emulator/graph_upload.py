@@ -8,6 +8,10 @@ Modelled on Graph's "Attach large files to Outlook messages" walkthrough:
 - each `PUT` carries `Content-Range: bytes {start}-{end}/{total}` and `Content-Length`; bytes
   must arrive in order; intermediate answers are 200 with `nextExpectedRanges: ["<next>"]`;
 - the final `PUT` answers 201 Created, empty body, `Location` naming the new attachment;
+- `DELETE` on the URL cancels the session: 204 (the walkthrough's "Cancel the upload session");
+- `GET` on the URL answers the session's `nextExpectedRanges` (documented for driveItem upload sessions and
+  what Graph's SDK upload task does to resume; not in the Outlook walkthrough, so unconfirmed there);
+- `isInline` and `contentId` of the `attachmentItem` (attachmentItem resource) carry over to the attachment;
 - the docs say not to send `Authorization` on the PUT; real Outlook answers such a PUT 401
   `InvalidAudience` (the Graph token's audience is not the upload host's) - the route does that.
 
@@ -66,12 +70,15 @@ def parse_attachment_item(body: Any) -> dict[str, Any]:
     content_type = item.get("contentType") or "application/octet-stream"
     if not isinstance(content_type, str):
         raise GraphError(400, "RequestBodyRead", "'contentType' must be a string.")
+    content_id = item.get("contentId")
+    if content_id is not None and not isinstance(content_id, str):
+        raise GraphError(400, "RequestBodyRead", "'contentId' must be a string.")
     return {
         "name": name,
         "size": size,
         "contentType": content_type,
         "isInline": bool(item.get("isInline", False)),
-        "contentId": item.get("contentId"),
+        "contentId": content_id,
     }
 
 
@@ -99,12 +106,16 @@ class UploadSession:
         """Graph's `nextExpectedRanges` after the first PUT (start offset of the next range)."""
         return [str(self.received)]
 
-    def put(self, content_range: str | None, content_length: str | None, body: bytes, now: float) -> bool:
-        """Accept one chunk; True when the upload is complete. Raises GraphError otherwise."""
+    def check_alive(self, now: float) -> None:
+        """Raise the error a finished or expired session's URL answers."""
         if self.done:
             raise GraphError(404, "ErrorItemNotFound", "The upload session has already completed.")
         if now >= self.expires_at:
             raise GraphError(401, "InvalidAuthenticationToken", "The upload session's token has expired.")
+
+    def put(self, content_range: str | None, content_length: str | None, body: bytes, now: float) -> bool:
+        """Accept one chunk; True when the upload is complete. Raises GraphError otherwise."""
+        self.check_alive(now)
         match = _RANGE_RE.match(content_range or "")
         if not match:
             raise GraphError(
