@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +88,9 @@ class Caller:
 
 
 @pytest.fixture
-def vault_caller(emulator: Any, emulator_admin: EmulatorAdmin, emu_http: requests.Session) -> Callable[[], Caller]:
+def vault_caller(
+    emulator: Any, emulator_admin: EmulatorAdmin, emu_http: requests.Session
+) -> Iterator[Callable[[], Caller]]:
     """Factory: a fresh app identity in the vault's tenant (``caller.oid`` is what role assignments name)."""
 
     def make() -> Caller:
@@ -107,7 +109,12 @@ def vault_caller(emulator: Any, emulator_admin: EmulatorAdmin, emu_http: request
         caller.claims = emulator_admin.decode_token(credential.get_token(f"{KEYVAULT_RESOURCE}/.default").token)
         return caller
 
-    return make
+    yield make
+    # The Key Vault SDK keeps every vault's auth challenge in one process-wide cache (keyed by the vault URL):
+    # a challenge this caller's SecretClient cached must not steer the app's own vault client in later tests.
+    from azure.keyvault.secrets._shared import http_challenge_cache
+
+    http_challenge_cache.clear()
 
 
 def everything_the_vault_gives_back(caller: Caller, secret: str) -> set[str]:
