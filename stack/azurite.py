@@ -107,6 +107,11 @@ class Azurite:
                 "--skipApiVersionCheck",
                 "--disableTelemetry",
                 "--loose",
+                # Node closes idle keep-alive connections after 5 s (Azurite's default); a client reusing one at that
+                # moment gets a connection reset, and azure-core never retries a POST (a Table insert) on it. Azure
+                # Storage keeps idle connections far longer; so does the local Azurite (found: a claim insert reset
+                # after a 5 s idle pause failed tests/test_reliability_credentials.py now and then).
+                *("--blobKeepAliveTimeout", "300", "--queueKeepAliveTimeout", "300", "--tableKeepAliveTimeout", "300"),
                 "--location",
                 str(self.location),
                 "--blobHost",
