@@ -82,20 +82,24 @@ def list_connections(req: func.HttpRequest) -> func.HttpResponse:
 @connect_bp.route(route="connections/{connection_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @api
 def get_connection(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response(_service().status(req.route_params["connection_id"]))
+    """One connection's status. ``?user_ref=`` (optional, on every connection-scoped route): answer only if the
+    connection belongs to that user_ref, else 404 ``not_found`` as for an unknown id (docs/connect.md)."""
+    return json_response(_service().status(req.route_params["connection_id"], req.params.get("user_ref")))
 
 
 @connect_bp.route(route="connections/{connection_id}", methods=["PATCH"], auth_level=func.AuthLevel.FUNCTION)
 @api
 def update_connection(req: func.HttpRequest) -> func.HttpResponse:
-    """``{"is_default": true}``: make this the user's default mailbox."""
-    return json_response(_service().update(req.route_params["connection_id"], read_json(req)))
+    """``{"is_default": true}``: make this the user's default mailbox (``?user_ref=`` as for GET)."""
+    body = read_json(req)
+    return json_response(_service().update(req.route_params["connection_id"], body, req.params.get("user_ref")))
 
 
 @connect_bp.route(route="connections/{connection_id}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
 @api
 def delete_connection(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response(_service().disconnect(req.route_params["connection_id"]))
+    """Disconnect (``?user_ref=`` as for GET)."""
+    return json_response(_service().disconnect(req.route_params["connection_id"], req.params.get("user_ref")))
 
 
 @connect_bp.route(route="connect/start", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

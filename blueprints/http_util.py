@@ -11,7 +11,8 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.errors import InputError, MailbridgeError, SettingsError
+from shared.errors import InputError, InvalidJson, MailbridgeError, SettingsError
+from shared.json_limits import MAX_DEPTH, nesting_exceeds
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +56,17 @@ def html_page(
 
 
 def read_json(req: func.HttpRequest, max_bytes: int = 1024 * 1024) -> Any:
+    """The request's JSON body, refused before any decoding when it is larger than ``max_bytes`` (the
+    declared Content-Length first, then the actual length) or nests deeper than MAX_DEPTH levels
+    (``invalid_json``: the parser recurses per level, and 100,000 ``[`` were a RecursionError)."""
+    declared = (req.headers.get("content-length") or "").strip()
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise InputError("The request body is too large.")
     body = req.get_body() or b""
     if len(body) > max_bytes:
         raise InputError("The request body is too large.")
+    if nesting_exceeds(body, MAX_DEPTH):
+        raise InvalidJson(f"The body nests arrays or objects more than {MAX_DEPTH} levels deep.", field="$")
     try:
         return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):

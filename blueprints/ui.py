@@ -13,6 +13,18 @@ the page claims for the user_ref it asked the link for, as a backend claims for 
 ``GET|DELETE ui/connections/{id}`` (status / disconnect), ``GET ui/connections/{id}/messages`` (its last
 20 messages), ``POST ui/connections/{id}/test``
 (a test message from the mailbox to itself, as ``POST /api/connections/{id}/test``).
+
+Anonymous routes on a developer's machine are reachable by any web page the developer visits, so
+every route also checks the request (``_settings``):
+
+- ``Host`` must be PUBLIC_BASE_URL's host and port, else 403 ``host_not_allowed``. A DNS-rebinding
+  page (``evil.example`` re-pointed at 127.0.0.1) reaches the port but sends ``Host: evil.example``;
+  it could otherwise read connection status and the outgoing log.
+- State-changing requests (POST, DELETE) must carry ``Origin`` equal to PUBLIC_BASE_URL's origin, else
+  403 ``origin_not_allowed`` (a cross-site ``fetch``/form POST sent a test mail), and POSTs must be
+  ``Content-Type: application/json``, else 400 ``json_required`` (a cross-site request cannot send that
+  without a CORS preflight, which nothing here answers). Browsers send ``Origin`` on every POST/DELETE,
+  same-origin ones included (Fetch standard, "append a request Origin header").
 """
 
 from __future__ import annotations
@@ -63,20 +75,60 @@ def _intake():
     return MessageIntake(get_services())
 
 
-class SampleUiDisabled(errors.NotFound):
-    default_hint = "The sample page is not enabled (ENABLE_SAMPLE_UI, local runs only)."
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _settings() -> Settings:
-    """The settings when the sample page may be served; SampleUiDisabled (404) otherwise."""
+def _host_port(netloc: str | None, scheme: str) -> tuple[str, int] | None:
+    """(host, port) of a Host header or URL authority, the scheme's default port filled in; None if malformed."""
+    if not netloc:
+        return None
+    try:
+        parts = urlsplit(f"//{netloc}")
+        if parts.path or parts.query or parts.fragment or parts.username is not None:
+            return None  # a bare host[:port] only
+        return parts.hostname or "", parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    except ValueError:
+        return None
+
+
+def _enabled_settings() -> Settings:
+    """The settings when the sample page may be served; errors.SampleUiDisabled (404) otherwise."""
     settings = get_services().settings
     if not settings.enable_sample_ui or urlsplit(settings.public_base_url).hostname not in _LOOPBACK:
-        raise SampleUiDisabled()
+        raise errors.SampleUiDisabled()
     return settings
 
 
-def _static(name: str) -> func.HttpResponse:
-    _settings()
+def _origin(value: str | None) -> tuple[str, tuple[str, int] | None] | None:
+    """(scheme, (host, port)) of an ``Origin`` header such as ``http://127.0.0.1:7071``; None for anything
+    else (``null``, which sandboxed and opaque origins send, a path, a malformed value)."""
+    try:
+        parts = urlsplit(value or "")
+    except ValueError:
+        return None
+    if not parts.scheme or parts.path or parts.query or parts.fragment:
+        return None
+    return parts.scheme, _host_port(parts.netloc, parts.scheme)
+
+
+def _settings(req: func.HttpRequest) -> Settings:
+    """The settings when this request may be served (see the module docstring); a 4xx error otherwise."""
+    settings = _enabled_settings()
+    base = urlsplit(settings.public_base_url)
+    ours = (base.scheme, _host_port(base.netloc, base.scheme))
+    if _host_port(req.headers.get("host"), base.scheme) != ours[1]:
+        raise errors.HostNotAllowed()
+    if req.method.upper() not in ("GET", "HEAD"):
+        if _origin(req.headers.get("origin")) != ours:
+            raise errors.OriginNotAllowed()
+        media_type = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+        if req.method.upper() == "POST" and media_type != "application/json":
+            raise errors.JsonRequired()
+    return settings
+
+
+def _static(name: str, req: func.HttpRequest) -> func.HttpResponse:
+    _settings(req)
     body = (STATIC / name).read_bytes()
     headers = {**SECURITY_HEADERS, "Content-Security-Policy": CSP, "X-Frame-Options": "DENY"}
     return func.HttpResponse(body, status_code=200, mimetype=CONTENT_TYPES[name], charset="utf-8", headers=headers)
@@ -85,7 +137,7 @@ def _static(name: str) -> func.HttpResponse:
 def sample_page_url() -> str | None:
     """The sample page's URL when it is served (local mode), else None."""
     try:
-        return ui_url(_settings())
+        return ui_url(_enabled_settings())
     except errors.MailbridgeError:
         return None
 
@@ -99,26 +151,26 @@ def ui_url(settings: Settings) -> str:
 @api
 def sample_ui_page(req: func.HttpRequest) -> func.HttpResponse:
     """The sample connect page (static HTML; the script reads the outcome from the query string)."""
-    return _static("index.html")
+    return _static("index.html", req)
 
 
 @ui_bp.route(route="ui/app.js", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @api
 def sample_ui_script(req: func.HttpRequest) -> func.HttpResponse:
-    return _static("app.js")
+    return _static("app.js", req)
 
 
 @ui_bp.route(route="ui/app.css", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @api
 def sample_ui_style(req: func.HttpRequest) -> func.HttpResponse:
-    return _static("app.css")
+    return _static("app.css", req)
 
 
 @ui_bp.route(route="ui/connect-link", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @api
 def sample_ui_connect_link(req: func.HttpRequest) -> func.HttpResponse:
     """What the SaaS backend would do with its function key: a connect link returning to the page."""
-    settings = _settings()
+    settings = _settings(req)
     body = read_json(req)
     if not isinstance(body, dict):
         raise errors.InvalidRequest("The body must be a JSON object.")
@@ -132,7 +184,7 @@ def sample_ui_connect_link(req: func.HttpRequest) -> func.HttpResponse:
 @api
 def sample_ui_config(req: func.HttpRequest) -> func.HttpResponse:
     """What the page links to: the emulated mailboxes' viewer when Graph is the local emulator."""
-    settings = _settings()
+    settings = _settings(req)
     graph = urlsplit(settings.graph_endpoint)
     viewer = f"{settings.graph_endpoint}/_emulator/ui/mailboxes" if graph.hostname in _LOOPBACK else None
     return json_response({"mailbox_viewer": viewer})
@@ -142,21 +194,21 @@ def sample_ui_config(req: func.HttpRequest) -> func.HttpResponse:
 @api
 def sample_ui_claim(req: func.HttpRequest) -> func.HttpResponse:
     """What the backend does when the browser comes back with ``result``: claim it for its signed-in user."""
-    _settings()
+    _settings(req)
     return json_response(_connect().claim(read_json(req)))
 
 
 @ui_bp.route(route="ui/connections/{connection_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @api
 def sample_ui_connection_status(req: func.HttpRequest) -> func.HttpResponse:
-    _settings()
+    _settings(req)
     return json_response(_connect().status(req.route_params["connection_id"]))
 
 
 @ui_bp.route(route="ui/connections/{connection_id}", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
 @api
 def sample_ui_disconnect(req: func.HttpRequest) -> func.HttpResponse:
-    _settings()
+    _settings(req)
     return json_response(_connect().disconnect(req.route_params["connection_id"]))
 
 
@@ -166,7 +218,7 @@ def sample_ui_messages(req: func.HttpRequest) -> func.HttpResponse:
     """The connection's last 20 messages (the outgoing log, as ``GET /api/messages?connection_id=``)."""
     from shared.outgoing_log import OutgoingLog
 
-    _settings()
+    _settings(req)
     return json_response(OutgoingLog(get_services()).page({"connection_id": req.route_params["connection_id"]}))
 
 
@@ -174,6 +226,6 @@ def sample_ui_messages(req: func.HttpRequest) -> func.HttpResponse:
 @api
 def sample_ui_send_test(req: func.HttpRequest) -> func.HttpResponse:
     """The "Send test email" button: the same test send as ``POST /api/connections/{id}/test``."""
-    _settings()
+    _settings(req)
     status, body = _intake().send_test(req.route_params["connection_id"])
     return json_response(body, status=status)

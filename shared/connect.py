@@ -376,8 +376,9 @@ class ConnectService:
         """The status API's view, ``last_used_at`` from the outgoing log (the send path does not write it)."""
         return conn.public_view(last_used_at=self.s.deliveries.last_logged_at(conn.connection_id))
 
-    def status(self, connection_id: str) -> dict[str, Any]:
-        return self._view(self.s.connections.get(connection_id))
+    def status(self, connection_id: str, user_ref: str | None = None) -> dict[str, Any]:
+        """One connection; with ``user_ref``, another user's connection is not found (ConnectionStore.get)."""
+        return self._view(self.s.connections.get(connection_id, user_ref=user_ref))
 
     def list_for_user(self, user_ref: str | None, include: str | None = None) -> dict[str, Any]:
         """A user's connections, oldest first; disconnected ones only with ``include=disconnected``."""
@@ -388,12 +389,12 @@ class ConnectService:
         conns = [c for c in self.s.connections.for_user(user_ref) if include or c.status != "disconnected"]
         return {"user_ref": user_ref, "connections": [self._view(c) for c in conns]}
 
-    def update(self, connection_id: str, body: Any) -> dict[str, Any]:
+    def update(self, connection_id: str, body: Any, user_ref: str | None = None) -> dict[str, Any]:
         """``PATCH /api/connections/{id}``: ``{"is_default": true}`` makes it the user's default mailbox
         (the others of that user_ref stop being default). Only a connected connection can be the default."""
         if not isinstance(body, dict) or set(body) != {"is_default"} or body["is_default"] is not True:
             raise errors.InvalidRequest('The body must be {"is_default": true}.')
-        conn = self.s.connections.get(connection_id)
+        conn = self.s.connections.get(connection_id, user_ref=user_ref)
         if conn.status != "connected":
             raise errors.Conflict(f"Connection {connection_id} is {conn.status}: only a connected one can be default.")
         for other in self.s.connections.for_user(conn.user_ref):
@@ -405,8 +406,8 @@ class ConnectService:
             self.s.connections.save(conn)
         return self._view(conn)
 
-    def disconnect(self, connection_id: str) -> dict[str, Any]:
-        conn = self.s.connections.get(connection_id)
+    def disconnect(self, connection_id: str, user_ref: str | None = None) -> dict[str, Any]:
+        conn = self.s.connections.get(connection_id, user_ref=user_ref)
         if conn.status != "disconnected":
             with self.s.locks.hold(connection_id):
                 conn = self.s.connections.get(connection_id)

@@ -20,9 +20,13 @@ can help::
     │   │   └── CallbackQueueNotAllowed callback_queue_not_allowed
     │   ├── ReturnUrlNotAllowed         return_url_not_allowed (400)
     │   ├── NotFound                    not_found              (404)
-    │   │   └── UnknownConnection       unknown_connection
+    │   │   ├── UnknownConnection       unknown_connection
+    │   │   └── SampleUiDisabled        not_found (the sample page is off)
     │   ├── Conflict                    conflict               (409)
     │   │   └── ResultUsed              result_used            (409: a connect result claimed twice)
+    │   ├── HostNotAllowed              host_not_allowed       (403: the sample page on another Host)
+    │   ├── OriginNotAllowed            origin_not_allowed     (403: a cross-site change through the sample page)
+    │   ├── JsonRequired                json_required          (400: a sample-page change without a JSON body)
     │   ├── InvalidResult               invalid_result         (400: malformed, tampered or unknown result)
     │   ├── ResultExpired               result_expired         (410: the 10-minute claim window passed)
     │   └── ClaimMismatch               claim_mismatch         (403: claimed for another user_ref)
@@ -388,3 +392,24 @@ class ProcessingFailed(SendError):
         "Mailbridge failed to process this message several times in a row and moved it to the poison queue; "
         "nothing was sent. The operator's logs (by message id) say why; send it again with a new id."
     )
+
+
+class SampleUiDisabled(NotFound):
+    default_hint = "The sample page is not enabled (ENABLE_SAMPLE_UI, local runs only)."
+
+
+class HostNotAllowed(InputError):
+    code = "host_not_allowed"
+    http_status = 403
+    default_hint = "The sample page answers only on the host and port of PUBLIC_BASE_URL: open it there."
+
+
+class OriginNotAllowed(InputError):
+    code = "origin_not_allowed"
+    http_status = 403
+    default_hint = "Only the sample page itself (the origin of PUBLIC_BASE_URL) may change things through /api/ui."
+
+
+class JsonRequired(InputError):
+    code = "json_required"
+    default_hint = "Requests to /api/ui that change something must be Content-Type: application/json."

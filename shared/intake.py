@@ -27,19 +27,24 @@ class MessageIntake:
         query = urlencode({"connection_id": connection_id})
         return f"{self.settings.public_base_url}/api/messages/{message_id}?{query}"
 
-    def _usable_connection(self, connection_id: str) -> Connection:
-        conn = self.s.connections.find(connection_id)
+    def _usable_connection(self, connection_id: str, user_ref: str | None = None) -> Connection:
+        conn = self.s.connections.find(connection_id, user_ref=user_ref)
         if conn is None or conn.status == "disconnected":
             raise errors.UnknownConnection(field="connection_id")
         if conn.status != "connected":
             raise errors.ReauthRequired(detail=f"connection is {conn.status}", reason=conn.last_error_code)
         return conn
 
-    def accept(self, body: Any) -> tuple[int, dict[str, Any]]:
-        """Validate and enqueue; (202, {id, status_url}) — or (200, ...) when this id was already accepted."""
+    def accept(self, body: Any, user_ref: str | None = None) -> tuple[int, dict[str, Any]]:
+        """Validate and enqueue; (202, {id, status_url}) — or (200, ...) when this id was already accepted.
+        With ``user_ref``, a connection of another user_ref is refused as unknown (see ConnectionStore.get)."""
         msg = parse_message(body)
-        self._usable_connection(msg.connection_id)
+        self._usable_connection(msg.connection_id, user_ref)
         self.s.attachments.measure(msg)
+        if msg.total_bytes() > self.settings.max_message_bytes:
+            # Refused (message_too_large) before request_sizes builds the Graph bodies to measure them: each is
+            # another copy of the message, and a 33 MB text body peaked at 3x its size.
+            check_limits(msg, self.settings, 0)
         check_limits(msg, self.settings, *request_sizes(msg, self.s.attachments.body_text(msg)))
         record = Delivery(
             msg.connection_id,
@@ -80,17 +85,18 @@ class MessageIntake:
             "status_url": self.status_url(msg.connection_id, msg.id),
         }
 
-    def status(self, message_id: str, connection_id: str | None) -> dict[str, Any]:
+    def status(self, message_id: str, connection_id: str | None, user_ref: str | None = None) -> dict[str, Any]:
         if not connection_id:
             raise errors.InvalidRequest("connection_id is required (message ids are unique per connection).")
-        found = self.s.deliveries.get(connection_id, message_id)
+        owned = user_ref is None or self.s.connections.find(connection_id, user_ref=user_ref) is not None
+        found = self.s.deliveries.get(connection_id, message_id) if owned else None
         if found is None:
             raise errors.NotFound(f"No message {message_id} for this connection.")
         return found.public_view()
 
-    def send_test(self, connection_id: str) -> tuple[int, dict[str, Any]]:
+    def send_test(self, connection_id: str, user_ref: str | None = None) -> tuple[int, dict[str, Any]]:
         """Send a short message from the mailbox to itself, now (through the normal pipeline)."""
-        conn = self._usable_connection(connection_id)
+        conn = self._usable_connection(connection_id, user_ref)
         message_id = f"test-{uuid.uuid4().hex[:16]}"
         data = {
             "id": message_id,

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from shared import errors
+from shared.json_limits import MAX_DEPTH, nesting_exceeds
 from shared.settings import Settings
 
 SCHEMA_ID = "mailbridge.send/v1"
@@ -410,15 +411,27 @@ def decode_payload(raw: bytes | str) -> Any:
         raise errors.InvalidJson(detail="not UTF-8") from None
     stripped = text.strip()
     if stripped.startswith(("{", "[")):
+        _shallow(stripped)
         try:
             return json.loads(stripped)
         except json.JSONDecodeError as exc:
             raise errors.InvalidJson(detail=f"JSON error at character {exc.pos}") from None
     try:
         decoded = base64.b64decode(stripped, validate=True).decode("utf-8")
-        return json.loads(decoded)
-    except (binascii.Error, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
         raise errors.InvalidJson() from None
+    _shallow(decoded)
+    try:
+        return json.loads(decoded)
+    except ValueError:  # JSONDecodeError is a ValueError
+        raise errors.InvalidJson() from None
+
+
+def _shallow(text: str) -> None:
+    """InvalidJson for text nested deeper than json_limits.MAX_DEPTH: json.loads would recurse into a
+    RecursionError (the message retried to the poison queue instead of recorded rejected)."""
+    if nesting_exceeds(text.encode("utf-8")):
+        raise errors.InvalidJson(detail=f"nested more than {MAX_DEPTH} levels deep")
 
 
 def parse_message(data: Any) -> SendMessage:

@@ -80,7 +80,8 @@ class OutgoingLog:
             raise errors.InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}.")
         after = _decode(params["continuation"]) if params.get("continuation") else LOG_PREFIX
         upper = (log_bound(_since(params["since"])) + "~") if params.get("since") else LOG_PREFIX + "~"
-        self.s.connections.get(connection_id)  # 404 for an unknown connection, not an empty page
+        # 404 for an unknown connection (or one of another user_ref, when given), not an empty page
+        self.s.connections.get(connection_id, user_ref=params.get("user_ref"))
         rows = self.s.deliveries.table.query_entities(
             "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",
             parameters={"pk": connection_id, "lo": after, "hi": upper},

@@ -172,18 +172,23 @@ class ConnectionStore:
             if conn.connection_id in self._recent:
                 self._recent[conn.connection_id] = (time.monotonic(), conn)
 
-    def get(self, connection_id: str) -> Connection:
+    def get(self, connection_id: str, *, user_ref: str | None = None) -> Connection:
+        """The connection; NotFound when there is none, or when ``user_ref`` is given and is not the one the
+        connection belongs to (the same answer, so a caller cannot learn that another user's id exists)."""
         if not is_safe_key(connection_id):
             raise NotFound("No such connection.")
         try:
             entity = self.table.get_entity(connection_id, CONNECTION_ROW)
         except ResourceNotFoundError:
             raise NotFound(f"No connection {connection_id}.") from None
-        return Connection.from_entity(entity)
+        conn = Connection.from_entity(entity)
+        if user_ref is not None and conn.user_ref != user_ref:
+            raise NotFound(f"No connection {connection_id}.")
+        return conn
 
-    def find(self, connection_id: str) -> Connection | None:
+    def find(self, connection_id: str, *, user_ref: str | None = None) -> Connection | None:
         try:
-            return self.get(connection_id)
+            return self.get(connection_id, user_ref=user_ref)
         except NotFound:
             return None
 

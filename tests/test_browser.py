@@ -302,7 +302,10 @@ def test_a_forwarded_connect_link_never_attaches_the_strangers_mailbox(browser, 
     try:
         _connect_on_page(page_b, ui_app, b_ref, "bob")
         own_id = page_b.locator("#connection-id").text_content()
-        link = http.post(f"{ui_app['base']}/api/ui/connect-link", json={"user_ref": a_ref}, timeout=10)
+        page_origin = {"Origin": ui_app["base"]}  # the page's helpers take changes from the page only
+        link = http.post(
+            f"{ui_app['base']}/api/ui/connect-link", json={"user_ref": a_ref}, headers=page_origin, timeout=10
+        )
         assert link.status_code == 201, link.text
         before = _pending_secrets(emulator)
 
@@ -314,7 +317,9 @@ def test_a_forwarded_connect_link_never_attaches_the_strangers_mailbox(browser, 
 
         for_a = http.get(f"{ui_app['base']}/api/ui/connections/{own_id}", timeout=10).json()
         assert (for_a["user_ref"], for_a["status"]) == (b_ref, "connected")  # B's own connection untouched
-        claim_as_a = http.post(f"{ui_app['base']}/api/ui/claim", json={"result": "x.y", "user_ref": a_ref}, timeout=10)
+        claim_as_a = http.post(
+            f"{ui_app['base']}/api/ui/claim", json={"result": "x.y", "user_ref": a_ref}, headers=page_origin, timeout=10
+        )
         assert claim_as_a.json()["error"]["code"] == "invalid_result"
     finally:
         context_b.close()
@@ -361,6 +366,12 @@ def test_error_text_from_the_url_is_rendered_as_text_not_html(browser, ui_app):
         expect(page.locator("#outcome-message")).to_have_text(evil)
         assert page.locator("#injected").count() == 0
         assert page.locator("#admin-consent-link").count() == 0  # not an http(s) URL: no link
+        # An http(s) URL that is not this app's own admin-consent route is not a link either (docs/connect.md).
+        foreign = requests.utils.quote("https://evil.example/api/admin-consent", safe="")
+        page.goto(f"{ui_app['ui']}?status=error&error=admin_consent_required&admin_consent_url={foreign}")
+        expect(page.locator("#outcome-title")).to_have_text("Not connected")
+        assert page.locator("#admin-consent-link").count() == 0
+        assert "evil.example" not in (page.locator("#outcome").text_content() or "")
     finally:
         context.close()
 
@@ -394,6 +405,13 @@ def test_sample_ui_is_404_unless_enabled_and_local(mailbridge):
 def test_sample_ui_connect_link_returns_to_the_page(mailbridge):
     local = "http://127.0.0.1:7071"
     mb = mailbridge(ENABLE_SAMPLE_UI="true", PUBLIC_BASE_URL=local, ALLOWED_RETURN_ORIGINS=local)
+    page_mb = mb.http
+
+    def from_page(name: str, method: str = "GET", **kwargs: Any):
+        """A request of the page itself: its Host and Origin (tests/test_security_http.py checks the others)."""
+        return page_mb(name, method, headers={"host": "127.0.0.1:7071", "origin": local}, **kwargs)
+
+    mb.http = from_page  # type: ignore[method-assign]
     page = mb.http("sample_ui_page")
     assert page.status_code == 200
     csp = page.headers["Content-Security-Policy"]

@@ -67,6 +67,13 @@ Everything else:
 - hostile input never a 500 (property-based): tests/test_fuzz.py (long mode: python -m bench.fuzz),
   tests/test_openapi.py::test_schemathesis_finds_no_server_error
 - dependency audit: tests/test_security.py::test_runtime_requirements_have_no_known_vulnerabilities (pip-audit)
+- issue 23 (docs/security.md lists each attack and its result): blob names that leave their container or prefix,
+  against a bearer-token HTTPS Azurite: tests/test_security_blobs.py; callback queues, control characters, `from`
+  as a path segment, one budget per mailbox: tests/test_send_hardening.py, tests/test_emulator_graph_paths.py;
+  admin-consent replay: tests/test_admin_consent_replay.py; ID token iss/exp/tenant:
+  tests/test_connect_id_token.py, tests/test_id_tokens.py; JSON depth and size, sample page Host/Origin:
+  tests/test_security_http.py, tests/test_json_limits.py, tests/test_sample_page_js.py; the user_ref guard:
+  tests/test_security_user_ref.py
 - dependency lock (the whole runtime closure pinned with hashes, the deploy build installs it):
   tests/test_dependencies.py::test_the_lock_covers_the_whole_runtime_closure_at_the_installed_versions,
   ::test_every_locked_requirement_is_pinned_with_hashes

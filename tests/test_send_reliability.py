@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 
@@ -137,6 +138,12 @@ def test_bad_messages_are_rejected_once_with_a_reason_and_an_event(send_kit):
     cases = {
         "no-json": ("this is not json", "invalid_json"),
         "broken": ('{"id": "broken", ', "invalid_json"),
+        # json.loads recursed into a RecursionError: retried to the poison queue instead of rejected (issue 23)
+        "deep": ("[" * 60_000, "invalid_json"),
+        "deep-b64": (
+            base64.b64encode(('{"id": "d", "a": ' + "[" * 20_000 + "]" * 20_000 + "}").encode()).decode(),
+            "invalid_json",
+        ),
         "array": ("[1, 2]", "invalid_message"),
         "schema": (json.dumps({**ok(cid, id="b-schema"), "colour": "red"}), "invalid_message"),
         "noid": (json.dumps({k: v for k, v in ok(cid).items() if k != "id"}), "invalid_message"),
@@ -168,7 +175,7 @@ def test_bad_messages_are_rejected_once_with_a_reason_and_an_event(send_kit):
     assert by_id["b-schema"]["error"]["field"] == "colour" and by_id["b-crlf"]["error"]["field"] == "subject"
     assert by_id["b-conn"]["connection_id"] == "c" + "9" * 31
     unreadable = [d for mid, d in by_id.items() if mid.startswith("queue-")]
-    assert len(unreadable) == 4, "messages without a readable id are keyed by their queue message id"
+    assert len(unreadable) == 6, "messages without a readable id are keyed by their queue message id"
     for data in by_id.values():
         rec = kit.record(data["connection_id"], data["message_id"])
         assert rec is not None and rec.status == "rejected" and rec.attempts == 0

@@ -1,5 +1,6 @@
 // Mailbridge sample connect page. No framework, no external resources; every value coming from the
-// URL or the API is rendered with textContent (never innerHTML), and links are checked to be http(s).
+// URL or the API is rendered with textContent (never innerHTML), and links are checked to be http(s)
+// (the admin approval link: this app's own admin-consent route only).
 "use strict";
 
 (function () {
@@ -192,8 +193,18 @@
     }
   }
 
-  function adminConsentLink(raw) {
+  // Anyone can put any admin_consent_url in this page's address: render only this app's own admin-consent
+  // route (<PUBLIC_BASE_URL>/api/admin-consent, the only URL Mailbridge puts there; docs/connect.md asks
+  // every return page to check this prefix). Anything else would be a phishing link under our name.
+  function ownAdminConsentUrl(raw) {
     const url = httpUrl(raw);
+    const route = new URL("admin-consent", window.location.href); // the page is <base>/api/ui
+    if (!url || url.origin !== route.origin || url.pathname !== route.pathname) return null;
+    return url.username || url.password || url.hash ? null : url;
+  }
+
+  function adminConsentLink(raw) {
+    const url = ownAdminConsentUrl(raw);
     if (!url) return null;
     if (!url.searchParams.has("return_url")) url.searchParams.set("return_url", url.origin + "/api/ui");
     const p = el("p", "Admin approval link: ");
