@@ -48,9 +48,16 @@ def summarize(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # What the deployment package holds of the app (.funcignore keeps tests, bench, devhost... out), plus what the
-# B2 child itself needs: bench/cold_mailbridge.py and devhost.functions' Out (stdlib + azure.functions only).
+# B2 child itself needs: bench/cold_mailbridge.py, the two stdlib-only bench modules it imports, and
+# devhost.functions' Out (stdlib + azure.functions only).
 APP_FILES = ("function_app.py", "host.json", "blueprints", "shared")
-CHILD_FILES = ("bench/__init__.py", "bench/cold_mailbridge.py", "bench/cold_peers.py", "devhost")
+CHILD_FILES = (
+    "bench/__init__.py",
+    "bench/cold_mailbridge.py",
+    "bench/cold_peers.py",
+    "bench/request_count.py",
+    "devhost",
+)
 
 
 def app_copy(compiled: bool) -> Path:
