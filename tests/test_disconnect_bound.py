@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from bench.crash import CrashPlan, DevhostProcess, devhost_settings
+from bench.devhost_process import DevhostProcess, DevhostTimings, devhost_settings
 from shared.store import CONNECTION_CACHE_S
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
@@ -32,7 +32,7 @@ def test_a_disconnect_on_one_instance_stops_sends_on_another_within_the_cache_bo
     cid = kit.connect("alice")
     settings = tmp_path / "local.settings.json"
     settings.write_text(json.dumps(devhost_settings(kit, {}), indent=2))
-    host = DevhostProcess(settings, tmp_path, CrashPlan(), {**os.environ, **kit.mb.env}, args=("--no-timers",))
+    host = DevhostProcess(settings, tmp_path, DevhostTimings(), {**os.environ, **kit.mb.env}, args=("--no-timers",))
     host.module = "tests.workers.cache_host"
     admin = kit.mb.admin
     try:
