@@ -36,7 +36,7 @@ from typing import Any
 
 from bench.devhost_process import DevhostProcess, DevhostTimings, devhost_settings
 from bench.soak import FINAL, Report, reconcile, run_case, wait_final
-from shared.deliveries import LOG_PREFIX
+from shared.send.deliveries import LOG_PREFIX
 
 REPO = Path(__file__).resolve().parent.parent
 SENDER_FAILED = "Function send_queued_message failed"
@@ -96,7 +96,7 @@ class CrashReport(Report):
 
 def record_statuses(kit: Any, sent_to: dict[str, tuple[str, str]]) -> dict[str, str]:
     """Status of every message's delivery record (``missing`` when none), one table query per connection. A row
-    stored ``sending`` whose run finished has its final state in its outgoing-log index row (shared/deliveries.py):
+    stored ``sending`` whose run finished has its final state in its outgoing-log index row (shared/send/deliveries.py):
     that one counts."""
     table = kit.services.deliveries.table
     found: dict[str, str] = {}

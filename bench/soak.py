@@ -66,7 +66,7 @@ class Plan:
     settle_s: float = 0.0
     faults: list[dict[str, Any]] = field(default_factory=fault_rules)
     # 1: the in-process listener; 2-3: that many devhost processes on one storage account (bench/fleet.py),
-    # the way Flex Consumption scales out, sharing each mailbox's limits through shared/budget.py.
+    # the way Flex Consumption scales out, sharing each mailbox's limits through shared/pacing/budget.py.
     instances: int = 1
 
 

@@ -1,5 +1,5 @@
 """Disconnect still wins (issue 18 goal 2): the sender acts on a connection row it read up to
-``shared.store.CONNECTION_CACHE_S`` seconds ago, so a disconnect or ``reauth_required`` written by one
+``shared.tokens.store.CONNECTION_CACHE_S`` seconds ago, so a disconnect or ``reauth_required`` written by one
 instance must stop the sends of every other instance within that bound.
 
 Two processes on one storage account: this test's process (instance A: the HTTP disconnect, or TokenService
@@ -18,7 +18,7 @@ import time
 import pytest
 
 from bench.devhost_process import DevhostProcess, DevhostTimings, devhost_settings
-from shared.store import CONNECTION_CACHE_S
+from shared.tokens.store import CONNECTION_CACHE_S
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 AFTER_S = CONNECTION_CACHE_S + 3.0  # keep enqueueing this long after the change
