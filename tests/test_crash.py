@@ -39,7 +39,7 @@ def _die_after_graph_accepted(kit, monkeypatch, msg) -> None:
         raise WorkerKilled()
 
     with monkeypatch.context() as m:
-        m.setattr(sender, "_finish", killed)
+        m.setattr(sender.ledger, "finish", killed)
         with pytest.raises(WorkerKilled):
             sender.process(msg, "q-first-copy")
     rec = kit.record(msg["connection_id"], msg["id"])

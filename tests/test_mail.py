@@ -11,13 +11,12 @@ import pytest
 from shared.base import errors
 from shared.base.settings import load_settings
 from shared.send.graph import request_sizes
+from shared.send.limits import attachment_plan, check_limits
 from shared.send.mail import (
     ATTACH,
     INLINE,
     SCHEMA_ID,
     UPLOAD,
-    attachment_plan,
-    check_limits,
     decode_payload,
     parse_message,
     schema_text,

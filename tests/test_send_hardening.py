@@ -26,7 +26,8 @@ from shared.base import errors
 from shared.base.errors import SettingsError
 from shared.base.settings import load_settings
 from shared.send.graph import request_sizes
-from shared.send.mail import check_limits, parse_message
+from shared.send.limits import check_limits
+from shared.send.mail import parse_message
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "schema" / "send-v1.json").read_text())

@@ -12,7 +12,7 @@ A message's event also goes to its ``callback.queue`` when given: an **existing*
 account that the operator listed in CALLBACK_QUEUES (settings refuse our own outbound queue and its poison
 queue there, so a producer cannot loop mail back into the sender, and the Functions host's own
 ``azure-webjobs-*`` queues). Any other queue is refused when the message is validated
-(``callback_queue_not_allowed``, shared.send.mail.check_limits); the publisher checks the list again, for messages
+(``callback_queue_not_allowed``, shared.send.limits.check_limits); the publisher checks the list again, for messages
 rejected before validation. Mailbridge never creates a callback queue (a producer could otherwise make it
 create, and cache a client for, any number of queues); a missing one is skipped with a warning, the event still
 reaches EVENTS_QUEUE. Events never contain a token or mail
@@ -100,7 +100,7 @@ class EventPublisher:
         instead of sent: the queue trigger hands them to its queue output binding, and the Functions host writes
         them after the function returns and before it deletes the trigger message (one Storage call less from
         Python per email). A function that raises hands over nothing; its redelivery publishes again, as after a
-        crash (Sender._existing_record). Callback queues and connection events are still sent at once."""
+        crash (shared.send.ledger, Ledger.existing). Callback queues and connection events are still sent at once."""
         previous = getattr(self._outbox, "items", None)
         self._outbox.items = collected = []
         try:

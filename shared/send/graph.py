@@ -98,7 +98,7 @@ def file_attachment(att: Any, raw: bytes) -> dict[str, Any]:
 def request_sizes(msg: SendMessage, body_content: str) -> tuple[int, list[int]]:
     """(bytes of the largest request carrying ``msg`` without attachments, what each attachment adds besides
     its base64): the sendMail body and the draft-creation body (with our extended property) are both below
-    the first. :func:`shared.send.mail.attachment_plan` decides with these."""
+    the first. :func:`shared.send.limits.attachment_plan` decides with these."""
     message = GraphClient.build_message(msg, body_content, [], with_property=True)
     base = len(json_bytes({"message": message, "saveToSentItems": msg.save_to_sent_items}))
     overheads = [len(json_bytes(file_attachment(att, b""))) + 1 for att in msg.attachments]  # + the comma
@@ -109,7 +109,7 @@ def user_segment(mailbox: str) -> str:
     """``mailbox`` as one ``/users/{id | userPrincipalName}`` path segment: every reserved character
     percent-encoded, ``/`` included (``quote``'s default keeps it, and ``a/../b`` would become another path; Graph
     also asks for ``#`` as ``%23``, learn.microsoft.com/graph/api/user-get). Graph decodes ``%2F`` back into a
-    separator (microsoftgraph/microsoft-graph-docs#10167), so this is not enough alone: shared.send.mail.check_limits
+    separator (microsoftgraph/microsoft-graph-docs#10167), so this is not enough alone: shared.send.limits.check_limits
     admits only user principal names there."""
     return quote(mailbox, safe="")
 

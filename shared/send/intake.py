@@ -11,7 +11,8 @@ from urllib.parse import urlencode
 from shared.base import errors
 from shared.send.deliveries import Delivery
 from shared.send.graph import request_sizes
-from shared.send.mail import SendMessage, check_limits, parse_message
+from shared.send.limits import check_limits
+from shared.send.mail import SendMessage, parse_message
 from shared.tokens.store import Connection
 
 if TYPE_CHECKING:

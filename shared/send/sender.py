@@ -1,5 +1,6 @@
 """The send pipeline for one queue message: parse -> validate -> idempotency -> pacing -> token -> Graph
--> delivery record -> event. docs/sending.md is the prose version of this module.
+-> delivery record -> event. docs/sending.md is the prose version of this module; the delivery rows and
+outcome events are written by shared/send/ledger.py (this module decides, the ledger writes it down).
 
 :meth:`Sender.process` never raises for anything a message or Microsoft can do to it; it returns an
 :class:`Outcome`. A positive ``delay`` means "put a copy back on the queue, invisible for that long"
@@ -12,30 +13,25 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from shared.base import errors
 from shared.base.events import EventPublisher
-from shared.base.formats import is_queue_name
 from shared.base.settings import Settings
 from shared.base.storage import StorageClients
-from shared.base.telemetry import log_outcome
 from shared.pacing.budget import Admission, Mailbox, MailboxBudget
 from shared.send.attachments import AttachmentStore
-from shared.send.deliveries import UNREADABLE_PARTITION, Delivery, DeliveryStore, RecordContended
+from shared.send.deliveries import Delivery, DeliveryStore, RecordContended
 from shared.send.drafts import SEND_REQUESTED, TRANSIT_GRACE_S, discard_unsent, lookup, recheck_delay, send_via_draft
 from shared.send.graph import GraphClient, request_sizes
+from shared.send.ledger import MAX_RESCHEDULES, Ledger, Outcome
+from shared.send.limits import check_limits
 from shared.send.mail import (
-    CONNECTION_ID_PATTERN,
-    ID_PATTERN,
     INLINE,
     SendMessage,
-    check_limits,
     decode_payload,
     parse_message,
 )
@@ -44,21 +40,7 @@ from shared.tokens.tokens import TokenService
 
 logger = logging.getLogger(__name__)
 
-MAX_RESCHEDULES = 100  # pacing + throttling delays before a message is given up (attempts_exhausted)
-LEASE_SECONDS = 600.0  # a "sending" row belongs to its owner this long (the host's functionTimeout)
 MAX_DELAY_SECONDS = 6 * 86400  # queue visibility must stay below the 7-day message TTL
-
-
-@dataclass
-class Outcome:
-    """What happened to one message: a final status, ``queued`` with a delay, or ``duplicate``."""
-
-    status: str
-    message_id: str
-    connection_id: str
-    delay: float = 0.0
-    record: Delivery | None = None
-    error: errors.MailbridgeError | None = None
 
 
 class Sender:
@@ -84,11 +66,28 @@ class Sender:
         self.deliveries = deliveries
         self.events = events
         self.attachments = attachments
-        self.max_reschedules = max_reschedules
+        self.ledger = Ledger(deliveries, events, attachments, max_reschedules)
         self._token_locks: dict[str, threading.Lock] = {}
         self._token_guard = threading.Lock()
-        self.busy_recheck_s = 10.0  # how soon a duplicate looks again at a message another worker is sending
         self.transit_grace_s = TRANSIT_GRACE_S  # how long an ambiguous draft send is looked for (drafts.py)
+
+    @property
+    def max_reschedules(self) -> int:
+        """Pacing and throttling delays before a message is given up (the ledger counts them)."""
+        return self.ledger.max_reschedules
+
+    @max_reschedules.setter
+    def max_reschedules(self, value: int) -> None:
+        self.ledger.max_reschedules = value
+
+    @property
+    def busy_recheck_s(self) -> float:
+        """How soon a duplicate looks again at a message another worker is sending."""
+        return self.ledger.busy_recheck_s
+
+    @busy_recheck_s.setter
+    def busy_recheck_s(self, value: float) -> None:
+        self.ledger.busy_recheck_s = value
 
     # --- entry points -----------------------------------------------------------------------------------
     def handle_queue_message(self, body: bytes | str, queue_message_id: str) -> Outcome:
@@ -106,13 +105,13 @@ class Sender:
         if isinstance(msg, Outcome):
             return msg
         logger.error("Message %s (connection %s) was moved to the poison queue", msg.id, msg.connection_id)
-        found = self._claim_record(msg, "queue", run=queue_message_id)
+        found = self.ledger.claim(msg, "queue", run=queue_message_id)
         if isinstance(found, Outcome):  # already final, or a live worker holds it: that worker finishes it
             return found
         if found.status == "sending" or found.phase == SEND_REQUESTED:
             err = errors.OutcomeUnknown(detail="the message failed repeatedly while being sent")
-            return self._finish(msg, found, "unknown", err)
-        return self._finish(msg, found, "failed", errors.ProcessingFailed())
+            return self.ledger.finish(msg, found, "unknown", err)
+        return self.ledger.finish(msg, found, "failed", errors.ProcessingFailed())
 
     def enqueue(self, text: str, delay: float = 0.0) -> None:
         """Put a message on the outbound queue, invisible for ``delay`` seconds."""
@@ -132,7 +131,7 @@ class Sender:
             data = raw if isinstance(raw, dict) else decode_payload(raw)
             return parse_message(data)
         except errors.InvalidMessage as exc:
-            return self._reject_unparsed(data, exc, queue_message_id)
+            return self.ledger.reject_unparsed(data, exc, queue_message_id)
 
     # --- the pipeline -------------------------------------------------------------------------------------
     def _process(self, msg: SendMessage, source: str, run: str = "") -> Outcome:
@@ -143,7 +142,7 @@ class Sender:
             done = self._send_new(msg, source, run, conn)
             if done is not None:
                 return done
-        found = self._claim_record(msg, source, run=run)
+        found = self.ledger.claim(msg, source, run=run)
         if isinstance(found, Outcome):
             return found
         record = found
@@ -152,21 +151,23 @@ class Sender:
             # before pacing, the token or the connection can reschedule it (a rescheduled row is `queued`
             # again and would be sent a second time) or fail it (`failed` promises nothing was sent).
             err = errors.OutcomeUnknown(detail="a previous attempt was interrupted while sending")
-            return self._finish(msg, record, "unknown", err)
+            return self.ledger.finish(msg, record, "unknown", err)
         if record.phase == SEND_REQUESTED:  # a draft's /send may have reached Graph: look it up, never resend
             return self._resolve_draft(
                 msg, conn, record, errors.OutcomeUnknown(detail="the draft send was not confirmed")
             )
         if conn is None or conn.status == "disconnected":
             detail = "connection is disconnected" if conn else None
-            return self._finish(msg, record, "rejected", errors.UnknownConnection(detail=detail, field="connection_id"))
+            return self.ledger.finish(
+                msg, record, "rejected", errors.UnknownConnection(detail=detail, field="connection_id")
+            )
         if conn.status != "connected":
             err = errors.ReauthRequired(detail=f"connection is {conn.status}", reason=conn.last_error_code)
-            return self._finish(msg, record, "failed", err)
+            return self.ledger.finish(msg, record, "failed", err)
         try:
             uploads, body = self._plan(msg, conn)
         except errors.MailbridgeError as exc:
-            return self._finish(msg, record, _plan_status(exc), exc)
+            return self.ledger.finish(msg, record, _plan_status(exc), exc)
         draft_mode = self._use_drafts(msg, conn, uploads)
         record.mode = "draft" if draft_mode else "sendMail"
         budget_of = self._budget_of(msg, conn, record, draft_mode)
@@ -180,9 +181,9 @@ class Sender:
             except errors.ReauthRequired as exc:
                 return self._reauth_failed(msg, conn, record, exc)
             except errors.TransientError as exc:
-                return self._reschedule(msg, record, self._backoff(record, exc), exc)
+                return self.ledger.reschedule(msg, record, self._backoff(record, exc), exc)
             try:
-                self._mark_sending(record)
+                self.ledger.mark_sending(record)
             except RecordContended:
                 delay = self.busy_recheck_s * random.uniform(1, 1.5)
                 return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
@@ -203,7 +204,7 @@ class Sender:
             uploads, body = self._plan(msg, conn)
         except errors.MailbridgeError as exc:
             record = self._new_row(msg, source, run, conn)
-            return None if record is None else self._finish(msg, record, _plan_status(exc), exc)
+            return None if record is None else self.ledger.finish(msg, record, _plan_status(exc), exc)
         record = Delivery(msg.connection_id, msg.id, mode="sendMail")
         admission = self.budget.admit(self._budget_of(msg, conn, record, False), msg.recipient_count())
         if not admission.admitted:
@@ -218,7 +219,7 @@ class Sender:
                     return None
                 if isinstance(exc, errors.ReauthRequired):
                     return self._reauth_failed(msg, conn, record, exc)
-                return self._reschedule(msg, record, self._backoff(record, exc), exc)
+                return self.ledger.reschedule(msg, record, self._backoff(record, exc), exc)
             record = self._new_row(msg, source, run, conn, claim=True)
             if record is None:  # a rescheduled copy or a duplicate: claim the row it found, as the general path does
                 found = self._found_row(msg, run, conn)
@@ -227,7 +228,7 @@ class Sender:
                 record = found
                 record.reason, record.held_since = "", 0.0  # admitted: no longer on hold
                 try:
-                    self._mark_sending(record)
+                    self.ledger.mark_sending(record)
                 except RecordContended:
                     delay = self.busy_recheck_s * random.uniform(1, 1.5)
                     return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
@@ -237,14 +238,14 @@ class Sender:
         """For :meth:`_send_new`, the row an earlier copy of the id left: an Outcome when this copy must not send
         (final, another worker's live lease, a dead worker's ``sending``: ``unknown``); None for a draft-mode row
         (the general path handles it); else the row, ready to be claimed for sendMail."""
-        found = self._existing_record(msg, run)
+        found = self.ledger.existing(msg, run)
         if isinstance(found, Outcome):
             return found
         if found.mode == "draft" or found.phase:
             return None
         if found.status == "sending" and msg.on_ambiguous != "resend":
             err = errors.OutcomeUnknown(detail="a previous attempt was interrupted while sending")
-            return self._finish(msg, found, "unknown", err)
+            return self.ledger.finish(msg, found, "unknown", err)
         found.mode = "sendMail"
         self._budget_of(msg, conn, found, False)
         return found  # its hold (reason, held_since) stays until it is admitted: the longest hold counts from it
@@ -253,7 +254,7 @@ class Sender:
         self, msg: SendMessage, source: str, run: str, conn: Connection, claim: bool = False
     ) -> Delivery | None:
         """The row inserted for this message (``queued``, or ``sending`` with ``claim``); None if one exists."""
-        record = self._new_record(msg, source, run, claim)
+        record = self.ledger.new_record(msg, source, run, claim)
         if not self.deliveries.create(record):
             return None
         self._budget_of(msg, conn, record, False)  # sets record.mailbox
@@ -277,9 +278,9 @@ class Sender:
         """The mailbox's budget said no: rejected over the per-message limit, held while the daily recipient
         budget is used up (never sent to be NDR'd), failed past the longest hold, else paced."""
         if isinstance(admission.error, errors.TooManyRecipients):
-            return self._finish(msg, record, "rejected", admission.error)
+            return self.ledger.finish(msg, record, "rejected", admission.error)
         if admission.error is not None:
-            return self._finish(msg, record, "failed", admission.error)
+            return self.ledger.finish(msg, record, "failed", admission.error)
         record.reason = admission.reason
         now = time.time()
         record.held_since = record.held_since or now
@@ -295,12 +296,12 @@ class Sender:
                 if daily
                 else errors.AttemptsExhausted(detail=f"waited {waited:.0f}s for the mailbox's turn")
             )
-            return self._finish(msg, record, "failed", err)
+            return self.ledger.finish(msg, record, "failed", err)
         if daily:
             logger.info("Message %s held for the mailbox's daily recipient budget: %.0fs", msg.id, admission.delay)
         else:
             logger.info("Message %s paced (%s): retry in %.1fs", msg.id, admission.reason, admission.delay)
-        return self._reschedule(msg, record, admission.delay, None)
+        return self.ledger.reschedule(msg, record, admission.delay, None)
 
     def _send(
         self,
@@ -327,8 +328,8 @@ class Sender:
             if draft_mode:
                 return self._resolve_draft(msg, conn, record, exc, token)
             if msg.on_ambiguous == "resend":
-                return self._reschedule(msg, record, self._backoff(record, exc), exc)
-            return self._finish(msg, record, "unknown", exc)
+                return self.ledger.reschedule(msg, record, self._backoff(record, exc), exc)
+            return self.ledger.finish(msg, record, "unknown", exc)
         except errors.TransientError as exc:  # nothing was applied
             delay = self._backoff(record, exc)
             if exc.extra.get("token_rejected"):
@@ -344,13 +345,13 @@ class Sender:
                     pass
             # A draft-mode message whose attempts end here leaves no unsent draft in the user's Drafts.
             discard = (lambda: discard_unsent(self.graph, token, msg.id)) if draft_mode else None
-            return self._reschedule(msg, record, delay, exc, discard)
+            return self.ledger.reschedule(msg, record, delay, exc, discard)
         except errors.InputError as exc:  # e.g. a referenced blob vanished
-            return self._finish(msg, record, "rejected", exc)
+            return self.ledger.finish(msg, record, "rejected", exc)
         except errors.MailbridgeError as exc:
-            return self._finish(msg, record, "failed", exc)
+            return self.ledger.finish(msg, record, "failed", exc)
         record.graph_request_id = request_id
-        return self._finish(msg, record, "sent", None)
+        return self.ledger.finish(msg, record, "sent", None)
 
     def _token(self, conn: Connection) -> str:
         # One miss per connection at a time: concurrent messages of a cold connection wait for the
@@ -368,7 +369,7 @@ class Sender:
             conn.connection_id,
             {"user_ref": conn.user_ref, "mailbox": conn.mailbox, "reason": exc.detail, "error": exc.to_dict()},
         )
-        return self._finish(msg, record, "failed", exc)
+        return self.ledger.finish(msg, record, "failed", exc)
 
     # --- Graph, two ways ----------------------------------------------------------------------------------
     def _send_mail(self, msg: SendMessage, token: str, body: str) -> str | None:
@@ -390,7 +391,7 @@ class Sender:
         in transit may still look like an unsent draft (drafts.py)."""
         if token is None:  # a later delivery: own the row first (two copies must not both finish it)
             try:
-                self._mark_sending(record, attempt=False)
+                self.ledger.mark_sending(record, attempt=False)
             except RecordContended:
                 return Outcome("queued", msg.id, msg.connection_id, delay=self.busy_recheck_s, record=record)
         try:
@@ -398,19 +399,19 @@ class Sender:
                 raise errors.ReauthRequired(detail="the mailbox can no longer be read")
             if lookup(self.graph, token or self._token(conn), msg.id).submitted:
                 logger.info("Message %s: ambiguous send resolved as sent (the item was submitted)", msg.id)
-                return self._finish(msg, record, "sent", None)
+                return self.ledger.finish(msg, record, "sent", None)
         except errors.TransientError as lookup_err:
             logger.warning("Message %s: lookup after ambiguous send failed: %s", msg.id, lookup_err.code)
         except errors.MailbridgeError as lookup_err:  # cannot look (reauth, refused): the send may have happened
             detail = f"{err.detail}; the mailbox could not be checked ({lookup_err.code})"
-            return self._finish(msg, record, "unknown", errors.OutcomeUnknown(detail=detail))
+            return self.ledger.finish(msg, record, "unknown", errors.OutcomeUnknown(detail=detail))
         delay = recheck_delay(record.sending_at, time.time(), self.transit_grace_s)
         if delay is None:
             detail = (
                 f"{err.detail}; not submitted {self.transit_grace_s:.0f}s later (not sent again: it may be in transit)"
             )
-            return self._finish(msg, record, "unknown", errors.OutcomeUnknown(detail=detail))
-        return self._reschedule(msg, record, delay, err)
+            return self.ledger.finish(msg, record, "unknown", errors.OutcomeUnknown(detail=detail))
+        return self.ledger.reschedule(msg, record, delay, err)
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def _plan(self, msg: SendMessage, conn: Connection) -> tuple[list[str], str]:
@@ -436,157 +437,12 @@ class Sender:
             return float(asked) + random.uniform(0, 1)
         return min(300.0, 5.0 * 2 ** min(record.retries, 6)) * random.uniform(0.8, 1.2)
 
-    def _new_record(self, msg: SendMessage, source: str, run: str, claim: bool = False) -> Delivery:
-        """The row for a new id: ``queued``, or with ``claim`` already ``sending`` under this worker's lease (as
-        :meth:`_mark_sending` leaves it: the insert-if-absent picks exactly one owner, as the ETag does)."""
-        now = time.time()
-        record = Delivery(
-            msg.connection_id,
-            msg.id,
-            recipients=msg.recipient_count(),
-            fingerprint=msg.fingerprint(),
-            source=source,
-            callback_queue=msg.callback.queue if msg.callback else None,
-            metadata=msg.metadata,
-            created_at=now,
-            run=run,
-        )
-        if claim:
-            record.status, record.mode, record.attempts = "sending", "sendMail", 1
-            record.sending_at, record.lease_until = now, now + LEASE_SECONDS
-        return record
-
-    def _claim_record(self, msg: SendMessage, source: str, run: str = "") -> Delivery | Outcome:
-        """The row for (connection, id): created queued, or an Outcome when this copy must not send."""
-        record = self._new_record(msg, source, run)
-        # Insert first: a new id costs one Table call; a redelivery reads the row.
-        if self.deliveries.create(record):
-            return record
-        return self._existing_record(msg, run)
-
-    def _existing_record(self, msg: SendMessage, run: str) -> Delivery | Outcome:
-        """The row a copy of this id found: an Outcome when this copy must not send, else the row."""
-        now = time.time()
-        found = self.deliveries.get(msg.connection_id, msg.id)
-        if found is None:  # deleted between our insert and read (a retention purge): treat as new
-            return Outcome("queued", msg.id, msg.connection_id, delay=1.0)
-        record = found
-        record.run = run
-        if record.is_final:
-            # The run that wrote the final row may have died before its event: when this is that run's queue
-            # message again, publish it again (same CloudEvents id, events.event_id). Other copies of the id
-            # (a producer's duplicate) are acknowledged silently. No flag write per email is needed for this.
-            logger.info("Message %s already %s: acknowledged, not sent again", msg.id, record.status)
-            if not record.event_emitted or (run and record.finished_by == run):
-                self._emit(record)
-            return Outcome("duplicate", msg.id, msg.connection_id, record=record)
-        if record.status == "sending" and record.lease_until > now:
-            wait = min(record.lease_until - now, self.busy_recheck_s) * random.uniform(1, 1.5)
-            logger.info("Message %s is being sent by another worker; checking again in %.0fs", msg.id, wait)
-            return Outcome("queued", msg.id, msg.connection_id, delay=wait, record=record)
-        return record
-
-    def _mark_sending(self, record: Delivery, attempt: bool = True) -> None:
-        """Own the row (ETag-guarded) for LEASE_SECONDS; ``attempt``: for a Graph call that may send the mail."""
-        now = time.time()
-        record.status = "sending"
-        if attempt:
-            record.attempts += 1
-            record.sending_at = now
-        record.lease_until = now + LEASE_SECONDS
-        self.deliveries.update(record)
-
-    def _reschedule(
-        self,
-        msg: SendMessage,
-        record: Delivery,
-        delay: float,
-        err: errors.MailbridgeError | None,
-        before_failing: Callable[[], None] | None = None,
-    ) -> Outcome:
-        """Back to ``queued`` for ``delay`` seconds, or the end of its attempts: ``unknown`` if a draft's /send may
-        have been applied, else ``failed`` (``before_failing`` runs first: nothing was sent)."""
-        record.reschedules += 1
-        if record.retries > self.max_reschedules and record.phase == SEND_REQUESTED:
-            err = errors.OutcomeUnknown(detail="a draft send was not confirmed before the attempts ran out")
-            return self._finish(msg, record, "unknown", err)  # never `failed`: it may have been sent
-        if record.retries > self.max_reschedules:
-            if before_failing is not None:
-                before_failing()
-            cause = f"last: {err.code}" if err else "pacing"
-            return self._finish(msg, record, "failed", errors.AttemptsExhausted(detail=cause))
-        record.status = "queued"
-        record.lease_until = 0.0
-        record.next_attempt_at = time.time() + delay
-        if err is not None:
-            record.set_error(err)
-        try:
-            self.deliveries.update(record)
-        except RecordContended:
-            logger.info("Message %s: record changed concurrently while rescheduling", msg.id)
-        if err is not None:
-            logger.info("Message %s: %s, retry in %.1fs", msg.id, err.code, delay)
-        return Outcome("queued", msg.id, msg.connection_id, delay=max(delay, 1.0), record=record, error=err)
-
-    def _finish(self, msg: SendMessage, record: Delivery, status: str, err: errors.MailbridgeError | None) -> Outcome:
-        record.status = status
-        record.completed_at = time.time()
-        record.lease_until = 0.0
-        record.next_attempt_at = 0.0
-        record.set_error(err)
-        record.event_emitted = True  # published right after this write; its run's redelivery publishes again
-        record.finished_by = record.run
-        try:
-            self.deliveries.update(record)
-        except RecordContended:
-            # We own the send; a concurrent writer can only be a stale duplicate. Ours is the truth.
-            self.deliveries.update(record, force=True)
-        log_outcome(
-            "send",
-            status,
-            code=err.code if err else None,
-            message_id=msg.id,
-            connection_id=msg.connection_id,
-            duration_ms=(record.completed_at - record.created_at) * 1000 if record.created_at else None,
-            graph_request_id=record.graph_request_id,
-        )
-        self._emit(record)
-        self.attachments.cleanup(msg)
-        return Outcome(status, msg.id, msg.connection_id, record=record, error=err)
-
-    def _emit(self, record: Delivery) -> None:
-        """Publish the final row's event. No flag is written back (one Storage call less per email): the row
-        says ``event_emitted`` from its final write on, and any redelivery of the message publishes again."""
-        self.events.message_outcome(record)
-
-    def _reject_unparsed(self, data: Any, err: errors.MailbridgeError, queue_message_id: str) -> Outcome:
-        """Record a message we could not validate, keyed as well as its content allows."""
-        data = data if isinstance(data, dict) else {}
-        cid = _readable(data.get("connection_id"), CONNECTION_ID_PATTERN) or UNREADABLE_PARTITION
-        mid = _readable(data.get("id"), ID_PATTERN) or f"queue-{queue_message_id}"
-        callback = data.get("callback") if isinstance(data.get("callback"), dict) else {}
-        queue = callback.get("queue") if isinstance(callback.get("queue"), str) else None
-        record = Delivery(cid, mid, status="rejected", completed_at=time.time(), created_at=time.time())
-        record.callback_queue = queue if is_queue_name(queue) else None
-        record.set_error(err)
-        record.event_emitted = True  # published right after the insert
-        if not self.deliveries.create(record):
-            logger.warning("Message %s rejected (%s) but a record already exists; left unchanged", mid, err.code)
-            return Outcome("rejected", mid, cid, error=err)
-        log_outcome("send", "rejected", code=err.code, message_id=mid, connection_id=cid, duration_ms=0)
-        self._emit(record)
-        return Outcome("rejected", mid, cid, record=record, error=err)
-
 
 def _plan_status(exc: errors.MailbridgeError) -> str:
     """What a message the plan refused ends as: the message's own fault is ``rejected``, else ``failed``."""
     if isinstance(exc, errors.InputError | errors.MessageTooLarge | errors.AttachmentsTooLarge):
         return "rejected"
     return "failed"
-
-
-def _readable(value: Any, pattern: str) -> str | None:
-    return value if isinstance(value, str) and re.fullmatch(pattern, value) else None
 
 
 def _has_scope(conn: Connection, scope: str) -> bool:
