@@ -1,4 +1,6 @@
-"""The process-wide object graph: built once from the settings, shared by every trigger."""
+"""The composition root: the process-wide object graph, built once from the settings and shared by every
+trigger. The only module of shared/ that knows every package (base, tokens, connect, pacing, send); the
+others say in a Protocol what they use of it (docs/architecture.md)."""
 
 from __future__ import annotations
 
