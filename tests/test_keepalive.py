@@ -15,9 +15,9 @@ import pytest
 
 from shared.base.errors import ReauthRequired, TemporarilyUnavailable
 from shared.base.storage import StorageClients
+from shared.tokens import locks as locks_module
 from shared.tokens.locks import ConnectionLocks
 from shared.tokens.refresh import KeepAlive
-from shared.tokens.tokens import locks as locks_module
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = 86400
