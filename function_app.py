@@ -8,7 +8,7 @@ from blueprints.keepalive import keepalive_bp
 from blueprints.messages import messages_bp
 from blueprints.sender import sender_bp
 from blueprints.ui import ui_bp
-from shared.log_policy import apply_log_policy
+from shared.base.log_policy import apply_log_policy
 
 apply_log_policy()
 

@@ -48,7 +48,8 @@ def summarize(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # What the deployment package holds of the app (.funcignore keeps tests, bench, devhost... out), plus what the
-# B2 child itself needs: bench/cold_mailbridge.py and devhost.functions' Out (stdlib + azure.functions only).
+# B2 child itself needs: bench/cold_mailbridge.py, the two stdlib-only bench modules it imports, and
+# devhost.functions' Out (stdlib + azure.functions only).
 APP_FILES = ("function_app.py", "host.json", "blueprints", "shared")
 # What the child imports beyond the deployed app (tests/test_bench_smoke.py runs B2: a missing file fails it).
 CHILD_FILES = (

@@ -16,8 +16,8 @@ from typing import Any
 
 from bench.b3_throughput import CpuMeter
 from blueprints.keepalive import SWEEP_BUDGET_SECONDS
-from shared.refresh import KeepAlive
-from shared.store import Connection, connection_id_for
+from shared.tokens.refresh import KeepAlive
+from shared.tokens.store import Connection, connection_id_for
 
 DAY = 86_400
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -36,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.devhost_process import DevhostProcess, DevhostTimings, devhost_settings
 from bench.soak import FINAL, Report, reconcile, run_case, wait_final
-from shared.deliveries import LOG_PREFIX
+from shared.send.deliveries import LOG_PREFIX
 
 REPO = Path(__file__).resolve().parent.parent
 SENDER_FAILED = "Function send_queued_message failed"
@@ -53,10 +52,8 @@ class CrashPlan:
     # Every sendMail waits this long in the emulator before it is applied, so sends are in flight at a kill.
     latency_ms: int = 800
     latency_rate: float = 1.0
-    # The two leases (10 minutes in production) shortened for the run; see tests/workers/crash_host.py.
-    queue_lease_s: int = 15
-    send_lease_s: float = 10.0
-    start_timeout_s: float = 60.0
+    # How long devhost may take to start, and the two 10-minute leases shortened for the run.
+    devhost: DevhostTimings = field(default_factory=DevhostTimings)
     min_in_flight: int = 2  # sendMail requests in flight at a kill (waited for up to in_flight_wait_s)
     in_flight_wait_s: float = 10.0
     # Extra app settings for devhost only (the in-process kit that connects the mailboxes keeps its own).
@@ -97,85 +94,9 @@ class CrashReport(Report):
         )
 
 
-class DevhostProcess:
-    """devhost in its own process group: start (wait for the ready file), SIGKILL the group, stop."""
-
-    def __init__(
-        self, settings: Path, workdir: Path, plan: CrashPlan, env: dict[str, str], args: tuple[str, ...] = ()
-    ) -> None:
-        self.settings = settings
-        self.workdir = workdir
-        self.plan = plan
-        self.env = env
-        self.args = list(args)  # more devhost arguments, e.g. --no-timers
-        self.module = "tests.workers.crash_host"  # devhost's main with the two leases shortened
-        self.proc: subprocess.Popen | None = None
-        self.logs: list[Path] = []
-
-    def start(self) -> int:
-        n = len(self.logs)
-        ready = self.workdir / f"ready-{n}.json"
-        log_path = self.workdir / f"devhost-{n}.log"
-        self.logs.append(log_path)
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, "--app-dir", str(REPO)]
-                + ["--settings", str(self.settings), "--port", "0", "--ready-file", str(ready), *self.args],
-                cwd=REPO,
-                env={
-                    **self.env,
-                    "PYTHONPATH": str(REPO),
-                    "CRASH_QUEUE_LEASE_S": str(self.plan.queue_lease_s),
-                    "CRASH_SEND_LEASE_S": str(self.plan.send_lease_s),
-                },
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its own process group, killed as a whole
-            )
-        deadline = time.monotonic() + self.plan.start_timeout_s
-        while not ready.exists() and self.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self.proc.poll() is not None or not ready.exists():
-            self.kill()
-            raise RuntimeError(f"devhost did not start:\n{log_path.read_text()[-3000:]}")
-        return self.proc.pid
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: no handler, no cleanup, no drain."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(30)
-        self.proc = None
-
-    def stop(self) -> None:
-        """Graceful stop (devhost drains in-flight invocations), SIGKILL if it hangs."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(45)
-            self.proc = None
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            self.kill()
-
-    def count_in_logs(self, text: str) -> int:
-        return sum(p.read_text(errors="replace").count(text) for p in self.logs if p.exists())
-
-
-def devhost_settings(kit: Any, extra: dict[str, str]) -> dict[str, Any]:
-    """The sample's local defaults, then exactly the app settings the in-process kit runs with, then ``extra``."""
-    values = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
-    return {"IsEncrypted": False, "Values": {**values, **kit.mb.env, **extra}}
-
-
 def record_statuses(kit: Any, sent_to: dict[str, tuple[str, str]]) -> dict[str, str]:
     """Status of every message's delivery record (``missing`` when none), one table query per connection. A row
-    stored ``sending`` whose run finished has its final state in its outgoing-log index row (shared/deliveries.py):
+    stored ``sending`` whose run finished has its final state in its outgoing-log index row (shared/send/deliveries.py):
     that one counts."""
     table = kit.services.deliveries.table
     found: dict[str, str] = {}
@@ -228,7 +149,7 @@ def run_crash(kit: Any, plan: CrashPlan, workdir: Path) -> CrashReport:
     connections = {user: kit.connect(user) for user in users}
     settings = workdir / "local.settings.json"
     settings.write_text(json.dumps(devhost_settings(kit, plan.app_settings), indent=2))
-    host = DevhostProcess(settings, workdir, plan, {**os.environ, **kit.mb.env, **plan.app_settings})
+    host = DevhostProcess(settings, workdir, plan.devhost, {**os.environ, **kit.mb.env, **plan.app_settings})
     run = uuid.uuid4().hex[:6]
     sent_to: dict[str, tuple[str, str]] = {}
     report = CrashReport(plan.messages, plan.mailboxes, plan.seed, kills_planned=plan.kills)

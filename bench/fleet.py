@@ -9,13 +9,12 @@ group and work directory. ``kill(i)`` SIGKILLs one (no stats from that life), ``
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.crash import CrashPlan, DevhostProcess, devhost_settings
-
-REPO = Path(__file__).resolve().parent.parent
+from bench.devhost_process import DevhostProcess, DevhostTimings, devhost_settings
 
 
 @dataclass
@@ -31,13 +30,13 @@ class Fleet:
         self.workdir.mkdir(parents=True, exist_ok=True)
         settings = self.workdir / "local.settings.json"
         settings.write_text(json.dumps(devhost_settings(self.kit, self.app_settings), indent=2))
-        env = {**__import__("os").environ, **self.kit.mb.env, **self.app_settings}
-        plan = CrashPlan(start_timeout_s=90.0)
+        env = {**os.environ, **self.kit.mb.env, **self.app_settings}
+        timings = DevhostTimings(start_timeout_s=90.0)
         for i in range(self.size):
             home = self.workdir / f"instance-{i}"
             home.mkdir(exist_ok=True)
             args = ("--no-timers",) if (self.timers_on_first_only and i) else ()
-            host = DevhostProcess(settings, home, plan, {**env, "FLEET_STATS_DIR": str(home)}, args)
+            host = DevhostProcess(settings, home, timings, {**env, "FLEET_STATS_DIR": str(home)}, args)
             host.module = "bench.fleet_host"
             self.hosts.append(host)
 

@@ -153,7 +153,7 @@ class BenchStack:
 
 class StorageRequests:
     """Counts azure-core requests to the Storage account while active (``with``), split into the function's
-    (made while devhost runs the user's function: devhost.queues.in_function) and the host's (receive, delete;
+    (made while devhost runs the user's function: devhost.functions.in_function) and the host's (receive, delete;
     in Azure the Functions host makes those outside Python). Producers' enqueues in the bench's own thread
     count as neither."""
 
@@ -189,7 +189,7 @@ class StorageRequests:
     def __enter__(self) -> StorageRequests:
         from azure.core.pipeline.transport import RequestsTransport
 
-        from devhost.queues import in_function
+        from devhost.functions import in_function
 
         self._in_function = in_function  # imported once, not on every counted request
         self.seen, self._stop = start_counting(RequestsTransport, self._keys)

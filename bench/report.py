@@ -151,7 +151,7 @@ B1_CPU_NOTE = (
     " (`time.thread_time`), less the events output write it does as the host. Per email the function makes"
     " two Storage requests: the claim (the row inserted already `sending`, `Prefer: return-no-content`, its"
     " default-valued fields left out) and the final state, written into the message's outgoing-log index row"
-    " (one upsert: the row is not written again; shared/deliveries.py), plus Graph. Until issue 18's last change"
+    " (one upsert: the row is not written again; shared/send/deliveries.py), plus Graph. Until issue 18's last change"
     " the claim and the index row were one entity-group transaction and the final state a replace of the row:"
     " also two requests, but azure-core prepares and parses every batch on thread pools it builds per call"
     " (azure/core/pipeline/_base.py), and the batch cost more CPU than two single inserts, about 1 ms of it on"
@@ -408,7 +408,7 @@ def _b4_section(r: dict[str, Any], plots: list[str]) -> list[str]:
         "",
         f"{r['messages']} messages to one mailbox; the emulator allows {r['limit_per_window']} messages per",
         f"{r['window_s']:g} s (Exchange's 30 / 60 s scaled down), 4 concurrent requests. Mailbridge's budget",
-        f"(shared/budget.py, one instance here) is given the same {r['pacer_limit_per_window']} per window, as in",
+        f"(shared/pacing, one instance here) is given the same {r['pacer_limit_per_window']} per window, as in",
         "production: a send stays in its window until a full window after Graph answered, so the jitter between",
         "our admission and Graph's count cannot push a 31st message into Graph's window (an earlier version",
         "stamped the admission time, kept a 10 % margin, and still drew one 429 here).",
@@ -495,7 +495,7 @@ def _b6_section(rows: list[dict[str, Any]], plots: list[str], m: dict[str, str])
         "(bench/fleet.py), each counting its own Storage requests and CPU (bench/fleet_host.py). Exchange's",
         "per-mailbox message limit is scaled down on both sides (the emulator and MAILBOX_MESSAGES_PER_MINUTE with",
         "MAILBOX_MESSAGE_WINDOW_SECONDS); the instances share it through one Table row per mailbox",
-        "(shared/budget.py). `fraction of limit` is messages / wall time against the limit's rate, as in B4 (the",
+        "(shared/pacing). `fraction of limit` is messages / wall time against the limit's rate, as in B4 (the",
         "first window's burst lets it pass 100 %); `floor` is the shortest drain the sliding window allows.",
         "`budget / msg` counts the budget's own reads and writes: the Storage round trips the shared limits",
         "add to a message. CPU is the instances' user + system time over the drain (read from /proc).",

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.fleet import Fleet
+
 REPO = Path(__file__).resolve().parent.parent
 FINAL = {"sent", "failed", "unknown", "rejected"}
 
@@ -64,7 +66,7 @@ class Plan:
     settle_s: float = 0.0
     faults: list[dict[str, Any]] = field(default_factory=fault_rules)
     # 1: the in-process listener; 2-3: that many devhost processes on one storage account (bench/fleet.py),
-    # the way Flex Consumption scales out, sharing each mailbox's limits through shared/budget.py.
+    # the way Flex Consumption scales out, sharing each mailbox's limits through shared/pacing/budget.py.
     instances: int = 1
 
 
@@ -150,8 +152,6 @@ def _instances(kit: Any, plan: Plan) -> Iterator[Callable[[], int]]:
         with kit.listener(visibility_timeout=2.0) as listener:
             yield lambda: listener.failed
         return
-    from bench.fleet import Fleet
-
     fleet = Fleet(kit, Path(tempfile.mkdtemp(prefix="soak-fleet-")), size=plan.instances)
     fleet.start()
     try:

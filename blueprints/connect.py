@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from blueprints.http_util import api, html_page, json_response, read_json, redirect
-from shared.errors import ConnectError, MailbridgeError, TransientError
+from shared.base.errors import ConnectError, MailbridgeError, TransientError
 
 if TYPE_CHECKING:
-    from shared.connect import BrowserStep, ConnectService
+    from shared.connect.flow import BrowserStep, ConnectService
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ connect_bp = func.Blueprint()
 
 def _service() -> ConnectService:
     # Imported on first use: loading function_app must not pull in MSAL, Storage and Key Vault (cold start).
-    from shared.connect import ConnectService
+    from shared.connect.flow import ConnectService
     from shared.services import get_services
 
     return ConnectService(get_services())
@@ -123,7 +123,7 @@ def connect_start(req: func.HttpRequest) -> func.HttpResponse:
 def connect_callback(req: func.HttpRequest) -> func.HttpResponse:
     """Microsoft redirects here; we redirect to the caller's return_url with the outcome."""
     try:
-        from shared.connect import parse_cookies
+        from shared.connect.flow import parse_cookies
 
         return _step(_service().callback(dict(req.params), parse_cookies(req.headers.get("cookie"))))
     except ConnectError as exc:
@@ -150,7 +150,7 @@ def admin_consent(req: func.HttpRequest) -> func.HttpResponse:
 @connect_bp.route(route="admin-consent/callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def admin_consent_callback(req: func.HttpRequest) -> func.HttpResponse:
     """Entra's answer, once, in the browser that started: redirect to return_url or say what Entra reported."""
-    from shared.connect import parse_cookies, with_query
+    from shared.connect.flow import parse_cookies, with_query
 
     try:
         outcome = _service().admin_consent_callback(dict(req.params), parse_cookies(req.headers.get("cookie")))

@@ -6,7 +6,7 @@ import json
 
 import azure.functions as func
 
-from shared.settings import VERSION, settings_status
+from shared.base.settings import VERSION, settings_status
 
 health_bp = func.Blueprint()
 

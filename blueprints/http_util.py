@@ -11,8 +11,8 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.errors import InputError, InvalidJson, MailbridgeError, SettingsError
-from shared.json_limits import MAX_DEPTH, nesting_exceeds
+from shared.base.errors import InputError, InvalidJson, MailbridgeError, SettingsError
+from shared.base.json_limits import MAX_DEPTH, nesting_exceeds
 
 logger = logging.getLogger(__name__)
 

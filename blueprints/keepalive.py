@@ -19,8 +19,8 @@ def keep_alive(timer: func.TimerRequest) -> None:
     """Refresh connections whose refresh token was last redeemed more than REFRESH_AFTER_DAYS ago."""
     if timer.past_due:
         logger.info("Keep-alive timer is past due; running now")
-    from shared.refresh import KeepAlive  # per trigger group: a cold HTTP or queue instance never loads it
     from shared.services import get_services
+    from shared.tokens.refresh import KeepAlive  # per trigger group: a cold HTTP or queue instance never loads it
 
     report = KeepAlive(get_services()).sweep(budget_seconds=SWEEP_BUDGET_SECONDS)
     logger.info("Keep-alive finished: %s", report.as_dict())

@@ -14,7 +14,7 @@ _BODY_LIMIT_FACTOR = 1.4
 
 def _intake():
     """The intake service, imported on first use (function_app stays cheap to load)."""
-    from shared.intake import MessageIntake
+    from shared.send.intake import MessageIntake
     from shared.services import get_services
 
     return MessageIntake(get_services())
@@ -37,7 +37,7 @@ def enqueue_message(req: func.HttpRequest) -> func.HttpResponse:
 @api
 def list_messages(req: func.HttpRequest) -> func.HttpResponse:
     """The outgoing log: ?connection_id=&status=&since=&limit=&continuation=&user_ref=, newest first."""
-    from shared.outgoing_log import OutgoingLog
+    from shared.send.outgoing_log import OutgoingLog
     from shared.services import get_services
 
     return json_response(OutgoingLog(get_services()).page(dict(req.params)))

@@ -4,7 +4,7 @@ Returning normally completes (deletes) the message: the pipeline records every o
 puts a delayed copy back on the queue when it must wait, so the host's own retries (dequeue count,
 poison queue) are left for genuine outages. The message's outcome event leaves through a queue output
 binding on EVENTS_QUEUE: the host writes it after the function returns and before it deletes the trigger
-message (shared/events.py ``EventPublisher.outbox``).
+message (shared/base/events.py ``EventPublisher.outbox``).
 """
 
 import typing  # no `from __future__ import annotations`: the worker reads Out[...] from the real annotation

@@ -37,10 +37,10 @@ from urllib.parse import urlsplit
 import azure.functions as func
 
 from blueprints.http_util import SECURITY_HEADERS, api, json_response, read_json
-from shared import errors
+from shared.base import errors
 
 if TYPE_CHECKING:
-    from shared.settings import Settings
+    from shared.base.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +64,13 @@ def get_services():
 
 
 def _connect():
-    from shared.connect import ConnectService
+    from shared.connect.flow import ConnectService
 
     return ConnectService(get_services())
 
 
 def _intake():
-    from shared.intake import MessageIntake
+    from shared.send.intake import MessageIntake
 
     return MessageIntake(get_services())
 
@@ -216,7 +216,7 @@ def sample_ui_disconnect(req: func.HttpRequest) -> func.HttpResponse:
 @api
 def sample_ui_messages(req: func.HttpRequest) -> func.HttpResponse:
     """The connection's last 20 messages (the outgoing log, as ``GET /api/messages?connection_id=``)."""
-    from shared.outgoing_log import OutgoingLog
+    from shared.send.outgoing_log import OutgoingLog
 
     _settings(req)
     return json_response(OutgoingLog(get_services()).page({"connection_id": req.route_params["connection_id"]}))

@@ -33,6 +33,12 @@ class Out(func.Out):
         return self._value
 
 
+# Set while a worker thread runs the user's function (not the host's receive, delete, poison handling or output
+# binding writes), so that measurements can tell the function's Storage requests and CPU from the host's: in
+# Azure the host is another process (bench/harness.py counts with it). The trigger listeners set it around
+# their call (devhost/queues.py); writing output bindings clears it meanwhile.
+in_function = threading.local()
+
 _queue_clients: dict[tuple[str, str], Any] = {}
 _queue_clients_lock = threading.Lock()
 
@@ -99,9 +105,7 @@ class FunctionSpec:
 
     def _write_outputs(self, outputs: list[tuple[dict[str, Any], Out]]) -> None:
         """Write queue outputs (a str, bytes or QueueMessage, or a list of them: one message each). The requests
-        and CPU are the host's, not the function's (devhost.queues.in_function is off meanwhile)."""
-        from devhost.queues import in_function
-
+        and CPU are the host's, not the function's (``in_function`` is off meanwhile)."""
         cpu = time.thread_time()
         was = getattr(in_function, "active", False)
         in_function.active = False

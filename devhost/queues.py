@@ -21,16 +21,11 @@ from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
 
 from devhost.config import QueueOptions, resolve_setting_refs
-from devhost.functions import FunctionSpec
+from devhost.functions import FunctionSpec, in_function
 
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 600  # the host keeps a message invisible while its function runs (and renews it)
-
-# Set while a worker thread runs the user's function (not the host's receive, delete or poison handling), so
-# that measurements can tell the function's Storage requests and CPU from the host's: in Azure the host is
-# another process (bench/harness.py counts with it).
-in_function = threading.local()
 
 
 class QueueListener:

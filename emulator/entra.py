@@ -11,8 +11,9 @@ from typing import Any
 
 from emulator import entra_token
 from emulator.core import Request, Response, Router, json_response
-from emulator.directory import CONSUMER_TENANT_ID, App, Tenant, User
+from emulator.directory import App, Tenant, User
 from emulator.entra_common import (
+    TENANT_ALIASES,
     AuthCode,
     EntraStore,
     ScopeError,
@@ -21,7 +22,9 @@ from emulator.entra_common import (
     display_perm,
     parse_scopes,
     redirect_error,
+    resolve_tenant,
     respond_to_app,
+    unknown_tenant,
 )
 from emulator.entra_pages import (
     consent_page,
@@ -34,32 +37,8 @@ from emulator.entra_tenant_apps import app_state, consented_again, disabled_mess
 from emulator.state import EmulatorState
 from emulator.tokens import GRAPH_RESOURCE
 
-ALIASES = ("common", "organizations", "consumers")
 SSO_COOKIE = "emu_sso"
 PROMPTS = ("login", "consent", "select_account", "none", "create")
-
-
-def resolve_tenant(state: EmulatorState, segment: str) -> tuple[str, Tenant | None] | None:
-    """('common'|'organizations'|'consumers'|'tenant', Tenant) for a path segment; None if unknown."""
-    seg = segment.lower()
-    if seg in ALIASES:
-        return seg, state.directory.tenant(CONSUMER_TENANT_ID) if seg == "consumers" else None
-    tenant = state.directory.tenant(seg)
-    return ("tenant", tenant) if tenant else None
-
-
-def unknown_tenant(state: EmulatorState, segment: str) -> Response:
-    """Entra's answer for an unknown tenant on discovery/token endpoints."""
-    from emulator.entra_common import token_error
-
-    return token_error(
-        state,
-        None,
-        "invalid_tenant",
-        90002,
-        f"Tenant '{segment}' not found. Check to make sure you have the correct tenant ID and are signing "
-        "into the correct cloud.",
-    )
 
 
 def register(router: Router, state: EmulatorState) -> None:
@@ -73,7 +52,7 @@ def register(router: Router, state: EmulatorState) -> None:
         if found is None:
             return unknown_tenant(state, tenant)
         kind, tn = found
-        path = kind if kind in ALIASES else tn.tid  # type: ignore[union-attr]
+        path = kind if kind in TENANT_ALIASES else tn.tid  # type: ignore[union-attr]
         issuer_tid = tn.tid if tn else "{tenantid}"  # multi-tenant aliases publish a placeholder
         b = base()
         return json_response(

@@ -1,4 +1,4 @@
-"""Entra building blocks: the store (codes, refresh tokens), error shapes and scope handling."""
+"""Entra building blocks: the store (codes, refresh tokens), tenant path segments, error shapes and scope handling."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.core import Request, Response, add_query, json_response, redirect
+from emulator.directory import CONSUMER_TENANT_ID, Tenant
+from emulator.entra_pages import form_post_page
+from emulator.state import EmulatorState
 from emulator.tokens import GRAPH_RESOURCE
 
+# The multi-tenant path segments of login.microsoftonline.com (any other segment is a tenant id or domain).
+TENANT_ALIASES = ("common", "organizations", "consumers")
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
 CODE_LIFETIME_S = 600  # authorization codes live about 10 minutes
 REFRESH_IDLE_S = 90 * 86400  # refresh tokens expire after 90 days without use
@@ -146,6 +151,27 @@ def token_error(
     return json_response(status or (401 if error == "invalid_client" else 400), body)
 
 
+def resolve_tenant(state: EmulatorState, segment: str) -> tuple[str, Tenant | None] | None:
+    """('common'|'organizations'|'consumers'|'tenant', Tenant) for a path segment; None if unknown."""
+    seg = segment.lower()
+    if seg in TENANT_ALIASES:
+        return seg, state.directory.tenant(CONSUMER_TENANT_ID) if seg == "consumers" else None
+    tenant = state.directory.tenant(seg)
+    return ("tenant", tenant) if tenant else None
+
+
+def unknown_tenant(state: EmulatorState, segment: str) -> Response:
+    """Entra's answer for an unknown tenant on discovery/token endpoints."""
+    return token_error(
+        state,
+        None,
+        "invalid_tenant",
+        90002,
+        f"Tenant '{segment}' not found. Check to make sure you have the correct tenant ID and are signing "
+        "into the correct cloud.",
+    )
+
+
 def redirect_error(
     state: Any,
     redirect_uri: str,
@@ -170,8 +196,6 @@ def redirect_error(
 def respond_to_app(redirect_uri: str, params: dict[str, str], response_mode: str = "query") -> Response:
     """Deliver authorize results per ``response_mode`` (query redirect or auto-posting form)."""
     if response_mode == "form_post":
-        from emulator.entra_pages import form_post_page  # local import: pages import this module
-
         return form_post_page(redirect_uri, params)
     return redirect(add_query(redirect_uri, params))
 

@@ -26,7 +26,9 @@ from emulator.entra_common import (
     consented,
     display_perm,
     parse_scopes,
+    resolve_tenant,
     token_error,
+    unknown_tenant,
 )
 from emulator.entra_tenant_apps import refusal as tenant_app_refusal
 from emulator.state import EmulatorState
@@ -94,8 +96,6 @@ def _fail(state: EmulatorState, req: Request, error: str, code: int, message: st
 
 
 def _token(state: EmulatorState, req: Request, tenant: str) -> Response:
-    from emulator.entra import resolve_tenant, unknown_tenant
-
     found = resolve_tenant(state, tenant)
     if found is None:
         return unknown_tenant(state, tenant)

@@ -101,7 +101,7 @@ param eventReaderRole string = 'MessageProcessor'
 // up to maximumInstanceCount instances, each taking host.json's batchSize + newBatchThreshold
 // messages at a time; the per-mailbox limits below cap what any one mailbox sends across all of
 // them. Each limit is one azd variable (main.parameters.json) -> one parameter here -> one line
-// in `limitSettings` -> one app setting read by shared/settings.py. A new limit (for example
+// in `limitSettings` -> one app setting read by shared/base/settings.py. A new limit (for example
 // the consumer Outlook.com ones) adds exactly those four lines and its row in docs/deploy.md.
 
 @minValue(1)
@@ -167,9 +167,9 @@ var effectiveEntraTenant = empty(entraTenant) ? tenantForAudience[signInAudience
 var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
 var attachmentsContainerName = 'mail-attachments'
-var lockContainerName = 'mailbridge-locks' // per-connection refresh leases (shared/locks.py)
+var lockContainerName = 'mailbridge-locks' // per-connection refresh leases (shared/tokens/locks.py)
 // Every table the app uses; mailboxbudgets holds the per-mailbox sending budgets shared by all instances
-// (shared/budget.py).
+// (shared/pacing/budget.py).
 var appTableNames = [
   'connections'
   'authflows'
@@ -215,7 +215,7 @@ module storage 'core/storage/storage-account.bicep' = {
     name: '${abbrs.storageStorageAccounts}${resourceToken}'
     location: location
     tags: tags
-    // Every table, queue and container the app uses: it creates none itself in Azure (shared/storage.py
+    // Every table, queue and container the app uses: it creates none itself in Azure (shared/base/storage.py
     // creates_missing), so a cold instance's first send spends no request on "create if missing".
     containers: [
       deploymentContainerName

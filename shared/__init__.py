@@ -1,5 +1,5 @@
 """Mailbridge core library: framework-agnostic (never imports azure.functions)."""
 
-from shared.settings import VERSION as __version__
+from shared.base.settings import VERSION as __version__
 
 __all__ = ["__version__"]

@@ -1,4 +1,6 @@
-"""The process-wide object graph: built once from the settings, shared by every trigger."""
+"""The composition root: the process-wide object graph, built once from the settings and shared by every
+trigger. The only module of shared/ that knows every package (base, tokens, connect, pacing, send); the
+others say in a Protocol what they use of it (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -13,22 +15,22 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from shared.app_credential import AppCredentialHealth
-from shared.identity import MsalFactory, http_session
-from shared.locks import ConnectionLocks
-from shared.secrets import TokenCacheVault
-from shared.settings import Settings, get_settings
-from shared.storage import StorageClients
-from shared.store import ConnectionStore, FlowStore
-from shared.tokens import TokenService
+from shared.base.identity import MsalFactory, http_session
+from shared.base.settings import Settings, get_settings
+from shared.base.storage import StorageClients
+from shared.tokens.app_credential import AppCredentialHealth
+from shared.tokens.locks import ConnectionLocks
+from shared.tokens.secrets import TokenCacheVault
+from shared.tokens.store import ConnectionStore, FlowStore
+from shared.tokens.tokens import TokenService
 
 if TYPE_CHECKING:
-    from shared.attachments import AttachmentStore
-    from shared.budget import MailboxBudget
-    from shared.deliveries import DeliveryStore
-    from shared.events import EventPublisher
-    from shared.graph import GraphClient
-    from shared.sender import Sender
+    from shared.base.events import EventPublisher
+    from shared.pacing.budget import MailboxBudget
+    from shared.send.attachments import AttachmentStore
+    from shared.send.deliveries import DeliveryStore
+    from shared.send.graph import GraphClient
+    from shared.send.sender import Sender
 
 
 @dataclass
@@ -84,25 +86,25 @@ class Services:
     # --- send pipeline (issue 5); imported here so the connect path does not load it -------------------
     @cached_property
     def graph(self) -> GraphClient:
-        from shared.graph import GraphClient
+        from shared.send.graph import GraphClient
 
         return GraphClient(self.settings, self.http)
 
     @cached_property
     def deliveries(self) -> DeliveryStore:
-        from shared.deliveries import DeliveryStore
+        from shared.send.deliveries import DeliveryStore
 
         return DeliveryStore(self.storage)
 
     @cached_property
     def events(self) -> EventPublisher:
-        from shared.events import EventPublisher
+        from shared.base.events import EventPublisher
 
         return EventPublisher(self.settings, self.storage)
 
     @cached_property
     def attachments(self) -> AttachmentStore:
-        from shared.attachments import AttachmentStore
+        from shared.send.attachments import AttachmentStore
 
         return AttachmentStore(self.storage, self.settings.attachments_container)
 
@@ -111,7 +113,7 @@ class Services:
         """Per-mailbox sending budgets shared by every instance (tests scale them with the MAILBOX_* settings)."""
         from dataclasses import replace
 
-        from shared.budget import Limits, MailboxBudget
+        from shared.pacing.budget import Limits, MailboxBudget
 
         s = self.settings
         work = Limits(
@@ -143,7 +145,7 @@ class Services:
 
     @cached_property
     def sender(self) -> Sender:
-        from shared.sender import Sender
+        from shared.send.sender import Sender
 
         return Sender(
             self.settings,
@@ -174,7 +176,7 @@ def get_services() -> Services:
 def reset_services() -> None:
     """Drop the shared Services (tests change settings between runs)."""
     global _services
-    from shared.settings import reset_settings_cache
+    from shared.base.settings import reset_settings_cache
 
     with _lock:
         _services = None

@@ -19,9 +19,9 @@ from azure.identity import CredentialUnavailableError
 from msal.exceptions import MsalServiceError
 
 from emulator.entra_app_errors import APP_CREDENTIAL_ERRORS
-from shared.entra_errors import classify
-from shared.refresh import KeepAlive
 from shared.services import reset_services
+from shared.tokens.entra_errors import classify
+from shared.tokens.refresh import KeepAlive
 from tests.fixtures.emulator import strict_session
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
@@ -124,7 +124,7 @@ def test_a_refused_app_credential_reschedules_the_message_and_keeps_the_connecti
     assert _health(kit.mb)[0] == 200
     emulator_admin.entra_settings(app_credential_error={"code": 7000222, "grants": ["refresh_token"]})
     first, second = kit.message(cid), kit.message(cid)
-    with caplog.at_level(logging.ERROR, logger="shared.app_credential"):
+    with caplog.at_level(logging.ERROR, logger="shared.tokens.app_credential"):
         outcomes = [kit.services.sender.process(m, f"q-{m['id']}") for m in (first, second)]
     for outcome in outcomes:
         assert outcome.status == "queued" and outcome.delay > 0, outcome

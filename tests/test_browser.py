@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 
-from shared.tickets import verify_ticket
+from shared.connect.tickets import verify_ticket
 from stack.azurite import free_port
 from tests.fixtures.app import emulated_settings, query_of
 

@@ -1,4 +1,4 @@
-"""shared/budget.py against real Azurite with a fake clock: one mailbox's limits shared by several
+"""shared/pacing/budget.py against real Azurite with a fake clock: one mailbox's limits shared by several
 instances (each a MailboxBudget with its own id, as each Functions instance has its own process) and
 surviving a recycle (a new MailboxBudget reads what the old one reserved)."""
 
@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from shared.budget import CONSUMER_TENANT_ID, Limits, Mailbox, MailboxBudget
-from shared.budget_row import partition
-from shared.settings import StorageSettings
-from shared.storage import StorageClients
+from shared.base.settings import StorageSettings
+from shared.base.storage import StorageClients
+from shared.pacing.budget import CONSUMER_TENANT_ID, Limits, Mailbox, MailboxBudget
+from shared.pacing.budget_row import partition
 
 BOX = Mailbox("11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222")
 

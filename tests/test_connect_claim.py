@@ -17,8 +17,8 @@ from unittest import mock
 
 import pytest
 
-from shared.connect import ConnectService
-from shared.store import connection_id_for
+from shared.connect.flow import ConnectService
+from shared.tokens.store import connection_id_for
 from tests.fixtures.app import RETURN_ORIGIN, Mailbridge, query_of
 
 
@@ -181,7 +181,7 @@ def test_one_mailbox_two_user_refs_two_connections_pacing_shared(mailbridge):
 
 
 def test_pacing_belongs_to_the_mailbox_not_the_connection(mailbridge):
-    from shared.budget import Limits, MailboxBudget
+    from shared.pacing.budget import Limits, MailboxBudget
 
     mb = mailbridge()
     one = mb.connect("alice", user_ref="first")["connection_id"]
@@ -281,7 +281,7 @@ def test_the_bad_link_page_says_what_happened_and_links_back_in_local_mode(mailb
     expired_link = mb.json(
         mb.http("create_connection_link", "POST", body={"user_ref": "u1", "return_url": f"{local}/api/ui"})
     )["connect_url"]
-    with mock.patch("shared.tickets.time.time", return_value=time.time() + 601):
+    with mock.patch("shared.connect.tickets.time.time", return_value=time.time() + 601):
         expired = mb.start(expired_link).get_body().decode()
     assert "has expired" in expired
     deployed = mailbridge()  # not local: no sample page to link to

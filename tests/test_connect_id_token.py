@@ -1,6 +1,6 @@
 """The connect callback believes an ID token only when Entra could have issued it for this sign-in (issue 23).
 
-MSAL checks the nonce and nothing else (shared/id_tokens.py says what it leaves to us and why). Each case signs
+MSAL checks the nonce and nothing else (shared/connect/id_tokens.py says what it leaves to us and why). Each case signs
 in through the HTTPS emulator and real MSAL, with the emulator told to issue the ID token a broken or hostile
 Entra would (``/_emulator/entra``: ``id_token_claims`` laid over the token, ``id_token_lifetime_s`` for its
 expiry), and asserts the stable code on return_url and that nothing was stored.
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.id_tokens import CLOCK_SKEW_S, CONSUMER_TENANT_ID
+from shared.connect.id_tokens import CLOCK_SKEW_S, CONSUMER_TENANT_ID
 from tests.fixtures.app import RETURN_URL, query_of
 
 

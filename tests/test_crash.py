@@ -18,7 +18,7 @@ import pytest
 
 from bench.crash import CrashPlan, run_crash
 from bench.soak import write_report
-from shared.budget import Admission
+from shared.pacing.budget import Admission
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 
@@ -39,7 +39,7 @@ def _die_after_graph_accepted(kit, monkeypatch, msg) -> None:
         raise WorkerKilled()
 
     with monkeypatch.context() as m:
-        m.setattr(sender, "_finish", killed)
+        m.setattr(sender.ledger, "finish", killed)
         with pytest.raises(WorkerKilled):
             sender.process(msg, "q-first-copy")
     rec = kit.record(msg["connection_id"], msg["id"])
@@ -80,7 +80,7 @@ def test_a_recovered_send_ends_unknown_even_when_the_redelivery_is_delayed_or_th
     to ``queued`` and forgot it had been ``sending``: the next copy sent the mail a second time (a silent
     duplicate when the dead worker's request had gone through). A connection turned reauth_required
     meanwhile recorded ``failed`` (promising 0 deliveries) for a mail that may have gone. Fix
-    (shared/sender.py): decide right after claiming the row."""
+    (shared/send/sender.py): decide right after claiming the row."""
     kit = send_kit()
     cid = kit.connect("alice")
     msg = kit.message(cid)

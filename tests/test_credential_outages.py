@@ -15,8 +15,8 @@ import logging
 from pathlib import Path
 
 from devhost.config import parse_timespan
-from shared.refresh import KeepAlive
 from shared.services import reset_services
+from shared.tokens.refresh import KeepAlive
 from tests.fixtures.app import RETURN_ORIGIN, query_of
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
@@ -58,7 +58,7 @@ def test_keep_alive_counts_a_managed_identity_outage_as_transient(
     # Key Vault's credential got its token before the outage: this time MSAL's client assertion is what fails.
     mb.services.vault.read(mb.services.connections.get(cid).secret_name)
     _identity_down(emulator_admin)
-    with caplog.at_level(logging.WARNING, logger="shared.refresh"):
+    with caplog.at_level(logging.WARNING, logger="shared.tokens.refresh"):
         report = KeepAlive(mb.services).sweep()
     assert (report.due_seen, report.refreshed, report.transient_failures, report.reauth_required) == (1, 0, 1, 0)
     assert not [r for r in caplog.records if "unexpectedly" in r.getMessage()], "a known outage, not a crash"

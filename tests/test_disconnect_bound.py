@@ -1,5 +1,5 @@
 """Disconnect still wins (issue 18 goal 2): the sender acts on a connection row it read up to
-``shared.store.CONNECTION_CACHE_S`` seconds ago, so a disconnect or ``reauth_required`` written by one
+``shared.tokens.store.CONNECTION_CACHE_S`` seconds ago, so a disconnect or ``reauth_required`` written by one
 instance must stop the sends of every other instance within that bound.
 
 Two processes on one storage account: this test's process (instance A: the HTTP disconnect, or TokenService
@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from bench.crash import CrashPlan, DevhostProcess, devhost_settings
-from shared.store import CONNECTION_CACHE_S
+from bench.devhost_process import DevhostProcess, DevhostTimings, devhost_settings
+from shared.tokens.store import CONNECTION_CACHE_S
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 AFTER_S = CONNECTION_CACHE_S + 3.0  # keep enqueueing this long after the change
@@ -32,7 +32,7 @@ def test_a_disconnect_on_one_instance_stops_sends_on_another_within_the_cache_bo
     cid = kit.connect("alice")
     settings = tmp_path / "local.settings.json"
     settings.write_text(json.dumps(devhost_settings(kit, {}), indent=2))
-    host = DevhostProcess(settings, tmp_path, CrashPlan(), {**os.environ, **kit.mb.env}, args=("--no-timers",))
+    host = DevhostProcess(settings, tmp_path, DevhostTimings(), {**os.environ, **kit.mb.env}, args=("--no-timers",))
     host.module = "tests.workers.cache_host"
     admin = kit.mb.admin
     try:

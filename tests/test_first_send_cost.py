@@ -78,7 +78,7 @@ def test_a_stored_token_with_five_minutes_left_is_not_used(send_kit):
 
 def test_a_fresh_process_first_send_makes_at_most_ten_http_calls_and_loads_no_blob_queue_or_identity_sdk(send_kit):
     """B2's child (bench/cold_mailbridge.py) in a fresh interpreter: import function_app, serve one queued send.
-    Azurite's create-if-missing calls do not happen in Azure (shared/storage.py ``creates_missing``); the event is
+    Azurite's create-if-missing calls do not happen in Azure (shared/base/storage.py ``creates_missing``); the event is
     the host's write (output binding). Before issue 18's changes: 16 calls, and azure.identity, the queue SDK and
     cryptography loaded (blob too). The calls: the connection row; the budget row's read and first insert; the Key
     Vault token (here tenant discovery + token of the app's credential; in Azure one managed-identity call for Key

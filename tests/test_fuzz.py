@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared import errors
-from shared.mail import SendMessage, decode_payload, parse_message
+from shared.base import errors
+from shared.send.mail import SendMessage, decode_payload, parse_message
 
 EXAMPLES = int(os.environ.get("MAILBRIDGE_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(

@@ -1,12 +1,12 @@
-"""Unit tests of shared/id_tokens.py: the rules per ENTRA_TENANT form (the end-to-end cases, through MSAL and
+"""Unit tests of shared/connect/id_tokens.py: the rules per ENTRA_TENANT form (the end-to-end cases, through MSAL and
 the emulator, are in tests/test_connect_id_token.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared import errors
-from shared.id_tokens import CLOCK_SKEW_S, CONSUMER_TENANT_ID, IdTokenRules, require_valid
+from shared.base import errors
+from shared.connect.id_tokens import CLOCK_SKEW_S, CONSUMER_TENANT_ID, IdTokenRules, require_valid
 
 HOST = "https://login.microsoftonline.com"
 CLIENT = "00001111-aaaa-2222-bbbb-3333cccc4444"

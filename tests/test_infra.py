@@ -28,7 +28,7 @@ INFRA = REPO / "infra"
 INFRA_VENV = REPO / ".venv-infra"
 INFRA_PYTHON = INFRA_VENV / "bin" / "python"
 
-# Every app setting the app reads in Azure (shared/settings.py) plus the Functions host's own.
+# Every app setting the app reads in Azure (shared/base/settings.py) plus the Functions host's own.
 # Keep in step with infra/app/appsettings.bicep `settings`; the test demands equality.
 EXPECTED_SETTINGS = {
     "AzureWebJobsStorage__accountName",
@@ -569,10 +569,10 @@ def test_storage_is_identity_only_with_the_app_queues_tables_and_containers(
         "${outboundQueueName}-poison": variables["outboundQueueName"] + "-poison",
     }
     assert {resolve.get(q, q) for q in params["queues"]} == {"outbound-mail", "outbound-mail-poison", "mail-events"}
-    # Exactly what the code uses: in Azure the app creates none of them (shared/storage.py creates_missing).
-    from shared.budget import BUDGETS_TABLE
-    from shared.locks import LOCK_CONTAINER
-    from shared.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE
+    # Exactly what the code uses: in Azure the app creates none of them (shared/base/storage.py creates_missing).
+    from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE
+    from shared.pacing.budget import BUDGETS_TABLE
+    from shared.tokens.locks import LOCK_CONTAINER
 
     code_tables = {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE}
     assert params["tables"] == "appTableNames" and set(variables["appTableNames"]) == code_tables
@@ -696,8 +696,8 @@ def test_role_assignments_least_privilege_for_app_host_and_deployer(templates: d
     assert call["userPrincipalId"] == "principalId"
     assert call["appTableNames"] == "appTableNames"
     assert call["hostQueueNames"] == ["outboundQueueName", "${outboundQueueName}-poison", "eventsQueueName"]
-    from shared.budget import BUDGETS_TABLE
-    from shared.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE
+    from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE
+    from shared.pacing.budget import BUDGETS_TABLE
 
     assert set(variables["appTableNames"]) == {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE}
     # No assignment anywhere else (in particular none at subscription or group scope).
@@ -724,7 +724,7 @@ def test_the_identity_reading_producer_blob_names_cannot_reach_host_or_package_b
     variables = {name: expr(v["value"]) for name, v in main["variables"].items()}
     call = body(main["modules"]["rbac"])["params"]
     assert call["appContainerNames"] == ["attachmentsContainerName", "lockContainerName"]
-    from shared.locks import LOCK_CONTAINER
+    from shared.tokens.locks import LOCK_CONTAINER
 
     names = {variables["attachmentsContainerName"], variables["lockContainerName"]}
     assert names == {"mail-attachments", LOCK_CONTAINER}
@@ -950,15 +950,15 @@ def _decorator(template: dict[str, Any], name: str, kind: str) -> Any:
 
 def test_scale_and_limits_are_azd_parameters_flowing_to_the_app(templates: dict[str, dict[str, Any]]) -> None:
     """Issue 15 item 6: maximumInstanceCount and every per-mailbox limit is an azd variable -> a main.bicep
-    parameter -> the plan / an app setting, with the defaults and bounds shared/settings.py uses."""
+    parameter -> the plan / an app setting, with the defaults and bounds shared/base/settings.py uses."""
     from dataclasses import fields
 
-    from shared.settings import Settings
+    from shared.base.settings import Settings
 
     defaults = {f.name: f.default for f in fields(Settings)}
     main = templates["main.bicep"]
     values = _parameter_values()
-    # parameter -> (azd variable, app setting, Settings field, min, max) ; bounds as in shared/settings.py
+    # parameter -> (azd variable, app setting, Settings field, min, max) ; bounds as in shared/base/settings.py
     limits = {
         "mailboxConcurrency": ("MAILBOX_CONCURRENCY", "mailbox_concurrency", 1, 16),
         "mailboxMessagesPerMinute": ("MAILBOX_MESSAGES_PER_MINUTE", "mailbox_messages_per_minute", 1, 10_000),
@@ -1075,8 +1075,8 @@ def test_alert_queries_are_the_ones_in_operations_md_and_reference_no_keys() -> 
     text = source("core/monitor/alerts.bicep") + "".join(p.read_text() for p in ALERT_QUERIES.glob("*.kql"))
     for needle in ("listKeys", "InstrumentationKey", "ConnectionString", "apiKey", "sig=", "webhook", "AccountKey"):
         assert needle.lower() not in text.lower(), needle
-    # The outcome queries read the line shared/telemetry.py writes.
-    from shared import telemetry
+    # The outcome queries read the line shared/base/telemetry.py writes.
+    from shared.base import telemetry
 
     for key in ("unknown-outcomes", "reauth-required"):
         query = (ALERT_QUERIES / f"{key}.kql").read_text(encoding="utf-8")

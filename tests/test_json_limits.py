@@ -1,4 +1,4 @@
-"""shared/json_limits.py: the nesting depth of a JSON text, measured on its bytes without parsing it."""
+"""shared/base/json_limits.py: the nesting depth of a JSON text, measured on its bytes without parsing it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared import json_limits
-from shared.json_limits import MAX_DEPTH, nesting_exceeds
+from shared.base import json_limits
+from shared.base.json_limits import MAX_DEPTH, nesting_exceeds
 
 # Strings full of what the scan must not mistake for structure: brackets, quotes, escapes.
 TRICKY = ['a"[', "\\", "x{", '\\"]', "]]\\\\", "", "[[[[", "\\\\\\", '"', "é[ü", "\u2028{"]

@@ -13,11 +13,11 @@ from pathlib import Path
 import msal
 import pytest
 
-from shared import locks as locks_module
-from shared.errors import ReauthRequired, TemporarilyUnavailable
-from shared.locks import ConnectionLocks
-from shared.refresh import KeepAlive
-from shared.storage import StorageClients
+from shared.base.errors import ReauthRequired, TemporarilyUnavailable
+from shared.base.storage import StorageClients
+from shared.tokens import locks as locks_module
+from shared.tokens.locks import ConnectionLocks
+from shared.tokens.refresh import KeepAlive
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = 86400

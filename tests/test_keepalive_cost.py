@@ -10,7 +10,7 @@ from azure.core.pipeline.transport import RequestsTransport
 
 from bench.b5_keepalive import make_due
 from bench.request_count import counting, storage_hosts
-from shared.refresh import KeepAlive
+from shared.tokens.refresh import KeepAlive
 
 
 def storage_requests(hosts: set[str]):

@@ -1,4 +1,4 @@
-"""Unit tests of the mailbridge.send/v1 model (shared/mail.py) and the published JSON Schema."""
+"""Unit tests of the mailbridge.send/v1 model (shared/send/mail.py) and the published JSON Schema."""
 
 from __future__ import annotations
 
@@ -8,20 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from shared import errors
-from shared.graph import request_sizes
-from shared.mail import (
+from shared.base import errors
+from shared.base.settings import load_settings
+from shared.send.graph import request_sizes
+from shared.send.limits import attachment_plan, check_limits
+from shared.send.mail import (
     ATTACH,
     INLINE,
     SCHEMA_ID,
     UPLOAD,
-    attachment_plan,
-    check_limits,
     decode_payload,
     parse_message,
     schema_text,
 )
-from shared.settings import load_settings
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "docs" / "schema" / "send-v1.json"
 MB = 1024 * 1024
@@ -38,7 +37,7 @@ def code_of(data) -> tuple[str, str | None]:
 
 
 def test_committed_schema_equals_the_generated_one():
-    assert SCHEMA_FILE.read_text() == schema_text(), "run: python -m shared.mail > docs/schema/send-v1.json"
+    assert SCHEMA_FILE.read_text() == schema_text(), "run: python -m shared.send.mail > docs/schema/send-v1.json"
     schema = json.loads(SCHEMA_FILE.read_text())
     assert schema["$id"] == SCHEMA_ID and schema["additionalProperties"] is False
     assert {"id", "connection_id"} <= set(schema["required"]) and "from" in schema["properties"]

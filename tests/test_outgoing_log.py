@@ -6,7 +6,7 @@ import base64
 import time
 import uuid
 
-from shared.deliveries import LOG_PREFIX
+from shared.send.deliveries import LOG_PREFIX
 
 
 def enqueue(mb, cid: str, mid: str):

@@ -1,4 +1,4 @@
-"""The final state of a message sent from its claim lives in its outgoing-log index row (shared/deliveries.py;
+"""The final state of a message sent from its claim lives in its outgoing-log index row (shared/send/deliveries.py;
 issue 18: two Storage requests per email, no entity-group transaction). Whatever reads a message (the sender's
 copies and redeliveries, the status API, the outgoing log) must see that final state, a run that dies before it
 must still end listed, and a waiting message's plain index row must survive a failed insert."""
@@ -10,8 +10,8 @@ import time
 
 from azure.core.exceptions import ServiceResponseError
 
-from shared.deliveries import LOG_PREFIX, Delivery
-from shared.outgoing_log import OutgoingLog
+from shared.send.deliveries import LOG_PREFIX, Delivery
+from shared.send.outgoing_log import OutgoingLog
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 

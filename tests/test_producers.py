@@ -107,7 +107,7 @@ def test_a_callback_queue_gets_the_event_and_the_outbound_queues_never_do(send_k
 def test_a_callback_queue_that_does_not_exist_costs_the_message_nothing(send_kit, caplog):
     """Mailbridge does not create queues a producer names. A missing one is skipped with a warning: the message
     is sent once, its event is on EVENTS_QUEUE once, and nothing is retried or moved to the poison queue."""
-    caplog.set_level(logging.WARNING, logger="shared.events")
+    caplog.set_level(logging.WARNING, logger="shared.base.events")
     missing = f"nothere-{uuid.uuid4().hex[:8]}"
     kit = send_kit(CALLBACK_QUEUES=missing)  # allowed by the operator, but nobody created it
     cid = kit.connect("alice")

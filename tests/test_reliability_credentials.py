@@ -18,7 +18,7 @@ import time
 import uuid
 
 from bench.soak import Report, reconcile, wait_final
-from shared.identity import MsalFactory
+from shared.base.identity import MsalFactory
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 USERS = ("p0", "p1", "p2", "p3")

@@ -1,6 +1,6 @@
 """Scale-out: three devhost processes (three Functions instances) drain one mailbox's backlog from one
 outbound queue against real Azurite and the emulator, with Exchange's limits scaled down on both sides
-(5 messages per 4 s, 12 recipients per rolling 16 s). The budget they share (shared/budget.py) must keep
+(5 messages per 4 s, 12 recipients per rolling 16 s). The budget they share (shared/pacing/budget.py) must keep
 the mailbox under both: no 429, nothing the emulator NDRs for the recipient limit, every message sent
 once, the ones over the daily budget held (``queued``, reason ``daily_limit``) until it frees; and one
 instance SIGKILLed and restarted mid-run must not start the daily budget from zero.
@@ -14,8 +14,8 @@ import pytest
 
 from bench.crash import GraphCounts
 from bench.fleet import Fleet
-from shared import budget_row
-from shared.budget import BUDGETS_TABLE, Mailbox
+from shared.pacing import budget_row
+from shared.pacing.budget import BUDGETS_TABLE, Mailbox
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 MESSAGES = 20

@@ -17,11 +17,11 @@ from azure.core.exceptions import ResourceNotFoundError
 from jsonschema import Draft202012Validator
 from urllib3.util import parse_url
 
-from shared import attachments as attachments_module
-from shared import errors
-from shared.attachments import AttachmentStore
-from shared.mail import SendMessage, parse_message
-from shared.storage import StorageClients
+from shared.base import errors
+from shared.base.storage import StorageClients
+from shared.send import attachments as attachments_module
+from shared.send.attachments import AttachmentStore
+from shared.send.mail import SendMessage, parse_message
 from tests.fixtures.azurite_oauth import OAuthAzurite, oauth_settings
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 from tests.test_send_schema import SCHEMA

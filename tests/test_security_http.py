@@ -9,7 +9,7 @@ import tracemalloc
 
 import pytest
 
-from shared.json_limits import MAX_DEPTH
+from shared.base.json_limits import MAX_DEPTH
 
 LOCAL = "http://127.0.0.1:7071"
 PAGE_HEADERS = {"host": "127.0.0.1:7071", "origin": LOCAL, "content-type": "application/json"}

@@ -37,8 +37,8 @@ from urllib.parse import unquote_plus
 import pytest
 
 from emulator.client import EmulatorAdminError
-from shared.store import FlowStore, connection_id_for
-from shared.tickets import issue_ticket, sign_token
+from shared.connect.tickets import issue_ticket, sign_token
+from shared.tokens.store import FlowStore, connection_id_for
 from tests.fixtures.app import RETURN_ORIGIN, RETURN_URL, query_of
 
 # --- helpers ------------------------------------------------------------------------------------------------

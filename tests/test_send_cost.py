@@ -36,7 +36,7 @@ def test_a_sent_email_costs_at_most_three_storage_requests_at_steady_state_when_
     kit = send_kit()
     msgs, seen, budget = _steady_sends(kit)
     # The claim (the row, inserted already `sending`), the final state (written into the message's outgoing-log
-    # index row, shared/deliveries.py), the event. No batch: it cost more CPU than single requests.
+    # index row, shared/send/deliveries.py), the event. No batch: it cost more CPU than single requests.
     assert sum(seen.values()) - budget <= 3 * EMAILS, sorted(seen.items())
     assert seen[f"POST {kit.services.settings.events_queue}"] == EMAILS, sorted(seen.items())
     for m in msgs:  # the bookkeeping is all there: a final row and one event per message
@@ -46,7 +46,7 @@ def test_a_sent_email_costs_at_most_three_storage_requests_at_steady_state_when_
 
 
 def test_the_mailbox_budget_costs_next_to_nothing_per_email_while_a_share_lasts(send_kit):
-    """Issue 18 keeps the per-mailbox budget (shared/budget.py) inside the send path's count: it is paid per
+    """Issue 18 keeps the per-mailbox budget (shared/pacing/budget.py) inside the send path's count: it is paid per
     share or recipient block, not per message (0.15 requests per email at d1554cb with this test's sizes)."""
     _, seen, budget = _steady_sends(send_kit())
     assert budget <= EMAILS / 4, sorted(seen.items())

@@ -22,11 +22,12 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from jsonschema import Draft202012Validator
 
-from shared import errors
-from shared.errors import SettingsError
-from shared.graph import request_sizes
-from shared.mail import check_limits, parse_message
-from shared.settings import load_settings
+from shared.base import errors
+from shared.base.errors import SettingsError
+from shared.base.settings import load_settings
+from shared.send.graph import request_sizes
+from shared.send.limits import check_limits
+from shared.send.mail import parse_message
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "schema" / "send-v1.json").read_text())
@@ -189,7 +190,7 @@ def test_from_must_be_a_user_principal_name_with_the_users_endpoint(address):
 
 def test_graph_quotes_the_user_segment_whole():
     """Defence in depth: even an address that got through would stay one path segment ('/' -> %2F)."""
-    from shared.graph import user_segment
+    from shared.send.graph import user_segment
 
     assert user_segment("a/../b@c.example") == "a%2F..%2Fb%40c.example"
     assert user_segment("O'Neil#x@c.example") == "O%27Neil%23x%40c.example"
@@ -243,7 +244,7 @@ def test_the_control_and_address_patterns_read_alike_in_python_and_ecma262():
     import shutil
     import subprocess
 
-    from shared.mail import ADDRESS_PATTERN, CONTROL_BUT_TAB_PATTERN, CONTROL_PATTERN
+    from shared.send.mail import ADDRESS_PATTERN, CONTROL_BUT_TAB_PATTERN, CONTROL_PATTERN
 
     node = shutil.which("node")
     if node is None:

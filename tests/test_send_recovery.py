@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 
-from shared.deliveries import Delivery
+from shared.send.deliveries import Delivery
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 

@@ -1,5 +1,5 @@
 """The published schema is the runtime's rules (issue 14 item 5): messages generated from
-docs/schema/send-v1.json (hypothesis-jsonschema) are accepted by shared.mail.parse_message, and hand-made
+docs/schema/send-v1.json (hypothesis-jsonschema) are accepted by shared.send.mail.parse_message, and hand-made
 violations are refused by both, the runtime with its stable code."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
 
-from shared import errors
-from shared.mail import MAX_RECIPIENTS, parse_message
+from shared.base import errors
+from shared.send.mail import MAX_RECIPIENTS, parse_message
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "schema" / "send-v1.json").read_text())
 VALIDATOR = Draft202012Validator(SCHEMA)

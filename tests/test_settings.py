@@ -1,4 +1,4 @@
-"""shared.settings: every setting parsed once, national clouds, and errors that name the culprit."""
+"""shared.base.settings: every setting parsed once, national clouds, and errors that name the culprit."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import SettingsError
-from shared.settings import load_settings, settings_status
+from shared.base.errors import SettingsError
+from shared.base.settings import load_settings, settings_status
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -128,7 +128,7 @@ def test_status_reports_configuration_without_secrets():
 
 def test_sample_settings_list_every_setting_the_code_reads():
     sample = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
-    source = (REPO / "shared" / "settings.py").read_text()
+    source = (REPO / "shared" / "base" / "settings.py").read_text()
     import re
 
     read = set(re.findall(r'"([A-Z][A-Za-z_]+(?:__[A-Za-z]+)?)"', source))

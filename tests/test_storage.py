@@ -1,10 +1,10 @@
-"""shared/storage.py: create-if-missing only against Azurite (a connection string); in Azure infra creates all."""
+"""shared/base/storage.py: create-if-missing only against Azurite (a connection string); in Azure infra creates all."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from shared.storage import StorageClients
+from shared.base.storage import StorageClients
 
 
 def _clients(connection_string: str | None) -> StorageClients:

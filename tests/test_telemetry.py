@@ -1,4 +1,4 @@
-"""shared/telemetry.py: one outcome line per final send / refresh / connect, parseable and never carrying mail
+"""shared/base/telemetry.py: one outcome line per final send / refresh / connect, parseable and never carrying mail
 content; and the send pipeline really logs it once per message (end to end through the queue function)."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from shared import telemetry
+from shared.base import telemetry
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
-LOGGER = "shared.telemetry"
+LOGGER = "shared.base.telemetry"
 
 
 def outcome_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -136,7 +136,7 @@ def test_every_final_send_logs_exactly_one_outcome_without_mail_content(send_kit
 def test_keep_alive_logs_one_refresh_outcome_per_due_connection(mailbridge, emulator, caplog):
     """A sweep over two due connections, one of them revoked (password reset): one `refreshed` and one
     `reauth_required` line, with their connection ids and durations."""
-    from shared.refresh import KeepAlive
+    from shared.tokens.refresh import KeepAlive
 
     caplog.set_level(logging.INFO, logger=LOGGER)
     mb = mailbridge(users=("alice", "bob"))

@@ -1,6 +1,6 @@
 // Every app setting Mailbridge reads in Azure, in one object (`settings`: `coreSettings` plus the
 // per-mailbox limits main.bicep passes as `limitSettings`) so that tests compare it with the names
-// shared/settings.py expects. Identity-based everywhere: no storage key, no
+// shared/base/settings.py expects. Identity-based everywhere: no storage key, no
 // client secret, no instrumentation key used as a credential. ENTRA_CLIENT_SECRET,
 // ENTRA_AUTHORITY_HOST and GRAPH_ENDPOINT are deliberately absent (local/emulator only).
 param functionAppName string

@@ -136,7 +136,7 @@ resource appKeyVaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022
 
 // Storage Queue Data Message Sender on the account: POST /api/messages enqueues to outbound-mail,
 // events go to mail-events, and a message's callback queue may be any queue of the account
-// (shared/events.py refuses the host's and the outbound queues). Add only: no read, peek or delete.
+// (shared/base/events.py refuses the host's and the outbound queues). Add only: no read, peek or delete.
 resource appStorageQueueDataMessageSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, appPrincipalId, roles.storageQueueDataMessageSender)
   scope: storage

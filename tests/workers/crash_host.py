@@ -4,7 +4,7 @@ leases shortened so that a killed worker's messages come back within seconds ins
 - CRASH_QUEUE_LEASE_S -> ``devhost.queues.LEASE_SECONDS``: how long a fetched queue message stays
   invisible while its function runs (the Functions host uses 10 minutes and renews it; devhost does
   not renew, so keep it well above one invocation's duration);
-- CRASH_SEND_LEASE_S -> ``shared.sender.LEASE_SECONDS``: how long a ``sending`` delivery row belongs to
+- CRASH_SEND_LEASE_S -> ``shared.send.ledger.LEASE_SECONDS``: how long a ``sending`` delivery row belongs to
   the worker that claimed it (the host's functionTimeout, 10 minutes).
 
 Neither is a setting of devhost or of the app (see the crash test's report); everything else is devhost's
@@ -17,7 +17,7 @@ import os
 import sys
 
 import devhost.queues
-import shared.sender
+import shared.send.ledger
 from devhost.__main__ import main
 
 
@@ -31,5 +31,5 @@ def _shorten(module, name: str, env: str) -> None:
 
 if __name__ == "__main__":
     _shorten(devhost.queues, "LEASE_SECONDS", "CRASH_QUEUE_LEASE_S")
-    _shorten(shared.sender, "LEASE_SECONDS", "CRASH_SEND_LEASE_S")
+    _shorten(shared.send.ledger, "LEASE_SECONDS", "CRASH_SEND_LEASE_S")
     sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,137 @@
+"""The HTTP side of sending: accept a message (validate, offload big content to Blob, enqueue), report a
+delivery record, and send a test message to a connected mailbox itself."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlencode
+
+from shared.base import errors
+from shared.send.deliveries import Delivery
+from shared.send.graph import request_sizes
+from shared.send.limits import check_limits
+from shared.send.mail import SendMessage, parse_message
+from shared.tokens.store import Connection
+
+if TYPE_CHECKING:
+    from shared.base.settings import Settings
+    from shared.send.attachments import AttachmentStore
+    from shared.send.deliveries import DeliveryStore
+    from shared.send.sender import Sender
+    from shared.tokens.store import ConnectionStore
+
+logger = logging.getLogger(__name__)
+
+
+class IntakeServices(Protocol):
+    """What accepting a message uses of the composition root (shared.services.Services provides it)."""
+
+    settings: Settings
+    connections: ConnectionStore
+    deliveries: DeliveryStore
+    attachments: AttachmentStore
+    sender: Sender
+
+
+class MessageIntake:
+    def __init__(self, services: IntakeServices) -> None:
+        self.s = services
+        self.settings = services.settings
+
+    def status_url(self, connection_id: str, message_id: str) -> str:
+        query = urlencode({"connection_id": connection_id})
+        return f"{self.settings.public_base_url}/api/messages/{message_id}?{query}"
+
+    def _usable_connection(self, connection_id: str, user_ref: str | None = None) -> Connection:
+        conn = self.s.connections.find(connection_id, user_ref=user_ref)
+        if conn is None or conn.status == "disconnected":
+            raise errors.UnknownConnection(field="connection_id")
+        if conn.status != "connected":
+            raise errors.ReauthRequired(detail=f"connection is {conn.status}", reason=conn.last_error_code)
+        return conn
+
+    def accept(self, body: Any, user_ref: str | None = None) -> tuple[int, dict[str, Any]]:
+        """Validate and enqueue; (202, {id, status_url}) — or (200, ...) when this id was already accepted.
+        With ``user_ref``, a connection of another user_ref is refused as unknown (see ConnectionStore.get)."""
+        msg = parse_message(body)
+        self._usable_connection(msg.connection_id, user_ref)
+        self.s.attachments.measure(msg)
+        if msg.total_bytes() > self.settings.max_message_bytes:
+            # Refused (message_too_large) before request_sizes builds the Graph bodies to measure them: each is
+            # another copy of the message, and a 33 MB text body peaked at 3x its size.
+            check_limits(msg, self.settings, 0)
+        check_limits(msg, self.settings, *request_sizes(msg, self.s.attachments.body_text(msg)))
+        record = Delivery(
+            msg.connection_id,
+            msg.id,
+            recipients=msg.recipient_count(),
+            fingerprint=msg.fingerprint(),
+            source="http",
+            callback_queue=msg.callback.queue if msg.callback else None,
+            metadata=msg.metadata,
+        )
+        if not self.s.deliveries.create(record):
+            return self._replay(msg)
+        try:
+            queued = self.s.attachments.offload(msg)
+            self.s.sender.enqueue(queued.to_queue_json())
+        except Exception:
+            self.s.deliveries.delete(msg.connection_id, msg.id)  # let the caller retry the same id
+            raise
+        logger.info("Message %s (connection %s) accepted over HTTP", msg.id, msg.connection_id)
+        return 202, self._accepted(msg, "queued")
+
+    def _replay(self, msg: SendMessage) -> tuple[int, dict[str, Any]]:
+        found = self.s.deliveries.get(msg.connection_id, msg.id)
+        if found is None:  # deleted between our insert and read: the caller may simply retry
+            raise errors.TemporarilyUnavailable(detail="message record changed concurrently")
+        existing = found
+        if existing.fingerprint and existing.fingerprint != msg.fingerprint():
+            raise errors.Conflict(
+                "This id was already used for a different message. Use a new id for a new message.", field="id"
+            )
+        return 200, {**self._accepted(msg, existing.status), "duplicate": True}
+
+    def _accepted(self, msg: SendMessage, status: str) -> dict[str, Any]:
+        return {
+            "id": msg.id,
+            "connection_id": msg.connection_id,
+            "status": status,
+            "status_url": self.status_url(msg.connection_id, msg.id),
+        }
+
+    def status(self, message_id: str, connection_id: str | None, user_ref: str | None = None) -> dict[str, Any]:
+        if not connection_id:
+            raise errors.InvalidRequest("connection_id is required (message ids are unique per connection).")
+        owned = user_ref is None or self.s.connections.find(connection_id, user_ref=user_ref) is not None
+        found = self.s.deliveries.get(connection_id, message_id) if owned else None
+        if found is None:
+            raise errors.NotFound(f"No message {message_id} for this connection.")
+        return found.public_view()
+
+    def send_test(self, connection_id: str, user_ref: str | None = None) -> tuple[int, dict[str, Any]]:
+        """Send a short message from the mailbox to itself, now (through the normal pipeline)."""
+        conn = self._usable_connection(connection_id, user_ref)
+        message_id = f"test-{uuid.uuid4().hex[:16]}"
+        data = {
+            "id": message_id,
+            "connection_id": connection_id,
+            "to": [{"address": conn.mailbox, "name": conn.display_name or None}],
+            "subject": "Mailbridge test message",
+            "body": {
+                "content_type": "text",
+                "content": "This test message confirms that Mailbridge can send mail from this mailbox. "
+                "No action is needed.",
+            },
+        }
+        outcome = self.s.sender.process(data, message_id, source="test")
+        if outcome.delay > 0:  # paced or throttled: finish it through the queue
+            self.s.sender.enqueue(SendMessage.model_validate(data).to_queue_json(), outcome.delay)
+            return 202, {"id": message_id, "status": "queued", "status_url": self.status_url(connection_id, message_id)}
+        view = outcome.record.public_view() if outcome.record else {"id": message_id, "status": outcome.status}
+        if outcome.status == "sent":
+            return 200, view
+        status = outcome.error.http_status if outcome.error else 502
+        return status, {**view, "status_url": self.status_url(connection_id, message_id)}

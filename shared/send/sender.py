@@ -1,0 +1,450 @@
+"""The send pipeline for one queue message: parse -> validate -> idempotency -> pacing -> token -> Graph
+-> delivery record -> event. docs/sending.md is the prose version of this module; the delivery rows and
+outcome events are written by shared/send/ledger.py (this module decides, the ledger writes it down).
+
+:meth:`Sender.process` never raises for anything a message or Microsoft can do to it; it returns an
+:class:`Outcome`. A positive ``delay`` means "put a copy back on the queue, invisible for that long"
+(:meth:`Sender.handle_queue_message` does it), so throttling never burns the host's dequeue count.
+Only our own bugs or Storage outages raise, and then the Functions host retries as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shared.base import errors
+from shared.base.events import EventPublisher
+from shared.base.settings import Settings
+from shared.base.storage import StorageClients
+from shared.pacing.budget import Admission, Mailbox, MailboxBudget
+from shared.send.attachments import AttachmentStore
+from shared.send.deliveries import Delivery, DeliveryStore, RecordContended
+from shared.send.drafts import SEND_REQUESTED, TRANSIT_GRACE_S, discard_unsent, lookup, recheck_delay, send_via_draft
+from shared.send.graph import GraphClient, request_sizes
+from shared.send.ledger import MAX_RESCHEDULES, Ledger, Outcome
+from shared.send.limits import check_limits
+from shared.send.mail import (
+    INLINE,
+    SendMessage,
+    decode_payload,
+    parse_message,
+)
+from shared.tokens.store import Connection, ConnectionStore
+from shared.tokens.tokens import TokenService
+
+logger = logging.getLogger(__name__)
+
+MAX_DELAY_SECONDS = 6 * 86400  # queue visibility must stay below the 7-day message TTL
+
+
+class Sender:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: StorageClients,
+        connections: ConnectionStore,
+        tokens: TokenService,
+        graph: GraphClient,
+        budget: MailboxBudget,
+        deliveries: DeliveryStore,
+        events: EventPublisher,
+        attachments: AttachmentStore,
+        max_reschedules: int = MAX_RESCHEDULES,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.connections = connections
+        self.tokens = tokens
+        self.graph = graph
+        self.budget = budget
+        self.deliveries = deliveries
+        self.events = events
+        self.attachments = attachments
+        self.ledger = Ledger(deliveries, events, attachments, max_reschedules)
+        self._token_locks: dict[str, threading.Lock] = {}
+        self._token_guard = threading.Lock()
+        self.transit_grace_s = TRANSIT_GRACE_S  # how long an ambiguous draft send is looked for (drafts.py)
+
+    @property
+    def max_reschedules(self) -> int:
+        """Pacing and throttling delays before a message is given up (the ledger counts them)."""
+        return self.ledger.max_reschedules
+
+    @max_reschedules.setter
+    def max_reschedules(self, value: int) -> None:
+        self.ledger.max_reschedules = value
+
+    @property
+    def busy_recheck_s(self) -> float:
+        """How soon a duplicate looks again at a message another worker is sending."""
+        return self.ledger.busy_recheck_s
+
+    @busy_recheck_s.setter
+    def busy_recheck_s(self, value: float) -> None:
+        self.ledger.busy_recheck_s = value
+
+    # --- entry points -----------------------------------------------------------------------------------
+    def handle_queue_message(self, body: bytes | str, queue_message_id: str) -> Outcome:
+        """The queue trigger's job: process, and re-enqueue a delayed copy when asked to wait."""
+        outcome = self.process(body, queue_message_id)
+        if outcome.delay > 0:
+            self.enqueue(body if isinstance(body, str) else body.decode("utf-8"), outcome.delay)
+        return outcome
+
+    def handle_poisoned(self, body: bytes | str, queue_message_id: str) -> Outcome:
+        """A message the host gave up on (its function failed maxDequeueCount times): give it a final record
+        and an event instead of leaving it ``queued`` forever. A row left ``sending`` means a failing attempt
+        may have reached Graph, so it ends ``unknown``; otherwise nothing was sent and it ends ``failed``."""
+        msg = self._parse(body, queue_message_id)
+        if isinstance(msg, Outcome):
+            return msg
+        logger.error("Message %s (connection %s) was moved to the poison queue", msg.id, msg.connection_id)
+        found = self.ledger.claim(msg, "queue", run=queue_message_id)
+        if isinstance(found, Outcome):  # already final, or a live worker holds it: that worker finishes it
+            return found
+        if found.status == "sending" or found.phase == SEND_REQUESTED:
+            err = errors.OutcomeUnknown(detail="the message failed repeatedly while being sent")
+            return self.ledger.finish(msg, found, "unknown", err)
+        return self.ledger.finish(msg, found, "failed", errors.ProcessingFailed())
+
+    def enqueue(self, text: str, delay: float = 0.0) -> None:
+        """Put a message on the outbound queue, invisible for ``delay`` seconds."""
+        visibility = min(MAX_DELAY_SECONDS, math.ceil(delay)) if delay > 0 else None
+        self.storage.queue(self.settings.outbound_queue).send_message(
+            text, visibility_timeout=visibility, time_to_live=7 * 86400
+        )
+
+    def process(self, raw: bytes | str | dict[str, Any], queue_message_id: str, source: str = "queue") -> Outcome:
+        msg = self._parse(raw, queue_message_id)
+        return msg if isinstance(msg, Outcome) else self._process(msg, source, queue_message_id)
+
+    def _parse(self, raw: bytes | str | dict[str, Any], queue_message_id: str) -> SendMessage | Outcome:
+        """The validated message, or the Outcome of recording it ``rejected``."""
+        data: Any = None
+        try:
+            data = raw if isinstance(raw, dict) else decode_payload(raw)
+            return parse_message(data)
+        except errors.InvalidMessage as exc:
+            return self.ledger.reject_unparsed(data, exc, queue_message_id)
+
+    # --- the pipeline -------------------------------------------------------------------------------------
+    def _process(self, msg: SendMessage, source: str, run: str = "") -> Outcome:
+        # The row as this instance read it at most CONNECTION_CACHE_S ago (store.py): the bound within which
+        # another instance's disconnect or reauth_required stops sends here (docs/sending.md).
+        conn = self.connections.recent(msg.connection_id)
+        if conn is not None and conn.status == "connected" and not _has_scope(conn, "Mail.ReadWrite"):
+            done = self._send_new(msg, source, run, conn)
+            if done is not None:
+                return done
+        found = self.ledger.claim(msg, source, run=run)
+        if isinstance(found, Outcome):
+            return found
+        record = found
+        if record.status == "sending" and record.mode != "draft" and msg.on_ambiguous != "resend":
+            # The previous owner's lease ran out mid-send (it died): Graph may have sent the mail. Decide now,
+            # before pacing, the token or the connection can reschedule it (a rescheduled row is `queued`
+            # again and would be sent a second time) or fail it (`failed` promises nothing was sent).
+            err = errors.OutcomeUnknown(detail="a previous attempt was interrupted while sending")
+            return self.ledger.finish(msg, record, "unknown", err)
+        if record.phase == SEND_REQUESTED:  # a draft's /send may have reached Graph: look it up, never resend
+            return self._resolve_draft(
+                msg, conn, record, errors.OutcomeUnknown(detail="the draft send was not confirmed")
+            )
+        if conn is None or conn.status == "disconnected":
+            detail = "connection is disconnected" if conn else None
+            return self.ledger.finish(
+                msg, record, "rejected", errors.UnknownConnection(detail=detail, field="connection_id")
+            )
+        if conn.status != "connected":
+            err = errors.ReauthRequired(detail=f"connection is {conn.status}", reason=conn.last_error_code)
+            return self.ledger.finish(msg, record, "failed", err)
+        try:
+            uploads, body = self._plan(msg, conn)
+        except errors.MailbridgeError as exc:
+            return self.ledger.finish(msg, record, _plan_status(exc), exc)
+        draft_mode = self._use_drafts(msg, conn, uploads)
+        record.mode = "draft" if draft_mode else "sendMail"
+        budget_of = self._budget_of(msg, conn, record, draft_mode)
+        admission = self.budget.admit(budget_of, msg.recipient_count())
+        if not admission.admitted:
+            return self._not_admitted(msg, record, admission)
+        record.reason, record.held_since = "", 0.0
+        with self.budget.slot(admission):
+            try:
+                token = self._token(conn)
+            except errors.ReauthRequired as exc:
+                return self._reauth_failed(msg, conn, record, exc)
+            except errors.TransientError as exc:
+                return self.ledger.reschedule(msg, record, self._backoff(record, exc), exc)
+            try:
+                self.ledger.mark_sending(record)
+            except RecordContended:
+                delay = self.busy_recheck_s * random.uniform(1, 1.5)
+                return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
+            # The slot ends when Graph has answered (not after the record and event): Graph's concurrency.
+            return self._send(
+                msg, conn, token, record, uploads, body, draft_mode, lambda: self.budget.release(admission)
+            )
+
+    def _send_new(self, msg: SendMessage, source: str, run: str, conn: Connection) -> Outcome | None:
+        """The common case, a new id of a connection that can only use sendMail: the plan, the mailbox's budget
+        and the token first (no Storage call while the share and the token last), then the row inserted
+        already ``sending`` with its lease (the claim: exactly one copy's insert wins; one call instead of an
+        insert and an ETag update), Graph, the final row, the event. A crash between the insert and Graph's
+        answer leaves ``sending``: a redelivery records it ``unknown``. Anything that stops the send before
+        the claim inserts the row ``queued`` and is handled as on the general path. None: the id has a row
+        already (a redelivery or a copy); the general path decides what it needs."""
+        try:
+            uploads, body = self._plan(msg, conn)
+        except errors.MailbridgeError as exc:
+            record = self._new_row(msg, source, run, conn)
+            return None if record is None else self.ledger.finish(msg, record, _plan_status(exc), exc)
+        record = Delivery(msg.connection_id, msg.id, mode="sendMail")
+        admission = self.budget.admit(self._budget_of(msg, conn, record, False), msg.recipient_count())
+        if not admission.admitted:
+            found = self._new_row(msg, source, run, conn) or self._found_row(msg, run, conn)
+            return found if not isinstance(found, Delivery) else self._not_admitted(msg, found, admission)
+        with self.budget.slot(admission):
+            try:
+                token = self._token(conn)
+            except (errors.ReauthRequired, errors.TransientError) as exc:
+                record = self._new_row(msg, source, run, conn)
+                if record is None:
+                    return None
+                if isinstance(exc, errors.ReauthRequired):
+                    return self._reauth_failed(msg, conn, record, exc)
+                return self.ledger.reschedule(msg, record, self._backoff(record, exc), exc)
+            record = self._new_row(msg, source, run, conn, claim=True)
+            if record is None:  # a rescheduled copy or a duplicate: claim the row it found, as the general path does
+                found = self._found_row(msg, run, conn)
+                if not isinstance(found, Delivery):
+                    return found
+                record = found
+                record.reason, record.held_since = "", 0.0  # admitted: no longer on hold
+                try:
+                    self.ledger.mark_sending(record)
+                except RecordContended:
+                    delay = self.busy_recheck_s * random.uniform(1, 1.5)
+                    return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
+            return self._send(msg, conn, token, record, uploads, body, False, lambda: self.budget.release(admission))
+
+    def _found_row(self, msg: SendMessage, run: str, conn: Connection) -> Delivery | Outcome | None:
+        """For :meth:`_send_new`, the row an earlier copy of the id left: an Outcome when this copy must not send
+        (final, another worker's live lease, a dead worker's ``sending``: ``unknown``); None for a draft-mode row
+        (the general path handles it); else the row, ready to be claimed for sendMail."""
+        found = self.ledger.existing(msg, run)
+        if isinstance(found, Outcome):
+            return found
+        if found.mode == "draft" or found.phase:
+            return None
+        if found.status == "sending" and msg.on_ambiguous != "resend":
+            err = errors.OutcomeUnknown(detail="a previous attempt was interrupted while sending")
+            return self.ledger.finish(msg, found, "unknown", err)
+        found.mode = "sendMail"
+        self._budget_of(msg, conn, found, False)
+        return found  # its hold (reason, held_since) stays until it is admitted: the longest hold counts from it
+
+    def _new_row(
+        self, msg: SendMessage, source: str, run: str, conn: Connection, claim: bool = False
+    ) -> Delivery | None:
+        """The row inserted for this message (``queued``, or ``sending`` with ``claim``); None if one exists."""
+        record = self.ledger.new_record(msg, source, run, claim)
+        if not self.deliveries.create(record):
+            return None
+        self._budget_of(msg, conn, record, False)  # sets record.mailbox
+        return record
+
+    def _budget_of(self, msg: SendMessage, conn: Connection, record: Delivery, draft_mode: bool) -> Mailbox:
+        """Which mailbox's budget the send counts against (sets ``record.mailbox``)."""
+        mailbox = conn.mailbox.lower()
+        budget_of = Mailbox(conn.tenant_id, conn.object_id)
+        if msg.from_ and self.settings.send_as_endpoint == "users" and not draft_mode:
+            # /users/{from}/sendMail counts against the `from` mailbox, keyed by its principal name (check_limits
+            # admits nothing else there, so no "x/../" spelling reaches this) lower-cased as Entra compares it;
+            # the connected mailbox's own name keeps the budget of its object id, as /me sends do.
+            named = msg.from_.address.lower()
+            if named != mailbox:
+                mailbox, budget_of = named, Mailbox(conn.tenant_id, named)
+        record.mailbox = mailbox
+        return budget_of
+
+    def _not_admitted(self, msg: SendMessage, record: Delivery, admission: Admission) -> Outcome:
+        """The mailbox's budget said no: rejected over the per-message limit, held while the daily recipient
+        budget is used up (never sent to be NDR'd), failed past the longest hold, else paced."""
+        if isinstance(admission.error, errors.TooManyRecipients):
+            return self.ledger.finish(msg, record, "rejected", admission.error)
+        if admission.error is not None:
+            return self.ledger.finish(msg, record, "failed", admission.error)
+        record.reason = admission.reason
+        now = time.time()
+        record.held_since = record.held_since or now
+        # Waiting for the mailbox (its message window, a concurrency slot, another instance sending for it, its
+        # daily recipients) is not a failed attempt: at 30 messages a minute a backlog to one mailbox takes hours,
+        # and the back of it would run out of MAX_RESCHEDULES untried. The longest hold bounds it instead.
+        record.waits += 1
+        daily = admission.reason == "daily_limit"
+        if now + admission.delay - record.held_since > self.settings.daily_limit_max_hold_seconds:
+            waited = now - record.held_since
+            err: errors.MailbridgeError = (
+                errors.DailyLimitReached(detail=f"held {waited:.0f}s for the daily recipient budget")
+                if daily
+                else errors.AttemptsExhausted(detail=f"waited {waited:.0f}s for the mailbox's turn")
+            )
+            return self.ledger.finish(msg, record, "failed", err)
+        if daily:
+            logger.info("Message %s held for the mailbox's daily recipient budget: %.0fs", msg.id, admission.delay)
+        else:
+            logger.info("Message %s paced (%s): retry in %.1fs", msg.id, admission.reason, admission.delay)
+        return self.ledger.reschedule(msg, record, admission.delay, None)
+
+    def _send(
+        self,
+        msg: SendMessage,
+        conn: Connection,
+        token: str,
+        record: Delivery,
+        uploads: list[str],
+        body: str,
+        draft_mode: bool,
+        answered: Callable[[], None] = lambda: None,
+    ) -> Outcome:
+        try:
+            try:
+                if draft_mode:
+                    request_id = send_via_draft(
+                        self.graph, self.attachments, self.deliveries, msg, token, record, uploads, body
+                    )
+                else:
+                    request_id = self._send_mail(msg, token, body)
+            finally:
+                answered()
+        except errors.OutcomeUnknown as exc:
+            if draft_mode:
+                return self._resolve_draft(msg, conn, record, exc, token)
+            if msg.on_ambiguous == "resend":
+                return self.ledger.reschedule(msg, record, self._backoff(record, exc), exc)
+            return self.ledger.finish(msg, record, "unknown", exc)
+        except errors.TransientError as exc:  # nothing was applied
+            delay = self._backoff(record, exc)
+            if exc.extra.get("token_rejected"):
+                # Graph says the token is no good although it has not expired by our clock (revoked, or
+                # clocks disagree): redeem the refresh token now, which also tells us if the grant is dead.
+                try:
+                    self.tokens.forget(conn.connection_id)
+                    self.tokens.refresh(conn, force=True)
+                    delay = 1.0
+                except errors.ReauthRequired as reauth:
+                    return self._reauth_failed(msg, conn, record, reauth)
+                except errors.TransientError:
+                    pass
+            # A draft-mode message whose attempts end here leaves no unsent draft in the user's Drafts.
+            discard = (lambda: discard_unsent(self.graph, token, msg.id)) if draft_mode else None
+            return self.ledger.reschedule(msg, record, delay, exc, discard)
+        except errors.InputError as exc:  # e.g. a referenced blob vanished
+            return self.ledger.finish(msg, record, "rejected", exc)
+        except errors.MailbridgeError as exc:
+            return self.ledger.finish(msg, record, "failed", exc)
+        record.graph_request_id = request_id
+        return self.ledger.finish(msg, record, "sent", None)
+
+    def _token(self, conn: Connection) -> str:
+        # One miss per connection at a time: concurrent messages of a cold connection wait for the
+        # first one's Key Vault read instead of each reading the vault (then all hit memory).
+        with self._token_guard:
+            lock = self._token_locks.setdefault(conn.connection_id, threading.Lock())
+        with lock:
+            return self.tokens.access_token(conn)
+
+    def _reauth_failed(
+        self, msg: SendMessage, conn: Connection, record: Delivery, exc: errors.ReauthRequired
+    ) -> Outcome:
+        """The grant is dead (TokenService has marked the connection): tell everyone, fail the message."""
+        self.events.reauth_required(
+            conn.connection_id,
+            {"user_ref": conn.user_ref, "mailbox": conn.mailbox, "reason": exc.detail, "error": exc.to_dict()},
+        )
+        return self.ledger.finish(msg, record, "failed", exc)
+
+    # --- Graph, two ways ----------------------------------------------------------------------------------
+    def _send_mail(self, msg: SendMessage, token: str, body: str) -> str | None:
+        inline = [(a, self.attachments.content(msg, a)) for a in msg.attachments]
+        message = self.graph.build_message(msg, body, inline, with_property=False)
+        mailbox = msg.from_.address if (msg.from_ and self.settings.send_as_endpoint == "users") else None
+        return self.graph.send_mail(token, mailbox, message, msg.save_to_sent_items).request_id
+
+    def _resolve_draft(
+        self,
+        msg: SendMessage,
+        conn: Connection | None,
+        record: Delivery,
+        err: errors.OutcomeUnknown,
+        token: str | None = None,
+    ) -> Outcome:
+        """A draft's ``/send`` may have been applied: the mailbox says ``sent`` (the item was submitted), or we
+        look again until ``transit_grace_s`` after the send, then record ``unknown``. Never sent again: an item
+        in transit may still look like an unsent draft (drafts.py)."""
+        if token is None:  # a later delivery: own the row first (two copies must not both finish it)
+            try:
+                self.ledger.mark_sending(record, attempt=False)
+            except RecordContended:
+                return Outcome("queued", msg.id, msg.connection_id, delay=self.busy_recheck_s, record=record)
+        try:
+            if conn is None or conn.status != "connected":
+                raise errors.ReauthRequired(detail="the mailbox can no longer be read")
+            if lookup(self.graph, token or self._token(conn), msg.id).submitted:
+                logger.info("Message %s: ambiguous send resolved as sent (the item was submitted)", msg.id)
+                return self.ledger.finish(msg, record, "sent", None)
+        except errors.TransientError as lookup_err:
+            logger.warning("Message %s: lookup after ambiguous send failed: %s", msg.id, lookup_err.code)
+        except errors.MailbridgeError as lookup_err:  # cannot look (reauth, refused): the send may have happened
+            detail = f"{err.detail}; the mailbox could not be checked ({lookup_err.code})"
+            return self.ledger.finish(msg, record, "unknown", errors.OutcomeUnknown(detail=detail))
+        delay = recheck_delay(record.sending_at, time.time(), self.transit_grace_s)
+        if delay is None:
+            detail = (
+                f"{err.detail}; not submitted {self.transit_grace_s:.0f}s later (not sent again: it may be in transit)"
+            )
+            return self.ledger.finish(msg, record, "unknown", errors.OutcomeUnknown(detail=detail))
+        return self.ledger.reschedule(msg, record, delay, err)
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+    def _plan(self, msg: SendMessage, conn: Connection) -> tuple[list[str], str]:
+        """How each attachment travels (mail.attachment_plan), measured on the body as Graph will get it."""
+        self.attachments.measure(msg)
+        body = self.attachments.body_text(msg)
+        uploads = check_limits(msg, self.settings, *request_sizes(msg, body))
+        if any(way != INLINE for way in uploads) and not _has_scope(conn, "Mail.ReadWrite"):
+            raise errors.AttachmentsTooLarge(detail="the connection lacks Mail.ReadWrite: the user must reconnect")
+        return uploads, body
+
+    def _use_drafts(self, msg: SendMessage, conn: Connection, uploads: list[str]) -> bool:
+        if any(way != INLINE for way in uploads):
+            return True
+        # Draft mode is the idempotent path; a draft send always saves to Sent Items, so honour
+        # save_to_sent_items=false with sendMail.
+        return self.settings.enable_mail_readwrite and msg.save_to_sent_items and _has_scope(conn, "Mail.ReadWrite")
+
+    @staticmethod
+    def _backoff(record: Delivery, err: errors.MailbridgeError) -> float:
+        asked = err.extra.get("retry_after")
+        if asked:
+            return float(asked) + random.uniform(0, 1)
+        return min(300.0, 5.0 * 2 ** min(record.retries, 6)) * random.uniform(0.8, 1.2)
+
+
+def _plan_status(exc: errors.MailbridgeError) -> str:
+    """What a message the plan refused ends as: the message's own fault is ``rejected``, else ``failed``."""
+    if isinstance(exc, errors.InputError | errors.MessageTooLarge | errors.AttachmentsTooLarge):
+        return "rejected"
+    return "failed"
+
+
+def _has_scope(conn: Connection, scope: str) -> bool:
+    want = scope.lower()
+    return any(s.lower() == want or s.lower().endswith("/" + want) for s in conn.scopes)
