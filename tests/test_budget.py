@@ -58,7 +58,7 @@ def _partition(box: Mailbox = BOX) -> str:
 def _send(budget: MailboxBudget, recipients: int = 1, box: Mailbox = BOX):
     adm = budget.admit(box, recipients)
     if adm.admitted:
-        budget.release(adm)
+        adm.report()
     return adm
 
 
@@ -71,7 +71,7 @@ def test_one_instance_limits_concurrency_messages_and_recipients(make_budget):
     assert a.admitted and b.admitted
     busy = budget.admit(BOX, 1)
     assert not busy.admitted and busy.reason == "concurrency"
-    budget.release(a), budget.release(b)
+    a.report(), b.report()
     assert _send(budget).admitted  # third message of the window
     full = budget.admit(BOX, 1)
     assert not full.admitted and full.reason == "message_rate" and 59 <= full.delay <= 66
@@ -92,9 +92,9 @@ def test_a_send_leaves_the_window_a_full_window_after_graph_answered(make_budget
     clock = make_budget.clock
     quick, slow = budget.admit(BOX, 1), budget.admit(BOX, 1)
     clock.now += 0.1
-    budget.release(quick)
+    quick.report()
     clock.now += 4.9
-    budget.release(slow)
+    slow.report()
     clock.now += 5.05  # 10 s after both admissions, not after quick's answer
     assert not budget.admit(BOX, 1).admitted
     clock.now += 0.1
@@ -106,7 +106,7 @@ def test_a_send_leaves_the_window_a_full_window_after_graph_answered(make_budget
 def test_the_budget_waits_briefly_in_process_for_a_free_slot(make_budget):
     budget = make_budget(max_concurrency=1, max_wait_s=5)
     first = budget.admit(BOX, 1)
-    threading.Timer(0.05, budget.release, args=(first,)).start()
+    threading.Timer(0.05, first.report).start()
     assert budget.admit(BOX, 1).admitted
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from bench.crash import CrashPlan, run_crash
 from bench.soak import write_report
-from shared.pacing.budget import Admission
+from shared.pacing.admission import Admission
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 

@@ -3,6 +3,9 @@ with a fake clock: tests/test_budget.py)."""
 
 from __future__ import annotations
 
+import pytest
+
+from shared.base import errors
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 
@@ -53,3 +56,62 @@ def test_steady_state_costs_one_graph_call_per_mail_and_almost_no_token_or_vault
     assert graph_calls == 200 and delta["calls.graph.sendMail"] == 200, "exactly one Graph call per mail"
     assert token_calls <= 5, "at most one token redemption per mailbox, not per mail"
     assert vault_ops <= 5, "the token cache is read from Key Vault once per mailbox, then kept in memory"
+
+
+class CountedReports:
+    """The app's own budget seen through pacing's door (shared/pacing/admission.py), its reports counted."""
+
+    def __init__(self, budget) -> None:
+        self.budget, self.admitted, self.reported = budget, 0, 0
+
+    def admit(self, mailbox, recipients):
+        admission = self.budget.admit(mailbox, recipients)
+        if admission.admitted:
+            self.admitted += 1
+            give_back = admission.give_back
+
+            def counted() -> None:
+                self.reported += 1
+                give_back()
+
+            admission.give_back = counted
+        return admission
+
+
+def test_every_admitted_attempt_reports_to_pacing_exactly_once_whatever_ends_it(send_kit, monkeypatch):
+    """Issue 24: the sender asks pacing once per attempt and reports once, on every path (sent, Graph's refusal,
+    an ambiguous answer, a token failure before Graph, a bug raising out of the attempt), so no slot leaks: with
+    one concurrency slot and no in-process wait, a leaked slot would hold the next message back."""
+    kit = send_kit()
+    cid = kit.connect("alice")
+    counted = CountedReports(kit.pace(max_concurrency=1, max_wait_s=0))
+    sender = kit.services.sender
+    monkeypatch.setattr(sender, "budget", counted)
+    ended = {"sent": sender.process(kit.message(cid), "q-sent").status}
+    kit.mb.admin.add_fault("graph.sendMail", "503", count=1)
+    ended["refused"] = sender.process(kit.message(cid), "q-503").status
+    kit.mb.admin.add_fault("graph.sendMail", "504_after", count=1)
+    ended["ambiguous"] = sender.process(kit.message(cid), "q-504").status
+
+    def token_unavailable(conn):
+        raise errors.TemporarilyUnavailable(detail="the token endpoint answered 503")
+
+    def a_bug(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    with monkeypatch.context() as m:
+        m.setattr(sender, "_token", token_unavailable)
+        ended["token"] = sender.process(kit.message(cid), "q-token").status
+    with monkeypatch.context() as m:
+        m.setattr(sender.graph, "send_mail", a_bug)
+        with pytest.raises(RuntimeError):
+            sender.process(kit.message(cid), "q-bug")
+    ended["after"] = sender.process(kit.message(cid), "q-after").status
+    assert ended == {
+        "sent": "sent",
+        "refused": "queued",
+        "ambiguous": "unknown",
+        "token": "queued",
+        "after": "sent",
+    }, ended
+    assert counted.admitted == 6 and counted.reported == 6, (counted.admitted, counted.reported)

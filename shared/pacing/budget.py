@@ -40,15 +40,14 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from shared.base import errors
-from shared.base.formats import mailbox_key
 from shared.base.storage import StorageClients
 from shared.pacing import budget_row as row
+from shared.pacing.admission import CONSUMER_TENANT_ID, Admission, Mailbox
 from shared.pacing.budget_row import BUDGETS_TABLE, Limits
 from shared.pacing.budget_view import MailboxView, Send, look_again_s
 
@@ -56,45 +55,13 @@ __all__ = ["BUDGETS_TABLE", "CONSUMER_TENANT_ID", "Admission", "Limits", "Mailbo
 
 logger = logging.getLogger(__name__)
 
-CONSUMER_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"  # personal Microsoft accounts (Outlook.com)
 WRITE_ATTEMPTS = 6
 
 
-@dataclass(frozen=True)
-class Mailbox:
-    """What a budget belongs to: the mailbox Graph is called for (never a connection: several can share one)."""
-
-    tenant_id: str
-    object_id: str  # or the lower-cased address of a `from` mailbox sent to via /users/{from}
-
-    @property
-    def key(self) -> str:
-        return mailbox_key(self.tenant_id, self.object_id)
-
-    @property
-    def consumer(self) -> bool:
-        return self.tenant_id.lower() == CONSUMER_TENANT_ID
-
-
-@dataclass
-class Admission:
-    """A held slot (``admitted``; release it with ``budget.slot``), a delay with its reason, or a refusal."""
-
-    mailbox: str
-    delay: float = 0.0
-    reason: str = ""  # concurrency | message_rate | share_pending | daily_limit | contended
-    error: errors.MailbridgeError | None = None  # refused for good (per-message or daily limit exceeded)
-    send: Send | None = field(default=None, repr=False)
-    released: bool = field(default=False, repr=False)
-
-    @property
-    def admitted(self) -> bool:
-        return self.error is None and self.delay <= 0
-
-
 class MailboxBudget:
-    """Thread-safe; one per process (``Services.budget``). With ``give_back_idle`` a background thread gives
-    back the share of a mailbox this instance has had no message for in a moment (``idle_s``)."""
+    """The pacer behind the door (shared/pacing/admission.py ``Pacer``). Thread-safe; one per process
+    (``Services.budget``). With ``give_back_idle`` a background thread gives back the share of a mailbox this
+    instance has had no message for in a moment (``idle_s``)."""
 
     def __init__(
         self,
@@ -173,7 +140,7 @@ class MailboxBudget:
         while True:
             now = self.clock()
             me = box.me
-            if me is None or self._due(me, now) or box.unreserved(me) < recipients:
+            if not box.share_lasts(recipients, now):
                 full = box.full_until(lim, now) - now if box.state is not None else 0.0
                 if full > 0 and full > deadline - now:  # the window is full whatever the row says: nothing to write
                     return Admission(key, box.promise(lim, _share(box, lim), now, full), "message_rate")
@@ -189,13 +156,13 @@ class MailboxBudget:
                         continue  # another instance took the mailbox between the read and the write: defer to it
                     return Admission(key, random.uniform(0.5, 1.5), "contended")
                 me = box.me
-                assert me is not None
+            assert me is not None  # the share lasts, or was just renewed
             due = now >= box.resync_at
             wait, reason = box.wait(me, lim, recipients, now)
             if wait <= 0:
                 send = box.take(recipients, now)
                 self.peak_in_flight[key] = max(self.peak_in_flight.get(key, 0), box.in_flight)
-                return Admission(key, send=send)
+                return Admission(key, give_back=partial(self._give_back, box, send))
             # Held back by the others rather than by its own share, or a share smaller than the window (the
             # others' tails when it joined): the cached row may be stale (they may have given their shares back,
             # their tails left since), so look at it again.
@@ -212,32 +179,16 @@ class MailboxBudget:
                 return Admission(key, box.promise(lim, _share(box, lim), now, wait), reason)
             box.cond.wait(max(0.0, min(wait, limit - now)))
 
-    @contextmanager
-    def slot(self, admission: Admission) -> Iterator[None]:
-        try:
-            yield
-        finally:
-            self.release(admission)
-
-    def release(self, admission: Admission) -> None:
-        """Give the slot back (once: the sender releases it when Graph answers, ``slot`` again at the end)."""
-        if not admission.admitted or admission.send is None or admission.released:
-            return
-        box = self._box(admission.mailbox)
+    def _give_back(self, box: MailboxView, send: Send) -> None:
+        """The report of an admitted attempt (``Admission.report``): the slot is free, and the send counts in the
+        message window until a window after now (Graph's answer)."""
         with box.cond:
-            if admission.released:
+            if send.done:
                 return
-            admission.released = True
+            send.at, send.done = self.clock(), True
             box.in_flight = max(0, box.in_flight - 1)
-            if not admission.send.done:
-                admission.send.at = self.clock()  # stays in the window a full window after Graph answered
-                admission.send.done = True
             box.last_arrival = max(box.last_arrival, self.clock())
             box.cond.notify_all()
-
-    def _due(self, me: dict[str, Any], now: float) -> bool:
-        """Renew at half the lease."""
-        return me["u"] - now < self.grace_s
 
     # --- giving shares back -------------------------------------------------------------------------------
     def sweep(self) -> int:

@@ -49,6 +49,12 @@ class MailboxView:
     def me(self) -> dict[str, Any] | None:
         return self.state["p"].get(self.me_id) if self.state else None
 
+    def share_lasts(self, recipients: int, now: float) -> bool:
+        """This instance holds a share with at least half its lease left (renewed at half the lease, so a send
+        admitted now reaches Graph within it) and a reservation that covers ``recipients``."""
+        me = self.me
+        return me is not None and me["u"] - now >= self.grace_s and self.unreserved(me) >= recipients
+
     def unreserved(self, me: dict[str, Any]) -> int:
         return int(me["r"]) - sum(int(n) for _, n in self.used)
 
@@ -128,7 +134,7 @@ class MailboxView:
             wait = (min(finished) - now) if finished else window / max(1, cap_k)
             return max(wait, 0.01), "message_rate"
         if self.in_flight >= cap_c:
-            return 0.5, "concurrency"  # a release notifies the waiters sooner
+            return 0.5, "concurrency"  # a report notifies the waiters sooner
         return 0.0, ""
 
     def daily_wait(self, lim: Limits, recipients: int, now: float, have: int) -> float:

@@ -77,6 +77,15 @@ class Ledger:
             record.sending_at, record.lease_until = now, now + LEASE_SECONDS
         return record
 
+    def insert(self, msg: SendMessage, source: str, run: str, mailbox: str, claim: bool = False) -> Delivery | None:
+        """The row of a new id inserted (``queued``, or ``sending`` with ``claim``: see :meth:`new_record`), counted
+        against ``mailbox``; None if the id has a row already (a redelivery or a copy)."""
+        record = self.new_record(msg, source, run, claim)
+        if not self.deliveries.create(record):
+            return None
+        record.mailbox = mailbox
+        return record
+
     def claim(self, msg: SendMessage, source: str, run: str = "") -> Delivery | Outcome:
         """The row for (connection, id): created queued, or an Outcome when this copy must not send."""
         record = self.new_record(msg, source, run)

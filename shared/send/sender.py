@@ -22,7 +22,7 @@ from shared.base import errors
 from shared.base.events import EventPublisher
 from shared.base.settings import Settings
 from shared.base.storage import StorageClients
-from shared.pacing.budget import Admission, Mailbox, MailboxBudget
+from shared.pacing.admission import Admission, Mailbox, Pacer
 from shared.send.attachments import AttachmentStore
 from shared.send.deliveries import Delivery, DeliveryStore, RecordContended
 from shared.send.drafts import SEND_REQUESTED, TRANSIT_GRACE_S, discard_unsent, lookup, recheck_delay, send_via_draft
@@ -51,7 +51,7 @@ class Sender:
         connections: ConnectionStore,
         tokens: TokenService,
         graph: GraphClient,
-        budget: MailboxBudget,
+        budget: Pacer,
         deliveries: DeliveryStore,
         events: EventPublisher,
         attachments: AttachmentStore,
@@ -62,7 +62,7 @@ class Sender:
         self.connections = connections
         self.tokens = tokens
         self.graph = graph
-        self.budget = budget
+        self.budget = budget  # pacing, through its door: one admit and one report per attempt
         self.deliveries = deliveries
         self.events = events
         self.attachments = attachments
@@ -170,27 +170,16 @@ class Sender:
             return self.ledger.finish(msg, record, _plan_status(exc), exc)
         draft_mode = self._use_drafts(msg, conn, uploads)
         record.mode = "draft" if draft_mode else "sendMail"
-        budget_of = self._budget_of(msg, conn, record, draft_mode)
+        budget_of, record.mailbox = self._budget_of(msg, conn, draft_mode)
         admission = self.budget.admit(budget_of, msg.recipient_count())
         if not admission.admitted:
             return self._not_admitted(msg, record, admission)
         record.reason, record.held_since = "", 0.0
-        with self.budget.slot(admission):
-            try:
-                token = self._token(conn)
-            except errors.ReauthRequired as exc:
-                return self._reauth_failed(msg, conn, record, exc)
-            except errors.TransientError as exc:
-                return self.ledger.reschedule(msg, record, self._backoff(record, exc), exc)
-            try:
-                self.ledger.mark_sending(record)
-            except RecordContended:
-                delay = self.busy_recheck_s * random.uniform(1, 1.5)
-                return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
-            # The slot ends when Graph has answered (not after the record and event): Graph's concurrency.
-            return self._send(
-                msg, conn, token, record, uploads, body, draft_mode, lambda: self.budget.release(admission)
-            )
+        done = self._attempt(
+            msg, conn, admission, uploads, body, draft_mode, lambda claim: self._claim(msg, record) if claim else record
+        )
+        assert done is not None  # this row is never None
+        return done
 
     def _send_new(self, msg: SendMessage, source: str, run: str, conn: Connection) -> Outcome | None:
         """The common case, a new id of a connection that can only use sendMail: the plan, the mailbox's budget
@@ -203,38 +192,29 @@ class Sender:
         try:
             uploads, body = self._plan(msg, conn)
         except errors.MailbridgeError as exc:
-            record = self._new_row(msg, source, run, conn)
+            record = self.ledger.insert(msg, source, run, self._budget_of(msg, conn, False)[1])
             return None if record is None else self.ledger.finish(msg, record, _plan_status(exc), exc)
-        record = Delivery(msg.connection_id, msg.id, mode="sendMail")
-        admission = self.budget.admit(self._budget_of(msg, conn, record, False), msg.recipient_count())
+        budget_of, mailbox = self._budget_of(msg, conn, False)
+        admission = self.budget.admit(budget_of, msg.recipient_count())
         if not admission.admitted:
-            found = self._new_row(msg, source, run, conn) or self._found_row(msg, run, conn)
+            found = self.ledger.insert(msg, source, run, mailbox) or self._found_row(msg, run, mailbox)
             return found if not isinstance(found, Delivery) else self._not_admitted(msg, found, admission)
-        with self.budget.slot(admission):
-            try:
-                token = self._token(conn)
-            except (errors.ReauthRequired, errors.TransientError) as exc:
-                record = self._new_row(msg, source, run, conn)
-                if record is None:
-                    return None
-                if isinstance(exc, errors.ReauthRequired):
-                    return self._reauth_failed(msg, conn, record, exc)
-                return self.ledger.reschedule(msg, record, self._backoff(record, exc), exc)
-            record = self._new_row(msg, source, run, conn, claim=True)
-            if record is None:  # a rescheduled copy or a duplicate: claim the row it found, as the general path does
-                found = self._found_row(msg, run, conn)
-                if not isinstance(found, Delivery):
-                    return found
-                record = found
-                record.reason, record.held_since = "", 0.0  # admitted: no longer on hold
-                try:
-                    self.ledger.mark_sending(record)
-                except RecordContended:
-                    delay = self.busy_recheck_s * random.uniform(1, 1.5)
-                    return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
-            return self._send(msg, conn, token, record, uploads, body, False, lambda: self.budget.release(admission))
+        # The row: inserted `queued` to record a failure before the claim on, or inserted already `sending` (the
+        # claim); a rescheduled copy or a duplicate claims the row it finds, as the general path does.
+        return self._attempt(
+            msg,
+            conn,
+            admission,
+            uploads,
+            body,
+            False,
+            lambda claim: (
+                self.ledger.insert(msg, source, run, mailbox, claim)
+                or (self._claim_found(msg, run, mailbox) if claim else None)
+            ),
+        )
 
-    def _found_row(self, msg: SendMessage, run: str, conn: Connection) -> Delivery | Outcome | None:
+    def _found_row(self, msg: SendMessage, run: str, mailbox: str) -> Delivery | Outcome | None:
         """For :meth:`_send_new`, the row an earlier copy of the id left: an Outcome when this copy must not send
         (final, another worker's live lease, a dead worker's ``sending``: ``unknown``); None for a draft-mode row
         (the general path handles it); else the row, ready to be claimed for sendMail."""
@@ -246,22 +226,29 @@ class Sender:
         if found.status == "sending" and msg.on_ambiguous != "resend":
             err = errors.OutcomeUnknown(detail="a previous attempt was interrupted while sending")
             return self.ledger.finish(msg, found, "unknown", err)
-        found.mode = "sendMail"
-        self._budget_of(msg, conn, found, False)
+        found.mode, found.mailbox = "sendMail", mailbox
         return found  # its hold (reason, held_since) stays until it is admitted: the longest hold counts from it
 
-    def _new_row(
-        self, msg: SendMessage, source: str, run: str, conn: Connection, claim: bool = False
-    ) -> Delivery | None:
-        """The row inserted for this message (``queued``, or ``sending`` with ``claim``); None if one exists."""
-        record = self.ledger.new_record(msg, source, run, claim)
-        if not self.deliveries.create(record):
-            return None
-        self._budget_of(msg, conn, record, False)  # sets record.mailbox
+    def _claim_found(self, msg: SendMessage, run: str, mailbox: str) -> Delivery | Outcome | None:
+        """For :meth:`_send_new`, admitted: the row an earlier copy of the id left, claimed (see :meth:`_found_row`)."""
+        found = self._found_row(msg, run, mailbox)
+        if not isinstance(found, Delivery):
+            return found
+        found.reason, found.held_since = "", 0.0  # admitted: no longer on hold
+        return self._claim(msg, found)
+
+    def _claim(self, msg: SendMessage, record: Delivery) -> Delivery | Outcome:
+        """The row owned for this attempt (``sending`` under this worker's lease), or the Outcome of finding
+        another worker got it first (look again soon)."""
+        try:
+            self.ledger.mark_sending(record)
+        except RecordContended:
+            delay = self.busy_recheck_s * random.uniform(1, 1.5)
+            return Outcome("queued", msg.id, msg.connection_id, delay=delay, record=record)
         return record
 
-    def _budget_of(self, msg: SendMessage, conn: Connection, record: Delivery, draft_mode: bool) -> Mailbox:
-        """Which mailbox's budget the send counts against (sets ``record.mailbox``)."""
+    def _budget_of(self, msg: SendMessage, conn: Connection, draft_mode: bool) -> tuple[Mailbox, str]:
+        """Which mailbox's budget the send counts against, and the mailbox's name for the row."""
         mailbox = conn.mailbox.lower()
         budget_of = Mailbox(conn.tenant_id, conn.object_id)
         if msg.from_ and self.settings.send_as_endpoint == "users" and not draft_mode:
@@ -271,8 +258,7 @@ class Sender:
             named = msg.from_.address.lower()
             if named != mailbox:
                 mailbox, budget_of = named, Mailbox(conn.tenant_id, named)
-        record.mailbox = mailbox
-        return budget_of
+        return budget_of, mailbox
 
     def _not_admitted(self, msg: SendMessage, record: Delivery, admission: Admission) -> Outcome:
         """The mailbox's budget said no: rejected over the per-message limit, held while the daily recipient
@@ -303,18 +289,35 @@ class Sender:
             logger.info("Message %s paced (%s): retry in %.1fs", msg.id, admission.reason, admission.delay)
         return self.ledger.reschedule(msg, record, admission.delay, None)
 
-    def _send(
+    def _attempt(
         self,
         msg: SendMessage,
         conn: Connection,
-        token: str,
-        record: Delivery,
+        admission: Admission,
         uploads: list[str],
         body: str,
         draft_mode: bool,
-        answered: Callable[[], None] = lambda: None,
-    ) -> Outcome:
+        row: Callable[[bool], Delivery | Outcome | None],
+    ) -> Outcome | None:
+        """One admitted attempt: the token, the row claimed, Graph, the answer written down. ``row(True)`` is the
+        message's row claimed for sending, ``row(False)`` the row to record a failure before the claim on (an
+        Outcome: this copy must not send; None: the general path decides). The admission is reported exactly
+        once: when Graph has answered, or at whatever ends the attempt before it (the slot is Graph's
+        concurrency, so the answer's row and event are written after)."""
         try:
+            try:
+                token = self._token(conn)
+            except (errors.ReauthRequired, errors.TransientError) as exc:
+                held = row(False)
+                if not isinstance(held, Delivery):
+                    return held
+                if isinstance(exc, errors.ReauthRequired):
+                    return self._reauth_failed(msg, conn, held, exc)
+                return self.ledger.reschedule(msg, held, self._backoff(held, exc), exc)
+            record = row(True)
+            if not isinstance(record, Delivery):
+                return record
+            refused: errors.MailbridgeError | None = None
             try:
                 if draft_mode:
                     request_id = send_via_draft(
@@ -322,15 +325,32 @@ class Sender:
                     )
                 else:
                     request_id = self._send_mail(msg, token, body)
-            finally:
-                answered()
-        except errors.OutcomeUnknown as exc:
+            except errors.MailbridgeError as exc:
+                refused = exc
+        finally:
+            admission.report()
+        if refused is not None:
+            return self._refused(msg, conn, token, record, draft_mode, refused)
+        record.graph_request_id = request_id
+        return self.ledger.finish(msg, record, "sent", None)
+
+    def _refused(
+        self,
+        msg: SendMessage,
+        conn: Connection,
+        token: str,
+        record: Delivery,
+        draft_mode: bool,
+        exc: errors.MailbridgeError,
+    ) -> Outcome:
+        """What Graph's refusal, or an answer that leaves the outcome unknown, makes of the message."""
+        if isinstance(exc, errors.OutcomeUnknown):
             if draft_mode:
                 return self._resolve_draft(msg, conn, record, exc, token)
             if msg.on_ambiguous == "resend":
                 return self.ledger.reschedule(msg, record, self._backoff(record, exc), exc)
             return self.ledger.finish(msg, record, "unknown", exc)
-        except errors.TransientError as exc:  # nothing was applied
+        if isinstance(exc, errors.TransientError):  # nothing was applied
             delay = self._backoff(record, exc)
             if exc.extra.get("token_rejected"):
                 # Graph says the token is no good although it has not expired by our clock (revoked, or
@@ -346,12 +366,9 @@ class Sender:
             # A draft-mode message whose attempts end here leaves no unsent draft in the user's Drafts.
             discard = (lambda: discard_unsent(self.graph, token, msg.id)) if draft_mode else None
             return self.ledger.reschedule(msg, record, delay, exc, discard)
-        except errors.InputError as exc:  # e.g. a referenced blob vanished
+        if isinstance(exc, errors.InputError):  # e.g. a referenced blob vanished
             return self.ledger.finish(msg, record, "rejected", exc)
-        except errors.MailbridgeError as exc:
-            return self.ledger.finish(msg, record, "failed", exc)
-        record.graph_request_id = request_id
-        return self.ledger.finish(msg, record, "sent", None)
+        return self.ledger.finish(msg, record, "failed", exc)
 
     def _token(self, conn: Connection) -> str:
         # One miss per connection at a time: concurrent messages of a cold connection wait for the
