@@ -97,6 +97,28 @@ def test_each_subpackage_imports_only_the_siblings_it_declares(package):
             )
 
 
+def doors(package: str) -> set[str]:
+    """The modules of a sub-package its siblings may import, from a line ``Door: admission`` (none: all of them)."""
+    doc = ast.get_docstring(ast.parse((REPO / "shared" / package / "__init__.py").read_text())) or ""
+    match = re.search(r"^Door:\s*(.*)$", doc, re.M)
+    names = re.split(r"[,\s]+", match.group(1)) if match else []
+    return {f"shared.{package}.{n.strip().strip('.')}" for n in names if n.strip().strip(".")}
+
+
+def test_pacing_is_entered_only_through_its_door():
+    """Issue 24: the sender asks pacing one question and reports once (shared/pacing/admission.py); the budget's
+    row, view and shares stay inside. Only the composition root, which builds the budget, may know more."""
+    door = doors("pacing")
+    assert door == {"shared.pacing.admission"}, f"shared/pacing/__init__.py: 'Door:' names {sorted(door)}"
+    g = graph(type_checking=True)
+    inside = g.find_descendants("shared.pacing") - door
+    for importer in sorted(g.modules - g.find_descendants("shared.pacing") - ROOT_MODULES - {"shared.pacing"}):
+        if not importer.startswith(("shared.", "blueprints.")):
+            continue
+        reached = g.find_modules_directly_imported_by(importer) & inside
+        assert not reached, f"{importer} imports {sorted(reached)}: outside shared/pacing only {sorted(door)}"
+
+
 def test_no_module_of_shared_is_over_500_lines():
     long = {
         str(p.relative_to(REPO)): n
