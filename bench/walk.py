@@ -9,7 +9,9 @@ on a second message under ``sys.setprofile`` and counts, on the function's threa
 - **modules**: the distinct modules those stops are in;
 - **module changes**: consecutive stops in different modules;
 - **returns**: stops into a module the walk had already left (a module changed to one seen before);
-- **re-entries per module**: how often the walk came back to each module after leaving it.
+- **re-entries per module**: how often the walk came back to each module after leaving it;
+- **pacing**: how often the walk entered the pacing package (``shared.pacing.*``) and the hand-offs between
+  its budget and the budget's view (issue 24: one question and one report per attempt).
 
 It measures the shape of the code, not its speed: the same message on the same stack gives the same walk
 (the pacing share may be renewed or not, which can add a stop or two). ``--base DIR`` runs it on another
@@ -41,18 +43,24 @@ class Walk:
             self.stops.append((module, name))
 
     @property
+    def packages(self) -> set[str]:
+        return {".".join(m.split(".")[:2]) for m, _ in self.stops}
+
+    @property
     def modules(self) -> list[str]:
         return sorted({m for m, _ in self.stops})
 
     def changes(self) -> int:
         return sum(1 for a, b in zip(self.stops, self.stops[1:], strict=False) if a[0] != b[0])
 
-    def reentries(self) -> Counter[str]:
-        """Per module: how many times the walk came back to it after having left it."""
+    def reentries(self, depth: int = 0) -> Counter[str]:
+        """Per module (per package with ``depth``: ``shared.pacing`` is depth 2): how many times the walk came back
+        to it after having left it."""
         seen: set[str] = set()
         back: Counter[str] = Counter()
         previous = None
-        for module, _ in self.stops:
+        for name, _ in self.stops:
+            module = ".".join(name.split(".")[:depth]) if depth else name
             if module != previous and module in seen:
                 back[module] += 1
             seen.add(module)
@@ -72,6 +80,11 @@ class Walk:
             "module_changes": self.changes(),
             "returns_to_a_module_left": sum(back.values()),
             "reentries": dict(back.most_common()),
+            "pacing": {
+                "entries": self.reentries(depth=2)["shared.pacing"] + 1 if "shared.pacing" in self.packages else 0,
+                "budget_reentries": back["shared.pacing.budget"],
+                "budget_view_hand_offs": self.hand_offs("shared.pacing.budget", "shared.pacing.budget_view"),
+            },
             "stops_per_module": dict(Counter(m for m, _ in self.stops).most_common()),
         }
 
@@ -132,7 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     sender = next((m for m in summary["reentries"] if m.endswith("sender")), None)
     print(
         f"{summary['stops']} stops in {summary['modules']} modules, {summary['returns_to_a_module_left']} of them "
-        f"return to a module already left; sender re-entered {summary['reentries'].get(sender, 0)} times"
+        f"return to a module already left; sender re-entered {summary['reentries'].get(sender, 0)} times; pacing "
+        f"entered {summary['pacing']['entries']} times, budget re-entered {summary['pacing']['budget_reentries']}, "
+        f"budget <-> budget_view hand-offs {summary['pacing']['budget_view_hand_offs']}"
     )
 
 
