@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from shared.base.settings import Settings
     from shared.base.storage import StorageClients
-    from shared.tokens.secrets import TokenCacheVault
+    from shared.tokens.cache_store import TokenCacheStore
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class GrantServices(Protocol):
 
     settings: Settings
     storage: StorageClients
-    vault: TokenCacheVault
+    token_caches: TokenCacheStore
     clock: Callable[[], float]
 
 
@@ -168,7 +168,7 @@ class GrantService:
         """Park a signed-in mailbox; returns the one-time result code for the return URL."""
         grant_id = secrets.token_urlsafe(24)
         name = "mb-p" + hashlib.sha256(grant_id.encode()).hexdigest()[:40]
-        self.s.vault.write(name, cache_text, tags={"pending": "true"})
+        self.s.token_caches.write(name, cache_text, tags={"pending": "true"})
         expires_at = self.s.clock() + GRANT_TTL_SECONDS
         self.store.put(
             PendingGrant(
@@ -221,7 +221,7 @@ class GrantService:
 
     def _discard(self, grant: PendingGrant, why: str) -> None:
         if self.store.move(grant, "discarded"):
-            self.s.vault.delete(grant.secret_name)
+            self.s.token_caches.delete(grant.secret_name)
             logger.warning(
                 "Pending grant discarded (%s): mailbox of tenant %s was not attached to the link's user",
                 why,
@@ -257,12 +257,12 @@ class GrantService:
             conn.secret_generation += 1  # the old name is soft-deleted in Key Vault: never recover it
             conn.is_default = not any(c.connection_id != conn.connection_id for c in others)
         old_secret = conn.secret_name
-        cache_text = s.vault.read(grant.secret_name)
+        cache_text = s.token_caches.read(grant.secret_name)
         if cache_text is None:
             raise errors.TemporarilyUnavailable(detail="the pending token cache is missing")
         with s.locks.hold(conn.connection_id):
             # Under the connection's lock, so a refresh elsewhere cannot write an older cache over this one.
-            conn.secret_name, conn.secret_generation = s.vault.write_new_name(
+            conn.secret_name, conn.secret_generation = s.token_caches.write_new_name(
                 conn.connection_id, conn.secret_generation, cache_text
             )
             conn.secret_writes = 1
@@ -275,9 +275,9 @@ class GrantService:
             s.connections.set_refresh_due(conn, now + s.settings.refresh_after_days * 86400)
             s.connections.save(conn)
             s.tokens.forget(conn.connection_id)
-        s.vault.delete(grant.secret_name)
+        s.token_caches.delete(grant.secret_name)
         if old_secret and old_secret != conn.secret_name:
-            s.vault.delete(old_secret)
+            s.token_caches.delete(old_secret)
         logger.info("Connection %s connected (tenant %s)", conn.connection_id, conn.tenant_id)
         return conn
 
@@ -287,7 +287,7 @@ class GrantService:
         count = 0
         for partition, status, secret_name in self.store.expired(self.s.clock() if now is None else now, limit):
             if status == "pending" and secret_name:
-                self.s.vault.delete(secret_name)
+                self.s.token_caches.delete(secret_name)
             self.store.delete_row(partition)
             count += 1
         return count

@@ -20,9 +20,9 @@ from shared.base.errors import AppCredentialFailed, ReauthRequired, TransientErr
 from shared.base.identity import MsalFactory
 from shared.base.settings import Settings
 from shared.tokens.app_credential import AppCredentialHealth
+from shared.tokens.cache_store import TokenCacheStore
 from shared.tokens.entra_errors import TOKEN_ENDPOINT_OUTAGES, map_entra_error, token_endpoint_outage
 from shared.tokens.locks import ConnectionLocks
-from shared.tokens.secrets import TokenCacheVault
 from shared.tokens.store import Connection, ConnectionStore
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class TokenService:
         self,
         settings: Settings,
         msal_factory: MsalFactory,
-        vault: TokenCacheVault,
+        vault: TokenCacheStore,
         connections: ConnectionStore,
         locks: ConnectionLocks,
         max_cached: int = 5000,
