@@ -5,16 +5,16 @@ signs in with *their* mailbox; if the callback stored that as a connection of th
 the link's owner could send mail from a stranger's mailbox (login / account-linking CSRF, RFC 9700
 §4.7). So the callback only parks the new grant:
 
-1. ``create``: the token cache goes to Key Vault under a pending name, a row in ``authflows``
+1. ``create``: the token cache is sealed into the token store under a pending name, a row in ``authflows``
    (``grant-<sha256(grant id)>``) remembers whose link it was, and the browser is sent to
    ``return_url?status=connected&result=<one-time code>``. The code is HMAC-signed (ticket key) and
    names the grant; it is single use and lives 10 minutes. Nothing can send with a pending grant.
 2. ``claim``: the SaaS backend, which knows who is signed in on its side, posts ``{result, user_ref}``.
    Same ``user_ref`` as the link -> the connection is created or updated (its own Key Vault name, the
-   pending secret deleted) and returned. Another ``user_ref`` -> ``claim_mismatch`` and the grant is
-   discarded at once (secret deleted). A second claim -> ``result_used``; after 10 minutes ->
+   pending cache erased) and returned. Another ``user_ref`` -> ``claim_mismatch`` and the grant is
+   discarded at once (its sealed cache erased, shared/tokens/cache_store.py). A second claim -> ``result_used``; after 10 minutes ->
    ``result_expired``.
-3. ``purge``: the housekeeping timer deletes grants nobody claimed in time, with their secret.
+3. ``purge``: the housekeeping timer deletes grants nobody claimed in time, erasing their cache.
 
 The grant row's status moves ``pending -> claimed | discarded`` by ETag-matched updates, so of two
 concurrent claims exactly one wins.
@@ -62,7 +62,7 @@ class PendingGrant:
     mailbox: str
     display_name: str
     scopes: list[str]
-    secret_name: str  # the pending token cache in Key Vault
+    secret_name: str  # the pending token cache's name in the token store
     expires_at: float
     reconnect_id: str | None = None  # the link re-authorised this connection
     status: str = "pending"  # pending | claimed | discarded
@@ -254,7 +254,7 @@ class GrantService:
                 is_default=not others,
             )
         elif conn.status == "disconnected":
-            conn.secret_generation += 1  # the old name is soft-deleted in Key Vault: never recover it
+            conn.secret_generation += 1  # a new name and a new data key; the old generation is erased below
             conn.is_default = not any(c.connection_id != conn.connection_id for c in others)
         old_secret = conn.secret_name
         cache_text = s.token_caches.read(grant.secret_name)
