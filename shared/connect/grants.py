@@ -10,10 +10,10 @@ the link's owner could send mail from a stranger's mailbox (login / account-link
    ``return_url?status=connected&result=<one-time code>``. The code is HMAC-signed (ticket key) and
    names the grant; it is single use and lives 10 minutes. Nothing can send with a pending grant.
 2. ``claim``: the SaaS backend, which knows who is signed in on its side, posts ``{result, user_ref}``.
-   Same ``user_ref`` as the link -> the connection is created or updated (its own Key Vault name, the
+   Same ``user_ref`` as the link -> the connection is created or updated (its own cache name, the
    pending cache erased) and returned. Another ``user_ref`` -> ``claim_mismatch`` and the grant is
-   discarded at once (its sealed cache erased, shared/tokens/cache_store.py). A second claim -> ``result_used``; after 10 minutes ->
-   ``result_expired``.
+   discarded at once (its sealed cache erased, shared/tokens/cache_store.py). A second claim ->
+   ``result_used``; after 10 minutes -> ``result_expired``.
 3. ``purge``: the housekeeping timer deletes grants nobody claimed in time, erasing their cache.
 
 The grant row's status moves ``pending -> claimed | discarded`` by ETag-matched updates, so of two
