@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 from bench.cold_peers import peak_rss_mb  # stdlib only: imports nothing of the app
 from bench.request_count import start_counting  # stdlib only
 
-OPTIONAL_SDKS = ("azure.identity", "azure.storage.blob", "azure.storage.queue", "cryptography")
+# cryptography is no longer optional: the token cache is sealed with AES-GCM (issue 26).
+OPTIONAL_SDKS = ("azure.identity", "azure.storage.blob", "azure.storage.queue")
 
 
 def _count_requests() -> Counter:

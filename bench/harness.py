@@ -21,6 +21,7 @@ from emulator.client import EmulatorAdmin
 from shared.services import reset_services
 from stack.azurite import Azurite
 from stack.local import start_emulator_process, stop_pid
+from stack.seed import ensure_token_key
 from tests.fixtures.app import FUNCTION_KEY, PUBLIC_BASE_URL, RETURN_ORIGIN, Mailbridge
 from tests.fixtures.emulator import DEFAULT_REDIRECT, EmuTenant
 from tests.fixtures.sender import POISON_FUNCTION, SendKit, queue_spec
@@ -116,6 +117,7 @@ class BenchStack:
             sign_in_audience="AzureADMultipleOrgs",
             secrets=[{"value": f"mb-secret-{suffix}"}],
         )
+        ensure_token_key(self.admin, self.operator_tid, app["client_id"], app["secrets"][0]["value"])
         return {
             "ENTRA_CLIENT_ID": app["client_id"],
             "ENTRA_CLIENT_SECRET": app["secrets"][0]["value"],

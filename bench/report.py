@@ -372,16 +372,18 @@ def _b2_findings(rows: list[dict[str, Any]]) -> list[str]:
         f"- **Goals (issue 18).** `import function_app` {main['import_s']:.2f} s{at} (goals 0.2 s, 35 MiB:"
         f" {met(import_ok)}); import + first send",
         f"  {main['first_send_s']:.2f} s at {main['peak_rss_mb']:.0f} MiB peak (goals 0.5 s, 60 MiB: {met(cold_ok)});",
-        f"  the first send's HTTP calls in Azure: {calls:.0f} (goal 10: {met(calls <= 10)}), the Azurite-only",
+        f"  the first send's HTTP calls in Azure: {calls:.0f} (goal 11: {met(calls <= 11)}), the Azurite-only",
         "  create-if-missing calls apart. They",
         "  are: the connection row, the mailbox budget's read and its first insert, Key Vault's 401 challenge",
         "  (by design of its SDK: azure-sdk-for-python#31233), the Key Vault token (here the app's client",
         "  credentials: tenant discovery + token; in Azure one managed-identity call, plus one for Storage), the",
-        "  secret, the claiming insert, Graph and the final state (into the message's outgoing-log index row;",
+        "  sealed token cache's row and its data key's unwrap (issue 26: before, one secret read; goal 10 then),"
+        "  the claiming insert, Graph and the final state (into the message's outgoing-log index row;",
         "  no batch: B1's note). The still-valid access token comes from the",
         "  stored cache (no lease, no MSAL discovery), `last_used_at` from the outgoing log (no connection-row",
         "  write), and the event is the host's write from the queue output binding (not counted, as the queue",
-        "  receive and delete are not). Neither azure-identity, cryptography, nor the blob and queue SDKs load.",
+        "  receive and delete are not). Neither azure-identity nor the blob and queue SDKs load (cryptography does:",
+        "  AES-GCM, issue 26).",
     ]
     if plain is not None:
         out += [

@@ -20,8 +20,11 @@ param environmentName string
 })
 param location string
 
-@description('Object id of the person (or CI principal) running azd; gets the same data roles as the app so local runs reach the same resources. Empty: no assignments.')
+@description('Object id of the person (or CI principal) running azd. Gets no data role that can read tokens unless deployerDataAccess is true. Empty: no assignments.')
 param principalId string = ''
+
+@description('Give principalId the data roles for local runs against the deployed resources (Storage data roles, Key Vault Secrets Officer and Crypto User on the token key). RISK: whoever holds them can unwrap and redeem every connected mailbox\'s refresh token, and send as any connected mailbox. Default false: nobody holds standing access to tokens; grant it for a time through PIM if you must (docs/security.md).')
+param deployerDataAccess bool = false
 
 @allowed([
   'User'
@@ -169,12 +172,13 @@ var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(t
 var attachmentsContainerName = 'mail-attachments'
 var lockContainerName = 'mailbridge-locks' // per-connection refresh leases (shared/tokens/locks.py)
 // Every table the app uses; mailboxbudgets holds the per-mailbox sending budgets shared by all instances
-// (shared/pacing/budget.py).
+// (shared/pacing/budget.py); tokencaches the sealed MSAL token caches (shared/tokens/cache_store.py).
 var appTableNames = [
   'connections'
   'authflows'
   'deliveries'
   'mailboxbudgets'
+  'tokencaches'
 ]
 var outboundQueueName = 'outbound-mail'
 var eventsQueueName = 'mail-events'
@@ -273,6 +277,9 @@ module alerts 'core/monitor/alerts.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     storageAccountName: storage.outputs.name
     alertEmail: alertEmail
+    keyVaultName: keyVault.outputs.name
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    appPrincipalId: identity.outputs.principalId
   }
 }
 
@@ -326,6 +333,7 @@ module appSettings 'app/appsettings.bicep' = {
     identityClientId: identity.outputs.clientId
     hostIdentityClientId: hostIdentity.outputs.clientId
     keyVaultUrl: keyVault.outputs.uri
+    keyVaultKeyName: keyVault.outputs.tokenKeyName
     ticketKeySecretUri: ticketKey.outputs.secretUri
     entraClientId: effectiveEntraClientId
     entraTenant: effectiveEntraTenant
@@ -371,6 +379,8 @@ module rbac 'app/rbac.bicep' = {
     ]
     userPrincipalId: principalId
     userPrincipalType: principalType
+    deployerDataAccess: deployerDataAccess
+    tokenKeyName: keyVault.outputs.tokenKeyName
     outboundQueueName: outboundQueueName
     eventsQueueName: eventsQueueName
     producerPrincipalIds: producerPrincipalIds

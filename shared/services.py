@@ -19,8 +19,9 @@ from shared.base.identity import MsalFactory, http_session
 from shared.base.settings import Settings, get_settings
 from shared.base.storage import StorageClients
 from shared.tokens.app_credential import AppCredentialHealth
+from shared.tokens.cache_store import TokenCacheStore
 from shared.tokens.locks import ConnectionLocks
-from shared.tokens.secrets import TokenCacheVault
+from shared.tokens.secrets import TokenCacheVault, TokenKey
 from shared.tokens.store import ConnectionStore, FlowStore
 from shared.tokens.tokens import TokenService
 
@@ -60,8 +61,19 @@ class Services:
         return MsalFactory(self.settings, self.http)
 
     @cached_property
-    def vault(self) -> TokenCacheVault:
+    def token_key(self) -> TokenKey:
+        """The vault's key wrapping each connection's data key (KEY_VAULT_KEY_NAME)."""
+        return TokenKey(self.settings)
+
+    @cached_property
+    def legacy_vault(self) -> TokenCacheVault:
+        """Plain token caches as Key Vault secrets (before issue 26): read once, upgraded and deleted."""
         return TokenCacheVault(self.settings)
+
+    @cached_property
+    def token_caches(self) -> TokenCacheStore:
+        """Sealed token caches in Table storage, one row per connection (shared/tokens/cache_store.py)."""
+        return TokenCacheStore(self.storage, self.token_key, self.legacy_vault)
 
     @cached_property
     def locks(self) -> ConnectionLocks:
@@ -76,7 +88,7 @@ class Services:
         return TokenService(
             self.settings,
             self.msal,
-            self.vault,
+            self.token_caches,
             self.connections,
             self.locks,
             clock=self.clock,

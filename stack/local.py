@@ -26,7 +26,7 @@ from typing import Any
 import requests
 
 from stack.azurite import Azurite, free_port, port_is_free
-from stack.seed import DEMO_PASSWORD, DemoSeed, local_settings, seed_demo
+from stack.seed import DEMO_PASSWORD, DemoSeed, ensure_token_key, local_settings, seed_demo
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 7071
@@ -257,6 +257,7 @@ class LocalStack:
                 seed.client_id,
                 redirect_uris=[f"{app_url}/api/connect/callback", f"{app_url}/api/admin-consent/callback"],
             )
+            ensure_token_key(admin, seed.operator_tid, seed.client_id, seed.client_secret)
             self.say("emulator state restored from the previous run (make run ARGS=--fresh starts over)")
         else:
             seed = seed_demo(admin, app_url)

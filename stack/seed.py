@@ -19,6 +19,8 @@ OPERATOR_DOMAIN = "mailbridge-operator.example"
 # The local demo advertises the shared mailbox team@contoso.example: send-as is on here. Deployed apps keep
 # the least-privilege default of local.settings.sample.json / infra (off).
 LOCAL_DEMO_DEFAULTS = {"ENABLE_SHARED_MAILBOXES": "true"}
+# KEY_VAULT_KEY_NAME's default; infra/core/security/keyvault.bicep creates it
+TOKEN_KEY_NAME = "mailbridge-tokens"  # noqa: S105 - a key name, not a secret
 
 
 @dataclass
@@ -69,6 +71,7 @@ def seed_demo(admin: EmulatorAdmin, app_base_url: str) -> DemoSeed:
         sign_in_audience="AzureADMultipleOrgs",
         secrets=[{"value": secret}],
     )
+    ensure_token_key(admin, operator["tid"], app["client_id"], app["secrets"][0]["value"])
     return DemoSeed(
         operator_tid=operator["tid"],
         customer_tid=contoso["tid"],
@@ -129,3 +132,28 @@ def local_settings(
     doc["_overridden"] = overridden
     doc.setdefault("Host", {})["LocalHttpPort"] = int(app_base_url.rsplit(":", 1)[1])
     return doc
+
+
+def ensure_token_key(
+    admin: EmulatorAdmin, tenant_id: str, client_id: str, client_secret: str, name: str = TOKEN_KEY_NAME
+) -> str:
+    """The emulated vault's RSA key that wraps the token caches' data keys (as Bicep creates it in Azure: RSA 2048,
+    wrapKey/unwrapKey only), created by the operator's app unless it exists; its versioned id."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.identity import ClientSecretCredential
+    from azure.keyvault.keys import KeyClient, KeyOperation
+
+    credential = ClientSecretCredential(
+        tenant_id,
+        client_id,
+        client_secret,
+        authority=admin.base_url,
+        disable_instance_discovery=True,
+        connection_verify=admin.ca_file,
+    )
+    client = KeyClient(admin.base_url, credential, verify_challenge_resource=False, connection_verify=admin.ca_file)
+    try:
+        return client.get_key(name).id
+    except ResourceNotFoundError:
+        key = client.create_rsa_key(name, size=2048, key_operations=[KeyOperation.wrap_key, KeyOperation.unwrap_key])
+        return key.id

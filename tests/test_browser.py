@@ -27,6 +27,7 @@ import requests
 
 from shared.connect.tickets import verify_ticket
 from stack.azurite import free_port
+from stack.seed import ensure_token_key
 from tests.fixtures.app import emulated_settings, query_of
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,6 +109,7 @@ def ui_app(emulator, emulator_admin, azurite, operator_tenant, tmp_path_factory)
         sign_in_audience="AzureADMultipleOrgs",
         secrets=[{"value": f"ui-secret-{suffix}"}],
     )
+    ensure_token_key(emulator_admin, operator_tenant["tid"], app["client_id"], app["secrets"][0]["value"])
     open_tenant = emulator_admin.create_tenant("user", "work", domain=f"ui{suffix}.example")
     emulator_admin.create_user(open_tenant["tid"], f"alice@ui{suffix}.example", display_name="Alice UI")
     emulator_admin.create_user(open_tenant["tid"], f"bob@ui{suffix}.example", display_name="Bob UI")
@@ -160,6 +162,8 @@ def ui_app(emulator, emulator_admin, azurite, operator_tenant, tmp_path_factory)
             "carol": f"carol@strict{suffix}.example",
             "tenant_admin": f"admin@strict{suffix}.example",
             "log": out / "devhost.log",
+            "storage": values["AzureWebJobsStorage"],
+            "table_prefix": values.get("TABLE_PREFIX", ""),
         }
     finally:
         proc.terminate()
@@ -282,16 +286,25 @@ def _connect_on_page(page, ui_app: dict[str, Any], user_ref: str, user: str) -> 
     expect(page.locator("#connection-status")).to_have_text("connected")
 
 
-def _pending_secrets(emulator) -> set[str]:
-    with emulator.state.keyvault.lock:
-        return {name for name in emulator.state.keyvault.secrets if name.startswith("mb-p")}
+def _pending_caches(ui_app) -> set[str]:
+    """The sealed token caches of pending grants (rows of the app's ``tokencaches`` table, issue 26)."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.data.tables import TableServiceClient
+
+    table = TableServiceClient.from_connection_string(ui_app["storage"]).get_table_client(
+        ui_app["table_prefix"] + "tokencaches"
+    )
+    try:
+        return {r["PartitionKey"] for r in table.list_entities() if r["PartitionKey"].startswith("mb-p")}
+    except ResourceNotFoundError:  # no table yet: nothing was ever stored
+        return set()
 
 
 @pytest.mark.browser
 def test_a_forwarded_connect_link_never_attaches_the_strangers_mailbox(browser, ui_app, emulator):
     """Context A's backend asks a link for user_ref=a and A forwards it. B (bob, signed in to the SaaS as b,
     connected and consented before) opens it in B's browser: the page claims for b -> claim_mismatch, the
-    grant is discarded (no token cache left in the vault), nothing exists for a, B's own connection stays."""
+    grant is discarded (no token cache left), nothing exists for a, B's own connection stays."""
     from playwright.sync_api import expect
 
     a_ref, b_ref = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
@@ -307,13 +320,13 @@ def test_a_forwarded_connect_link_never_attaches_the_strangers_mailbox(browser, 
             f"{ui_app['base']}/api/ui/connect-link", json={"user_ref": a_ref}, headers=page_origin, timeout=10
         )
         assert link.status_code == 201, link.text
-        before = _pending_secrets(emulator)
+        before = _pending_caches(ui_app)
 
         page_b.goto(link.json()["connect_url"])  # the forwarded link, in B's browser
         _sign_in(page_b, ui_app["bob"])
         expect(page_b.locator("#outcome")).to_contain_text("error: claim_mismatch")
         expect(page_b.locator("#outcome-title")).to_have_text("Not connected")
-        assert _pending_secrets(emulator) <= before, "the discarded grant's token cache is deleted"
+        assert _pending_caches(ui_app) <= before, "the discarded grant's token cache is deleted"
 
         for_a = http.get(f"{ui_app['base']}/api/ui/connections/{own_id}", timeout=10).json()
         assert (for_a["user_ref"], for_a["status"]) == (b_ref, "connected")  # B's own connection untouched
@@ -339,13 +352,13 @@ def test_a_forwarded_microsoft_sign_in_url_is_refused_in_another_browser(browser
         page_a.click("#connect")
         page_a.wait_for_url(f"{emulator.base_url}/**")
         assert any(c["name"].startswith("mb_connect_") for c in context_a.cookies(ui_app["base"]))
-        before = _pending_secrets(emulator)
+        before = _pending_caches(ui_app)
 
         page_b = context_b.new_page()
         page_b.goto(page_a.url)  # the forwarded sign-in URL
         _sign_in(page_b, ui_app["bob"])
         expect(page_b.locator("code")).to_have_text("invalid_state")
-        assert _pending_secrets(emulator) == before
+        assert _pending_caches(ui_app) == before
     finally:
         context_a.close()
         context_b.close()

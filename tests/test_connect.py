@@ -21,7 +21,7 @@ def test_connect_stores_a_token_cache_msal_can_use_silently(mailbridge):
     assert "Mail.Send" in view["scopes"] and view["is_default"] is True
 
     conn = mb.services.connections.get(cid)
-    serialized = mb.services.vault.read(conn.secret_name)
+    serialized = mb.services.token_caches.read(conn.secret_name)
     cache = msal.SerializableTokenCache()
     cache.deserialize(serialized)
     assert json.loads(serialized)["RefreshToken"], "the refresh token is stored in Key Vault"
@@ -59,11 +59,11 @@ def test_disconnect_then_reconnect_despite_key_vault_soft_delete(mailbridge):
     old_secret = mb.services.connections.get(cid).secret_name
     gone = mb.http("delete_connection", "DELETE", route_params={"connection_id": cid})
     assert gone.status_code == 200 and mb.json(gone)["status"] == "disconnected"
-    assert mb.services.vault.read(old_secret) is None
+    assert mb.services.token_caches.read(old_secret) is None
     again = mb.connect("alice")
     assert again == {"tab": "1", "status": "connected", "connection_id": cid}  # return_url's own query is kept
     conn = mb.services.connections.get(cid)
-    assert conn.secret_name != old_secret and mb.services.vault.read(conn.secret_name)
+    assert conn.secret_name != old_secret and mb.services.token_caches.read(conn.secret_name)
     unknown = mb.http("get_connection", route_params={"connection_id": "c" + "0" * 31})
     assert unknown.status_code == 404 and mb.json(unknown)["error"]["code"] == "not_found"
 

@@ -36,10 +36,10 @@ def error_code(resp) -> str:
     return json.loads(resp.get_body())["error"]["code"]
 
 
-def pending_secrets(emulator) -> set[str]:
-    kv = emulator.state.keyvault
-    with kv.lock:
-        return {name for name in kv.secrets if name.startswith("mb-p")}
+def pending_caches(mb: Mailbridge) -> set[str]:
+    """The sealed token caches of pending grants (rows of ``tokencaches``; Key Vault holds none, issue 26)."""
+    rows = mb.services.storage.table("tokencaches").list_entities(select=["PartitionKey"])
+    return {r["PartitionKey"] for r in rows if r["PartitionKey"].startswith("mb-p")}
 
 
 def grant_rows(mb: Mailbridge) -> list[dict[str, Any]]:
@@ -55,7 +55,7 @@ def test_happy_path_link_sign_in_result_claim_send(mailbridge, emulator):
     back = to_return_url(mb, "alice", "u-alice")
     assert back["status"] == "connected" and set(back) == {"tab", "status", "result"}  # no connection id yet
     assert mb.services.connections.for_user("u-alice") == []  # pending: not a connection
-    assert len(pending_secrets(emulator)) >= 1
+    assert len(pending_caches(mb)) >= 1
     claimed = mb.claim(back["result"], "u-alice")
     assert claimed.status_code == 200, claimed.get_body()
     conn = mb.json(claimed)
@@ -76,10 +76,10 @@ def test_forwarded_link_completed_by_someone_else_attaches_nothing(mailbridge, e
     victim_browser = Mailbridge(mb.functions, mb.kit, mb.admin, mb.env)
     back = to_return_url(victim_browser, "bob", "a")
     assert back["status"] == "connected"
-    before = pending_secrets(emulator)
+    before = pending_caches(mb)
     mismatch = mb.claim(back["result"], "b")
     assert (mismatch.status_code, error_code(mismatch)) == (403, "claim_mismatch")
-    assert len(pending_secrets(emulator)) == len(before) - 1, "the pending token cache is deleted at once"
+    assert len(pending_caches(mb)) == len(before) - 1, "the pending token cache is deleted at once"
     # Nothing usable for a: no connection, and a send with the id it would have had is refused.
     assert mb.json(mb.http("list_connections", params={"user_ref": "a"}))["connections"] == []
     would_be = connection_id_for(mb.kit.tid, mb.kit.users["bob"]["oid"], "a")
@@ -91,7 +91,7 @@ def test_forwarded_link_completed_by_someone_else_attaches_nothing(mailbridge, e
     # B's own connection under b: untouched, still sends.
     after = mb.services.connections.get(own["connection_id"])
     assert (after.user_ref, after.status, after.secret_name) == ("b", "connected", own_conn.secret_name)
-    assert mb.services.vault.read(after.secret_name)
+    assert mb.services.token_caches.read(after.secret_name)
     assert mb.json(send_test(mb, own["connection_id"]))["status"] == "sent"
 
 
@@ -103,12 +103,12 @@ def test_forwarded_sign_in_url_is_refused_without_the_binding_cookie(mailbridge,
     authorize_url = start.headers["Location"]
     state = query_of(authorize_url)["state"]
     redirect = mb.authorize(authorize_url, "bob")
-    before_secrets = pending_secrets(emulator)
+    before_secrets = pending_caches(mb)
     for cookies in ({}, {name: "x" * 43 for name in mb.cookies}):  # none, and a different value
         refused = mb.callback(redirect, cookies=cookies)
         assert refused.status_code == 400 and b"<code>invalid_state</code>" in refused.get_body()
         assert mb.services.flows.table.get_entity(mb.services.flows._key(state), "connect"), "flow kept"
-    assert pending_secrets(emulator) == before_secrets and not grant_rows(mb)
+    assert pending_caches(mb) == before_secrets and not grant_rows(mb)
     # The browser that started it still can finish it (the flow was not consumed).
     assert query_of(mb.callback(redirect).headers["Location"])["status"] == "connected"
 
@@ -144,18 +144,18 @@ def test_claim_replay_tampering_unknown_and_bad_bodies(mailbridge):
 
 def test_an_unclaimed_result_expires_and_is_purged_with_its_secret(mailbridge, emulator):
     mb = mailbridge()
-    before = pending_secrets(emulator)
+    before = pending_caches(mb)
     first = to_return_url(mb, "alice", "u1")["result"]
     second = to_return_url(mb, "bob", "u1")["result"]
-    assert len(pending_secrets(emulator)) == len(before) + 2
+    assert len(pending_caches(mb)) == len(before) + 2
     mb.services.clock = lambda: time.time() + 601
     late = mb.claim(first, "u1")
     assert (late.status_code, error_code(late)) == (410, "result_expired")
-    assert len(pending_secrets(emulator)) == len(before) + 1, "an expired claim discards the grant at once"
+    assert len(pending_caches(mb)) == len(before) + 1, "an expired claim discards the grant at once"
     # Nobody claims the second: the housekeeping timer removes it, row and secret.
     report = ConnectService(mb.services).purge_expired(now=time.time() + 601)
     assert report["grants"] >= 2
-    assert not grant_rows(mb) and pending_secrets(emulator) == before
+    assert not grant_rows(mb) and pending_caches(mb) == before
     gone = mb.claim(second, "u1")
     assert (gone.status_code, error_code(gone)) == (410, "result_expired")
     assert mb.services.connections.for_user("u1") == []

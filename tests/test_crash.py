@@ -98,8 +98,9 @@ def test_a_recovered_send_ends_unknown_even_when_the_redelivery_is_delayed_or_th
         monkeypatch.setattr(sender.budget, "admit", admit_once_refused)
     elif obstacle == "token_throttled":
         kit.services.tokens.forget(cid)
-        kit.services.vault.max_attempts = 1
-        kit.mb.admin.add_fault("kv.getSecret", "429", count=1, retry_after=0)
+        kit.services.token_caches.forget_keys()  # the sealed cache's data key must be unwrapped in Key Vault
+        kit.services.token_key.max_attempts = 1
+        kit.mb.admin.add_fault("kv.unwrapKey", "429", count=1, retry_after=0)
     else:
         conn = kit.services.connections.get(cid)
         conn.status = "reauth_required"

@@ -56,7 +56,7 @@ def test_keep_alive_counts_a_managed_identity_outage_as_transient(
     reset_services()
     mb.services.clock = emulator.state.clock.now
     # Key Vault's credential got its token before the outage: this time MSAL's client assertion is what fails.
-    mb.services.vault.read(mb.services.connections.get(cid).secret_name)
+    mb.services.token_caches.read(mb.services.connections.get(cid).secret_name)
     _identity_down(emulator_admin)
     with caplog.at_level(logging.WARNING, logger="shared.tokens.refresh"):
         report = KeepAlive(mb.services).sweep()

@@ -46,6 +46,7 @@ EXPECTED_SETTINGS = {
     "MANAGED_IDENTITY_CLIENT_ID",
     "KEY_VAULT_URL",
     "KEY_VAULT_AUTH",
+    "KEY_VAULT_KEY_NAME",
     "TICKET_SIGNING_KEY",
     "OUTBOUND_QUEUE",
     "EVENTS_QUEUE",
@@ -69,6 +70,11 @@ FORBIDDEN_SETTINGS = {"ENTRA_CLIENT_SECRET", "AzureWebJobsStorage", "ENTRA_AUTHO
 
 ROLE_IDS = {
     "keyVaultSecretsOfficer": ("b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "Key Vault Secrets Officer"),
+    "keyVaultCryptoServiceEncryptionUser": (
+        "e147488a-f6f5-4113-8e2d-b22465e65bf6",
+        "Key Vault Crypto Service Encryption User",
+    ),
+    "keyVaultCryptoUser": ("12338af0-0e69-4776-bea7-57ae8d297424", "Key Vault Crypto User"),
     "storageQueueDataContributor": ("974c5e8b-45b9-4653-ba55-5f855dd0fb88", "Storage Queue Data Contributor"),
     "storageTableDataContributor": ("0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", "Storage Table Data Contributor"),
     "storageBlobDataOwner": ("b7e6dc6d-f1e8-4753-8033-0f276bb0955b", "Storage Blob Data Owner"),
@@ -89,6 +95,8 @@ QUEUE_ROLE_IDS = {
 # its tables, message-send on queues; the host identity holds what the Functions host needs (issue 23).
 ASSIGNMENTS = {
     ("appPrincipalId", "keyVaultSecretsOfficer"): ("vault", None),
+    # The only identity that can open a sealed token cache (issue 26): unwrap with the token key, nothing else.
+    ("appPrincipalId", "keyVaultCryptoServiceEncryptionUser"): ("tokenKey", None),
     ("appPrincipalId", "storageQueueDataMessageSender"): ("storage", None),
     ("appPrincipalId", "storageTableDataContributor"): ("appTables[i]", "appTableNames"),
     ("appPrincipalId", "storageBlobDataContributor"): ("appContainers[i]", "appContainerNames"),
@@ -96,8 +104,9 @@ ASSIGNMENTS = {
     ("hostPrincipalId", "storageBlobDataOwner"): ("storage", None),
     ("hostPrincipalId", "storageQueueDataContributor"): ("hostQueues[i]", "hostQueueNames"),
     ("hostPrincipalId", "storageTableDataContributor"): ("storage", None),
-    # The deploying principal: account-wide data roles, for local runs against the deployed resources.
+    # The deploying principal: data roles for local runs, only when deployerDataAccess asks (default false).
     ("userPrincipalId", "keyVaultSecretsOfficer"): ("vault", None),
+    ("userPrincipalId", "keyVaultCryptoUser"): ("tokenKey", None),
     ("userPrincipalId", "storageQueueDataContributor"): ("storage", None),
     ("userPrincipalId", "storageTableDataContributor"): ("storage", None),
     ("userPrincipalId", "storageBlobDataOwner"): ("storage", None),
@@ -122,6 +131,8 @@ GRAPH_DELEGATED_SCOPES = {
 CHECKOV_SKIPS = {
     "CKV_AZURE_13": "App Service Authentication: users sign in through the app's own OAuth flow",
     "CKV_AZURE_17": "client certificates would break the browser OAuth redirects",
+    "CKV_AZURE_40": "an expiry on the token key would stop every unwrap at once; rotate by a new version",
+    "CKV_AZURE_112": "a Standard vault has no HSM keys; erasure deletes the wrapped data keys, not the key",
     "CKV_AZURE_35": "storage firewall: Flex Consumption without VNet uses the public endpoint; keys are off",
     "CKV_AZURE_41": "secret expiry would silently break ticket verification; rotation is documented",
     "CKV_AZURE_59": "storage public network access needed without VNet; anonymous blob access is off",
@@ -570,11 +581,11 @@ def test_storage_is_identity_only_with_the_app_queues_tables_and_containers(
     }
     assert {resolve.get(q, q) for q in params["queues"]} == {"outbound-mail", "outbound-mail-poison", "mail-events"}
     # Exactly what the code uses: in Azure the app creates none of them (shared/base/storage.py creates_missing).
-    from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE
+    from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE, TOKEN_CACHES_TABLE
     from shared.pacing.budget import BUDGETS_TABLE
     from shared.tokens.locks import LOCK_CONTAINER
 
-    code_tables = {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE}
+    code_tables = {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE, TOKEN_CACHES_TABLE}
     assert params["tables"] == "appTableNames" and set(variables["appTableNames"]) == code_tables
     resolve["lockContainerName"] = variables["lockContainerName"]
     assert {resolve.get(c, c) for c in params["containers"]} == {"mail-attachments", "<deployment>", LOCK_CONTAINER}
@@ -675,7 +686,9 @@ def test_role_assignments_least_privilege_for_app_host_and_deployer(templates: d
         seen[key] = symbol
     assert set(seen) == set(ASSIGNMENTS)
     assert param_default(rbac, "userPrincipalType") == "User"
-    assert expr(rbac["variables"]["assignUser"]["value"]) == "!empty(userPrincipalId)"
+    # No standing human access to tokens (issue 26): the deployer's data roles only when a parameter asks.
+    assert expr(rbac["variables"]["assignUser"]["value"]) == "and(deployerDataAccess, !empty(userPrincipalId))"
+    assert param_default(rbac, "deployerDataAccess") is False
     # The looped scopes are the named children of the app's storage account.
     existing = {name: res for name, res in rbac["resources"].items() if res.get("existing")}
     for symbol, parent, array in (
@@ -694,12 +707,20 @@ def test_role_assignments_least_privilege_for_app_host_and_deployer(templates: d
     assert call["appPrincipalId"] == "identity.outputs.principalId"
     assert call["hostPrincipalId"] == "hostIdentity.outputs.principalId"
     assert call["userPrincipalId"] == "principalId"
+    assert call["deployerDataAccess"] == "deployerDataAccess" and param_default(main, "deployerDataAccess") is False
+    assert call["tokenKeyName"] == "keyVault.outputs.tokenKeyName"
     assert call["appTableNames"] == "appTableNames"
     assert call["hostQueueNames"] == ["outboundQueueName", "${outboundQueueName}-poison", "eventsQueueName"]
-    from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE
+    from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE, TOKEN_CACHES_TABLE
     from shared.pacing.budget import BUDGETS_TABLE
 
-    assert set(variables["appTableNames"]) == {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE}
+    assert set(variables["appTableNames"]) == {
+        CONNECTIONS_TABLE,
+        AUTHFLOWS_TABLE,
+        DELIVERIES_TABLE,
+        BUDGETS_TABLE,
+        TOKEN_CACHES_TABLE,
+    }
     # No assignment anywhere else (in particular none at subscription or group scope).
     for path, template in templates.items():
         if path != "app/rbac.bicep":
@@ -1026,7 +1047,7 @@ def test_alerts_exist_target_app_insights_and_storage_and_mail_the_operator(
     assert all(a["threshold"] == 0 for k, a in definitions.items() if k != "reauth-required")
     assert definitions["credential-failures"]["severity"] == 0  # nothing sends until the operator acts
 
-    (rules,) = resources_of_type(template, "Microsoft.Insights/scheduledQueryRules").values()
+    rules = resources_of_type(template, "Microsoft.Insights/scheduledQueryRules")["logAlertRules"]
     assert rules["config"]["loop_type"]["detail"] == {"item_name": "alert", "array_name": "logAlerts"}
     rule = expr(body(rules))
     assert rule["kind"] == "LogAlert"
@@ -1063,7 +1084,7 @@ def test_alerts_exist_target_app_insights_and_storage_and_mail_the_operator(
 
 def test_alert_queries_are_the_ones_in_operations_md_and_reference_no_keys() -> None:
     operations = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
-    assert {p.stem for p in ALERT_QUERIES.glob("*.kql")} == set(LOG_ALERTS)
+    assert {p.stem for p in ALERT_QUERIES.glob("*.kql")} == set(LOG_ALERTS) | {"token-access"}
     for key, (table, condition) in LOG_ALERTS.items():
         query = (ALERT_QUERIES / f"{key}.kql").read_text(encoding="utf-8")
         body_lines = [line for line in query.splitlines() if not line.startswith("//")]
@@ -1082,3 +1103,43 @@ def test_alert_queries_are_the_ones_in_operations_md_and_reference_no_keys() -> 
         query = (ALERT_QUERIES / f"{key}.kql").read_text(encoding="utf-8")
         assert f'message startswith "{telemetry.PREFIX} "' in query
         assert 'with (pair_delimiter=" ", kv_delimiter="=")' in query
+
+
+def test_the_token_key_its_audit_log_and_the_alert_on_anyone_else_opening_tokens(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    """Issue 26: the vault's RSA key wraps each connection's data key (wrap/unwrap only); Key Vault's AuditEvent
+    goes to the workspace; an alert fires when anyone but the app identity reads or recovers a secret or unwraps."""
+    vault = templates["core/security/keyvault.bicep"]
+    key = expr(only(vault, "Microsoft.KeyVault/vaults/keys"))
+    assert key["parent"] == "vault" and key["name"] == "tokenKeyName"
+    assert key["properties"]["kty"] == "RSA" and key["properties"]["keySize"] == 2048
+    assert key["properties"]["keyOps"] == ["wrapKey", "unwrapKey"]
+    assert param_default(vault, "tokenKeyName") == "mailbridge-tokens"
+    from stack.seed import TOKEN_KEY_NAME
+
+    assert TOKEN_KEY_NAME == "mailbridge-tokens"  # the local stack creates the same key
+    assert app_settings(templates)["KEY_VAULT_KEY_NAME"] == "keyVaultKeyName"
+
+    alerts = templates["core/monitor/alerts.bicep"]
+    audit = expr(only(alerts, "Microsoft.Insights/diagnosticSettings"))
+    assert audit["scope"] == "vault"
+    assert audit["properties"]["workspaceId"] == "logAnalytics.id"
+    assert audit["properties"]["logs"] == [{"category": "AuditEvent", "enabled": True}]
+    rules = resources_of_type(alerts, "Microsoft.Insights/scheduledQueryRules")
+    token_rule = expr(body(rules["tokenAccessAlert"]))
+    assert token_rule["properties"]["scopes"] == ["logAnalytics.id"], "the audit log lives in the workspace"
+    (criterion,) = token_rule["properties"]["criteria"]["allOf"]
+    assert "token-access.kql" in criterion["query"] and "appPrincipalId" in criterion["query"]
+    assert (criterion["operator"], criterion["threshold"]) == ("GreaterThan", 0)
+    assert token_rule["properties"]["actions"] == {"actionGroups": ["actionGroup.id"]}
+    query = (ALERT_QUERIES / "token-access.kql").read_text(encoding="utf-8")
+    for operation in ("SecretGet", "SecretRecover", "KeyUnwrap", "KeyRecover"):
+        assert f'"{operation}"' in query
+    assert 'caller != "APP_PRINCIPAL_ID"' in query
+    operations = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert f"```kusto\n{query}```" in operations, "docs/operations.md must show queries/token-access.kql verbatim"
+    main = templates["main.bicep"]
+    call = {k: expr(v) for k, v in body(main["modules"]["alerts"])["params"].items()}
+    assert call["appPrincipalId"] == "identity.outputs.principalId"
+    assert call["logAnalyticsName"] == "monitoring.outputs.logAnalyticsName"

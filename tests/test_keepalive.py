@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -39,7 +40,7 @@ def advance(mb, emulator, seconds: float) -> None:
     """Jump the shared clock. Key Vault tokens cached by azure-identity live on real time, so drop them
     (a real clock never jumps 60 days between two calls)."""
     emulator.state.clock.advance(seconds)
-    mb.services.vault.__dict__.pop("client", None)
+    mb.services.token_key.reset_clients()
 
 
 def _events(mb) -> list[dict]:
@@ -54,7 +55,7 @@ def _newest_refresh_token(emulator, oid: str, client_id: str) -> str:
 
 
 def _stored_refresh_token(mb, cid: str) -> str:
-    cache = json.loads(mb.services.vault.read(mb.services.connections.get(cid).secret_name))
+    cache = json.loads(mb.services.token_caches.read(mb.services.connections.get(cid).secret_name))
     (entry,) = cache["RefreshToken"].values()
     return entry["secret"]
 
@@ -83,7 +84,7 @@ def test_without_the_timer_a_91_day_idle_connection_needs_reauth(mb_clock, emula
     assert view["status"] == "reauth_required" and view["last_error"]["code"] == "reauth_required"
 
 
-def test_only_due_connections_cost_a_token_call_and_a_key_vault_write(mb_clock, emulator, emulator_admin):
+def test_only_due_connections_cost_a_token_call_and_no_key_vault_write(mb_clock, emulator, emulator_admin):
     mb = mb_clock()
     due = mb.connect("alice", user_ref="a")["connection_id"]
     advance(mb, emulator, 30 * DAY)
@@ -94,7 +95,7 @@ def test_only_due_connections_cost_a_token_call_and_a_key_vault_write(mb_clock, 
     counters = emulator_admin.counters()
     assert (report.due_seen, report.refreshed, report.skipped) == (1, 1, 0)
     assert counters.get("entra.grant.refresh_token", 0) == 1
-    assert counters.get("calls.kv.setSecret", 0) == 1
+    assert counters.get("calls.kv.setSecret", 0) == 0  # the sealed cache's row is rewritten in Storage (issue 26)
     assert counters.get("calls.kv.listSecrets", 0) == 0  # no Key Vault scan
     before = mb.services.connections.get(fresh).last_refreshed_at
     assert mb.services.connections.get(fresh).last_refreshed_at == before
@@ -138,14 +139,8 @@ def _issued_refresh_tokens(emulator, oid: str, client_id: str) -> list[str]:
     return [rt for rt, g in list(emulator.state.entra.refresh.items()) if g.oid == oid and g.client_id == client_id]
 
 
-def _stored_versions(emulator, secret_name: str) -> list[str]:
-    """The refresh token in each Key Vault version of a connection's token cache, oldest version first."""
-    entry = emulator.state.keyvault.secrets[secret_name.lower()]
-    out = []
-    for version in list(entry.versions):
-        (rt,) = json.loads(version.value)["RefreshToken"].values()
-        out.append(rt["secret"])
-    return out
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @pytest.mark.slow
@@ -157,7 +152,9 @@ def _stored_versions(emulator, secret_name: str) -> list[str]:
 def test_twenty_concurrent_refreshes_in_two_processes_keep_the_newest_token(mailbridge, emulator, modes):
     """Two processes, ten threads each, refresh one connection at once: the keep-alive path (forced
     refresh) and/or the sender's (access token expired -> refresh on demand). Every refresh token the
-    emulator issues must reach Key Vault, as one version each, in issue order; the stored one is the last."""
+    emulator issues must be stored, each written over the one it was redeemed from, in issue order; the stored
+    one is the last. The store keeps no versions (issue 26), so each process reports its writes as (refresh token
+    read under the lease, refresh token written) and the test chains them from the one the connect stored."""
     # Access tokens live 60 s, inside MSAL's 5-minute margin: every sender-path call finds the token expired
     # (in memory and in the stored cache) and redeems the refresh token, like a send after an idle hour.
     emulator.state.entra.settings.access_token_lifetime_s = 60
@@ -166,7 +163,7 @@ def test_twenty_concurrent_refreshes_in_two_processes_keep_the_newest_token(mail
     oid, client_id = mb.kit.users["alice"]["oid"], mb.env["ENTRA_CLIENT_ID"]
     secret_name = mb.services.connections.get(cid).secret_name
     issued_before = len(_issued_refresh_tokens(emulator, oid, client_id))
-    stored_before = len(_stored_versions(emulator, secret_name))
+    stored_before = _digest(_stored_refresh_token(mb, cid))
     env = {**os.environ, **mb.env, "PYTHONPATH": str(REPO), "RACE_CONNECTION_ID": cid, "RACE_THREADS": "10"}
     procs = [
         subprocess.Popen(
@@ -204,23 +201,32 @@ def test_twenty_concurrent_refreshes_in_two_processes_keep_the_newest_token(mail
     )
     assert a_start < b_end and b_start < a_end, results
     issued = _issued_refresh_tokens(emulator, oid, client_id)[issued_before:]
-    stored = _stored_versions(emulator, secret_name)[stored_before:]
     assert len(issued) == 20, "every call redeemed the refresh token (forced, or on demand after expiry)"
-    # No refresh token issued and then lost: each was written, once, in the order the emulator issued it
-    # (so every later version supersedes an earlier one, never the other way round).
-    assert stored == issued
+    # No refresh token issued and then lost: each was written, once, over the one it was redeemed from, in the
+    # order the emulator issued them (so every later write supersedes an earlier one, never the other way round).
+    written_over = {}
+    for read, wrote in (pair for r in results for pair in r["writes"]):
+        assert read not in written_over, "two writes over the same stored token: one of them was lost"
+        written_over[read] = wrote
+    stored, at = [], stored_before
+    while at in written_over:
+        at = written_over[at]
+        stored.append(at)
+    assert len(written_over) == 20 and stored == [_digest(t) for t in issued]
     assert _stored_refresh_token(mb, cid) == issued[-1] == _newest_refresh_token(emulator, oid, client_id)
     conn = mb.services.connections.get(cid)
     assert conn.status == "connected" and conn.secret_name == secret_name
     cache = msal.SerializableTokenCache()
-    cache.deserialize(mb.services.vault.read(conn.secret_name))
+    cache.deserialize(mb.services.token_caches.read(conn.secret_name))
     app = mb.services.msal.app(token_cache=cache)
     assert "access_token" in app.acquire_token_silent_with_error(
         ["Mail.Send"], account=app.get_accounts()[0], force_refresh=True
     )
 
 
-def test_key_vault_versions_stay_bounded_by_moving_to_a_new_secret(mailbridge, emulator):
+def test_the_data_key_rotates_by_moving_to_a_new_row_and_the_old_one_is_erased(mailbridge, emulator):
+    """Every ``max_secret_versions`` writes the cache moves to the next generation under a new data key; the old
+    row (and so its wrapped data key) is deleted for real, and nothing of it is left in Key Vault."""
     mb = mailbridge()
     cid = mb.connect("alice")["connection_id"]
     mb.services.tokens.max_secret_versions = 3
@@ -229,9 +235,11 @@ def test_key_vault_versions_stay_bounded_by_moving_to_a_new_secret(mailbridge, e
         mb.services.tokens.refresh(mb.services.connections.get(cid), force=True)
     conn = mb.services.connections.get(cid)
     assert conn.secret_generation == 3 and conn.secret_name != first
-    assert mb.services.vault.read(first) is None  # deleted (soft delete keeps it only for the retention period)
-    versions = list(mb.services.vault.client.list_properties_of_secret_versions(conn.secret_name))
-    assert 1 <= len(versions) <= 3
+    assert mb.services.token_caches.read(first) is None
+    caches = mb.services.storage.table("tokencaches")
+    rows = list(caches.query_entities("connection eq @c", parameters={"c": cid}, select=["PartitionKey"]))
+    assert [r["PartitionKey"] for r in rows] == [conn.secret_name]
+    assert not [n for n in emulator.state.keyvault.secrets if cid in n], "no token cache secret in Key Vault"
     assert mb.services.tokens.refresh(conn, force=True).refreshed
 
 
@@ -240,11 +248,13 @@ def test_the_refresh_lease_outlives_a_slow_key_vault_inside_it(mailbridge, emula
     """BUG (issue 14 item 8): the Blob lease (30 s) was never renewed, while Key Vault back-off inside it can
     sleep 31 s per call: the lease expired under the holder and a second refresher (another instance) got in,
     so two refreshers could each store their own cache. Now a renewal thread keeps it while the work runs.
-    Here the lease is 15 s (Azure's minimum) and one Key Vault read takes 18 s."""
+    Here the lease is 15 s (Azure's minimum) and one Key Vault call (the unwrap of the cache's data key on an
+    instance that does not hold it yet) takes 18 s."""
     monkeypatch.setattr(locks_module, "LEASE_SECONDS", 15)
     mb = mailbridge()
     cid = mb.connect("alice")["connection_id"]
-    emulator_admin.add_fault("kv.getSecret", "latency", count=1, latency_ms=18_000)
+    mb.services.token_caches.forget_keys()
+    emulator_admin.add_fault("kv.unwrapKey", "latency", count=1, latency_ms=18_000)
     outcome: dict[str, object] = {}
 
     def slow_refresh() -> None:

@@ -1,5 +1,6 @@
 """Keep-alive cost (issue 18 goal 5): Storage requests per refresh, counted at the HTTP transport, against
-real Azurite and the emulator. Key Vault and Entra are not Storage and are not counted here."""
+real Azurite and the emulator. Key Vault and Entra are not Storage and are not counted here (issue 26 moved the
+token cache from Key Vault to a Storage row: two requests more here, no Key Vault write)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def storage_requests(hosts: set[str]):
 
 
 @pytest.mark.parametrize("first", [True, False], ids=["first refresh", "later refresh"])
-def test_a_keep_alive_refresh_costs_at_most_six_storage_requests(mailbridge, first):
+def test_a_keep_alive_refresh_costs_at_most_eight_storage_requests(mailbridge, first):
+    """Six before issue 26; the sealed token cache's row read and write (Storage) now replace the Key Vault read
+    and Set Secret of each refresh, which were not counted here."""
     mb = mailbridge()
     cids = [mb.connect(user, user_ref=f"ref-{user}")["connection_id"] for user in ("alice", "bob")]
     keepalive = KeepAlive(mb.services)
@@ -41,5 +44,5 @@ def test_a_keep_alive_refresh_costs_at_most_six_storage_requests(mailbridge, fir
     assert report.refreshed == 2, report
     # The sweep's own due-index page queries are shared by every connection of the page: not per refresh.
     per_refresh = sum(n for what, n in seen.items() if " query " not in what) / 2
-    assert per_refresh <= 6, sorted(seen.items())
+    assert per_refresh <= 8, sorted(seen.items())
     print(f"Storage requests per keep-alive refresh: {per_refresh} ({sorted(seen.items())})")

@@ -54,9 +54,10 @@ def test_key_vault_throttling_that_outlasts_the_retries_is_a_transient_reschedul
     later although nothing was sent. Fix: raise Throttled / TemporarilyUnavailable on the last attempt."""
     kit = send_kit()
     cid = kit.connect("alice")
-    kit.services.tokens.forget(cid)  # the next send must read the token cache from Key Vault
-    kit.services.vault.max_attempts = 2  # keep the test short; the default (5) behaves the same
-    kit.mb.admin.add_fault("kv.getSecret", "429", retry_after=0)
+    kit.services.tokens.forget(cid)  # the next send must open the sealed token cache: unwrap its key in Key Vault
+    kit.services.token_caches.forget_keys()
+    kit.services.token_key.max_attempts = 2  # keep the test short; the default (5) behaves the same
+    kit.mb.admin.add_fault("kv.unwrapKey", "429", retry_after=0)
     msg = kit.message(cid)
     outcome = kit.services.sender.process(msg, "q-kv-throttled")
     assert outcome.status == "queued" and outcome.delay > 0, outcome

@@ -120,7 +120,7 @@ def _waiting_on(kit, sent_to: dict[str, tuple[str, str]], code: str) -> bool:
 def _cold_credentials(services, connection_ids) -> None:
     """Drop every cached credential and token of this process (what a recycled instance starts with), without
     a new process identity (which the shared per-mailbox budget would make wait for the old one's share)."""
-    services.vault.__dict__.pop("client", None)  # a new Key Vault credential (its own managed-identity token)
+    services.token_caches.forget_keys()  # new Key Vault credentials (their own managed-identity token), no data keys
     services.__dict__["msal"] = services.tokens.msal = MsalFactory(services.settings, services.http)
     for cid in connection_ids:
         services.tokens.forget(cid)

@@ -298,7 +298,7 @@ def test_error_bodies_never_contain_secrets(connected):
         mb.http("admin_consent", params={"tenant": "bad tenant"}),
         mb.http("admin_consent_callback", params={"state": "forged", "error": "x"}),
     ]
-    mb.services.vault  # noqa: B018 - make sure the app is fully wired (secrets loaded) before checking
+    mb.services.token_caches  # noqa: B018 - make sure the app is fully wired (secrets loaded) before checking
     secrets = secrets_of(mb.env)
     assert all(len(s) >= 16 for s in secrets)
     for resp in answers:

@@ -29,7 +29,7 @@ def test_connect_refresh_and_disconnect_log_no_secrets(mailbridge, caplog):
     cid = mb.json(mb.claim(result_ok, "log-user"))["connection_id"]
     conn = mb.services.connections.get(cid)
     mb.services.tokens.refresh(conn, force=True)
-    cache = json.loads(mb.services.vault.read(conn.secret_name))
+    cache = json.loads(mb.services.token_caches.read(conn.secret_name))
     mb.http("delete_connection", "DELETE", route_params={"connection_id": cid})
 
     secrets = {

@@ -475,7 +475,7 @@ def test_reconnect_by_another_account_is_refused_and_recorded(mailbridge, emulat
 def test_reconnect_by_a_user_of_another_tenant_is_refused(mailbridge, emu_tenant, emulator):
     mb = mailbridge()
     cid = mb.connect("alice", user_ref="u7")["connection_id"]
-    secret = mb.services.vault.read(mb.services.connections.get(cid).secret_name)
+    secret = mb.services.token_caches.read(mb.services.connections.get(cid).secret_name)
     foreign = emu_tenant(users=("mallory",))
     mb.kit.users["mallory"] = foreign.users["mallory"]
     before = stored(mb, emulator)
@@ -484,7 +484,7 @@ def test_reconnect_by_a_user_of_another_tenant_is_refused(mailbridge, emu_tenant
     assert stored(mb, emulator) == before
     conn = mb.services.connections.get(cid)
     assert (conn.tenant_id, conn.last_error_code) == (mb.kit.tid, "identity_mismatch")
-    assert mb.services.vault.read(conn.secret_name) == secret
+    assert mb.services.token_caches.read(conn.secret_name) == secret
 
 
 @pytest.mark.parametrize(

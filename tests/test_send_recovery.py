@@ -16,7 +16,7 @@ def test_key_vault_refusing_a_token_it_no_longer_accepts_is_retried_with_a_new_c
     ClientAuthenticationError failed the queue function five times and the message went to poison ``queued``."""
     kit = send_kit()
     cid = kit.connect("alice")
-    kit.services.vault.read(kit.services.connections.get(cid).secret_name)  # a vault token is now cached
+    kit.services.token_caches.read(kit.services.connections.get(cid).secret_name)  # a vault token is now cached
     kit.mb.admin.advance_clock(2 * 86400)  # Key Vault (and Entra) now consider every issued token expired
     try:
         kit.services.tokens.forget(cid)

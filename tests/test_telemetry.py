@@ -145,7 +145,7 @@ def test_keep_alive_logs_one_refresh_outcome_per_due_connection(mailbridge, emul
     revoked = mb.connect("bob")["connection_id"]
     mb.admin.password_reset(mb.kit.users["bob"]["upn"])
     emulator.state.clock.advance(61 * 86400)
-    mb.services.vault.__dict__.pop("client", None)  # azure-identity's cached tokens live on real time
+    mb.services.token_key.reset_clients()  # azure-identity's cached tokens live on real time
     report = KeepAlive(mb.services).sweep()
     assert (report.refreshed, report.reauth_required) == (1, 1)
     lines = {line["connection_id"]: line for line in map(parse_kv, (r.getMessage() for r in outcome_records(caplog)))}

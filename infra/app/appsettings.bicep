@@ -14,6 +14,9 @@ param identityClientId string
 param hostIdentityClientId string
 param keyVaultUrl string
 
+@description('Name of the Key Vault key wrapping the token caches\' data keys.')
+param keyVaultKeyName string
+
 @description('Versionless URI of the ticket signing key secret.')
 param ticketKeySecretUri string
 param entraClientId string
@@ -78,6 +81,7 @@ var coreSettings = {
   MANAGED_IDENTITY_CLIENT_ID: identityClientId
   KEY_VAULT_URL: keyVaultUrl
   KEY_VAULT_AUTH: 'managed_identity'
+  KEY_VAULT_KEY_NAME: keyVaultKeyName
   TICKET_SIGNING_KEY: '@Microsoft.KeyVault(SecretUri=${ticketKeySecretUri})'
   // Queues, blobs, endpoints.
   OUTBOUND_QUEUE: outboundQueueName

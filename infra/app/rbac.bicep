@@ -4,7 +4,8 @@
 // The Functions host's identity (AzureWebJobsStorage, the deployment package) holds Storage Blob Data
 // Owner on the account, as the host needs, but never handles a producer's blob name. So no path
 // confusion in the app can read or delete the deployment package or the host's key and lease
-// containers. The deploying principal (principalId) gets account-wide data roles for local runs.
+// containers. The deploying principal (principalId) gets no data role unless deployerDataAccess asks
+// (issue 26: nobody holds standing access to tokens; docs/security.md).
 // Producers get send-only access to the outbound queue, and event readers access to the events
 // queue only (docs/producers.md). Names are guid(scope, principal, role): re-deploys are no-ops.
 param storageAccountName string
@@ -35,6 +36,12 @@ param userPrincipalId string = ''
 ])
 param userPrincipalType string = 'User'
 
+@description('Give userPrincipalId data roles (Storage, Key Vault secrets, unwrap with the token key) for local runs. RISK: they can then read and redeem every connection\'s refresh token. Default false.')
+param deployerDataAccess bool = false
+
+@description('Name of the Key Vault key wrapping the token caches\' data keys.')
+param tokenKeyName string
+
 @description('Name of the outbound queue producers may send to.')
 param outboundQueueName string
 
@@ -56,6 +63,8 @@ param eventReaderRole string = 'MessageProcessor'
 
 var roles = {
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7' // Key Vault Secrets Officer
+  keyVaultCryptoServiceEncryptionUser: 'e147488a-f6f5-4113-8e2d-b22465e65bf6' // Key Vault Crypto Service Encryption User
+  keyVaultCryptoUser: '12338af0-0e69-4776-bea7-57ae8d297424' // Key Vault Crypto User
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
@@ -66,7 +75,7 @@ var roles = {
   storageQueueDataReader: '19e7f393-937e-4f77-808e-94535e297925' // Storage Queue Data Reader
 }
 
-var assignUser = !empty(userPrincipalId)
+var assignUser = deployerDataAccess && !empty(userPrincipalId)
 var eventReaderRoleId = (eventReaderRole == 'Reader') ? roles.storageQueueDataReader : roles.storageQueueDataMessageProcessor
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -117,13 +126,31 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
 }
 
+resource tokenKey 'Microsoft.KeyVault/vaults/keys@2023-07-01' existing = {
+  parent: vault
+  name: tokenKeyName
+}
+
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
 
 // --- the app's managed identity ---
 
-// Key Vault Secrets Officer: token caches are written, rotated and deleted per connection.
+// Key Vault Crypto Service Encryption User on the token key only: get the public key (wrap locally) and
+// unwrap each connection's data key. The only identity that can open a sealed token cache (issue 26).
+resource appKeyVaultCryptoServiceEncryptionUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(tokenKey.id, appPrincipalId, roles.keyVaultCryptoServiceEncryptionUser)
+  scope: tokenKey
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultCryptoServiceEncryptionUser)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Key Vault Secrets Officer: the ticket signing key (a Key Vault reference), and the upgrade path, which
+// reads each pre-issue-26 plain token-cache secret once, seals it into Storage and deletes it.
 resource appKeyVaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(vault.id, appPrincipalId, roles.keyVaultSecretsOfficer)
   scope: vault
@@ -224,7 +251,18 @@ resource hostStorageTableDataContributor 'Microsoft.Authorization/roleAssignment
   }
 }
 
-// --- the deploying principal (account-wide data roles, for local runs against these resources) ---
+// --- the deploying principal: only with deployerDataAccess (local runs against these resources) ---
+
+// Key Vault Crypto User on the token key: unwrap, so a local run can open the sealed caches.
+resource userKeyVaultCryptoUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (assignUser) {
+  name: guid(tokenKey.id, userPrincipalId, roles.keyVaultCryptoUser)
+  scope: tokenKey
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultCryptoUser)
+    principalId: userPrincipalId
+    principalType: userPrincipalType
+  }
+}
 
 // Key Vault Secrets Officer
 resource userKeyVaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (assignUser) {

@@ -24,6 +24,8 @@ VERSION = "0.1.0"
 CONNECTIONS_TABLE = "connections"
 AUTHFLOWS_TABLE = "authflows"
 DELIVERIES_TABLE = "deliveries"
+# Sealed MSAL token caches, one row per connection (shared/tokens/cache_store.py).
+TOKEN_CACHES_TABLE = "tokencaches"  # noqa: S105 - a table name
 
 _TENANT_RE = re.compile(r"^(organizations|common|consumers|[0-9a-fA-F-]{36}|[A-Za-z0-9.-]+\.[A-Za-z]{2,})$")
 _QUEUE_RE = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
@@ -59,6 +61,7 @@ class Settings:
     graph_endpoint: str
     key_vault_url: str
     key_vault_auth: str  # "managed_identity" | "app" | "default"
+    key_vault_key_name: str  # the RSA key wrapping each connection's data key (issue 26)
     managed_identity_client_id: str | None
     storage: StorageSettings
     outbound_queue: str
@@ -281,6 +284,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if kv_auth not in {"managed_identity", "app", "default"}:
         raise SettingsError("KEY_VAULT_AUTH", "must be managed_identity, app or default")
 
+    key_name = _get(env, "KEY_VAULT_KEY_NAME", "mailbridge-tokens") or "mailbridge-tokens"
+    if not re.fullmatch(r"[0-9a-zA-Z-]{1,127}", key_name):
+        raise SettingsError("KEY_VAULT_KEY_NAME", "must be 1-127 letters, digits or dashes (a Key Vault key name)")
+
     ca_bundle = _get(env, "MAILBRIDGE_CA_BUNDLE")
     if ca_bundle and not Path(ca_bundle).is_file():
         raise SettingsError("MAILBRIDGE_CA_BUNDLE", f"names a file that does not exist: {ca_bundle}")
@@ -306,6 +313,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         graph_endpoint=_https_url("GRAPH_ENDPOINT", _get(env, "GRAPH_ENDPOINT") or cloud.graph_endpoint),
         key_vault_url=_https_url("KEY_VAULT_URL", _get(env, "KEY_VAULT_URL", required=True) or ""),
         key_vault_auth=kv_auth,
+        key_vault_key_name=key_name,
         managed_identity_client_id=mi_client_id,
         storage=_storage(env),
         outbound_queue=outbound,

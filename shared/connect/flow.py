@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from shared.base.settings import Settings
     from shared.base.storage import StorageClients
     from shared.tokens.app_credential import AppCredentialHealth
+    from shared.tokens.cache_store import TokenCacheStore
     from shared.tokens.locks import ConnectionLocks
-    from shared.tokens.secrets import TokenCacheVault
     from shared.tokens.store import ConnectionStore, FlowStore
     from shared.tokens.tokens import TokenService
 
@@ -105,7 +105,7 @@ class ConnectServices(Protocol):
     connections: ConnectionStore
     flows: FlowStore
     msal: MsalFactory
-    vault: TokenCacheVault
+    token_caches: TokenCacheStore
     locks: ConnectionLocks
     tokens: TokenService
     app_credential: AppCredentialHealth
@@ -443,7 +443,7 @@ class ConnectService:
         if conn.status != "disconnected":
             with self.s.locks.hold(connection_id):
                 conn = self.s.connections.get(connection_id)
-                self.s.vault.delete(conn.secret_name)
+                self.s.token_caches.delete(conn.secret_name)
                 conn.status = "disconnected"
                 conn.is_default = False
                 self.s.connections.set_refresh_due(conn, None)

@@ -5,16 +5,16 @@ signs in with *their* mailbox; if the callback stored that as a connection of th
 the link's owner could send mail from a stranger's mailbox (login / account-linking CSRF, RFC 9700
 §4.7). So the callback only parks the new grant:
 
-1. ``create``: the token cache goes to Key Vault under a pending name, a row in ``authflows``
+1. ``create``: the token cache is sealed into the token store under a pending name, a row in ``authflows``
    (``grant-<sha256(grant id)>``) remembers whose link it was, and the browser is sent to
    ``return_url?status=connected&result=<one-time code>``. The code is HMAC-signed (ticket key) and
    names the grant; it is single use and lives 10 minutes. Nothing can send with a pending grant.
 2. ``claim``: the SaaS backend, which knows who is signed in on its side, posts ``{result, user_ref}``.
-   Same ``user_ref`` as the link -> the connection is created or updated (its own Key Vault name, the
-   pending secret deleted) and returned. Another ``user_ref`` -> ``claim_mismatch`` and the grant is
-   discarded at once (secret deleted). A second claim -> ``result_used``; after 10 minutes ->
-   ``result_expired``.
-3. ``purge``: the housekeeping timer deletes grants nobody claimed in time, with their secret.
+   Same ``user_ref`` as the link -> the connection is created or updated (its own cache name, the
+   pending cache erased) and returned. Another ``user_ref`` -> ``claim_mismatch`` and the grant is
+   discarded at once (its sealed cache erased, shared/tokens/cache_store.py). A second claim ->
+   ``result_used``; after 10 minutes -> ``result_expired``.
+3. ``purge``: the housekeeping timer deletes grants nobody claimed in time, erasing their cache.
 
 The grant row's status moves ``pending -> claimed | discarded`` by ETag-matched updates, so of two
 concurrent claims exactly one wins.
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from shared.base.settings import Settings
     from shared.base.storage import StorageClients
-    from shared.tokens.secrets import TokenCacheVault
+    from shared.tokens.cache_store import TokenCacheStore
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class PendingGrant:
     mailbox: str
     display_name: str
     scopes: list[str]
-    secret_name: str  # the pending token cache in Key Vault
+    secret_name: str  # the pending token cache's name in the token store
     expires_at: float
     reconnect_id: str | None = None  # the link re-authorised this connection
     status: str = "pending"  # pending | claimed | discarded
@@ -79,7 +79,7 @@ class GrantServices(Protocol):
 
     settings: Settings
     storage: StorageClients
-    vault: TokenCacheVault
+    token_caches: TokenCacheStore
     clock: Callable[[], float]
 
 
@@ -168,7 +168,7 @@ class GrantService:
         """Park a signed-in mailbox; returns the one-time result code for the return URL."""
         grant_id = secrets.token_urlsafe(24)
         name = "mb-p" + hashlib.sha256(grant_id.encode()).hexdigest()[:40]
-        self.s.vault.write(name, cache_text, tags={"pending": "true"})
+        self.s.token_caches.write(name, cache_text, tags={"pending": "true"})
         expires_at = self.s.clock() + GRANT_TTL_SECONDS
         self.store.put(
             PendingGrant(
@@ -221,7 +221,7 @@ class GrantService:
 
     def _discard(self, grant: PendingGrant, why: str) -> None:
         if self.store.move(grant, "discarded"):
-            self.s.vault.delete(grant.secret_name)
+            self.s.token_caches.delete(grant.secret_name)
             logger.warning(
                 "Pending grant discarded (%s): mailbox of tenant %s was not attached to the link's user",
                 why,
@@ -254,15 +254,15 @@ class GrantService:
                 is_default=not others,
             )
         elif conn.status == "disconnected":
-            conn.secret_generation += 1  # the old name is soft-deleted in Key Vault: never recover it
+            conn.secret_generation += 1  # a new name and a new data key; the old generation is erased below
             conn.is_default = not any(c.connection_id != conn.connection_id for c in others)
         old_secret = conn.secret_name
-        cache_text = s.vault.read(grant.secret_name)
+        cache_text = s.token_caches.read(grant.secret_name)
         if cache_text is None:
             raise errors.TemporarilyUnavailable(detail="the pending token cache is missing")
         with s.locks.hold(conn.connection_id):
             # Under the connection's lock, so a refresh elsewhere cannot write an older cache over this one.
-            conn.secret_name, conn.secret_generation = s.vault.write_new_name(
+            conn.secret_name, conn.secret_generation = s.token_caches.write_new_name(
                 conn.connection_id, conn.secret_generation, cache_text
             )
             conn.secret_writes = 1
@@ -275,9 +275,9 @@ class GrantService:
             s.connections.set_refresh_due(conn, now + s.settings.refresh_after_days * 86400)
             s.connections.save(conn)
             s.tokens.forget(conn.connection_id)
-        s.vault.delete(grant.secret_name)
+        s.token_caches.delete(grant.secret_name)
         if old_secret and old_secret != conn.secret_name:
-            s.vault.delete(old_secret)
+            s.token_caches.delete(old_secret)
         logger.info("Connection %s connected (tenant %s)", conn.connection_id, conn.tenant_id)
         return conn
 
@@ -287,7 +287,7 @@ class GrantService:
         count = 0
         for partition, status, secret_name in self.store.expired(self.s.clock() if now is None else now, limit):
             if status == "pending" and secret_name:
-                self.s.vault.delete(secret_name)
+                self.s.token_caches.delete(secret_name)
             self.store.delete_row(partition)
             count += 1
         return count

@@ -1,8 +1,10 @@
-"""One Key Vault secret per connection holding its serialized MSAL token cache.
+"""The Key Vault clients of the token store: the key that wraps each connection's data key (``TokenKey``), and
+the secrets that held plain MSAL token caches before issue 26 (``TokenCacheVault``, kept for the upgrade path:
+shared/tokens/cache_store.py reads a legacy secret once, seals it into Storage and soft-deletes it).
 
-Names: ``mb-<connection id>-g<generation>`` (1-127 of ``0-9a-zA-Z-``). A reconnect after a disconnect
-moves to a new generation instead of recovering the soft-deleted name, so a recovered old version can
-never bring back a stale refresh token. Values are at most 25 KB (Key Vault's limit).
+Names: ``mb-<connection id>-g<generation>`` (1-127 of ``0-9a-zA-Z-``) name a connection's cache, in the
+store and (legacy) in the vault. Values are at most 25 KB (Key Vault's secret limit, kept for the sealed
+caches too, so an upgraded cache always fits).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from functools import cached_property
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
 from azure.keyvault.secrets import SecretClient
 
 from shared.base.errors import MailbridgeError, TemporarilyUnavailable, Throttled
@@ -45,28 +48,31 @@ def secret_name(connection_id: str, generation: int) -> str:
     return name
 
 
-class TokenCacheVault:
-    """Reads and writes token caches; retries Key Vault throttling (429) with exponential backoff."""
+def _client_kwargs(settings: Settings) -> dict:
+    """What every Key Vault SDK client of ours is built with (no SDK retries: ``_KeyVaultCalls`` retries)."""
+    host = urlsplit(settings.key_vault_url).hostname or ""
+    kwargs: dict = {
+        # The SDK checks that the challenge's resource matches the vault's DNS suffix; a local stand-in
+        # on 127.0.0.1 cannot match, so only there is that check relaxed (TLS is still verified).
+        "verify_challenge_resource": host.endswith(settings.cloud.key_vault_suffix),
+        "retry_total": 0,
+    }
+    if settings.ca_bundle:
+        kwargs["connection_verify"] = settings.ca_bundle
+    return kwargs
+
+
+class _KeyVaultCalls:
+    """Key Vault calls with one retry policy: throttling (429) and 5xx with exponential backoff, a refused
+    credential with a new client, no answer as TemporarilyUnavailable."""
 
     def __init__(self, settings: Settings, max_attempts: int = 5) -> None:
         self.settings = settings
         self.max_attempts = max_attempts
 
-    @cached_property
-    def client(self) -> SecretClient:
-        host = urlsplit(self.settings.key_vault_url).hostname or ""
-        kwargs = {}
-        if self.settings.ca_bundle:
-            kwargs["connection_verify"] = self.settings.ca_bundle
-        return SecretClient(
-            vault_url=self.settings.key_vault_url,
-            credential=key_vault_credential(self.settings),
-            # The SDK checks that the challenge's resource matches the vault's DNS suffix; a local stand-in
-            # on 127.0.0.1 cannot match, so only there is that check relaxed (TLS is still verified).
-            verify_challenge_resource=host.endswith(self.settings.cloud.key_vault_suffix),
-            retry_total=0,
-            **kwargs,
-        )
+    def reset_clients(self) -> None:
+        """Build the SDK client (and its credential) anew on next use."""
+        self.__dict__.pop("client", None)
 
     def _with_backoff(self, what: str, fn):
         delay = 1.0
@@ -85,7 +91,7 @@ class TokenCacheVault:
                     # Key Vault refused our credential: a token it no longer accepts (revoked, or clocks
                     # disagree) or a missing role. Start over with a new credential; if it persists, the
                     # caller waits and retries (an operator can fix RBAC) rather than losing the message.
-                    self.__dict__.pop("client", None)
+                    self.reset_clients()
                     if attempt == self.max_attempts:
                         raise TemporarilyUnavailable(
                             detail=f"Key Vault {what} refused the app's credential ({exc.status_code})"
@@ -113,6 +119,19 @@ class TokenCacheVault:
                 time.sleep(delay)
                 delay = min(delay * 2, 16.0)
         raise AssertionError("unreachable")
+
+
+class TokenCacheVault(_KeyVaultCalls):
+    """Legacy plain token caches, one secret per connection (before issue 26): read once by the upgrade path and
+    deleted (soft: Key Vault keeps them for its retention, purge protection forbids purging them early)."""
+
+    @cached_property
+    def client(self) -> SecretClient:
+        return SecretClient(
+            vault_url=self.settings.key_vault_url,
+            credential=key_vault_credential(self.settings),
+            **_client_kwargs(self.settings),
+        )
 
     def read(self, name: str) -> str | None:
         """The latest value, or None when the secret does not exist."""
@@ -156,6 +175,58 @@ class TokenCacheVault:
             return True
         except ResourceNotFoundError:
             return False
+
+
+WRAP_ALGORITHM = KeyWrapAlgorithm.rsa_oaep_256
+
+
+class TokenKey(_KeyVaultCalls):
+    """The vault's RSA key (KEY_VAULT_KEY_NAME) that wraps each connection's data key (RSA-OAEP-256).
+
+    Wrapping needs only the public half: the SDK's ``CryptographyClient`` fetches the key once (Get Key) and wraps
+    locally, as Microsoft's throttling guidance advises ("wrap, encrypt and verify ... can be performed locally
+    with the public key", https://learn.microsoft.com/en-us/azure/key-vault/general/overview-throttling). Unwrapping
+    is a vault call (the private half never leaves it); callers cache what they unwrapped. ``calls`` counts
+    ``wrap`` (local) and ``unwrap`` (vault) for the cost tests."""
+
+    def __init__(self, settings: Settings, max_attempts: int = 5) -> None:
+        super().__init__(settings, max_attempts)
+        self.calls = {"wrap": 0, "unwrap": 0}
+        self._by_kid: dict[str, CryptographyClient] = {}
+
+    @cached_property
+    def client(self) -> CryptographyClient:
+        """The latest version of the key (wraps)."""
+        key_id = f"{self.settings.key_vault_url.rstrip('/')}/keys/{self.settings.key_vault_key_name}"
+        return CryptographyClient(key_id, key_vault_credential(self.settings), **_client_kwargs(self.settings))
+
+    def reset_clients(self) -> None:
+        super().reset_clients()
+        self._by_kid.clear()
+
+    def _for_kid(self, kid: str) -> CryptographyClient:
+        """A client unwrapping with the version ``kid`` names (the latest one, or an older one after a rotation)."""
+        client = self._by_kid.get(kid)
+        if client is None:
+            client = CryptographyClient(kid, key_vault_credential(self.settings), **_client_kwargs(self.settings))
+            # Unwrapping needs the private half, which never leaves the vault: without this the SDK would first
+            # Get Key to try a local unwrap it cannot do (one more vault call on every cold instance's first send).
+            # The flag is the SDK's own "keys/get is forbidden" switch (azure-keyvault-keys 4.11.3, pinned).
+            client._keys_get_forbidden = True
+            self._by_kid[kid] = client
+        return client
+
+    def wrap(self, data_key: bytes) -> tuple[str, bytes]:
+        """(versioned key id, wrapped data key)."""
+        result = self._with_backoff("wrap", lambda: self.client.wrap_key(WRAP_ALGORITHM, data_key))
+        self.calls["wrap"] += 1
+        return result.key_id, result.encrypted_key
+
+    def unwrap(self, kid: str, wrapped: bytes) -> bytes:
+        """The data key ``wrapped`` holds (one vault call)."""
+        result = self._with_backoff("unwrap", lambda: self._for_kid(kid).unwrap_key(WRAP_ALGORITHM, wrapped))
+        self.calls["unwrap"] += 1
+        return result.key
 
 
 def _retry_after(exc: HttpResponseError) -> float | None:

@@ -20,9 +20,9 @@ from shared.base.errors import AppCredentialFailed, ReauthRequired, TransientErr
 from shared.base.identity import MsalFactory
 from shared.base.settings import Settings
 from shared.tokens.app_credential import AppCredentialHealth
+from shared.tokens.cache_store import TokenCacheStore
 from shared.tokens.entra_errors import TOKEN_ENDPOINT_OUTAGES, map_entra_error, token_endpoint_outage
 from shared.tokens.locks import ConnectionLocks
-from shared.tokens.secrets import TokenCacheVault
 from shared.tokens.store import Connection, ConnectionStore
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class TokenService:
         self,
         settings: Settings,
         msal_factory: MsalFactory,
-        vault: TokenCacheVault,
+        vault: TokenCacheStore,
         connections: ConnectionStore,
         locks: ConnectionLocks,
         max_cached: int = 5000,
@@ -212,10 +212,10 @@ class TokenService:
         return RefreshOutcome(result["access_token"], expires_at, refreshed, wrote)
 
     def _write_back(self, conn: Connection, serialized: str) -> str | None:
-        """Store the rotated cache. Every set adds a Key Vault version, and versions cannot be deleted one by
-        one, so after ``max_secret_versions`` writes the cache moves to the next generation's name and the
-        old secret is deleted (soft delete, then purged by Key Vault after its retention). Returns the name
-        to delete once the connection row points at the new one, or None."""
+        """Store the rotated cache (the store replaces its row: no versions). After ``max_secret_versions`` writes
+        the cache moves to the next generation's name under a new data key, and the old row is erased
+        (shared/tokens/cache_store.py). Returns the name to erase once the connection row points at the new one,
+        or None."""
         if conn.secret_writes < self.max_secret_versions:
             self.vault.write(conn.secret_name, serialized, tags={"connection": conn.connection_id})
             conn.secret_writes += 1

@@ -9,11 +9,14 @@ Env: the app settings, plus RACE_CONNECTION_ID, RACE_THREADS, RACE_MODE:
 
 Handshake, so that two processes start together: prints ``ready`` once its threads wait at the barrier,
 then waits for a line on stdin. Prints one JSON line at the end: {"ok": n, "errors": [...], "spans":
-[[start, end], ...]} (epoch seconds of each call, to show the processes ran at the same time).
+[[start, end], ...], "writes": [[read, written], ...]}: epoch seconds of each call (to show the processes ran at
+the same time), and for each write of the token cache the refresh token the writing thread read last (under the
+lease) and the one it wrote, as SHA-256 digests (the store keeps no versions: the test chains these instead).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -34,6 +37,26 @@ def main() -> None:
     ok: list[int] = []
     errors: list[str] = []
     spans: list[list[float]] = []
+    writes: list[list[str | None]] = []
+    store, seen = services.token_caches, threading.local()
+    read, write = store.read, store.write
+
+    def refresh_token_digest(serialized: str | None) -> str | None:
+        if not serialized:
+            return None
+        (entry,) = json.loads(serialized)["RefreshToken"].values()
+        return hashlib.sha256(entry["secret"].encode()).hexdigest()
+
+    def reading(name: str) -> str | None:
+        value = read(name)
+        seen.last = refresh_token_digest(value)
+        return value
+
+    def writing(name: str, value: str, **kwargs) -> None:
+        write(name, value, **kwargs)
+        writes.append([getattr(seen, "last", None), refresh_token_digest(value)])
+
+    store.read, store.write = reading, writing
 
     def run() -> None:
         conn = services.connections.get(cid)
@@ -59,7 +82,7 @@ def main() -> None:
     barrier.wait()
     for w in workers:
         w.join()
-    print(json.dumps({"ok": len(ok), "errors": errors, "spans": spans}), flush=True)
+    print(json.dumps({"ok": len(ok), "errors": errors, "spans": spans, "writes": writes}), flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,15 @@ param tags object = {}
 param applicationInsightsName string
 param storageAccountName string
 
+@description('The Key Vault holding the token-cache key: its AuditEvent logs go to the workspace.')
+param keyVaultName string
+
+@description('The Log Analytics workspace receiving the Key Vault audit logs.')
+param logAnalyticsName string
+
+@description('Object id of the app identity: the only principal expected to read token secrets or unwrap.')
+param appPrincipalId string
+
 @description('Operator email for every alert. Empty: the action group has no receiver (alerts still fire and show in the portal).')
 param alertEmail string = ''
 
@@ -24,6 +33,31 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
+  name: logAnalyticsName
+}
+
+// Key Vault's AuditEvent (every data-plane call: who, what, which object) to the workspace, in the
+// resource-specific table AZKVAuditLogs (https://learn.microsoft.com/azure/azure-monitor/reference/tables/azkvauditlogs).
+resource vaultAudit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'audit-to-log-analytics'
+  scope: vault
+  properties: {
+    workspaceId: logAnalytics.id
+    logAnalyticsDestinationType: 'Dedicated'
+    logs: [
+      {
+        category: 'AuditEvent'
+        enabled: true
+      }
+    ]
+  }
 }
 
 resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
@@ -194,6 +228,49 @@ resource storageErrors 'Microsoft.Insights/metricAlerts@2018-03-01' = {
       }
     ]
   }
+}
+
+// Anyone but the app identity reading or recovering a secret, or unwrapping a key: a person (or a stolen
+// credential) looking at tokens. Queries the workspace the vault audits to (not Application Insights).
+resource tokenAccessAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-token-access'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Mailbridge: someone other than the app read a token secret or unwrapped a key'
+    description: 'A principal other than the app identity read or recovered a Key Vault secret, or unwrapped / recovered a key. Only the app should ever open a sealed token cache (docs/security.md).'
+    severity: 1
+    enabled: true
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    scopes: [
+      logAnalytics.id
+    ]
+    criteria: {
+      allOf: [
+        {
+          query: replace(loadTextContent('queries/token-access.kql'), 'APP_PRINCIPAL_ID', appPrincipalId)
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: false
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+  dependsOn: [
+    vaultAudit
+  ]
 }
 
 output actionGroupId string = actionGroup.id

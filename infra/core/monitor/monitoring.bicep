@@ -38,5 +38,6 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' = {
 }
 
 output logAnalyticsId string = logAnalytics.id
+output logAnalyticsName string = logAnalytics.name
 output applicationInsightsId string = applicationInsights.id
 output applicationInsightsName string = applicationInsights.name
