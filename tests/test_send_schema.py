@@ -13,7 +13,7 @@ from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
 
 from shared.base import errors
-from shared.send.mail import MAX_RECIPIENTS, parse_message
+from shared.send.mail import MAX_RECIPIENTS, MAX_REFERENCES_BYTES, parse_message
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "schema" / "send-v1.json").read_text())
 VALIDATOR = Draft202012Validator(SCHEMA)
@@ -35,8 +35,11 @@ def test_the_runtime_accepts_every_message_the_schema_accepts(data):
     try:
         parse_message(data)
     except errors.TooManyRecipients:
-        # The one rule JSON Schema cannot state: to + cc + bcc together (each list alone is capped).
+        # A rule JSON Schema cannot state: to + cc + bcc together (each list alone is capped).
         assert sum(len(data.get(k, [])) for k in ("to", "cc", "bcc")) > MAX_RECIPIENTS
+    except errors.InvalidMessageId:
+        # The other one: the references together at most 8 KB (each msg-id alone is capped).
+        assert len(" ".join(data.get("references", []))) > MAX_REFERENCES_BYTES
 
 
 def _att(**fields):
@@ -70,7 +73,49 @@ VIOLATIONS = [
     ("callback queue with --", {"callback": {"queue": "my--events"}}, "invalid_message"),
     ("metadata key too long", {"metadata": {"k" * 65: "v"}}, "invalid_message"),
     ("unknown field", {"too": [{"address": "a@example.com"}]}, "invalid_message"),
+    ("in_reply_to without brackets", {"in_reply_to": "parent@partner.example"}, "invalid_message_id"),
+    ("in_reply_to with two @", {"in_reply_to": "<a@b@c>"}, "invalid_message_id"),
+    ("in_reply_to with a space", {"in_reply_to": "<a b@c>"}, "invalid_message_id"),
+    ("CR/LF in in_reply_to", {"in_reply_to": "<a@b>\r\nBcc: x@y.z"}, "header_injection"),
+    ("a reference that is no msg-id", {"references": ["<a@b>", "c@d"]}, "invalid_message_id"),
+    ("51 references", {"references": [f"<r{i}@partner.example>" for i in range(51)]}, "invalid_message_id"),
+    ("internet_message_id too long", {"internet_message_id": f"<{'a' * 250}@b>"}, "invalid_message_id"),
+    ("unsubscribe over http", {"list_unsubscribe": {"urls": ["http://u.example/x"]}}, "invalid_list_unsubscribe"),
+    ("unsubscribe javascript:", {"list_unsubscribe": {"urls": ["javascript:alert(1)"]}}, "invalid_list_unsubscribe"),
+    (
+        "unsubscribe URL closing <>",
+        {"list_unsubscribe": {"urls": ["https://u.example/>,<https://evil"]}},
+        "invalid_list_unsubscribe",
+    ),
+    (
+        "one_click with mailto only",
+        {"list_unsubscribe": {"urls": ["mailto:u@u.example"], "one_click": True}},
+        "invalid_list_unsubscribe",
+    ),
+    ("unsubscribe without urls", {"list_unsubscribe": {"urls": []}}, "invalid_message"),
 ]
+
+
+def test_references_over_8_kb_together_are_refused_by_the_runtime():
+    refs = [f"<{'r' * 200}{i}@partner.example>" for i in range(45)]  # each valid, 45 x ~218 bytes > 8 KB
+    assert VALIDATOR.is_valid({**VALID, "references": refs})  # the one rule the schema cannot state
+    with pytest.raises(errors.InvalidMessageId):
+        parse_message({**VALID, "references": refs})
+
+
+def test_composer_fields_valid_for_both():
+    data = {
+        **VALID,
+        "in_reply_to": "<CAF=x+y_z@mail.gmail.com>",
+        "references": ["<root.1@partner.example>", "<CAF=x+y_z@mail.gmail.com>"],
+        "list_unsubscribe": {
+            "urls": ["https://u.example/u?t=1&l=a%20b", "mailto:u@u.example?subject=stop"],
+            "one_click": True,
+        },
+        "internet_message_id": "<order-4711.1@mail.contoso.com>",
+    }
+    assert VALIDATOR.is_valid(data)
+    assert parse_message(data).is_composed()
 
 
 @pytest.mark.parametrize(("change", "code"), [v[1:] for v in VIOLATIONS], ids=[v[0] for v in VIOLATIONS])

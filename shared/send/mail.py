@@ -64,7 +64,25 @@ HEADER_NAME_PATTERN = r"^[Xx]-[A-Za-z0-9-]{1,62}$"
 RESERVED_HEADER_PATTERN = r"^[Xx]-[Mm][Aa][Ii][Ll][Bb][Rr][Ii][Dd][Gg][Ee]-"  # x-mailbridge-*, any case
 CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$"
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+# RFC 5322 3.6.4 msg-id, "<" id-left "@" id-right ">", both dot-atom-text (the no-fold-literal right side is not
+# taken: Exchange, Gmail and Apple Mail write dot-atoms). In_reply_to, references and internet_message_id use it.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+MSG_ID_PATTERN = rf"^<{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*>$"
+MSG_ID_MAX_LENGTH = 250
+MAX_REFERENCES = 50
+MAX_REFERENCES_BYTES = 8 * 1024  # the References header: msg-ids joined by single spaces
+# List-Unsubscribe URLs (RFC 2369, RFC 8058): https or mailto only, printable ASCII without the characters that would
+# end or split the header's "<url>, <url>" list (space, '"', ',', '<', '>').
+_URL_CHARS = r"[\x21\x23-\x2b\x2d-\x3b\x3d\x3f-\x7e]"
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+UNSUBSCRIBE_URL_PATTERN = (
+    rf"^(?:https://{_HOST}(?::[0-9]{{1,5}})?(?:[/?#]{_URL_CHARS}*)?"
+    rf"|mailto:[\x21\x23-\x2b\x2d-\x3b\x3d\x41-\x7e]+@{_HOST}(?:\?{_URL_CHARS}*)?)$"
+)
+UNSUBSCRIBE_URL_MAX_LENGTH = 900  # one URL cannot be folded: it must fit a 998-character header line
 _ADDRESS_RE = re.compile(ADDRESS_PATTERN)
+_MSG_ID_RE = re.compile(MSG_ID_PATTERN)
+_UNSUBSCRIBE_URL_RE = re.compile(UNSUBSCRIBE_URL_PATTERN)
 _HEADER_NAME_RE = re.compile(HEADER_NAME_PATTERN)
 _CONTENT_TYPE_RE = re.compile(CONTENT_TYPE_PATTERN)
 _BLOB_RE = re.compile(BLOB_PATTERN)
@@ -85,6 +103,8 @@ _ERROR_CLASSES: dict[str, type[errors.MailbridgeError]] = {
     "header_injection": errors.HeaderInjection,
     "invalid_blob_name": errors.InvalidBlobName,
     "invalid_header": errors.InvalidHeader,
+    "invalid_message_id": errors.InvalidMessageId,
+    "invalid_list_unsubscribe": errors.InvalidListUnsubscribe,
     "too_many_headers": errors.TooManyHeaders,
     "too_many_recipients": errors.TooManyRecipients,
 }
@@ -257,6 +277,63 @@ class Attachment(BaseModel):
         return base64.b64decode(self.content_base64)
 
 
+def _msg_id(value: str, what: str) -> str:
+    _no_controls(value, what)
+    if len(value) > MSG_ID_MAX_LENGTH or not _MSG_ID_RE.match(value):
+        raise PydanticCustomError(
+            "invalid_message_id", "{what} is not an RFC 5322 msg-id like <local@domain>", {"what": what}
+        )
+    return value
+
+
+# The published form of a msg-id field (the runtime check is _msg_id: the same pattern and length).
+MSG_ID_FIELD: dict[str, Any] = {"pattern": MSG_ID_PATTERN, "maxLength": MSG_ID_MAX_LENGTH}
+
+
+class ListUnsubscribe(BaseModel):
+    """``List-Unsubscribe`` (RFC 2369) and, with ``one_click``, ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``
+    (RFC 8058, which needs an https URL)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"one_click": {"const": True}}, "required": ["one_click"]},
+            "then": {"properties": {"urls": {"contains": {"pattern": "^https://"}}}},
+        },
+    )
+
+    urls: list[
+        Annotated[
+            str, Field(json_schema_extra={"pattern": UNSUBSCRIBE_URL_PATTERN, "maxLength": UNSUBSCRIBE_URL_MAX_LENGTH})
+        ]
+    ] = Field(min_length=1, max_length=4, description="https:// and mailto: URLs, in order of preference")
+    one_click: bool = Field(default=False, description="RFC 8058 one-click unsubscribe (POST to the https URL)")
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            _no_controls(url, "an unsubscribe URL")
+            if len(url) > UNSUBSCRIBE_URL_MAX_LENGTH or not _UNSUBSCRIBE_URL_RE.match(url):
+                raise PydanticCustomError(
+                    "invalid_list_unsubscribe",
+                    "unsubscribe URLs must be https://host/... or mailto:local@domain, printable ASCII without "
+                    "spaces, '\"', ',', '<' or '>', at most {max} characters",
+                    {"max": UNSUBSCRIBE_URL_MAX_LENGTH},
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _one_click(self) -> ListUnsubscribe:
+        if self.one_click and not any(url.startswith("https://") for url in self.urls):
+            raise PydanticCustomError("invalid_list_unsubscribe", "one_click needs an https URL (RFC 8058)")
+        return self
+
+    def header(self) -> str:
+        """The List-Unsubscribe value: ``<url>, <url>``."""
+        return ", ".join(f"<{url}>" for url in self.urls)
+
+
 class Callback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -312,6 +389,21 @@ class SendMessage(BaseModel):
             "additionalProperties": {"type": "string", "maxLength": 998, **NO_CONTROL_BUT_TAB},
         },
     )
+    in_reply_to: Annotated[str, Field(json_schema_extra=MSG_ID_FIELD)] | None = Field(
+        default=None, description="Message-ID of the message this one replies to (In-Reply-To), e.g. <a@b>"
+    )
+    references: list[Annotated[str, Field(json_schema_extra=MSG_ID_FIELD)]] = Field(
+        default_factory=list,
+        description=f"Message-IDs of the thread, oldest first (References): at most {MAX_REFERENCES}, "
+        f"{MAX_REFERENCES_BYTES} bytes together",
+        json_schema_extra={"maxItems": MAX_REFERENCES},
+    )
+    list_unsubscribe: ListUnsubscribe | None = None
+    internet_message_id: Annotated[str, Field(json_schema_extra=MSG_ID_FIELD)] | None = Field(
+        default=None,
+        description="The Message-ID to ask for (unique per connection); Exchange may replace it: the record and the "
+        "event carry the one delivered",
+    )
     importance: Literal["low", "normal", "high"] = "normal"
     save_to_sent_items: bool = True
     callback: Callback | None = None
@@ -356,6 +448,24 @@ class SendMessage(BaseModel):
                 )
         return value
 
+    @field_validator("in_reply_to", "internet_message_id")
+    @classmethod
+    def _one_msg_id(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else _msg_id(value, info.field_name)
+
+    @field_validator("references")
+    @classmethod
+    def _references(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _msg_id(item, "a reference")
+        if len(value) > MAX_REFERENCES or len(" ".join(value)) > MAX_REFERENCES_BYTES:
+            raise PydanticCustomError(
+                "invalid_message_id",
+                "at most {n} references, {b} bytes together",
+                {"n": MAX_REFERENCES, "b": MAX_REFERENCES_BYTES},
+            )
+        return value
+
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
@@ -376,6 +486,10 @@ class SendMessage(BaseModel):
 
     def recipient_count(self) -> int:
         return len(self.to) + len(self.cc) + len(self.bcc)
+
+    def is_composed(self) -> bool:
+        """True when the message needs headers Graph takes only in MIME (threading, unsubscribe, a Message-ID)."""
+        return bool(self.in_reply_to or self.references or self.list_unsubscribe or self.internet_message_id)
 
     def total_bytes(self) -> int:
         """Body plus decoded attachments: what MAX_MESSAGE_BYTES limits (blob sizes as declared)."""
