@@ -132,7 +132,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         query = parse_list_query(ctx.req.query)
         items = [] if where == "" else store.list(owner.oid, where)
         if query.filter is not None:
-            items = [m for m in items if query.filter.matches(m.fields.extended_properties)]
+            items = [m for m in items if query.filter.matches(m.fields.searchable_properties())]
         page = items[query.skip : query.skip + query.top]
         base = view_base(ctx.req, owner, store)
         out: dict[str, Any] = {
@@ -141,7 +141,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
                 m.to_graph(
                     base,
                     select=query.select,
-                    expand_props=query.expand.props_for(m.fields.extended_properties),
+                    expand_props=query.expand.props_for(m.fields.searchable_properties()),
                     expand_attachments=query.expand.attachments,
                 )
                 for m in page
@@ -182,7 +182,7 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
             **msg.to_graph(
                 view_base(ctx.req, owner, store),
                 select=select,
-                expand_props=expand.props_for(msg.fields.extended_properties),
+                expand_props=expand.props_for(msg.fields.searchable_properties()),
                 expand_attachments=expand.attachments,
             ),
         }

@@ -168,6 +168,9 @@ class Attachment:
         }
 
 
+PS_INTERNET_HEADERS = "{00020386-0000-0000-C000-000000000046}"
+
+
 @dataclass
 class MessageFields:
     """The writable fields of a message after validation (Graph casing kept in dicts)."""
@@ -189,6 +192,15 @@ class MessageFields:
     mime_headers: list[dict[str, str]] = field(default_factory=list)
     # A Message-ID the client chose (MIME header, JSON internetMessageId or String 0x1035); graph_store decides.
     client_message_id: str | None = None
+
+    def searchable_properties(self) -> list[dict[str, str]]:
+        """The extended properties a `$filter`/`$expand` sees: the stored ones, and every `x-` internet header as
+        the named property `String {00020386-0000-0000-C000-000000000046} Name <header name>` (PS_INTERNET_HEADERS:
+        MIME readers copy header fields into that property set, e.g. PidNameCrossReference, MS-OXPROPS; JSON
+        internetMessageHeaders are internet headers too). Name lower-cased, as Exchange stores x- names."""
+        headers = [h for h in self.headers + self.mime_headers if h["name"].lower().startswith("x-")]
+        named = [{"id": f"String {PS_INTERNET_HEADERS} Name {h['name'].lower()}", "value": h["value"]} for h in headers]
+        return list(self.extended_properties) + named
 
     def recipient_count(self) -> int:
         """Recipients Exchange counts against per-message and per-day limits (to+cc+bcc)."""

@@ -55,6 +55,7 @@ class OutcomeRecord(Protocol):
     attempts: int
     completed_at: float
     graph_request_id: str | None
+    internet_message_id: str | None  # the Message-ID the recipients received, when known
     metadata: dict[str, str]
     callback_queue: str | None
 
@@ -143,6 +144,7 @@ class EventPublisher:
             "attempts": record.attempts,
             "completed_at": iso(record.completed_at),
             "graph_request_id": record.graph_request_id,
+            "internet_message_id": record.internet_message_id,
             "error": record.public_view()["error"],
             "metadata": record.metadata,
         }

@@ -32,6 +32,7 @@ the event.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -41,7 +42,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.base.errors import MailbridgeError
+from shared.base.errors import DuplicateInternetMessageId, MailbridgeError
 from shared.base.formats import is_safe_key, iso
 from shared.base.settings import DELIVERIES_TABLE
 from shared.base.storage import StorageClients
@@ -64,6 +65,7 @@ def log_bound(ts: float) -> str:
     return f"{LOG_PREFIX}{_MAX_MS - int(ts * 1000):013d}"
 
 
+MESSAGE_ID_PREFIX = "~i"  # rows reserving a connection's internet_message_id values (sort before LOG_PREFIX)
 UNREADABLE_PARTITION = "_unreadable"
 # Insert Entity's ``Prefer: return-no-content``: 204 with the ETag, instead of 201 echoing the entity for the
 # SDK to parse (learn.microsoft.com/rest/api/storageservices/setting-the-prefer-header-to-manage-response-echo-on-
@@ -100,6 +102,7 @@ class Delivery:
     fingerprint: str = ""
     source: str = "queue"  # queue | http | test
     graph_request_id: str | None = None
+    internet_message_id: str | None = None  # the Message-ID its recipients received (draft path; docs/sending.md)
     error_code: str | None = None
     error_message: str | None = None
     error_detail: str | None = None
@@ -176,6 +179,7 @@ class Delivery:
             "next_attempt_at": iso(self.next_attempt_at) if self.status == "queued" else None,
             "reason": (self.reason or None) if self.status == "queued" else None,
             "graph_request_id": self.graph_request_id,
+            "internet_message_id": self.internet_message_id,
             "error": error,
             "metadata": self.metadata,
         }
@@ -295,6 +299,22 @@ class DeliveryStore:
         entity = record.to_entity()
         entity["RowKey"] = log_key(record.created_at, record.message_id)
         self.table.upsert_entity(entity, mode="replace")
+
+    def reserve_internet_message_id(self, connection_id: str, internet_message_id: str, message_id: str) -> None:
+        """Make ``internet_message_id`` this message's within the connection (a Message-ID names one message): a
+        row ``~i<sha256>`` in the connection's partition, insert-if-absent; DuplicateInternetMessageId when another
+        message id holds it. One request, for messages that ask for a Message-ID only; the row sorts before the
+        outgoing log's ``~t`` range."""
+        digest = hashlib.sha256(internet_message_id.encode("utf-8")).hexdigest()[:40]
+        row = {"PartitionKey": connection_id, "RowKey": f"{MESSAGE_ID_PREFIX}{digest}", "message_id": message_id}
+        try:
+            self.table.create_entity(row, response_preference=NO_CONTENT)
+            return
+        except ResourceExistsError:
+            pass
+        held = self.table.get_entity(connection_id, row["RowKey"]).get("message_id")
+        if held != message_id:
+            raise DuplicateInternetMessageId(field="internet_message_id")
 
     def delete(self, connection_id: str, message_id: str) -> None:
         try:

@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 
 from shared.base import errors
+from shared.send import composer, uploads
 from shared.send.attachments import AttachmentStore
 from shared.send.deliveries import Delivery, DeliveryStore
 from shared.send.graph import UPLOAD_CHUNK_BYTES, GraphClient
@@ -38,14 +39,17 @@ class Lookup:
 
     submitted: bool = False  # an item outside Drafts state (Sent Items), or marked sent: Graph accepted it
     drafts: list[str] = field(default_factory=list)  # ids of items that look like unsent drafts
+    internet_message_id: str | None = None  # of the submitted item: what its recipients received
 
 
-def lookup(graph: GraphClient, token: str, key: str) -> Lookup:
-    """Every item carrying ``key``, in any folder; ``isDraft`` false or a ``sentDateTime`` proves a send."""
+def lookup(graph: GraphClient, token: str, key: str, prop: str | None = None) -> Lookup:
+    """Every item carrying ``key`` (in ``prop``: our property by default), in any folder; ``isDraft`` false or a
+    ``sentDateTime`` proves a send."""
     found = Lookup()
-    for item in graph.find_by_key(token, key):
+    for item in graph.find_by_key(token, key, prop):
         if item.get("isDraft") is False or item.get("sentDateTime"):
             found.submitted = True
+            found.internet_message_id = item.get("internetMessageId") or found.internet_message_id
         else:
             found.drafts.append(str(item["id"]))
     return found
@@ -73,8 +77,9 @@ def send_via_draft(
     """Draft carrying our idempotency property -> attachments (per ``plan``) -> send. ``record.phase`` is never
     ``send_requested`` here (the sender resolves those by :func:`lookup`)."""
     draft_id = None
+    prop = composer.key_property(msg)
     if record.attempts > 1:  # an earlier attempt may have created the draft
-        found = lookup(graph, token, msg.id)
+        found = lookup(graph, token, msg.id, prop)
         if found.submitted:  # belt and braces: the phase says no /send reached Graph
             return None
         if record.phase == DRAFT_READY and found.drafts:
@@ -88,14 +93,20 @@ def send_via_draft(
         inline = [
             (a, attachments.content(msg, a)) for a, way in zip(msg.attachments, plan, strict=True) if way == INLINE
         ]
-        message = graph.build_message(msg, body, inline, with_property=True)
-        draft_id, _ = graph.create_draft(token, message)
+        if msg.is_composed():  # threading / unsubscribe headers / a Message-ID: MIME (shared/send/composer.py)
+            draft_id, record.internet_message_id = composer.create_draft(
+                graph, token, composer.build(msg, body, inline)
+            )
+        else:
+            message = graph.build_message(msg, body, inline, with_property=True)
+            draft_id, created_resp = graph.create_draft(token, message)
+            record.internet_message_id = (created_resp.body or {}).get("internetMessageId")
     try:
         if created:
             _attach(graph, attachments, msg, token, draft_id, plan)
         record.phase = SEND_REQUESTED
         deliveries.update(record)
-        return graph.send_draft(token, draft_id).request_id
+        request_id = graph.send_draft(token, draft_id).request_id
     except errors.TransientError:  # nothing was applied: the complete draft is sent on the next attempt
         if record.phase == SEND_REQUESTED:
             record.phase = DRAFT_READY
@@ -110,6 +121,21 @@ def send_via_draft(
     except errors.MailbridgeError:  # refused for good (an input error, ...): no orphan draft
         _discard(graph, token, draft_id, msg.id)
         raise
+    if msg.internet_message_id:  # a Message-ID the producer chose may be replaced at submission: read it back
+        _read_back(graph, token, msg, record, prop)
+    return request_id
+
+
+def _read_back(graph: GraphClient, token: str, msg: SendMessage, record: Delivery, prop: str | None) -> None:
+    """The sent item's ``internetMessageId`` (the Sent Items copy's equals the delivered Message-ID); an item still
+    in transit keeps the draft's until it is submitted, so the record keeps that (docs/sending.md)."""
+    try:
+        found = lookup(graph, token, msg.id, prop)
+    except errors.MailbridgeError as exc:
+        logger.warning("Message %s: sent, its Message-ID could not be read back: %s", msg.id, exc.code)
+        return
+    if found.internet_message_id:
+        record.internet_message_id = found.internet_message_id
 
 
 def _attach(
@@ -120,14 +146,14 @@ def _attach(
             graph.add_attachment(token, draft_id, att, attachments.content(msg, att))
         elif way == UPLOAD:
             chunks = attachments.chunks_of(msg, att, UPLOAD_CHUNK_BYTES)
-            graph.upload_attachment(token, draft_id, att.name, att.content_type, att.size or 0, chunks)
+            uploads.upload(graph, token, draft_id, att, att.size or 0, chunks)
 
 
-def discard_unsent(graph: GraphClient, token: str, key: str) -> None:
+def discard_unsent(graph: GraphClient, token: str, key: str, prop: str | None = None) -> None:
     """Delete every unsent draft carrying ``key``: a message whose last attempt failed before its /send was
     applied (nothing of it was sent, and nothing will retry it) leaves none in the user's Drafts."""
     try:
-        found = lookup(graph, token, key)
+        found = lookup(graph, token, key, prop)
     except errors.MailbridgeError as exc:
         logger.warning("Message %s: could not look up its drafts after its last attempt: %s", key, exc.code)
         return

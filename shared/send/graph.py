@@ -278,17 +278,18 @@ class GraphClient:
     def send_draft(self, token: str, draft_id: str) -> GraphResponse:
         return self.call("POST", f"{self.base}/me/messages/{_segment(draft_id)}/send", token)
 
-    def find_by_key(self, token: str, key: str) -> list[dict[str, Any]]:
+    def find_by_key(self, token: str, key: str, prop: str | None = None) -> list[dict[str, Any]]:
         """Messages in any folder of the mailbox carrying our idempotency property = ``key``: ``id``,
         ``isDraft``, ``sentDateTime`` (singlevaluelegacyextendedproperty-get: ``$filter`` on ``/me/messages``
         covers every folder). Graph compares the value case-insensitively, our ids are case-sensitive: the
-        expanded property is compared exactly."""
+        expanded property is compared exactly. ``prop``: another property holding the key (a MIME draft's
+        x-mailbridge-id header, shared.send.composer); ``internetMessageId`` comes along."""
+        prop = prop or IDEMPOTENCY_PROPERTY
         literal = key.replace("'", "''")
         params = {
-            "$filter": f"singleValueExtendedProperties/Any(ep: ep/id eq '{IDEMPOTENCY_PROPERTY}' "
-            f"and ep/value eq '{literal}')",
-            "$expand": f"singleValueExtendedProperties($filter=id eq '{IDEMPOTENCY_PROPERTY}')",
-            "$select": "id,isDraft,sentDateTime",
+            "$filter": f"singleValueExtendedProperties/Any(ep: ep/id eq '{prop}' and ep/value eq '{literal}')",
+            "$expand": f"singleValueExtendedProperties($filter=id eq '{prop}')",
+            "$select": "id,isDraft,sentDateTime,internetMessageId",
             "$top": "50",
         }
         query = "&".join(f"{k}={quote(v)}" for k, v in params.items())

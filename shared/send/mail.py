@@ -29,6 +29,16 @@ from pydantic_core import PydanticCustomError
 from shared.base import errors
 from shared.base.formats import QUEUE_NAME_PATTERN
 from shared.base.json_limits import MAX_DEPTH, nesting_exceeds
+from shared.send.mail_headers import (
+    CONTROL_BUT_TAB_PATTERN,
+    CONTROL_PATTERN,
+    MAX_REFERENCES,
+    MAX_REFERENCES_BYTES,
+    MSG_ID_FIELD,
+    ListUnsubscribe,
+    msg_id,
+    no_controls,
+)
 
 SCHEMA_ID = "mailbridge.send/v1"
 MAX_RECIPIENTS = 500
@@ -64,36 +74,11 @@ HEADER_NAME_PATTERN = r"^[Xx]-[A-Za-z0-9-]{1,62}$"
 RESERVED_HEADER_PATTERN = r"^[Xx]-[Mm][Aa][Ii][Ll][Bb][Rr][Ii][Dd][Gg][Ee]-"  # x-mailbridge-*, any case
 CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$"
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
-# RFC 5322 3.6.4 msg-id, "<" id-left "@" id-right ">", both dot-atom-text (the no-fold-literal right side is not
-# taken: Exchange, Gmail and Apple Mail write dot-atoms). In_reply_to, references and internet_message_id use it.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-MSG_ID_PATTERN = rf"^<{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*>$"
-MSG_ID_MAX_LENGTH = 250
-MAX_REFERENCES = 50
-MAX_REFERENCES_BYTES = 8 * 1024  # the References header: msg-ids joined by single spaces
-# List-Unsubscribe URLs (RFC 2369, RFC 8058): https or mailto only, printable ASCII without the characters that would
-# end or split the header's "<url>, <url>" list (space, '"', ',', '<', '>').
-_URL_CHARS = r"[\x21\x23-\x2b\x2d-\x3b\x3d\x3f-\x7e]"
-_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
-UNSUBSCRIBE_URL_PATTERN = (
-    rf"^(?:https://{_HOST}(?::[0-9]{{1,5}})?(?:[/?#]{_URL_CHARS}*)?"
-    rf"|mailto:[\x21\x23-\x2b\x2d-\x3b\x3d\x41-\x7e]+@{_HOST}(?:\?{_URL_CHARS}*)?)$"
-)
-UNSUBSCRIBE_URL_MAX_LENGTH = 900  # one URL cannot be folded: it must fit a 998-character header line
 _ADDRESS_RE = re.compile(ADDRESS_PATTERN)
-_MSG_ID_RE = re.compile(MSG_ID_PATTERN)
-_UNSUBSCRIBE_URL_RE = re.compile(UNSUBSCRIBE_URL_PATTERN)
 _HEADER_NAME_RE = re.compile(HEADER_NAME_PATTERN)
 _CONTENT_TYPE_RE = re.compile(CONTENT_TYPE_PATTERN)
 _BLOB_RE = re.compile(BLOB_PATTERN)
-# Characters no value that reaches a header may hold: every C0 control (CR, LF, NUL, VT, FF, ESC, ...), DEL,
-# every C1 control (NEL U+0085 among them) and the Unicode line and paragraph separators; a mail system that
-# reads any of them as a line end would let a value start a header of its own. TAB is white space in RFC 5322
-# unstructured fields, so the subject and header values may hold it (CONTROL_BUT_TAB); names and addresses not.
-CONTROL_PATTERN = r"[\x00-\x1f\x7f-\x9f\u2028\u2029]"
-CONTROL_BUT_TAB_PATTERN = r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]"
-_CONTROL = re.compile(CONTROL_PATTERN)
-_CONTROL_BUT_TAB = re.compile(CONTROL_BUT_TAB_PATTERN)
+
 # JSON Schema for "none of them anywhere" (a search, so it does not depend on how an engine reads `$`).
 NO_CONTROL: dict[str, Any] = {"not": {"pattern": CONTROL_PATTERN}}
 NO_CONTROL_BUT_TAB: dict[str, Any] = {"not": {"pattern": CONTROL_BUT_TAB_PATTERN}}
@@ -130,15 +115,6 @@ def _blob_name(value: str | None) -> str | None:
 BLOB_FIELD: dict[str, Any] = {"pattern": BLOB_PATTERN, "maxLength": BLOB_MAX_LENGTH}
 
 
-def _no_controls(value: str | None, what: str, *, tab: bool = False) -> str | None:
-    """``value`` unchanged, or header_injection when it holds a line break or control character."""
-    if value is not None and (_CONTROL_BUT_TAB if tab else _CONTROL).search(value):
-        raise PydanticCustomError(
-            "header_injection", "{what} contains a line break or control character", {"what": what}
-        )
-    return value
-
-
 class Address(BaseModel):
     """A recipient or sender: ``{"address": "...", "name": "..."}`` (a bare string is accepted too)."""
 
@@ -159,7 +135,7 @@ class Address(BaseModel):
     @field_validator("address")
     @classmethod
     def _check_address(cls, value: str) -> str:
-        _no_controls(value, "an address")
+        no_controls(value, "an address")
         value = value.strip()
         if not _ADDRESS_RE.match(value):
             raise PydanticCustomError("invalid_address", "not an email address")
@@ -168,7 +144,7 @@ class Address(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str | None) -> str | None:
-        return _no_controls(value, "a display name")
+        return no_controls(value, "a display name")
 
     def to_graph(self) -> dict[str, Any]:
         email: dict[str, Any] = {"address": self.address}
@@ -244,7 +220,7 @@ class Attachment(BaseModel):
     @field_validator("name", "content_id")
     @classmethod
     def _names(cls, value: str | None) -> str | None:
-        return _no_controls(value, "an attachment name")
+        return no_controls(value, "an attachment name")
 
     @field_validator("blob")
     @classmethod
@@ -254,7 +230,7 @@ class Attachment(BaseModel):
     @field_validator("content_type")
     @classmethod
     def _ctype(cls, value: str) -> str:
-        _no_controls(value, "a content type")
+        no_controls(value, "a content type")
         if not _CONTENT_TYPE_RE.match(value):
             raise PydanticCustomError("invalid_content_type", "not a MIME type like application/pdf")
         return value
@@ -275,63 +251,6 @@ class Attachment(BaseModel):
         """Decoded inline content (blob attachments are read by shared.send.attachments)."""
         assert self.content_base64 is not None
         return base64.b64decode(self.content_base64)
-
-
-def _msg_id(value: str, what: str) -> str:
-    _no_controls(value, what)
-    if len(value) > MSG_ID_MAX_LENGTH or not _MSG_ID_RE.match(value):
-        raise PydanticCustomError(
-            "invalid_message_id", "{what} is not an RFC 5322 msg-id like <local@domain>", {"what": what}
-        )
-    return value
-
-
-# The published form of a msg-id field (the runtime check is _msg_id: the same pattern and length).
-MSG_ID_FIELD: dict[str, Any] = {"pattern": MSG_ID_PATTERN, "maxLength": MSG_ID_MAX_LENGTH}
-
-
-class ListUnsubscribe(BaseModel):
-    """``List-Unsubscribe`` (RFC 2369) and, with ``one_click``, ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``
-    (RFC 8058, which needs an https URL)."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "if": {"properties": {"one_click": {"const": True}}, "required": ["one_click"]},
-            "then": {"properties": {"urls": {"contains": {"pattern": "^https://"}}}},
-        },
-    )
-
-    urls: list[
-        Annotated[
-            str, Field(json_schema_extra={"pattern": UNSUBSCRIBE_URL_PATTERN, "maxLength": UNSUBSCRIBE_URL_MAX_LENGTH})
-        ]
-    ] = Field(min_length=1, max_length=4, description="https:// and mailto: URLs, in order of preference")
-    one_click: bool = Field(default=False, description="RFC 8058 one-click unsubscribe (POST to the https URL)")
-
-    @field_validator("urls")
-    @classmethod
-    def _urls(cls, value: list[str]) -> list[str]:
-        for url in value:
-            _no_controls(url, "an unsubscribe URL")
-            if len(url) > UNSUBSCRIBE_URL_MAX_LENGTH or not _UNSUBSCRIBE_URL_RE.match(url):
-                raise PydanticCustomError(
-                    "invalid_list_unsubscribe",
-                    "unsubscribe URLs must be https://host/... or mailto:local@domain, printable ASCII without "
-                    "spaces, '\"', ',', '<' or '>', at most {max} characters",
-                    {"max": UNSUBSCRIBE_URL_MAX_LENGTH},
-                )
-        return value
-
-    @model_validator(mode="after")
-    def _one_click(self) -> ListUnsubscribe:
-        if self.one_click and not any(url.startswith("https://") for url in self.urls):
-            raise PydanticCustomError("invalid_list_unsubscribe", "one_click needs an https URL (RFC 8058)")
-        return self
-
-    def header(self) -> str:
-        """The List-Unsubscribe value: ``<url>, <url>``."""
-        return ", ".join(f"<{url}>" for url in self.urls)
 
 
 class Callback(BaseModel):
@@ -424,7 +343,7 @@ class SendMessage(BaseModel):
     @field_validator("subject")
     @classmethod
     def _subject(cls, value: str) -> str:
-        return _no_controls(value, "the subject", tab=True) or ""
+        return no_controls(value, "the subject", tab=True) or ""
 
     @field_validator("headers")
     @classmethod
@@ -436,8 +355,8 @@ class SendMessage(BaseModel):
                 {"n": MAX_HEADERS},
             )
         for name, hvalue in value.items():
-            _no_controls(name, f"header name {name!r}")
-            _no_controls(hvalue, f"header {name!r}", tab=True)
+            no_controls(name, f"header name {name!r}")
+            no_controls(hvalue, f"header {name!r}", tab=True)
             if not _HEADER_NAME_RE.match(name):
                 raise PydanticCustomError("invalid_header", "header {name} must be named x-...", {"name": repr(name)})
             if name.lower().startswith("x-mailbridge-"):
@@ -451,13 +370,13 @@ class SendMessage(BaseModel):
     @field_validator("in_reply_to", "internet_message_id")
     @classmethod
     def _one_msg_id(cls, value: str | None, info: Any) -> str | None:
-        return None if value is None else _msg_id(value, info.field_name)
+        return None if value is None else msg_id(value, info.field_name)
 
     @field_validator("references")
     @classmethod
     def _references(cls, value: list[str]) -> list[str]:
         for item in value:
-            _msg_id(item, "a reference")
+            msg_id(item, "a reference")
         if len(value) > MAX_REFERENCES or len(" ".join(value)) > MAX_REFERENCES_BYTES:
             raise PydanticCustomError(
                 "invalid_message_id",

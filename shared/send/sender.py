@@ -23,6 +23,7 @@ from shared.base.events import EventPublisher
 from shared.base.settings import Settings
 from shared.base.storage import StorageClients
 from shared.pacing.admission import Admission, Mailbox, Pacer
+from shared.send import composer
 from shared.send.attachments import AttachmentStore
 from shared.send.deliveries import Delivery, DeliveryStore, RecordContended
 from shared.send.drafts import SEND_REQUESTED, TRANSIT_GRACE_S, discard_unsent, lookup, recheck_delay, send_via_draft
@@ -364,7 +365,8 @@ class Sender:
                 except errors.TransientError:
                     pass
             # A draft-mode message whose attempts end here leaves no unsent draft in the user's Drafts.
-            discard = (lambda: discard_unsent(self.graph, token, msg.id)) if draft_mode else None
+            prop = composer.key_property(msg)
+            discard = (lambda: discard_unsent(self.graph, token, msg.id, prop)) if draft_mode else None
             return self.ledger.reschedule(msg, record, delay, exc, discard)
         if isinstance(exc, errors.InputError):  # e.g. a referenced blob vanished
             return self.ledger.finish(msg, record, "rejected", exc)
@@ -391,8 +393,10 @@ class Sender:
     # --- Graph, two ways ----------------------------------------------------------------------------------
     def _send_mail(self, msg: SendMessage, token: str, body: str) -> str | None:
         inline = [(a, self.attachments.content(msg, a)) for a in msg.attachments]
-        message = self.graph.build_message(msg, body, inline, with_property=False)
         mailbox = msg.from_.address if (msg.from_ and self.settings.send_as_endpoint == "users") else None
+        if msg.is_composed():  # MIME: the only way its threading and unsubscribe headers reach the recipient
+            return composer.send_mime(self.graph, token, mailbox, composer.build(msg, body, inline))
+        message = self.graph.build_message(msg, body, inline, with_property=False)
         return self.graph.send_mail(token, mailbox, message, msg.save_to_sent_items).request_id
 
     def _resolve_draft(
@@ -414,7 +418,9 @@ class Sender:
         try:
             if conn is None or conn.status != "connected":
                 raise errors.ReauthRequired(detail="the mailbox can no longer be read")
-            if lookup(self.graph, token or self._token(conn), msg.id).submitted:
+            found = lookup(self.graph, token or self._token(conn), msg.id, composer.key_property(msg))
+            if found.submitted:
+                record.internet_message_id = found.internet_message_id or record.internet_message_id
                 logger.info("Message %s: ambiguous send resolved as sent (the item was submitted)", msg.id)
                 return self.ledger.finish(msg, record, "sent", None)
         except errors.TransientError as lookup_err:
@@ -436,16 +442,24 @@ class Sender:
         self.attachments.measure(msg)
         body = self.attachments.body_text(msg)
         uploads = check_limits(msg, self.settings, *request_sizes(msg, body))
+        if msg.is_composed():  # MIME (shared/send/composer.py): its own 4 MB fit; a Message-ID names one message
+            content = lambda att: self.attachments.content(msg, att)  # noqa: E731
+            uploads = composer.fit(msg, body, uploads, content, drafts=self._drafts_possible(conn))
+            if msg.internet_message_id:
+                self.deliveries.reserve_internet_message_id(msg.connection_id, msg.internet_message_id, msg.id)
         if any(way != INLINE for way in uploads) and not _has_scope(conn, "Mail.ReadWrite"):
             raise errors.AttachmentsTooLarge(detail="the connection lacks Mail.ReadWrite: the user must reconnect")
         return uploads, body
 
     def _use_drafts(self, msg: SendMessage, conn: Connection, uploads: list[str]) -> bool:
-        if any(way != INLINE for way in uploads):
-            return True
+        if any(way != INLINE for way in uploads) or (msg.is_composed() and self._drafts_possible(conn)):
+            return True  # composed: the draft tells the delivered Message-ID (shared/send/composer.py)
         # Draft mode is the idempotent path; a draft send always saves to Sent Items, so honour
         # save_to_sent_items=false with sendMail.
         return self.settings.enable_mail_readwrite and msg.save_to_sent_items and _has_scope(conn, "Mail.ReadWrite")
+
+    def _drafts_possible(self, conn: Connection) -> bool:
+        return self.settings.enable_mail_readwrite and _has_scope(conn, "Mail.ReadWrite")
 
     @staticmethod
     def _backoff(record: Delivery, err: errors.MailbridgeError) -> float:
