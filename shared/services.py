@@ -135,6 +135,8 @@ class Services:
             recipient_window_s=s.mailbox_recipient_window_seconds,
             recipients_per_message=s.mailbox_recipients_per_message,
             max_concurrency=s.mailbox_concurrency,
+            upload_bytes_per_window=s.mailbox_upload_bytes_per_window,
+            upload_window_s=s.mailbox_upload_window_seconds,
         )
         # Personal (Outlook.com) mailboxes: the same windows and concurrency, their own recipient limits.
         consumer = replace(

@@ -89,11 +89,11 @@ def test_a_recovered_send_ends_unknown_even_when_the_redelivery_is_delayed_or_th
     if obstacle == "paced":  # the redelivered copy finds the mailbox's window full once
         admit, refused = sender.budget.admit, []
 
-        def admit_once_refused(mailbox, recipients):
+        def admit_once_refused(mailbox, recipients, upload_bytes=0):
             if not refused:
                 refused.append(mailbox)
                 return Admission(mailbox.key, delay=5.0, reason="message_rate")
-            return admit(mailbox, recipients)
+            return admit(mailbox, recipients, upload_bytes)
 
         monkeypatch.setattr(sender.budget, "admit", admit_once_refused)
     elif obstacle == "token_throttled":

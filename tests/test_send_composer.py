@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 import uuid
 from typing import Any
 
@@ -238,3 +239,49 @@ def test_a_refused_middle_range_is_sent_again_from_next_expected_ranges_only(sen
     finally:
         graph.session.hooks["response"].remove(record)
     assert sent == [(0, 200), (chunk, 503), (chunk, 200), (2 * chunk, 201)]
+
+
+# Graph's upload limit, scaled down by SCALE (emulator knob and MAILBOX_UPLOAD_* alike): 150 MB / 5 min and six
+# 40 MB messages become 15 MB / 10 s and six 4 MB messages. bench/ or a slow run can use SCALE = 1 and 300 s.
+SCALE = 10
+UPLOAD_BUDGET = 150_000_000 // SCALE
+UPLOAD_WINDOW_S = 10
+
+
+def test_six_large_messages_to_one_mailbox_stay_within_graphs_upload_limit(send_kit):
+    kit = send_kit(
+        MAILBOX_UPLOAD_BYTES_PER_WINDOW=str(UPLOAD_BUDGET), MAILBOX_UPLOAD_WINDOW_SECONDS=str(UPLOAD_WINDOW_S), **RW
+    )
+    kit.mb.admin.graph_limits(upload_bytes_per_window=UPLOAD_BUDGET, upload_window_s=UPLOAD_WINDOW_S)
+    cid = kit.connect("alice")
+    to = _to()
+    size = 40_000_000 // SCALE
+    pending = [
+        kit.message(
+            cid,
+            to=[to],
+            subject=f"Report {n}",
+            attachments=[{"name": f"r{n}.bin", "content_base64": base64.b64encode(os.urandom(size)).decode()}],
+        )
+        for n in range(6)
+    ]
+    before = kit.mb.admin.graph_stats()["throttled"].get("IncomingBytes", 0)
+    paced = 0
+    for _ in range(200):  # bounded: each round sends or paces every pending message once
+        waits = []
+        for msg in list(pending):
+            outcome = kit.services.sender.process(msg, f"q-{msg['id']}")
+            if outcome.status == "queued":
+                waits.append(outcome.delay)
+                paced += kit.record(cid, msg["id"]).reason == "upload_rate"
+            else:
+                assert outcome.status == "sent", outcome
+                pending.remove(msg)
+        if not pending:
+            break
+        time.sleep(min(max(min(waits), 0.2), 5.0))
+    assert not pending
+    assert kit.mb.admin.graph_stats()["throttled"].get("IncomingBytes", 0) - before == 0  # 0 x 429
+    assert paced >= 1  # three fit in the window; the fourth waited for the first to leave it
+    got = [m for m in kit.mb.admin.received(to) if m["subject"].startswith("Report ")]
+    assert len(got) == 6 and all(m["attachments"][0]["size"] == size for m in got)

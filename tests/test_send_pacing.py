@@ -64,8 +64,8 @@ class CountedReports:
     def __init__(self, budget) -> None:
         self.budget, self.admitted, self.reported = budget, 0, 0
 
-    def admit(self, mailbox, recipients):
-        admission = self.budget.admit(mailbox, recipients)
+    def admit(self, mailbox, recipients, upload_bytes=0):
+        admission = self.budget.admit(mailbox, recipients, upload_bytes)
         if admission.admitted:
             self.admitted += 1
             give_back = admission.give_back

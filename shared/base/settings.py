@@ -90,6 +90,9 @@ class Settings:
     consumer_recipients_per_message: int = 100
     mailbox_budget_lease_seconds: float = 60.0
     mailbox_max_wait_seconds: float = 5.0
+    # Graph's upload limit per app + mailbox (shared/pacing/uploads.py): bytes of request bodies per window.
+    mailbox_upload_bytes_per_window: int = 150_000_000
+    mailbox_upload_window_seconds: float = 300.0
     daily_limit_max_hold_seconds: int = 3 * 86_400
     send_as_endpoint: str = "me"  # "me": /me/sendMail with from; "users": /users/{from}/sendMail
     # Queues besides EVENTS_QUEUE a message's callback.queue may name (CALLBACK_QUEUES; default none).
@@ -342,6 +345,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         consumer_recipients_per_message=_int(env, "CONSUMER_RECIPIENTS_PER_MESSAGE", 100, 1, 500),
         mailbox_budget_lease_seconds=float(_int(env, "MAILBOX_BUDGET_LEASE_SECONDS", 60, 2, 600)),
         mailbox_max_wait_seconds=float(_int(env, "MAILBOX_MAX_WAIT_SECONDS", 5, 0, 60)),
+        mailbox_upload_bytes_per_window=_int(
+            env, "MAILBOX_UPLOAD_BYTES_PER_WINDOW", 150_000_000, 1_000_000, 150_000_000
+        ),
+        mailbox_upload_window_seconds=float(_int(env, "MAILBOX_UPLOAD_WINDOW_SECONDS", 300, 1, 3600)),
         daily_limit_max_hold_seconds=_int(env, "DAILY_LIMIT_MAX_HOLD_SECONDS", 3 * 86_400, 0, 6 * 86_400),
         send_as_endpoint=_send_as_endpoint(env),
         callback_queues=_callback_queues(env, outbound),

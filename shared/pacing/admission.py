@@ -40,8 +40,8 @@ class Mailbox:
 @dataclass
 class Admission:
     """The answer: ``admitted`` (a slot is held until :meth:`report`), or a ``delay`` in seconds with its
-    ``reason`` (concurrency | message_rate | share_pending | daily_limit | contended), or an ``error`` (refused
-    for good: over the per-message or the daily recipient limit)."""
+    ``reason`` (concurrency | message_rate | share_pending | daily_limit | contended | upload_rate), or an
+    ``error`` (refused for good: over the per-message or the daily recipient limit)."""
 
     mailbox: str
     delay: float = 0.0
@@ -67,6 +67,8 @@ class Admission:
 class Pacer(Protocol):
     """What the sender needs of pacing (``Services.budget`` is one: shared/pacing/budget.py)."""
 
-    def admit(self, mailbox: Mailbox, recipients: int) -> Admission:
-        """May ``mailbox`` send one message to ``recipients`` people now? If not, when, and why?"""
+    def admit(self, mailbox: Mailbox, recipients: int, upload_bytes: int = 0) -> Admission:
+        """May ``mailbox`` send one message to ``recipients`` people now, uploading ``upload_bytes`` of request
+        bodies (Graph's 150 MB / 5 min upload limit; 0: a small message the upload budget does not count)? If
+        not, when, and why?"""
         ...

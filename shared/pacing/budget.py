@@ -50,6 +50,7 @@ from shared.pacing import budget_row as row
 from shared.pacing.admission import CONSUMER_TENANT_ID, Admission, Mailbox
 from shared.pacing.budget_row import BUDGETS_TABLE, Limits
 from shared.pacing.budget_view import MailboxView, Send, look_again_s
+from shared.pacing.uploads import UploadBudget
 
 __all__ = ["BUDGETS_TABLE", "CONSUMER_TENANT_ID", "Admission", "Limits", "Mailbox", "MailboxBudget"]
 
@@ -92,6 +93,7 @@ class MailboxBudget:
         self.peak_in_flight: dict[str, int] = {}
         self.storage_calls = 0  # reads + writes of budget rows by this instance (bench/b6_scaleout.py)
         self.calls_by: dict[str, int] = {}  # the same, by why they were made
+        self.uploads = UploadBudget(lambda: self.table, self.clock, self._count_call)
 
     def limits(self, mailbox: Mailbox) -> Limits:
         return self.consumer if mailbox.consumer else self.work
@@ -103,9 +105,31 @@ class MailboxBudget:
             return self._boxes[key]
 
     # --- the question -------------------------------------------------------------------------------------
-    def admit(self, mailbox: Mailbox, recipients: int) -> Admission:
-        """May this mailbox send one message to ``recipients`` people now? Waits in process up to
-        ``max_wait_s`` for a free place rather than reschedule; otherwise says how long to wait and why."""
+    def admit(self, mailbox: Mailbox, recipients: int, upload_bytes: int = 0) -> Admission:
+        """May this mailbox send one message to ``recipients`` people now, uploading ``upload_bytes``? Waits in
+        process up to ``max_wait_s`` for a free place rather than reschedule; otherwise says how long to wait and
+        why (``upload_rate``: Graph's upload limit, shared/pacing/uploads.py)."""
+        admission = self._admit_message(mailbox, recipients)
+        if upload_bytes <= 0 or not admission.admitted:
+            return admission
+        lim = self.limits(mailbox)
+        wait, tag = self.uploads.reserve(mailbox.key, lim, upload_bytes, self.grace_s)
+        if tag is None:  # the slot is handed back unused: the message neither counts in the window nor is in flight
+            withdraw, admission.give_back = admission.give_back, None
+            if withdraw is not None:
+                withdraw(withdrawn=True)
+            return Admission(mailbox.key, wait, "upload_rate")
+        report = admission.give_back
+
+        def give_back() -> None:
+            if report is not None:
+                report()
+            self.uploads.finish(mailbox.key, lim, tag)
+
+        admission.give_back = give_back
+        return admission
+
+    def _admit_message(self, mailbox: Mailbox, recipients: int) -> Admission:
         lim = self.limits(mailbox)
         key = mailbox.key
         if recipients > lim.recipients_per_message:
@@ -179,13 +203,16 @@ class MailboxBudget:
                 return Admission(key, box.promise(lim, _share(box, lim), now, wait), reason)
             box.cond.wait(max(0.0, min(wait, limit - now)))
 
-    def _give_back(self, box: MailboxView, send: Send) -> None:
+    def _give_back(self, box: MailboxView, send: Send, withdrawn: bool = False) -> None:
         """The report of an admitted attempt (``Admission.report``): the slot is free, and the send counts in the
-        message window until a window after now (Graph's answer)."""
+        message window until a window after now (Graph's answer). ``withdrawn``: nothing was sent (held back for
+        Graph's upload limit): the send and its recipients are taken out again."""
         with box.cond:
             if send.done:
                 return
             send.at, send.done = self.clock(), True
+            if withdrawn:
+                box.withdraw(send)
             box.in_flight = max(0, box.in_flight - 1)
             box.last_arrival = max(box.last_arrival, self.clock())
             box.cond.notify_all()

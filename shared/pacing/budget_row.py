@@ -45,24 +45,30 @@ class Limits:
     recipient_window_s: float = 86_400.0
     recipients_per_message: int = 500
     max_concurrency: int = 4
+    upload_bytes_per_window: int = 150_000_000  # Graph: 150 MB PATCH/POST/PUT per 5 min (shared/pacing/uploads.py)
+    upload_window_s: float = 300.0
 
 
 def partition(key: str) -> str:
     return "m" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-def read(table: Any, key: str, **options: Any) -> tuple[State, str | None]:
+def read(
+    table: Any, key: str, *, row_key: str = BUDGET_ROW, empty: State | None = None, **options: Any
+) -> tuple[State, str | None]:
     """The row's state and ETag (an empty state and None when no instance has written it yet)."""
     try:
-        entity = table.get_entity(partition(key), BUDGET_ROW, **options)
+        entity = table.get_entity(partition(key), row_key, **options)
     except ResourceNotFoundError:
-        return {"p": {}, "b": []}, None
+        return (empty if empty is not None else {"p": {}, "b": []}), None
     return json.loads(entity["state"]), entity.metadata["etag"]
 
 
-def write(table: Any, key: str, state: State, etag: str | None, **options: Any) -> str | None:
+def write(
+    table: Any, key: str, state: State, etag: str | None, *, row_key: str = BUDGET_ROW, **options: Any
+) -> str | None:
     """Store ``state`` if the row is still at ``etag`` (created if None); the new ETag, or None on a conflict."""
-    entity = {"PartitionKey": partition(key), "RowKey": BUDGET_ROW, "state": json.dumps(state)}
+    entity = {"PartitionKey": partition(key), "RowKey": row_key, "state": json.dumps(state)}
     try:
         if etag is None:
             meta = table.create_entity(entity, **options)

@@ -22,6 +22,7 @@ def look_again_s(lim: Limits) -> float:
 class Send:
     at: float  # admission time while in flight, Graph's answer after
     done: bool = False
+    used: list[float] | None = None  # its [admitted at, recipients] entry of MailboxView.used
 
 
 @dataclass
@@ -151,12 +152,17 @@ class MailboxView:
         return max(self.grace_s, 1.0)
 
     def take(self, recipients: int, now: float) -> Send:
-        send = Send(now)
+        send = Send(now, used=[now, recipients])
         self.sends.append(send)
         self.in_flight += 1
-        self.used.append([now, recipients])
+        self.used.append(send.used)
         self.avg_recipients = 0.8 * self.avg_recipients + 0.2 * recipients
         return send
+
+    def withdraw(self, send: Send) -> None:
+        """Take back a send that never reached Graph: out of the message window and the unreported recipients."""
+        self.sends = [s for s in self.sends if s is not send]
+        self.used = [u for u in self.used if u is not send.used]
 
     def promise(self, lim: Limits, share: int, now: float, wait: float) -> float:
         """The first time at least ``wait`` away when this instance's sends and earlier promises leave room in

@@ -19,6 +19,9 @@ INLINE_ATTACHMENT_LIMIT = 3 * 1024 * 1024  # Graph: under 3 MB one POST (inline)
 UPLOAD_ATTACHMENT_LIMIT = 150 * 1024 * 1024  # Graph upload sessions: up to 150 MB
 GRAPH_REQUEST_LIMIT = 4 * 1024 * 1024  # Graph refuses request bodies over ~4 MB (413): bytes of UTF-8 JSON
 REQUEST_MARGIN = 1024  # JSON punctuation a request may add around what request sizes measure
+# A message that uploads less than this is not counted against Graph's upload limit (shared/pacing/uploads.py):
+# the common message costs the upload budget no Storage call. 30 such messages a minute stay under ~150 MB / 5 min.
+UPLOAD_COUNT_MIN_BYTES = 1_000_000
 
 _UPN_RE = re.compile(UPN_PATTERN)
 
@@ -60,6 +63,16 @@ def attachment_plan(
             detail="attachments of 3 MB or more (or over ~3 MB together) need ENABLE_MAIL_READWRITE=true"
         )
     return plan
+
+
+def upload_bytes(msg: SendMessage, plan: list[str], body: str) -> int:
+    """Request bytes a send of ``msg`` uploads to its mailbox (Graph's "150 MB upload (PATCH, POST, PUT) in a
+    5-minute period", learn.microsoft.com/graph/throttling-limits): upload-session files as they are, the body and
+    the other attachments base64-sized (an upper bound for JSON and MIME alike); 0 under UPLOAD_COUNT_MIN_BYTES."""
+    sizes = [a.size or 0 for a in msg.attachments]
+    files = sum(size if way == UPLOAD else _b64(size) + REQUEST_MARGIN for size, way in zip(sizes, plan, strict=True))
+    total = files + _b64(len(body.encode("utf-8"))) + 4 * REQUEST_MARGIN
+    return total if total >= UPLOAD_COUNT_MIN_BYTES else 0
 
 
 def _b64(size: int) -> int:

@@ -29,7 +29,7 @@ from shared.send.deliveries import Delivery, DeliveryStore, RecordContended
 from shared.send.drafts import SEND_REQUESTED, TRANSIT_GRACE_S, discard_unsent, lookup, recheck_delay, send_via_draft
 from shared.send.graph import GraphClient, request_sizes
 from shared.send.ledger import MAX_RESCHEDULES, Ledger, Outcome
-from shared.send.limits import check_limits
+from shared.send.limits import check_limits, upload_bytes
 from shared.send.mail import (
     INLINE,
     SendMessage,
@@ -172,7 +172,7 @@ class Sender:
         draft_mode = self._use_drafts(msg, conn, uploads)
         record.mode = "draft" if draft_mode else "sendMail"
         budget_of, record.mailbox = self._budget_of(msg, conn, draft_mode)
-        admission = self.budget.admit(budget_of, msg.recipient_count())
+        admission = self.budget.admit(budget_of, msg.recipient_count(), upload_bytes(msg, uploads, body))
         if not admission.admitted:
             return self._not_admitted(msg, record, admission)
         record.reason, record.held_since = "", 0.0
@@ -196,7 +196,7 @@ class Sender:
             record = self.ledger.insert(msg, source, run, self._budget_of(msg, conn, False)[1])
             return None if record is None else self.ledger.finish(msg, record, _plan_status(exc), exc)
         budget_of, mailbox = self._budget_of(msg, conn, False)
-        admission = self.budget.admit(budget_of, msg.recipient_count())
+        admission = self.budget.admit(budget_of, msg.recipient_count(), upload_bytes(msg, uploads, body))
         if not admission.admitted:
             found = self.ledger.insert(msg, source, run, mailbox) or self._found_row(msg, run, mailbox)
             return found if not isinstance(found, Delivery) else self._not_admitted(msg, found, admission)
