@@ -36,6 +36,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--b4-messages", type=int, default=300)
     p.add_argument("--b5-connections", type=int, default=10_000)
     p.add_argument("--b5-latency-ms", type=int, default=20, help="Entra and Key Vault latency in B5")
+    p.add_argument(
+        "--b5-concurrency", default="4,8,16,32", help="KEEPALIVE_CONCURRENCY of each B5 sweep, comma-separated"
+    )
     p.add_argument("--no-doc", action="store_true", help="print the table only")
     p.add_argument("--results", type=Path, help="also write the raw results as JSON here")
     return p.parse_args(argv)
@@ -106,7 +109,10 @@ def main(argv: list[str] | None = None) -> None:
         if "b5" in only:
             n = 12 if smoke else 300 if q else args.b5_connections
             print(f"B5: keep-alive sweep over {n} connections ...", flush=True)
-            results["b5"] = b5_keepalive.run(stack, connections=n, latency_ms=args.b5_latency_ms)
+            concurrencies = (2, 4) if smoke else tuple(int(c) for c in args.b5_concurrency.split(","))
+            results["b5"] = b5_keepalive.run(
+                stack, connections=n, latency_ms=args.b5_latency_ms, concurrencies=concurrencies
+            )
         if "b6" in only:
             results["b6"] = b6_scaleout.runs(stack, size="smoke" if smoke else "quick" if q else "full")
     finally:

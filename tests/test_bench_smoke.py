@@ -48,11 +48,18 @@ def test_b3_drains_a_backlog_under_exchange_limits_with_one_graph_call_each_and_
     assert r["app_cpu_ms_per_msg"] > 0
 
 
-def test_b5_sweep_refreshes_exactly_the_due_third_with_one_token_call_and_two_vault_ops_each(send_kit, azurite):
-    r = run_sweep(_stack(send_kit, azurite), connections=12, latency_ms=1, workers=2)
-    assert r["due"] == 4 and r["refreshed"] == 4 and r["still_due"] == 0, r
-    assert (r["token_calls"], r["kv_reads"], r["kv_writes"], r["graph_calls"]) == (4, 4, 4, 0), r
-    assert r["sweep"]["skipped"] == 0 and r["sweep"]["transient_failures"] == 0, r
+def test_b5_sweep_refreshes_exactly_the_due_third_with_one_token_call_and_one_unwrap_each(send_kit, azurite):
+    """Issue 26: a keep-alive refresh on the timer's instance unwraps the connection's data key once and writes
+    nothing to Key Vault (the rotated cache goes back to its Table row); each concurrency asked for sweeps again."""
+    r = run_sweep(_stack(send_kit, azurite), connections=12, latency_ms=1, workers=2, concurrencies=(2, 3))
+    assert [run["concurrency"] for run in r["runs"]] == [2, 3], r
+    for run in r["runs"]:
+        assert run["due"] == 4 and run["refreshed"] == 4 and run["still_due"] == 0, run
+        counts = (run["refresh_grants"], run["kv_unwraps"], run["kv_reads"], run["kv_writes"], run["graph_calls"])
+        assert counts == (4, 4, 0, 0, 0), run
+        # Besides the refresh grants, at most the new instance's own Key Vault sign-in (the emulator's app auth).
+        assert run["token_calls"] - run["refresh_grants"] <= 2, run
+        assert run["sweep"]["skipped"] == 0 and run["sweep"]["transient_failures"] == 0, run
 
 
 def test_every_benchmark_runs_end_to_end_at_its_smallest_size(tmp_path):
