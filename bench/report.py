@@ -11,6 +11,7 @@ from typing import Any
 
 REPRO = "make bench   # = scripts/dev.sh bootstrap, bench/setup.sh, .venv/bin/python -m bench"
 MAILBRIDGE = "Mailbridge (queue path)"
+DAY_S = 86_400
 
 
 def b1_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -139,6 +140,8 @@ def console(results: dict[str, Any]) -> str:
         out += ["B5 keep-alive sweep", *b5_table(results["b5"]), ""]
     if results.get("b6"):
         out += ["B6 scale-out", *b6_table(results["b6"]), ""]
+    if results.get("b7"):
+        out += ["B7 capacity", *b7_table(results["b7"]), ""]
     return "\n".join(out)
 
 
@@ -301,6 +304,8 @@ def document(results: dict[str, Any], plots: list[str]) -> str:
         lines += _b5_section(results["b5"])
     if results.get("b6"):
         lines += _b6_section(results["b6"], plots, m)
+    if results.get("b7"):
+        lines += _b7_section(results["b7"])
     return "\n".join(lines)
 
 
@@ -576,6 +581,69 @@ def _b6_section(rows: list[dict[str, Any]], plots: list[str], m: dict[str, str])
     if "b6_scaleout.png" in plots:
         out += ["![B6](benchmarks/b6_scaleout.png)", ""]
     return out
+
+
+def b7_table(r: dict[str, Any]) -> list[str]:
+    kv, sweep = r["kv"], r["sweep"]
+    return [
+        "| connections (+ new) | active / idle | emails | instances (cold starts) | day s (target) | limits scale | "
+        "stands for connections | Key Vault unwraps / writes / other | throttled | refresh grants | sweep due / "
+        "refreshed | sweep refreshes / s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {r['connections']} (+{r['new_connections']}) | {r['active']} / {r['idle']} | {r['emails']} | "
+        f"{r['instances']} ({r['cold_starts']}) | {r['wall_s']:.0f} ({r['rounds'] * r['round_s']:.0f}) | "
+        f"{r['limits_scale']:.3f} | {r['represented_connections']:,.0f} | {kv['ops_unwrap']} / {kv['ops_write']} / "
+        f"{kv['ops_read'] + kv['ops_wrap']} | {r['throttled']} | {r['refresh_grants']} | {r['sweep_due']} / "
+        f"{sweep.get('refreshed', 0)} | {sweep.get('refreshed', 0) / max(sweep.get('wall_s', 0), 1e-9):.1f} |",
+    ]
+
+
+def _b7_section(r: dict[str, Any]) -> list[str]:
+    """B7: the simulated day, its rates per connection per day, and what they come to at 1M connections."""
+    kv, sweep = r["kv"], r["sweep"]
+    total = r["connections"] + r["new_connections"]
+    unwraps, writes = r["unwraps_per_connection_day"], r["writes_per_connection_day"]
+    per_m = 1_000_000 * r["kv_ops_per_connection_day"] / DAY_S
+    other_limit = 4000 / 10  # RSA 2048 software key, "all other transactions", per vault per 10 s
+    goal = "met" if r["throttled"] == 0 else "**not met**"
+    write_goal = "met" if writes <= 0.05 else "**not met**"
+    sweep_rate = sweep.get("refreshed", 0) / max(sweep.get("wall_s", 0), 1e-9)
+    return [
+        "## B7: capacity of the token store under Key Vault's limits",
+        "",
+        f"One simulated day (bench/b7_capacity.py) of {r['connections']} connections made through the connect flow,",
+        f"compressed into {r['rounds']} rounds of {r['round_s']:g} s, against the emulator with Key Vault's service",
+        f"limits on, scaled by {r['limits_scale']:.3f} so that this day loads the vault as"
+        f" {r['target_connections']:,} connections",
+        "with the same mix would (1M with 10x headroom). The mix: "
+        f"{r['active']} active connections ({r['active'] / r['connections']:.0%}) send"
+        f" {r['emails'] // max(1, r['active'])} emails each, every email on a",
+        f"random one of {r['instances']} instances through the send path's token call (`tokens.access_token`),",
+        "access tokens living one round (so each active connection refreshes about once a round); one instance",
+        f"replaced by a cold one every round ({r['cold_starts']} instances in all); {r['new_connections']} new",
+        f"connections during the day; the keep-alive's share of the {r['idle']} idle connections"
+        f" ({r['sweep_due']}: idle / REFRESH_AFTER_DAYS)",
+        f"swept by the timer's code (KEEPALIVE_CONCURRENCY {r['keepalive_concurrency']}) on a cold instance of its",
+        "own.",
+        f"Seeding took {r['seed_s']:.0f} s and is not counted.",
+        "",
+        *b7_table(r),
+        "",
+        f"- **Throttled Key Vault operations: {r['throttled']}** (goal 0 at the target load: {goal}). The day took",
+        f"  {r['wall_s']:.0f} s, so it stood for {r['represented_connections']:,.0f} connections.",
+        f"- **Per connection per day**: {unwraps:.3f} unwraps, {writes:.3f} writes (goal ≤ 0.05: {write_goal}), "
+        f"{r['kv_ops_per_connection_day']:.3f} Key Vault operations in all",
+        f"  ({r['kv_calls']}); {kv['ops_unwrap'] / max(1, r['active']):.1f} unwraps per active connection (one per",
+        "  instance that opened it). No Set Secret: a refresh writes its Table row. The writes are Key Vault",
+        "  deletes of a pending grant's legacy secret name at each claim (the upgrade path's erasure; absent here).",
+        f"- **At 1M connections** with this mix: {per_m:.1f} Key Vault operations / s on average against the",
+        f"  {other_limit:.0f} / s of one vault's RSA-2048 key budget ({per_m / other_limit:.1%} of it;",
+        "  docs/capacity.md has the peaks and the other sizes).",
+        f"- **The sweep** refreshed {sweep.get('refreshed', 0)} of {r['sweep_due']} due in"
+        f" {sweep.get('wall_s', 0):.1f} s ({sweep_rate:.1f} / s while the day's traffic ran;",
+        f"  {total} connections need {total / 60:.0f} keep-alive refreshes a day at REFRESH_AFTER_DAYS=60).",
+        "",
+    ]
 
 
 def merge(existing: str, fresh: str, date: str) -> str:
