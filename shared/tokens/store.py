@@ -92,9 +92,12 @@ class Connection:
         data["scopes"] = json.loads(entity.get("scopes") or "[]")
         return cls(**data)
 
-    def public_view(self, last_used_at: float | None = None) -> dict[str, Any]:
+    def public_view(
+        self, last_used_at: float | None = None, features_missing: list[str] | None = None
+    ) -> dict[str, Any]:
         """What the status API shows: no secret names, no internal counters. ``last_used_at``: when the
-        connection last took a message (DeliveryStore.last_logged_at), if the caller looked it up."""
+        connection last took a message (DeliveryStore.last_logged_at), if the caller looked it up;
+        ``features_missing``: configured features this grant lacks (tokens/scopes.py missing_features)."""
         return {
             "connection_id": self.connection_id,
             "user_ref": self.user_ref,
@@ -110,6 +113,7 @@ class Connection:
             "last_error": (
                 {"code": self.last_error_code, "message": self.last_error_message} if self.last_error_code else None
             ),
+            "features_missing": features_missing or [],
         }
 
 

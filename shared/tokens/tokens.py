@@ -22,6 +22,7 @@ from shared.base.settings import Settings
 from shared.tokens.app_credential import AppCredentialHealth
 from shared.tokens.entra_errors import TOKEN_ENDPOINT_OUTAGES, map_entra_error, token_endpoint_outage
 from shared.tokens.locks import ConnectionLocks
+from shared.tokens.scopes import refresh_scopes
 from shared.tokens.secrets import TokenCacheVault
 from shared.tokens.store import Connection, ConnectionStore
 
@@ -120,9 +121,8 @@ class TokenService:
         now = self.clock()
         environment = urlsplit(self.settings.authority_host).hostname  # MSAL keys tokens by host, no port
         query = {"client_id": self.settings.entra_client_id, "environment": environment}
-        for entry in cache.search(
-            msal.TokenCache.CredentialType.ACCESS_TOKEN, target=self.settings.graph_scopes, query=query, now=now
-        ):
+        target = refresh_scopes(self.settings.graph_scopes, conn.scopes)
+        for entry in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN, target=target, query=query, now=now):
             if not str(entry.get("home_account_id", "")).startswith(conn.object_id):
                 continue
             if entry.get("token_type", "Bearer").lower() != "bearer" or "key_id" in entry:
@@ -174,9 +174,9 @@ class TokenService:
             self._mark_reauth(fresh, ReauthRequired(detail="token cache holds no account"))
             raise ReauthRequired(detail="token cache holds no account")
         try:
-            result = app.acquire_token_silent_with_error(
-                self.settings.graph_scopes, account=account, force_refresh=force
-            )
+            # The grant's own scopes, never wider (scopes.py): a feature turned on later must not kill old grants.
+            scopes = refresh_scopes(self.settings.graph_scopes, fresh.scopes)
+            result = app.acquire_token_silent_with_error(scopes, account=account, force_refresh=force)
         except TOKEN_ENDPOINT_OUTAGES as exc:
             raise token_endpoint_outage(exc) from exc
         if not result or "access_token" not in result:
