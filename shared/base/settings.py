@@ -91,6 +91,9 @@ class Settings:
     send_as_endpoint: str = "me"  # "me": /me/sendMail with from; "users": /users/{from}/sendMail
     # Queues besides EVENTS_QUEUE a message's callback.queue may name (CALLBACK_QUEUES; default none).
     callback_queues: tuple[str, ...] = ()
+    # The app registration's home tenant (ENTRA_HOME_TENANT): where the app's own credential is checked before a
+    # refused refresh is blamed on it (shared/tokens/app_credential.py AppCredentialProbe). "" = not known.
+    entra_home_tenant: str = ""
     version: str = VERSION
 
     @property
@@ -252,6 +255,9 @@ def _callback_queues(env: Mapping[str, str], outbound: str) -> tuple[str, ...]:
     return names
 
 
+_MULTI_TENANT = frozenset({"organizations", "common", "consumers"})
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from ``env`` (default: the process environment); raise SettingsError naming the culprit."""
     env = os.environ if env is None else env
@@ -337,7 +343,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         daily_limit_max_hold_seconds=_int(env, "DAILY_LIMIT_MAX_HOLD_SECONDS", 3 * 86_400, 0, 6 * 86_400),
         send_as_endpoint=_send_as_endpoint(env),
         callback_queues=_callback_queues(env, outbound),
+        entra_home_tenant=_home_tenant(env, tenant),
     )
+
+
+def _home_tenant(env: Mapping[str, str], tenant: str) -> str:
+    """ENTRA_HOME_TENANT (a tenant id or domain), else ENTRA_TENANT when that names one tenant, else ""."""
+    home = _get(env, "ENTRA_HOME_TENANT") or ""
+    if home:
+        if not _TENANT_RE.match(home) or home.lower() in _MULTI_TENANT:
+            raise SettingsError("ENTRA_HOME_TENANT", f"must be the app registration's tenant id or domain: {home!r}")
+        return home
+    return "" if tenant.lower() in _MULTI_TENANT else tenant
 
 
 @lru_cache(maxsize=1)

@@ -249,7 +249,7 @@ class ConnectService:
             return
         conn = self.s.connections.find(reconnect_id)
         if conn is not None:
-            conn.last_error_code, conn.last_error_message = exc.code, exc.message
+            conn.last_error_code, conn.last_error_message, conn.last_error_reason = exc.code, exc.message, None
             self.s.connections.save(conn)
 
     def _finish(self, record: dict[str, Any], query: dict[str, str]) -> str:
