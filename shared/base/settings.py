@@ -102,6 +102,9 @@ class Settings:
     # work (below host.json's 10-minute functionTimeout). Runs per day come from REFRESH_SCHEDULE.
     keepalive_concurrency: int = 4
     keepalive_run_seconds: int = 480
+    # The app registration's home tenant (ENTRA_HOME_TENANT): where the app's own credential is checked before a
+    # refused refresh is blamed on it (shared/tokens/app_credential.py AppCredentialProbe). "" = not known.
+    entra_home_tenant: str = ""
     version: str = VERSION
 
     @property
@@ -263,6 +266,9 @@ def _callback_queues(env: Mapping[str, str], outbound: str) -> tuple[str, ...]:
     return names
 
 
+_MULTI_TENANT = frozenset({"organizations", "common", "consumers"})
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from ``env`` (default: the process environment); raise SettingsError naming the culprit."""
     env = os.environ if env is None else env
@@ -355,7 +361,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         callback_queues=_callback_queues(env, outbound),
         keepalive_concurrency=_int(env, "KEEPALIVE_CONCURRENCY", 4, 1, KEEPALIVE_MAX_CONCURRENCY),
         keepalive_run_seconds=_int(env, "KEEPALIVE_RUN_SECONDS", 480, 10, KEEPALIVE_MAX_RUN_SECONDS),
+        entra_home_tenant=_home_tenant(env, tenant),
     )
+
+
+def _home_tenant(env: Mapping[str, str], tenant: str) -> str:
+    """ENTRA_HOME_TENANT (a tenant id or domain), else ENTRA_TENANT when that names one tenant, else ""."""
+    home = _get(env, "ENTRA_HOME_TENANT") or ""
+    if home:
+        if not _TENANT_RE.match(home) or home.lower() in _MULTI_TENANT:
+            raise SettingsError("ENTRA_HOME_TENANT", f"must be the app registration's tenant id or domain: {home!r}")
+        return home
+    return "" if tenant.lower() in _MULTI_TENANT else tenant
 
 
 @lru_cache(maxsize=1)
