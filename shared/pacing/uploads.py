@@ -72,7 +72,7 @@ class UploadBudget:
                 entries = [e for e in state["u"] if e[0] > now]
                 for entry in entries:
                     if entry[2] == tag:
-                        entry[0] = max(entry[0], now + lim.upload_window_s)
+                        entry[0] = now + lim.upload_window_s  # the in-flight estimate ends here
                 if row.write(self.table(), key, {"u": entries}, etag, row_key=UPLOADS_ROW) is not None:
                     return
         except Exception as exc:  # noqa: BLE001  (the report must not fail the send it follows)
