@@ -47,11 +47,11 @@ class UploadBudget:
             live = sorted(e for e in state["u"] if e[0] > now)
             used = sum(int(e[1]) for e in live)
             over = used + nbytes - lim.upload_bytes_per_window
-            if used and over > 0:  # wait until the oldest entries free enough
+            if used and over > 0:  # wait until the oldest entries free enough (all of them: one over the budget)
                 freed = 0
                 for leave_at, n, _ in live:
                     freed += int(n)
-                    if freed >= over:
+                    if freed >= over or leave_at == live[-1][0]:
                         return leave_at - now + UPLOAD_WAIT_MARGIN_S, None
             tag = uuid.uuid4().hex[:8]
             state = {"u": [*live, [now + lim.upload_window_s + grace_s, nbytes, tag]]}
