@@ -11,7 +11,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import b1_cost, b1_peers, b2_cold, b3_throughput, b4_pacing, b5_keepalive, b6_scaleout, machine, report
+from bench import (
+    b1_cost,
+    b1_peers,
+    b2_cold,
+    b3_throughput,
+    b4_pacing,
+    b5_keepalive,
+    b6_scaleout,
+    b7_capacity,
+    machine,
+    report,
+)
 from bench.harness import BenchStack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +38,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="the smallest sizes that still run every code path (tests/test_bench_smoke.py; figures mean nothing)",
     )
-    p.add_argument("--only", default="b1,b2,b3,b4,b5,b6", help="comma-separated subset, e.g. b3,b5")
+    p.add_argument("--only", default="b1,b2,b3,b4,b5,b6,b7", help="comma-separated subset, e.g. b3,b5")
     p.add_argument("--cold-runs", type=int, default=7)
     p.add_argument("--latency-ms", type=int, default=50, help="latency of Graph, Entra and Key Vault in B1's 2nd run")
     p.add_argument("--b3-messages", type=int, default=2000)
@@ -36,6 +47,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--b4-messages", type=int, default=300)
     p.add_argument("--b5-connections", type=int, default=10_000)
     p.add_argument("--b5-latency-ms", type=int, default=20, help="Entra and Key Vault latency in B5")
+    p.add_argument(
+        "--b5-concurrency", default="4,8,16,32", help="KEEPALIVE_CONCURRENCY of each B5 sweep, comma-separated"
+    )
+    p.add_argument("--b7-connections", type=int, default=3000, help="connections in B7's simulated day")
+    p.add_argument(
+        "--b7-target",
+        type=int,
+        default=10_000_000,
+        help="connections B7's scaled Key Vault limits stand for (1M with 10x headroom)",
+    )
     p.add_argument("--no-doc", action="store_true", help="print the table only")
     p.add_argument("--results", type=Path, help="also write the raw results as JSON here")
     return p.parse_args(argv)
@@ -106,9 +127,17 @@ def main(argv: list[str] | None = None) -> None:
         if "b5" in only:
             n = 12 if smoke else 300 if q else args.b5_connections
             print(f"B5: keep-alive sweep over {n} connections ...", flush=True)
-            results["b5"] = b5_keepalive.run(stack, connections=n, latency_ms=args.b5_latency_ms)
+            concurrencies = (2, 4) if smoke else tuple(int(c) for c in args.b5_concurrency.split(","))
+            results["b5"] = b5_keepalive.run(
+                stack, connections=n, latency_ms=args.b5_latency_ms, concurrencies=concurrencies
+            )
         if "b6" in only:
             results["b6"] = b6_scaleout.runs(stack, size="smoke" if smoke else "quick" if q else "full")
+        if "b7" in only:
+            n = 12 if smoke else 300 if q else args.b7_connections
+            print(f"B7: a simulated day of {n} connections under Key Vault's limits ...", flush=True)
+            size = {"instances": 2, "rounds": 2, "round_s": 1.0} if smoke else {}
+            results["b7"] = b7_capacity.run(stack, connections=n, target_connections=args.b7_target, **size)
     finally:
         stack.stop()
     print(report.console(results))

@@ -1,4 +1,5 @@
-"""Timer adapter: the keep-alive sweep on REFRESH_SCHEDULE (six-field NCRONTAB, UTC)."""
+"""Timer adapter: the keep-alive sweep on REFRESH_SCHEDULE (six-field NCRONTAB, UTC), KEEPALIVE_CONCURRENCY
+refreshes at a time for at most KEEPALIVE_RUN_SECONDS (below host.json's functionTimeout; docs/capacity.md)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,6 @@ logger = logging.getLogger(__name__)
 
 keepalive_bp = func.Blueprint()
 
-# host.json functionTimeout is 10 minutes: stop taking new work well before it.
-SWEEP_BUDGET_SECONDS = 480
-
 
 @keepalive_bp.timer_trigger(schedule="%REFRESH_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def keep_alive(timer: func.TimerRequest) -> None:
@@ -22,5 +20,8 @@ def keep_alive(timer: func.TimerRequest) -> None:
     from shared.services import get_services
     from shared.tokens.refresh import KeepAlive  # per trigger group: a cold HTTP or queue instance never loads it
 
-    report = KeepAlive(get_services()).sweep(budget_seconds=SWEEP_BUDGET_SECONDS)
+    services = get_services()
+    settings = services.settings
+    keepalive = KeepAlive(services, concurrency=settings.keepalive_concurrency)
+    report = keepalive.sweep(budget_seconds=settings.keepalive_run_seconds)
     logger.info("Keep-alive finished: %s", report.as_dict())

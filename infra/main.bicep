@@ -105,7 +105,8 @@ param eventReaderRole string = 'MessageProcessor'
 // messages at a time; the per-mailbox limits below cap what any one mailbox sends across all of
 // them. Each limit is one azd variable (main.parameters.json) -> one parameter here -> one line
 // in `limitSettings` -> one app setting read by shared/base/settings.py. A new limit (for example
-// the consumer Outlook.com ones) adds exactly those four lines and its row in docs/deploy.md.
+// the consumer Outlook.com ones) adds exactly those four lines and its row in docs/deploy.md. The
+// keep-alive's concurrency and run length follow the same path (runs per day: refreshSchedule).
 
 @minValue(1)
 @maxValue(1000)
@@ -135,10 +136,22 @@ param mailboxMessagesPerMinute int = 30
 @description('MAILBOX_RECIPIENTS_PER_DAY: recipients per mailbox per rolling 24 hours (Exchange Online: 10,000).')
 param mailboxRecipientsPerDay int = 10000
 
+@minValue(1)
+@maxValue(64)
+@description('KEEPALIVE_CONCURRENCY: keep-alive refreshes in flight (docs/capacity.md sizes it for 1M connections).')
+param keepAliveConcurrency int = 4
+
+@minValue(10)
+@maxValue(540)
+@description('KEEPALIVE_RUN_SECONDS: how long one keep-alive run takes new work (below the 10-minute functionTimeout).')
+param keepAliveRunSeconds int = 480
+
 var limitSettings = {
   MAILBOX_CONCURRENCY: string(mailboxConcurrency)
   MAILBOX_MESSAGES_PER_MINUTE: string(mailboxMessagesPerMinute)
   MAILBOX_RECIPIENTS_PER_DAY: string(mailboxRecipientsPerDay)
+  KEEPALIVE_CONCURRENCY: string(keepAliveConcurrency)
+  KEEPALIVE_RUN_SECONDS: string(keepAliveRunSeconds)
 }
 // ---------------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import requests
 from shared.base.identity import MsalFactory, http_session
 from shared.base.settings import Settings, get_settings
 from shared.base.storage import StorageClients
-from shared.tokens.app_credential import AppCredentialHealth
+from shared.tokens.app_credential import AppCredentialHealth, AppCredentialProbe
 from shared.tokens.cache_store import TokenCacheStore
 from shared.tokens.locks import ConnectionLocks
 from shared.tokens.secrets import TokenCacheVault, TokenKey
@@ -94,6 +94,7 @@ class Services:
             self.locks,
             clock=self.clock,
             credential_health=self.app_credential,
+            credential_probe=AppCredentialProbe(self.settings, self.msal),
         )
 
     # --- send pipeline (issue 5); imported here so the connect path does not load it -------------------

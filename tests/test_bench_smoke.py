@@ -1,5 +1,5 @@
-"""Smoke tests of the benchmarks with tiny numbers, counts only, no timing: B1, B3 and B5's harnesses on the test
-session's services, and every benchmark (B1-B6) through ``python -m bench --smoke``."""
+"""Smoke tests of the benchmarks with tiny numbers, counts only, no timing: B1, B3, B5 and B7's harnesses on the
+test session's services, and every benchmark (B1-B7) through ``python -m bench --smoke``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from bench.b1_cost import run_mailbridge, run_naive
 from bench.b3_throughput import run as run_throughput
 from bench.b5_keepalive import run as run_sweep
+from bench.b7_capacity import run as run_capacity
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 
 
@@ -48,15 +49,36 @@ def test_b3_drains_a_backlog_under_exchange_limits_with_one_graph_call_each_and_
     assert r["app_cpu_ms_per_msg"] > 0
 
 
-def test_b5_sweep_refreshes_exactly_the_due_third_with_one_token_call_and_two_vault_ops_each(send_kit, azurite):
-    r = run_sweep(_stack(send_kit, azurite), connections=12, latency_ms=1, workers=2)
-    assert r["due"] == 4 and r["refreshed"] == 4 and r["still_due"] == 0, r
-    assert (r["token_calls"], r["kv_reads"], r["kv_writes"], r["graph_calls"]) == (4, 4, 4, 0), r
-    assert r["sweep"]["skipped"] == 0 and r["sweep"]["transient_failures"] == 0, r
+def test_b5_sweep_refreshes_exactly_the_due_third_with_one_token_call_and_one_unwrap_each(send_kit, azurite):
+    """Issue 26: a keep-alive refresh on the timer's instance unwraps the connection's data key once and writes
+    nothing to Key Vault (the rotated cache goes back to its Table row); each concurrency asked for sweeps again."""
+    r = run_sweep(_stack(send_kit, azurite), connections=12, latency_ms=1, workers=2, concurrencies=(2, 3))
+    assert [run["concurrency"] for run in r["runs"]] == [2, 3], r
+    for run in r["runs"]:
+        assert run["due"] == 4 and run["refreshed"] == 4 and run["still_due"] == 0, run
+        counts = (run["refresh_grants"], run["kv_unwraps"], run["kv_reads"], run["kv_writes"], run["graph_calls"])
+        assert counts == (4, 4, 0, 0, 0), run
+        # Besides the refresh grants, at most the new instance's own Key Vault sign-in (the emulator's app auth).
+        assert run["token_calls"] - run["refresh_grants"] <= 2, run
+        assert run["sweep"]["skipped"] == 0 and run["sweep"]["transient_failures"] == 0, run
+
+
+def test_b7_day_under_key_vault_limits_unwraps_and_writes_nothing_to_the_vault(send_kit, azurite):
+    """B7's simulated day on the test session's services: the sealed store reads Key Vault only to unwrap (a
+    first use per instance), writes nothing there, and the sweep refreshes exactly the connections made due."""
+    r = run_capacity(
+        _stack(send_kit, azurite), connections=12, instances=2, rounds=2, round_s=1.0, active_share=0.25, workers=2
+    )
+    # No Set Secret; the only writes are the claim's erasure of a pending grant's (absent) legacy secret.
+    assert "setSecret" not in r["kv_calls"] and r["kv"]["ops_write"] <= r["new_connections"], r
+    assert r["active"] <= r["kv"]["ops_unwrap"] <= r["active"] * (r["instances"] + r["rounds"]) + r["sweep_due"], r
+    assert r["refresh_grants"] >= r["active"] + r["sweep_due"], r
+    assert r["sweep"]["refreshed"] == r["sweep_due"] > 0 and r["sweep"]["transient_failures"] == 0, r
+    assert r["emails"] == r["active"] * 10 and r["throttled"] == 0, r  # 10 emails per active connection a day
 
 
 def test_every_benchmark_runs_end_to_end_at_its_smallest_size(tmp_path):
-    """``python -m bench --smoke``: every benchmark (B1-B6) through the same CLI and stack as a real run, at the
+    """``python -m bench --smoke``: every benchmark (B1-B7) through the same CLI and stack as a real run, at the
     smallest sizes, so a refactor that breaks one (a file B2's child needs, a renamed function) fails the suite.
     Counts and statuses only: the figures of a smoke run mean nothing."""
     out = tmp_path / "results.json"
@@ -82,3 +104,5 @@ def test_every_benchmark_runs_end_to_end_at_its_smallest_size(tmp_path):
     assert len(r["b6"]) == 4, r["b6"]
     for run in r["b6"]:
         assert run["statuses"] == {"sent": run["messages"]} and run["throttled_429"] == 0, run
+    assert r["b7"]["emails"] > 0 and "setSecret" not in r["b7"]["kv_calls"], r["b7"]
+    assert r["b7"]["sweep"]["refreshed"] == r["b7"]["sweep_due"] > 0 and r["b7"]["throttled"] == 0, r["b7"]

@@ -41,6 +41,7 @@ EXPECTED_SETTINGS = {
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     "ENTRA_CLIENT_ID",
     "ENTRA_TENANT",
+    "ENTRA_HOME_TENANT",
     "AZURE_CLOUD",
     "ENTRA_CLIENT_CREDENTIAL",
     "MANAGED_IDENTITY_CLIENT_ID",
@@ -56,6 +57,8 @@ EXPECTED_SETTINGS = {
     "CALLBACK_QUEUES",
     "REFRESH_AFTER_DAYS",
     "REFRESH_SCHEDULE",
+    "KEEPALIVE_CONCURRENCY",
+    "KEEPALIVE_RUN_SECONDS",
     "MAX_MESSAGE_BYTES",
     "MAILBOX_CONCURRENCY",
     "MAILBOX_MESSAGES_PER_MINUTE",
@@ -708,6 +711,7 @@ def test_role_assignments_least_privilege_for_app_host_and_deployer(templates: d
     assert call["hostPrincipalId"] == "hostIdentity.outputs.principalId"
     assert call["userPrincipalId"] == "principalId"
     assert call["deployerDataAccess"] == "deployerDataAccess" and param_default(main, "deployerDataAccess") is False
+    assert _parameter_values()["deployerDataAccess"] == "${DEPLOYER_DATA_ACCESS=false}"
     assert call["tokenKeyName"] == "keyVault.outputs.tokenKeyName"
     assert call["appTableNames"] == "appTableNames"
     assert call["hostQueueNames"] == ["outboundQueueName", "${outboundQueueName}-poison", "eventsQueueName"]
@@ -974,7 +978,7 @@ def test_scale_and_limits_are_azd_parameters_flowing_to_the_app(templates: dict[
     parameter -> the plan / an app setting, with the defaults and bounds shared/base/settings.py uses."""
     from dataclasses import fields
 
-    from shared.base.settings import Settings
+    from shared.base.settings import KEEPALIVE_MAX_CONCURRENCY, KEEPALIVE_MAX_RUN_SECONDS, Settings
 
     defaults = {f.name: f.default for f in fields(Settings)}
     main = templates["main.bicep"]
@@ -984,6 +988,8 @@ def test_scale_and_limits_are_azd_parameters_flowing_to_the_app(templates: dict[
         "mailboxConcurrency": ("MAILBOX_CONCURRENCY", "mailbox_concurrency", 1, 16),
         "mailboxMessagesPerMinute": ("MAILBOX_MESSAGES_PER_MINUTE", "mailbox_messages_per_minute", 1, 10_000),
         "mailboxRecipientsPerDay": ("MAILBOX_RECIPIENTS_PER_DAY", "mailbox_recipients_per_day", 1, 1_000_000),
+        "keepAliveConcurrency": ("KEEPALIVE_CONCURRENCY", "keepalive_concurrency", 1, KEEPALIVE_MAX_CONCURRENCY),
+        "keepAliveRunSeconds": ("KEEPALIVE_RUN_SECONDS", "keepalive_run_seconds", 10, KEEPALIVE_MAX_RUN_SECONDS),
     }
     rendered = expr(main["variables"]["limitSettings"]["value"])
     assert set(rendered) == {setting for setting, *_ in limits.values()}, "every limit setting has its parameter"

@@ -73,6 +73,28 @@ def test_timer_keeps_an_idle_connection_alive_for_150_days(mb_clock, emulator):
     assert mb.services.connections.get(cid).status == "connected"
 
 
+def test_the_timer_sweeps_with_the_keepalive_settings(mb_clock, emulator, monkeypatch):
+    """KEEPALIVE_CONCURRENCY and KEEPALIVE_RUN_SECONDS reach the sweep the timer function runs (docs/capacity.md
+    sizes them); the due connection is refreshed by that run."""
+    from types import SimpleNamespace
+
+    mb = mb_clock(KEEPALIVE_CONCURRENCY="7", KEEPALIVE_RUN_SECONDS="45")
+    cid = mb.connect("alice")["connection_id"]
+    advance(mb, emulator, 61 * DAY)
+    seen: list[tuple[int, float]] = []
+    real_sweep = KeepAlive.sweep
+
+    def recorded(self, budget_seconds=480.0, max_connections=None):
+        seen.append((self.concurrency, budget_seconds))
+        return real_sweep(self, budget_seconds, max_connections)
+
+    monkeypatch.setattr(KeepAlive, "sweep", recorded)
+    before = mb.services.connections.get(cid).last_refreshed_at
+    mb.functions["keep_alive"].get_user_function()(SimpleNamespace(past_due=False))  # the host's TimerRequest
+    assert seen == [(7, 45)]
+    assert mb.services.connections.get(cid).last_refreshed_at > before
+
+
 def test_without_the_timer_a_91_day_idle_connection_needs_reauth(mb_clock, emulator):
     mb = mb_clock()
     cid = mb.connect("alice")["connection_id"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.base.errors import SettingsError
-from shared.base.settings import load_settings, settings_status
+from shared.base.settings import KEEPALIVE_MAX_RUN_SECONDS, load_settings, settings_status
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,6 +33,17 @@ def test_defaults_are_least_privilege_public_cloud():
     assert s.refresh_after_days == 60 and s.refresh_schedule == "0 30 2 * * *"
     assert s.outbound_poison_queue == "outbound-mail-poison"
     assert s.entra_client_credential == "secret" and s.tls_verify is True
+
+
+def test_keepalive_settings_and_a_run_that_ends_inside_the_function_timeout():
+    s = load_settings(BASE)
+    assert (s.keepalive_concurrency, s.keepalive_run_seconds) == (4, 480)
+    s = load_settings({**BASE, "KEEPALIVE_CONCURRENCY": "32", "KEEPALIVE_RUN_SECONDS": "540"})
+    assert (s.keepalive_concurrency, s.keepalive_run_seconds) == (32, 540)
+    # The longest run allowed leaves a minute of host.json's functionTimeout for the refreshes still in flight.
+    timeout = json.loads((REPO / "host.json").read_text())["functionTimeout"]
+    hours, minutes, seconds = (int(x) for x in timeout.split(":"))
+    assert KEEPALIVE_MAX_RUN_SECONDS + 60 <= hours * 3600 + minutes * 60 + seconds
 
 
 def test_secrets_stay_out_of_repr():
@@ -94,6 +105,10 @@ def test_explicit_overrides_win_over_the_cloud_preset():
         ({"ENTRA_CLIENT_SECRET": None}, "ENTRA_CLIENT_CREDENTIAL"),
         ({"ENTRA_CLIENT_CREDENTIAL": "managed_identity"}, "MANAGED_IDENTITY_CLIENT_ID"),
         ({"MAILBRIDGE_CA_BUNDLE": "/nonexistent/ca.pem"}, "MAILBRIDGE_CA_BUNDLE"),
+        ({"KEEPALIVE_CONCURRENCY": "0"}, "KEEPALIVE_CONCURRENCY"),
+        ({"KEEPALIVE_CONCURRENCY": "65"}, "KEEPALIVE_CONCURRENCY"),
+        ({"KEEPALIVE_RUN_SECONDS": "600"}, "KEEPALIVE_RUN_SECONDS"),
+        ({"KEEPALIVE_RUN_SECONDS": "soon"}, "KEEPALIVE_RUN_SECONDS"),
     ],
 )
 def test_bad_settings_name_the_setting(change, setting):

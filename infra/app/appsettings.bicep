@@ -76,6 +76,9 @@ var coreSettings = {
   // Identity and clouds.
   ENTRA_CLIENT_ID: entraClientId
   ENTRA_TENANT: entraTenant
+  // Where the app registration lives (the deploying tenant): the app's own credential is checked there before a
+  // refused refresh is blamed on it (docs/settings.md ENTRA_HOME_TENANT).
+  ENTRA_HOME_TENANT: tenant().tenantId
   AZURE_CLOUD: azureCloud
   ENTRA_CLIENT_CREDENTIAL: 'managed_identity'
   MANAGED_IDENTITY_CLIENT_ID: identityClientId

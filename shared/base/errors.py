@@ -23,7 +23,8 @@ can help::
     │   │   ├── UnknownConnection       unknown_connection
     │   │   └── SampleUiDisabled        not_found (the sample page is off)
     │   ├── Conflict                    conflict               (409)
-    │   │   └── ResultUsed              result_used            (409: a connect result claimed twice)
+    │   │   ├── ResultUsed              result_used            (409: a connect result claimed twice)
+    │   │   └── MailboxAddressUnknown   mailbox_address_unknown (409: no email address known for the mailbox)
     │   ├── HostNotAllowed              host_not_allowed       (403: the sample page on another Host)
     │   ├── OriginNotAllowed            origin_not_allowed     (403: a cross-site change through the sample page)
     │   ├── JsonRequired                json_required          (400: a sample-page change without a JSON body)
@@ -39,6 +40,8 @@ can help::
     │   ├── InteractionRequired         interaction_required
     │   ├── UserDeclined                user_declined
     │   ├── AppMisconfigured            app_misconfigured
+    │   ├── AppRemovedInTenant          app_removed_in_tenant (that tenant's admin deleted the enterprise app)
+    │   ├── AppDisabledInTenant         app_disabled_in_tenant (that tenant's admin disabled it)
     │   ├── IdentityMismatch            identity_mismatch
     │   └── InvalidIdToken              invalid_id_token (the id_token's issuer or expiry is not Entra's)
     ├── ReauthRequired                  reauth_required: the stored grant is dead, the user must reconnect
@@ -207,6 +210,28 @@ class UserDeclined(ConnectError):
 class AppMisconfigured(ConnectError):
     code = "app_misconfigured"
     default_hint = "The Mailbridge app registration is misconfigured. Tell the operator of this service."
+
+
+class AppRemovedInTenant(ConnectError):
+    """The user's organisation deleted Mailbridge's enterprise application (AADSTS700016 for that tenant only)."""
+
+    code = "app_removed_in_tenant"
+    default_hint = (
+        "Your organisation's administrator removed the Mailbridge enterprise application from your tenant. "
+        "An administrator restores it (Entra admin center > Enterprise applications > Deleted applications, "
+        "within 30 days) or approves Mailbridge again; then connect again."
+    )
+
+
+class AppDisabledInTenant(ConnectError):
+    """The user's organisation disabled Mailbridge's enterprise application (AADSTS7000112 for that tenant)."""
+
+    code = "app_disabled_in_tenant"
+    default_hint = (
+        "Your organisation's administrator disabled the Mailbridge enterprise application. An administrator "
+        "enables it again (Entra admin center > Enterprise applications > Mailbridge > Properties > "
+        "'Enabled for users to sign-in?' Yes); then connect again."
+    )
 
 
 class IdentityMismatch(ConnectError):
@@ -437,6 +462,15 @@ class ProcessingFailed(SendError):
 
 class SampleUiDisabled(NotFound):
     default_hint = "The sample page is not enabled (ENABLE_SAMPLE_UI, local runs only)."
+
+
+class MailboxAddressUnknown(Conflict):
+    code = "mailbox_address_unknown"
+    default_hint = (
+        "Mailbridge knows no email address for this mailbox (the sign-in gave a phone number or a user name, and "
+        "no email claim), so it sends no test message to it. The mailbox still sends; to fix the address, the user "
+        "connects again once their account has an email address."
+    )
 
 
 class HostNotAllowed(InputError):

@@ -30,6 +30,10 @@ TOKEN_CACHES_TABLE = "tokencaches"  # noqa: S105 - a table name
 _TENANT_RE = re.compile(r"^(organizations|common|consumers|[0-9a-fA-F-]{36}|[A-Za-z0-9.-]+\.[A-Za-z]{2,})$")
 _QUEUE_RE = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 HOST_QUEUE_PREFIX = "azure-webjobs-"  # the Functions host's own queues (blob trigger receipts, ...)
+# Bounds of the keep-alive settings. A run must end (its refreshes in flight included) inside host.json's
+# functionTimeout of 10 minutes; each refresh in flight is a thread with its own HTTP connections.
+KEEPALIVE_MAX_RUN_SECONDS = 540
+KEEPALIVE_MAX_CONCURRENCY = 64
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -94,6 +98,13 @@ class Settings:
     send_as_endpoint: str = "me"  # "me": /me/sendMail with from; "users": /users/{from}/sendMail
     # Queues besides EVENTS_QUEUE a message's callback.queue may name (CALLBACK_QUEUES; default none).
     callback_queues: tuple[str, ...] = ()
+    # The keep-alive sweep (docs/keepalive.md, docs/capacity.md): refreshes in flight, and how long one run takes new
+    # work (below host.json's 10-minute functionTimeout). Runs per day come from REFRESH_SCHEDULE.
+    keepalive_concurrency: int = 4
+    keepalive_run_seconds: int = 480
+    # The app registration's home tenant (ENTRA_HOME_TENANT): where the app's own credential is checked before a
+    # refused refresh is blamed on it (shared/tokens/app_credential.py AppCredentialProbe). "" = not known.
+    entra_home_tenant: str = ""
     version: str = VERSION
 
     @property
@@ -255,6 +266,9 @@ def _callback_queues(env: Mapping[str, str], outbound: str) -> tuple[str, ...]:
     return names
 
 
+_MULTI_TENANT = frozenset({"organizations", "common", "consumers"})
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from ``env`` (default: the process environment); raise SettingsError naming the culprit."""
     env = os.environ if env is None else env
@@ -345,7 +359,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         daily_limit_max_hold_seconds=_int(env, "DAILY_LIMIT_MAX_HOLD_SECONDS", 3 * 86_400, 0, 6 * 86_400),
         send_as_endpoint=_send_as_endpoint(env),
         callback_queues=_callback_queues(env, outbound),
+        keepalive_concurrency=_int(env, "KEEPALIVE_CONCURRENCY", 4, 1, KEEPALIVE_MAX_CONCURRENCY),
+        keepalive_run_seconds=_int(env, "KEEPALIVE_RUN_SECONDS", 480, 10, KEEPALIVE_MAX_RUN_SECONDS),
+        entra_home_tenant=_home_tenant(env, tenant),
     )
+
+
+def _home_tenant(env: Mapping[str, str], tenant: str) -> str:
+    """ENTRA_HOME_TENANT (a tenant id or domain), else ENTRA_TENANT when that names one tenant, else ""."""
+    home = _get(env, "ENTRA_HOME_TENANT") or ""
+    if home:
+        if not _TENANT_RE.match(home) or home.lower() in _MULTI_TENANT:
+            raise SettingsError("ENTRA_HOME_TENANT", f"must be the app registration's tenant id or domain: {home!r}")
+        return home
+    return "" if tenant.lower() in _MULTI_TENANT else tenant
 
 
 @lru_cache(maxsize=1)

@@ -24,6 +24,7 @@ from shared.connect.grants import GrantService
 from shared.connect.id_tokens import IdTokenRules, require_valid
 from shared.connect.tickets import check_return_url, issue_ticket, open_token, sign_token, verify_ticket
 from shared.tokens.entra_errors import TOKEN_ENDPOINT_OUTAGES, classify, map_entra_error, token_endpoint_outage
+from shared.tokens.scopes import missing_features
 from shared.tokens.store import Connection
 
 if TYPE_CHECKING:
@@ -248,7 +249,7 @@ class ConnectService:
             return
         conn = self.s.connections.find(reconnect_id)
         if conn is not None:
-            conn.last_error_code, conn.last_error_message = exc.code, exc.message
+            conn.last_error_code, conn.last_error_message, conn.last_error_reason = exc.code, exc.message, None
             self.s.connections.save(conn)
 
     def _finish(self, record: dict[str, Any], query: dict[str, str]) -> str:
@@ -297,10 +298,13 @@ class ConnectService:
         missing = [s for s in self.settings.graph_scopes if s not in granted and s.split("/")[-1] not in granted]
         if missing:
             raise errors.AdminConsentRequired(detail=f"scopes not granted: {' '.join(missing)}")
+        # What was asked and granted: a refresh may ask no more than the authorization request did (tokens/scopes.py),
+        # even when Entra's answer names more (every permission consented for the resource).
+        asked = [s.rsplit("/", 1)[-1].lower() for s in self.settings.graph_scopes]
         return GrantService(self.s).create(
             user_ref=record["user_ref"],
             claims=claims,
-            scopes=sorted(granted),
+            scopes=sorted(s for s in granted if s.rsplit("/", 1)[-1].lower() in asked),
             cache_text=cache.serialize(),
             reconnect_id=record.get("reconnect_id"),
         )
@@ -313,7 +317,7 @@ class ConnectService:
             log_outcome("connect", "failed", code=exc.code)
             raise
         log_outcome("connect", "connected", connection_id=conn.connection_id)
-        return conn.public_view()
+        return conn.public_view(features_missing=self._features_missing(conn))
 
     def purge_expired(self, now: float | None = None) -> dict[str, int]:
         """Housekeeping: expired flows and used tickets, unclaimed grants (with their Key Vault secret)."""
@@ -406,7 +410,14 @@ class ConnectService:
     # 7/8. status, list, disconnect --------------------------------------------------------------------
     def _view(self, conn: Connection) -> dict[str, Any]:
         """The status API's view, ``last_used_at`` from the outgoing log (the send path does not write it)."""
-        return conn.public_view(last_used_at=self.s.deliveries.last_logged_at(conn.connection_id))
+        return conn.public_view(
+            last_used_at=self.s.deliveries.last_logged_at(conn.connection_id),
+            features_missing=self._features_missing(conn),
+        )
+
+    def _features_missing(self, conn: Connection) -> list[str]:
+        """Features switched on since this grant was made: it keeps working without them until a reconnect."""
+        return missing_features(self.settings.graph_scopes, conn.scopes) if conn.status == "connected" else []
 
     def status(self, connection_id: str, user_ref: str | None = None) -> dict[str, Any]:
         """One connection; with ``user_ref``, another user's connection is not found (ConnectionStore.get)."""

@@ -34,6 +34,7 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from shared.base import errors
 from shared.base.settings import AUTHFLOWS_TABLE
+from shared.connect.id_tokens import mailbox_address
 from shared.connect.tickets import open_token, sign_token
 from shared.tokens.store import Connection, connection_id_for
 
@@ -176,7 +177,7 @@ class GrantService:
                 user_ref=user_ref,
                 tenant_id=claims["tid"],
                 object_id=claims["oid"],
-                mailbox=claims.get("preferred_username") or "",
+                mailbox=mailbox_address(claims),
                 display_name=claims.get("name") or "",
                 scopes=scopes,
                 secret_name=name,
@@ -270,7 +271,7 @@ class GrantService:
             conn.display_name = grant.display_name or conn.display_name
             conn.scopes = grant.scopes
             conn.status = "connected"
-            conn.last_error_code = conn.last_error_message = None
+            conn.last_error_code = conn.last_error_message = conn.last_error_reason = None
             conn.clear_mailbox_state()  # the way back from a mailbox state (shared/send/mailbox_state.py)
             conn.last_refreshed_at = now
             s.connections.set_refresh_due(conn, now + s.settings.refresh_after_days * 86400)

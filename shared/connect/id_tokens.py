@@ -128,3 +128,26 @@ def _issuer_tenant(issuer: str | None) -> str | None:
         return None
     parts = urlsplit(issuer).path.strip("/").split("/")
     return parts[0].lower() if len(parts) == 2 and parts[1] == "v2.0" and _GUID.fullmatch(parts[0]) else None
+
+
+# An address as Graph and Exchange write one: local@domain.tld, no spaces (a phone number or a bare user name fails).
+_ADDRESS = re.compile(r"^[^@\s\"(),:;<>\[\]\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
+
+
+def is_email_address(value: object) -> bool:
+    """Whether ``value`` is shaped like an SMTP address."""
+    return isinstance(value, str) and len(value) <= 320 and bool(_ADDRESS.match(value))
+
+
+def mailbox_address(claims: dict[str, Any]) -> str:
+    """The mailbox's email address from a verified ID token, or "" when it names none.
+
+    ``email`` first: the address of the account (optional claim, sent when configured or when the ``email`` scope is
+    asked). ``preferred_username`` only when it is shaped like an address: Microsoft says it "could be an email
+    address, phone number, or a generic username without a specified format" and that it is mutable, so it must not
+    be trusted as one otherwise (learn.microsoft.com/entra/identity-platform/id-token-claims-reference)."""
+    for claim in ("email", "preferred_username"):
+        value = claims.get(claim)
+        if is_email_address(value):
+            return str(value)
+    return ""

@@ -114,6 +114,8 @@ class MessageIntake:
     def send_test(self, connection_id: str, user_ref: str | None = None) -> tuple[int, dict[str, Any]]:
         """Send a short message from the mailbox to itself, now (through the normal pipeline)."""
         conn = self._usable_connection(connection_id, user_ref)
+        if "@" not in conn.mailbox:  # no address was known at connect (connect/id_tokens.py mailbox_address)
+            raise errors.MailboxAddressUnknown(detail="the connection has no email address")
         message_id = f"test-{uuid.uuid4().hex[:16]}"
         data = {
             "id": message_id,

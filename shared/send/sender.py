@@ -466,6 +466,10 @@ class Sender:
         uploads = check_limits(msg, self.settings, *request_sizes(msg, body))
         if any(way != INLINE for way in uploads) and not _has_scope(conn, "Mail.ReadWrite"):
             raise errors.AttachmentsTooLarge(detail="the connection lacks Mail.ReadWrite: the user must reconnect")
+        if msg.from_ and msg.from_.address.lower() != conn.mailbox.lower() and not _has_scope(conn, "Mail.Send.Shared"):
+            # Granted before ENABLE_SHARED_MAILBOXES (its features_missing says shared_mailboxes): Graph would answer
+            # 403; its own mailbox keeps working.
+            raise errors.SendAsDenied(detail="the connection lacks Mail.Send.Shared: the user must reconnect")
         return uploads, body
 
     def _use_drafts(self, msg: SendMessage, conn: Connection, uploads: list[str]) -> bool:

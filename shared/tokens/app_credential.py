@@ -17,12 +17,15 @@ import threading
 import time
 from typing import Any
 
+import msal
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.base.errors import AppCredentialFailed
+from shared.base.identity import MsalFactory
 from shared.base.settings import CONNECTIONS_TABLE, Settings
 from shared.base.storage import StorageClients
+from shared.tokens.entra_errors import TOKEN_ENDPOINT_OUTAGES, classify
 
 logger = logging.getLogger(__name__)
 
@@ -164,3 +167,47 @@ def _kept(row: Any) -> dict[str, Any]:
 
 def _iso(ts: Any) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(ts))) if ts else None
+
+
+class AppCredentialProbe:
+    """Does Entra give the app a token in its *home* tenant right now? ``works()`` -> True, False, or None (no home
+    tenant configured, or the answer was an outage).
+
+    One user's refused refresh must not decide that the operator's credential is broken (issue 25): a customer
+    tenant that deletes or disables the app's enterprise application refuses that tenant's refreshes only, with
+    the very AADSTS700016 the app's own tenant would send if the registration were gone. So before such a refusal
+    (or one nobody recognises) turns health to 503 and stops the keep-alive, the token service asks this: a
+    client-credentials request to ENTRA_HOME_TENANT with a fresh token cache and a fresh MSAL HTTP cache (MSAL
+    replays a remembered 400 and serves cached app tokens: neither proves anything now). One request per
+    RECHECK_SECONDS per instance at most, and only while refusals happen; concurrent callers wait for the one.
+    """
+
+    def __init__(self, settings: Settings, msal_factory: MsalFactory) -> None:
+        self.settings = settings
+        self.msal = msal_factory
+        self._lock = threading.Lock()
+        self._known: tuple[float, bool | None] | None = None
+
+    def works(self) -> bool | None:
+        home = self.settings.entra_home_tenant
+        if not home:
+            return None
+        with self._lock:
+            if self._known and time.monotonic() - self._known[0] < RECHECK_SECONDS:
+                return self._known[1]
+            verdict = self._ask(home)
+            self._known = (time.monotonic(), verdict)
+        logger.info("App credential check in the home tenant: %s", {True: "works", False: "refused"}.get(verdict, "?"))
+        return verdict
+
+    def _ask(self, home: str) -> bool | None:
+        app = self.msal.app(
+            token_cache=msal.TokenCache(), authority=f"{self.settings.authority_host}/{home}", http_cache={}
+        )
+        try:
+            result = app.acquire_token_for_client([f"{self.settings.cloud.graph_resource}/.default"])
+        except TOKEN_ENDPOINT_OUTAGES:
+            return None
+        if result and "access_token" in result:
+            return True
+        return None if classify(result or {}) == "transient" else False

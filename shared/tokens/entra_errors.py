@@ -5,7 +5,11 @@ Branch on the AADSTS code when one is present (``error_codes`` or the ``AADSTSnn
 
 Whose problem a failed refresh is, is one question with one answer (:func:`classify`): ``user`` (the
 grant is dead: the user reconnects), ``operator`` (Entra refused the *app's* credential: the operator
-fixes the registration, connections stay connected and messages wait) or ``transient`` (try again).
+fixes the registration, connections stay connected and messages wait), ``tenant`` (the user's organisation
+deleted or disabled the app's enterprise application: that tenant's admin fixes it, its connections need a
+reconnect, nobody else is touched) or ``transient`` (try again). A ``tenant`` or unrecognised refusal names no
+credential: the token service checks the app's own credential in its home tenant before blaming the operator
+(shared/tokens/app_credential.py AppCredentialProbe).
 """
 
 from __future__ import annotations
@@ -32,12 +36,16 @@ def token_endpoint_outage(exc: Exception) -> errors.TemporarilyUnavailable:
     return errors.TemporarilyUnavailable(detail=f"{where}: {type(exc).__name__}")
 
 
-Party = Literal["user", "operator", "transient"]
+Party = Literal["user", "operator", "tenant", "transient"]
 
 # The app's own credential was refused (workload-identity-federation-considerations; the auth-code flow's
 # token-endpoint error table: invalid_client "the Application Administrator updates the credentials").
 # 70021 also answers while a new federated credential propagates ("add retry logic"): never the user's fault.
-OPERATOR_CODES = frozenset({7000215, 7000222, 7000218, 70021, 700211, 700212, 700213, 7002137, 700024, 700027, 700016})
+OPERATOR_CODES = frozenset({7000215, 7000222, 7000218, 70021, 700211, 700212, 700213, 7002137, 700024, 700027})
+# One customer tenant deleted (700016 "not found in the directory '<their tenant>'") or disabled (7000112
+# UnauthorizedClientApplicationDisabled) the app's enterprise application: AADSTS error reference. 700016 is also
+# what every tenant answers once the registration itself is gone, hence the home-tenant check before blaming anyone.
+TENANT_CODES = {700016: "app_removed_in_tenant", 7000112: "app_disabled_in_tenant"}
 TRANSIENT_CODES = frozenset({50196})
 TRANSIENT_ERRORS = frozenset({"", "server_error", "temporarily_unavailable"})
 # Only these mean the user's grant is dead and they must reconnect; any other refusal of a refresh
@@ -59,6 +67,8 @@ _BY_CODE: dict[int, type[errors.MailbridgeError]] = {
     50079: errors.MfaRequired,
     65004: errors.UserDeclined,
     **{code: errors.AppMisconfigured for code in OPERATOR_CODES},
+    700016: errors.AppRemovedInTenant,
+    7000112: errors.AppDisabledInTenant,
     50194: errors.AppMisconfigured,
     50011: errors.AppMisconfigured,
     70000: errors.ReauthRequired,
@@ -94,7 +104,8 @@ def classify(error: Mapping[str, Any] | BaseException) -> Party:
     """Whose problem a failed token request is: an Entra error payload, or what was raised getting it.
 
     ``user``: the grant is dead or needs the user (``invalid_grant``, interaction, consent, MFA, Conditional
-    Access) and only they can fix it by reconnecting; ``transient``: the endpoint or a dependency failed (5xx,
+    Access) and only they can fix it by reconnecting; ``tenant``: the user's organisation removed or disabled the
+    app (AADSTS700016, 7000112); ``transient``: the endpoint or a dependency failed (5xx,
     loop protection, a dropped connection, managed identity / azure-identity errors); ``operator``: the app's
     credential (secret, federated credential, assertion) was refused, or anything else Entra refuses about
     how the app asks (the operator can fix it; a user reconnecting cannot).
@@ -106,6 +117,8 @@ def classify(error: Mapping[str, Any] | BaseException) -> Party:
     codes = aadsts_codes(error)
     if any(c in OPERATOR_CODES for c in codes):
         return "operator"
+    if any(c in TENANT_CODES for c in codes):
+        return "tenant"
     if any(c in TRANSIENT_CODES for c in codes):
         return "transient"
     value = str(error.get("error") or "")
@@ -125,8 +138,13 @@ def map_entra_error(payload: Mapping[str, Any], *, during: str = "connect") -> e
     """
     error = str(payload.get("error") or "")
     codes = aadsts_codes(payload)
-    if during == "refresh" and classify(payload) == "operator":
+    party = classify(payload) if during == "refresh" else None
+    if party == "operator":
         return errors.AppCredentialFailed(detail=f"{error} (AADSTS{codes[0]})" if codes else error)
+    if party == "tenant":
+        code = next(c for c in codes if c in TENANT_CODES)
+        hint = (errors.AppRemovedInTenant if code == 700016 else errors.AppDisabledInTenant).default_hint
+        return errors.ReauthRequired(hint, detail=f"{error} (AADSTS{code})", reason=TENANT_CODES[code])
     cls: type[errors.MailbridgeError] | None = None
     for code in codes:
         if code in _BY_CODE:

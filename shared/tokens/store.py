@@ -77,6 +77,8 @@ class Connection:
     last_used_at: float = 0.0  # rows written before the outgoing log gave it (public_view takes the newer)
     last_error_code: str | None = None
     last_error_message: str | None = None
+    # Why a reauth_required connection needs the user (app_removed_in_tenant, app_disabled_in_tenant, mfa_required...)
+    last_error_reason: str | None = None
     refresh_due_at: float = 0.0
     # Whether the mailbox may send, as Graph last said (shared/send/mailbox_state.py; "" = it sends): shared by
     # every instance, cleared by a reconnect or a successful re-probe.
@@ -106,9 +108,12 @@ class Connection:
         data["scopes"] = json.loads(entity.get("scopes") or "[]")
         return cls(**data)
 
-    def public_view(self, last_used_at: float | None = None) -> dict[str, Any]:
+    def public_view(
+        self, last_used_at: float | None = None, features_missing: list[str] | None = None
+    ) -> dict[str, Any]:
         """What the status API shows: no secret names, no internal counters. ``last_used_at``: when the
-        connection last took a message (DeliveryStore.last_logged_at), if the caller looked it up."""
+        connection last took a message (DeliveryStore.last_logged_at), if the caller looked it up;
+        ``features_missing``: configured features this grant lacks (tokens/scopes.py missing_features)."""
         return {
             "connection_id": self.connection_id,
             "user_ref": self.user_ref,
@@ -122,7 +127,9 @@ class Connection:
             "last_refreshed_at": _iso(self.last_refreshed_at),
             "last_used_at": _iso(max(self.last_used_at, last_used_at or 0.0)),
             "last_error": (
-                {"code": self.last_error_code, "message": self.last_error_message} if self.last_error_code else None
+                {"code": self.last_error_code, "reason": self.last_error_reason, "message": self.last_error_message}
+                if self.last_error_code
+                else None
             ),
             "mailbox_state": (
                 {
@@ -134,6 +141,7 @@ class Connection:
                 if self.mailbox_state
                 else None
             ),
+            "features_missing": features_missing or [],
         }
 
 

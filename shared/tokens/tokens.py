@@ -16,13 +16,27 @@ from urllib.parse import urlsplit
 
 import msal
 
-from shared.base.errors import AppCredentialFailed, ReauthRequired, TransientError
+from shared.base.errors import (
+    AppCredentialFailed,
+    MailbridgeError,
+    ReauthRequired,
+    TemporarilyUnavailable,
+    TransientError,
+)
 from shared.base.identity import MsalFactory
 from shared.base.settings import Settings
-from shared.tokens.app_credential import AppCredentialHealth
+from shared.tokens.app_credential import AppCredentialHealth, AppCredentialProbe
 from shared.tokens.cache_store import TokenCacheStore
-from shared.tokens.entra_errors import TOKEN_ENDPOINT_OUTAGES, map_entra_error, token_endpoint_outage
+from shared.tokens.entra_errors import (
+    OPERATOR_CODES,
+    TOKEN_ENDPOINT_OUTAGES,
+    aadsts_codes,
+    classify,
+    map_entra_error,
+    token_endpoint_outage,
+)
 from shared.tokens.locks import ConnectionLocks
+from shared.tokens.scopes import refresh_scopes
 from shared.tokens.store import Connection, ConnectionStore
 
 logger = logging.getLogger(__name__)
@@ -62,8 +76,10 @@ class TokenService:
         max_secret_versions: int = 100,
         clock: Callable[[], float] = time.time,
         credential_health: AppCredentialHealth | None = None,
+        credential_probe: AppCredentialProbe | None = None,
     ) -> None:
         self.settings = settings
+        self.credential_probe = credential_probe  # asked before a refusal naming no credential is blamed on the app
         self.credential_health = credential_health  # told when Entra refuses (or accepts again) the app credential
         self.msal = msal_factory
         self.vault = vault
@@ -124,9 +140,8 @@ class TokenService:
         now = self.clock()
         environment = urlsplit(self.settings.authority_host).hostname  # MSAL keys tokens by host, no port
         query = {"client_id": self.settings.entra_client_id, "environment": environment}
-        for entry in cache.search(
-            msal.TokenCache.CredentialType.ACCESS_TOKEN, target=self.settings.graph_scopes, query=query, now=now
-        ):
+        target = refresh_scopes(self.settings.graph_scopes, conn.scopes)
+        for entry in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN, target=target, query=query, now=now):
             if not str(entry.get("home_account_id", "")).startswith(conn.object_id):
                 continue
             if entry.get("token_type", "Bearer").lower() != "bearer" or "key_id" in entry:
@@ -195,13 +210,13 @@ class TokenService:
             self._mark_reauth(fresh, ReauthRequired(detail="token cache holds no account"))
             raise ReauthRequired(detail="token cache holds no account")
         try:
-            result = app.acquire_token_silent_with_error(
-                self.settings.graph_scopes, account=account, force_refresh=force
-            )
+            # The grant's own scopes, never wider (scopes.py): a feature turned on later must not kill old grants.
+            scopes = refresh_scopes(self.settings.graph_scopes, fresh.scopes)
+            result = app.acquire_token_silent_with_error(scopes, account=account, force_refresh=force)
         except TOKEN_ENDPOINT_OUTAGES as exc:
             raise token_endpoint_outage(exc) from exc
         if not result or "access_token" not in result:
-            err = map_entra_error(result or {"error": "interaction_required"}, during="refresh")
+            err = self._refusal(result or {"error": "interaction_required"})
             if isinstance(err, AppCredentialFailed) and self.credential_health:
                 # The operator's problem: the connection stays connected and due; the caller waits and retries.
                 self.credential_health.failed(err)
@@ -232,6 +247,24 @@ class TokenService:
         self._remember(fresh.connection_id, _Cached(result["access_token"], expires_at))
         return RefreshOutcome(result["access_token"], expires_at, refreshed, wrote)
 
+    def _refusal(self, payload: dict) -> MailbridgeError:
+        """What a refused refresh means, deciding "the operator's credential is broken" from the app's own credential,
+        never from one user's refresh (issue 25). A refusal naming the credential (wrong or expired secret, federated
+        credential mismatch: the same credential goes with every request) is the operator's. One naming a tenant's
+        copy of the app (AADSTS700016, 7000112), or none we know, is checked against the home tenant first:
+        refused there too -> the operator's; works there -> that tenant's (its connections need a reconnect) or this
+        connection's alone (it stays connected and due, retried later; health and the sweep carry on)."""
+        err = map_entra_error(payload, during="refresh")
+        party = classify(payload)
+        if party == "tenant" or (party == "operator" and _unrecognised(payload)):
+            works = self.credential_probe.works() if self.credential_probe else None
+            if works is False:
+                detail = f"{err.detail}; the app's credential is refused in its home tenant too"
+                return AppCredentialFailed(detail=detail)
+            if party == "operator" and works:
+                return TemporarilyUnavailable(detail=f"{err.detail}: refused for this connection only")
+        return err
+
     def _write_back(self, conn: Connection, serialized: str) -> str | None:
         """Store the rotated cache (the store replaces its row: no versions). After ``max_secret_versions`` writes
         the cache moves to the next generation's name under a new data key, and the old row is erased
@@ -254,7 +287,13 @@ class TokenService:
         self.forget(conn.connection_id)
         conn.status = "reauth_required"
         conn.last_error_code = err.code
+        conn.last_error_reason = err.extra.get("reason")
         conn.last_error_message = f"{err.message} ({err.detail})" if err.detail else err.message
         self.connections.set_refresh_due(conn, None)
         self.connections.save(conn, index=False)
         logger.warning("Connection %s needs re-authorisation: %s", conn.connection_id, err.detail)
+
+
+def _unrecognised(payload: dict) -> bool:
+    """A refusal whose AADSTS code names no credential problem we know (``classify`` calls those the operator's)."""
+    return not any(c in OPERATOR_CODES for c in aadsts_codes(payload))
