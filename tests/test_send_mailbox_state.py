@@ -109,6 +109,30 @@ def test_two_messages_rejected_at_once_share_one_forced_refresh(send_kit):
         kit.mb.admin.set_exchange_online(kit.mb.kit.tid, True)
 
 
+def test_a_401_about_a_from_mailbox_fails_that_message_after_one_forced_refresh(send_kit):
+    """Through /users/{from}/sendMail the refusal is about the ``from`` mailbox: a 401 that survives the fresh token
+    fails the message (not a retry per attempt, each forcing a refresh) and leaves the connection's own state alone."""
+    kit = send_kit(ENABLE_SHARED_MAILBOXES="true", SEND_AS_ENDPOINT="users")
+    kit.services.sender.max_reschedules = 5  # before the fix: a retry (and a forced refresh a minute) up to this bound
+    alice = kit.mb.kit.users["alice"]["oid"]
+    kit.mb.kit.add_user("team", is_shared=True, send_as=[alice], full_access=[alice])
+    cid = kit.connect("alice")
+    kit.mb.admin.set_exchange_online(kit.mb.kit.tid, False)
+    try:
+        redemptions, sends = _count(kit, "entra.grant.refresh_token"), _count(kit, "calls.graph.userSendMail")
+        msg = kit.message(cid, **{"from": kit.address("team")})
+        outcome = _process(kit, msg)
+        while outcome.status == "queued":
+            outcome = _process(kit, msg)
+        assert outcome.status == "failed" and outcome.error.code == "mailbox_unavailable", outcome
+        assert _count(kit, "entra.grant.refresh_token") - redemptions == 1
+        assert _count(kit, "calls.graph.userSendMail") - sends == 2
+        assert _view(kit, cid)["mailbox_state"] is None, "the connected mailbox's state is not the from's"
+        assert _state_events(kit, cid, "mailbox_unavailable") == []
+    finally:
+        kit.mb.admin.set_exchange_online(kit.mb.kit.tid, True)
+
+
 # --- item 4: refusals about the mailbox become mailbox states ------------------------------------------------
 
 

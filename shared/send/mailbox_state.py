@@ -27,8 +27,8 @@ through to Graph as the probe, claimed with an ETag so one instance probes; Grap
 (event ``connection.mailbox_restored``), a refusal pushes the next probe out (backoff doubling from
 ``first_probe_s`` to ``max_probe_s``). Entering a state is one ETag-guarded write: whichever instance makes it
 emits the one ``connection.<state>`` event of the episode; the others find it made and stay quiet. A refusal
-about another mailbox (``from`` sent through ``/users/{from}``) fails that message only: the state describes the
-connected mailbox.
+about another mailbox (``from`` sent through ``/users/{from}``) fails that message only, with the state's code (a
+401 surviving the fresh token too: never a retry): the state describes the connected mailbox.
 """
 
 from __future__ import annotations
@@ -112,9 +112,12 @@ class Clearance:
             if self.probe:
                 self.states.restored(self.conn, self.state)
             return None
-        state = state_of(self.conn, refusal, fresh_token) if own_mailbox else ""
+        state = state_of(self.conn, refusal, fresh_token)
         if not state:
             return None
+        if not own_mailbox:  # about a `from` mailbox (/users/{from}): this message fails, the connection's state stays
+            extra = {k: refusal.extra.get(k) for k in _GRAPH_EXTRA}
+            return Verdict(_ERRORS[state](detail=refusal.detail, **extra))
         row = self.states.enter(self.conn, state, refusal, self.probe)
         return self.states.verdict(row, state, held_since, refusal)
 
