@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from shared.send.attachments import AttachmentStore
     from shared.send.deliveries import DeliveryStore
     from shared.send.graph import GraphClient
+    from shared.send.mailbox_state import MailboxStates
     from shared.send.sender import Sender
 
 
@@ -170,7 +171,14 @@ class Services:
             self.deliveries,
             self.events,
             self.attachments,
+            self.mailbox_states,
         )
+
+    @cached_property
+    def mailbox_states(self) -> MailboxStates:
+        from shared.send.mailbox_state import MailboxStates
+
+        return MailboxStates(self.settings, self.connections, self.events)
 
 
 _lock = threading.Lock()

@@ -1,8 +1,10 @@
 """Outcome events on the events queue (EVENTS_QUEUE): CloudEvents 1.0 JSON, plain text, one per outcome.
 
 Types (``type`` is ``mailbridge.`` + the name): ``message.sent``, ``message.failed``,
-``message.unknown``, ``message.rejected`` and ``connection.reauth_required``. The shape is CloudEvents'
-structured JSON mode, so Event Grid, Logic Apps and Functions can route them unchanged::
+``message.unknown``, ``message.rejected``, ``connection.reauth_required``, and once per episode of a mailbox
+state (shared/send/mailbox_state.py) ``connection.mailbox_unavailable``, ``connection.sending_blocked``,
+``connection.mailbox_full``, ``connection.sending_quota``, then ``connection.mailbox_restored`` when it ends.
+The shape is CloudEvents' structured JSON mode, so Event Grid, Logic Apps and Functions can route them unchanged::
 
     {"specversion": "1.0", "type": "mailbridge.message.sent", "source": "/mailbridge",
      "id": "<uuid>", "time": "<RFC 3339>", "subject": "connections/<id>/messages/<id>",
@@ -153,6 +155,11 @@ class EventPublisher:
     def reauth_required(self, connection_id: str, data: dict[str, Any]) -> dict[str, Any]:
         body = {"connection_id": connection_id, **data}
         return self.publish(build_event("connection.reauth_required", body, f"connections/{connection_id}"))
+
+    def connection_event(self, kind: str, connection_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Publish ``mailbridge.connection.<kind>`` (a mailbox state entered or ended) on EVENTS_QUEUE, at once."""
+        body = {"connection_id": connection_id, **data}
+        return self.publish(build_event(f"connection.{kind}", body, f"connections/{connection_id}"))
 
 
 def emit_event(settings: Settings, storage: StorageClients, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
