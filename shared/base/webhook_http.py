@@ -139,6 +139,8 @@ def _exchange(conn, path: str, netloc: str, body: bytes, headers: dict[str, str]
             "POST", path, body=body, headers={**headers, "Host": netloc}, preload_content=False, decode_content=False
         )
         response = conn.getresponse()
+        if expired.is_set():  # http.client takes the end of the stream for the end of the headers
+            return AttemptResult(None, "timeout")
         return AttemptResult(response.status)
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
         return AttemptResult(None, "timeout" if expired.is_set() else _error_kind(exc))
