@@ -29,7 +29,7 @@ from shared.base.errors import SettingsError
 from shared.base.settings import load_settings
 from shared.base.webhook_config import is_ip_literal
 from shared.base.webhook_http import AttemptLimits, TargetRefused, post
-from shared.base.webhooks import RetryPolicy
+from shared.base.webhooks import CONTENT_TYPE, RetryPolicy, WebhookSigner
 from tests.fixtures.sender import queue_spec, send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 from tests.fixtures.webhook_receiver import loopback_names, webhook_receiver_fixture  # noqa: F401  (registers it)
 from tests.test_settings import BASE
@@ -349,3 +349,23 @@ def test_webhook_settings_are_validated():
         with pytest.raises(SettingsError) as info:
             load_settings({**BASE, name: value})
         assert info.value.setting == name
+
+
+def test_the_openapi_document_describes_the_webhook_as_sent():
+    """docs/openapi.yaml's x-webhooks names the headers Mailbridge sends and the event types it publishes."""
+    import datetime
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml").read_text())
+    operation = spec["x-webhooks"]["mailbridgeEvent"]["post"]
+    documented = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    now = datetime.datetime.now(datetime.UTC)
+    assert documented == set(WebhookSigner((new_secret(),)).headers("id-1", now, "{}"))
+    assert "application/cloudevents+json" in operation["requestBody"]["content"]
+    assert CONTENT_TYPE.startswith("application/cloudevents+json")
+    signature = next(p for p in operation["parameters"] if p["name"] == "webhook-signature")
+    signed = WebhookSigner((new_secret(), new_secret())).headers("id-1", now, "{}")["webhook-signature"]
+    assert re.fullmatch(signature["schema"]["pattern"], signed)
