@@ -87,7 +87,7 @@ param enableSharedMailboxes bool = false
 param enableMailReadWrite bool = false
 
 @description('Six-field NCRONTAB (UTC) for the token keep-alive timer.')
-param refreshSchedule string = '0 30 2 * * *'
+param refreshSchedule string = '0 30 * * * *'
 
 @description('Connections whose refresh token was last redeemed more than this many days ago get refreshed.')
 param refreshAfterDays int = 60
@@ -160,12 +160,18 @@ param keepAliveConcurrency int = 4
 @description('KEEPALIVE_RUN_SECONDS: how long one keep-alive run takes new work (below the 10-minute functionTimeout).')
 param keepAliveRunSeconds int = 480
 
+@minValue(100)
+@maxValue(1000000)
+@description('TOKEN_KEY_CACHE_SIZE: token-cache data keys one instance keeps unwrapped (each miss is a Key Vault unwrap; ~0.6 KB each).')
+param tokenKeyCacheSize int = 100000
+
 var limitSettings = {
   MAILBOX_CONCURRENCY: string(mailboxConcurrency)
   MAILBOX_MESSAGES_PER_MINUTE: string(mailboxMessagesPerMinute)
   MAILBOX_RECIPIENTS_PER_DAY: string(mailboxRecipientsPerDay)
   KEEPALIVE_CONCURRENCY: string(keepAliveConcurrency)
   KEEPALIVE_RUN_SECONDS: string(keepAliveRunSeconds)
+  TOKEN_KEY_CACHE_SIZE: string(tokenKeyCacheSize)
 }
 // ---------------------------------------------------------------------------------------------
 

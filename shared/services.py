@@ -75,7 +75,9 @@ class Services:
     @cached_property
     def token_caches(self) -> TokenCacheStore:
         """Sealed token caches in Table storage, one row per connection (shared/tokens/cache_store.py)."""
-        return TokenCacheStore(self.storage, self.token_key, self.legacy_vault)
+        return TokenCacheStore(
+            self.storage, self.token_key, self.legacy_vault, max_keys=self.settings.token_key_cache_size
+        )
 
     @cached_property
     def locks(self) -> ConnectionLocks:

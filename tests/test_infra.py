@@ -64,6 +64,7 @@ EXPECTED_SETTINGS = {
     "REFRESH_SCHEDULE",
     "KEEPALIVE_CONCURRENCY",
     "KEEPALIVE_RUN_SECONDS",
+    "TOKEN_KEY_CACHE_SIZE",
     "MAX_MESSAGE_BYTES",
     "MAILBOX_CONCURRENCY",
     "MAILBOX_MESSAGES_PER_MINUTE",
@@ -992,7 +993,7 @@ def test_main_feeds_the_settings_their_values(templates: dict[str, dict[str, Any
     assert variables["outboundQueueName"] == "outbound-mail"
     assert variables["eventsQueueName"] == "mail-events"
     assert variables["attachmentsContainerName"] == "mail-attachments"
-    assert param_default(main, "refreshSchedule") == "0 30 2 * * *"
+    assert param_default(main, "refreshSchedule") == "0 30 * * * *"
     assert len(param_default(main, "refreshSchedule").split()) == 6  # NCRONTAB has seconds
     assert param_default(main, "refreshAfterDays") == 60
     assert param_default(main, "maxMessageBytes") == 26214400
@@ -1031,7 +1032,7 @@ def test_scale_and_limits_are_azd_parameters_flowing_to_the_app(templates: dict[
     parameter -> the plan / an app setting, with the defaults and bounds shared/base/settings.py uses."""
     from dataclasses import fields
 
-    from shared.base.settings import KEEPALIVE_MAX_CONCURRENCY, KEEPALIVE_MAX_RUN_SECONDS, Settings
+    from shared.base.settings import KEEPALIVE_MAX_CONCURRENCY, KEEPALIVE_MAX_RUN_SECONDS, TOKEN_KEY_CACHE_MAX, Settings
 
     defaults = {f.name: f.default for f in fields(Settings)}
     main = templates["main.bicep"]
@@ -1043,6 +1044,7 @@ def test_scale_and_limits_are_azd_parameters_flowing_to_the_app(templates: dict[
         "mailboxRecipientsPerDay": ("MAILBOX_RECIPIENTS_PER_DAY", "mailbox_recipients_per_day", 1, 1_000_000),
         "keepAliveConcurrency": ("KEEPALIVE_CONCURRENCY", "keepalive_concurrency", 1, KEEPALIVE_MAX_CONCURRENCY),
         "keepAliveRunSeconds": ("KEEPALIVE_RUN_SECONDS", "keepalive_run_seconds", 10, KEEPALIVE_MAX_RUN_SECONDS),
+        "tokenKeyCacheSize": ("TOKEN_KEY_CACHE_SIZE", "token_key_cache_size", 100, TOKEN_KEY_CACHE_MAX),
     }
     rendered = expr(main["variables"]["limitSettings"]["value"])
     assert set(rendered) == {setting for setting, *_ in limits.values()}, "every limit setting has its parameter"
@@ -1068,7 +1070,7 @@ def test_scale_and_limits_are_azd_parameters_flowing_to_the_app(templates: dict[
         "maximumInstanceCount": "maximumInstanceCount",
     }
     # The other tunables are mapped too, with the defaults main.bicep has.
-    assert values["refreshSchedule"] == "${REFRESH_SCHEDULE=0 30 2 * * *}"
+    assert values["refreshSchedule"] == "${REFRESH_SCHEDULE=0 30 * * * *}"
     assert values["refreshAfterDays"] == "${REFRESH_AFTER_DAYS=60}"
     assert values["maxMessageBytes"] == "${MAX_MESSAGE_BYTES=26214400}"
     assert (_decorator(main, "maxMessageBytes", "min_value"), _decorator(main, "maxMessageBytes", "max_value")) == (

@@ -35,6 +35,8 @@ HOST_QUEUE_PREFIX = "azure-webjobs-"  # the Functions host's own queues (blob tr
 # functionTimeout of 10 minutes; each refresh in flight is a thread with its own HTTP connections.
 KEEPALIVE_MAX_RUN_SECONDS = 540
 KEEPALIVE_MAX_CONCURRENCY = 64
+# Data keys of sealed token caches one instance keeps unwrapped (TOKEN_KEY_CACHE_SIZE; about 0.6 KB each).
+TOKEN_KEY_CACHE_MAX = 1_000_000
 # Signed webhooks (shared/base/webhooks.py): the queue they are delivered from, and the message encodings of events.
 EVENT_ENCODINGS = ("none", "base64")
 _TRUE = {"1", "true", "yes", "on"}
@@ -105,6 +107,9 @@ class Settings:
     # work (below host.json's 10-minute functionTimeout). Runs per day come from REFRESH_SCHEDULE.
     keepalive_concurrency: int = 4
     keepalive_run_seconds: int = 480
+    # Data keys of token caches an instance keeps unwrapped, most recently used (TOKEN_KEY_CACHE_SIZE): each miss is a
+    # Key Vault unwrap, the operation that binds first at 1M connections (docs/capacity.md). ~0.6 KB each: 60 MB.
+    token_key_cache_size: int = 100_000
     # The app registration's home tenant (ENTRA_HOME_TENANT): where the app's own credential is checked before a
     # refused refresh is blamed on it (shared/tokens/app_credential.py AppCredentialProbe). "" = not known.
     entra_home_tenant: str = ""
@@ -369,7 +374,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         allowed_return_origins=origins,
         refresh_after_days=_int(env, "REFRESH_AFTER_DAYS", 60, 1, 89),
-        refresh_schedule=_ncrontab("REFRESH_SCHEDULE", _get(env, "REFRESH_SCHEDULE", "0 30 2 * * *") or ""),
+        refresh_schedule=_ncrontab("REFRESH_SCHEDULE", _get(env, "REFRESH_SCHEDULE", "0 30 * * * *") or ""),
         enable_shared_mailboxes=_bool(env, "ENABLE_SHARED_MAILBOXES", False),
         enable_mail_readwrite=_bool(env, "ENABLE_MAIL_READWRITE", False),
         max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 25 * 1024 * 1024, 64 * 1024, 150 * 1024 * 1024),
@@ -392,6 +397,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         callback_queues=_callback_queues(env, outbound),
         keepalive_concurrency=_int(env, "KEEPALIVE_CONCURRENCY", 4, 1, KEEPALIVE_MAX_CONCURRENCY),
         keepalive_run_seconds=_int(env, "KEEPALIVE_RUN_SECONDS", 480, 10, KEEPALIVE_MAX_RUN_SECONDS),
+        token_key_cache_size=_int(env, "TOKEN_KEY_CACHE_SIZE", 100_000, 100, TOKEN_KEY_CACHE_MAX),
         entra_home_tenant=_home_tenant(env, tenant),
         webhook_url=webhook_url,
         webhook_secrets=parse_webhook_secrets("WEBHOOK_SECRET", _get(env, "WEBHOOK_SECRET") or "", webhook_url),
