@@ -202,6 +202,7 @@ class ConnectionStore:
         conn = Connection.from_entity(entity)
         if user_ref is not None and conn.user_ref != user_ref:
             raise NotFound(f"No connection {connection_id}.")
+        conn._etag = entity.metadata.get("etag", "")  # not a field: never stored (save_fields compares it)
         return conn
 
     def find(self, connection_id: str, *, user_ref: str | None = None) -> Connection | None:
@@ -218,6 +219,31 @@ class ConnectionStore:
         self._remember(conn)
         if index:
             self.table.upsert_entity({"PartitionKey": user_partition(conn.user_ref), "RowKey": conn.connection_id})
+
+    def save_fields(self, conn: Connection, names: tuple[str, ...]) -> None:
+        """Write ``conn`` (read by :meth:`get`) if nobody wrote its row since; else write only the fields ``names`` onto
+        the row as it is now. For a writer that owns some fields and must not undo what others changed meanwhile:
+        the token refresh owns the refresh fields, while a mailbox state or a forced-refresh mark may be recorded by
+        another instance at the same moment (ETag-guarded :meth:`change`), and a blind replace would erase it. One
+        request when nothing changed in between, as :meth:`save`."""
+        etag = getattr(conn, "_etag", "")
+        if etag:
+            conn.updated_at = time.time()
+            try:
+                self.table.update_entity(
+                    conn.to_entity(), mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+                self._remember(conn)
+                return
+            except ResourceModifiedError:
+                pass
+
+        def copy(row: Connection) -> bool:
+            for name in names:
+                setattr(row, name, getattr(conn, name))
+            return True
+
+        self.change(conn.connection_id, copy)
 
     def change(self, connection_id: str, edit: Callable[[Connection], bool], tries: int = 5) -> tuple[Connection, bool]:
         """Read the row, let ``edit`` change it (False: nothing to change) and write it back only if no one wrote it

@@ -41,6 +41,16 @@ from shared.tokens.store import Connection, ConnectionStore
 
 logger = logging.getLogger(__name__)
 
+# The connection row's fields a refresh writes (under the connection's lease); everything else on the row may change
+# meanwhile (mailbox states, the forced-refresh floor) and is left as it is (ConnectionStore.save_fields).
+REFRESH_FIELDS = (
+    "last_refreshed_at",
+    "refresh_due_at",
+    "secret_name",
+    "secret_generation",
+    "secret_writes",
+    "token_forced_at",
+)
 EARLY_REFRESH_SECONDS = 300  # never hand out a token with less than 5 minutes to live
 # At most one refresh forced by Graph's 401 per connection in this long, whatever the instance (issue 25 item 3):
 # a tenant without Exchange Online answers 401 whatever the token, and Entra throttles a client that redeems the
@@ -239,7 +249,7 @@ class TokenService:
                 fresh.last_refreshed_at = self.clock()
             due = fresh.last_refreshed_at + self.settings.refresh_after_days * 86400
             self.connections.set_refresh_due(fresh, due)
-            self.connections.save(fresh, index=False)
+            self.connections.save_fields(fresh, REFRESH_FIELDS)
         if old_secret:
             # Only after the row points at the new name: the old one (and all its versions) goes to soft delete.
             self.vault.delete(old_secret)
