@@ -600,7 +600,7 @@ def b7_table(r: dict[str, Any]) -> list[str]:
 
 def _b7_section(r: dict[str, Any]) -> list[str]:
     """B7: the simulated day, its rates per connection per day, and what they come to at 1M connections."""
-    kv, sweep = r["kv"], r["sweep"]
+    sweep = r["sweep"]
     total = r["connections"] + r["new_connections"]
     unwraps, writes = r["unwraps_per_connection_day"], r["writes_per_connection_day"]
     per_m = 1_000_000 * r["kv_ops_per_connection_day"] / DAY_S
@@ -608,6 +608,17 @@ def _b7_section(r: dict[str, Any]) -> list[str]:
     goal = "met" if r["throttled"] == 0 else "**not met**"
     write_goal = "met" if writes <= 0.05 else "**not met**"
     sweep_rate = sweep.get("refreshed", 0) / max(sweep.get("wall_s", 0), 1e-9)
+    calls = ", ".join(f"{n} {name}" for name, n in sorted(r["kv_calls"].items())) or "none"
+    peak = r.get("peak_window_usage", {}).get("keys")
+    peak_line = (
+        [
+            f"- **Peak**: the busiest 10-second window used {peak:.0%} of the scaled key budget (sampled every 0.5 s),",
+            f"  so the target load ({r['target_connections']:,} connections) had {1 / peak:.1f}x headroom left"
+            f" and 1M connections {r['target_connections'] / 1_000_000 / peak:.0f}x, in this mix.",
+        ]
+        if peak
+        else []
+    )
     return [
         "## B7: capacity of the token store under Key Vault's limits",
         "",
@@ -633,15 +644,20 @@ def _b7_section(r: dict[str, Any]) -> list[str]:
         f"  {r['wall_s']:.0f} s, so it stood for {r['represented_connections']:,.0f} connections.",
         f"- **Per connection per day**: {unwraps:.3f} unwraps, {writes:.3f} writes (goal ≤ 0.05: {write_goal}), "
         f"{r['kv_ops_per_connection_day']:.3f} Key Vault operations in all",
-        f"  ({r['kv_calls']}); {kv['ops_unwrap'] / max(1, r['active']):.1f} unwraps per active connection (one per",
+        f"  ({calls}); {r['unwraps_per_active_day']:.1f} unwraps per active connection besides the sweep's (one per",
         "  instance that opened it). No Set Secret: a refresh writes its Table row. The writes are Key Vault",
         "  deletes of a pending grant's legacy secret name at each claim (the upgrade path's erasure; absent here).",
+        *peak_line,
         f"- **At 1M connections** with this mix: {per_m:.1f} Key Vault operations / s on average against the",
         f"  {other_limit:.0f} / s of one vault's RSA-2048 key budget ({per_m / other_limit:.1%} of it;",
         "  docs/capacity.md has the peaks and the other sizes).",
         f"- **The sweep** refreshed {sweep.get('refreshed', 0)} of {r['sweep_due']} due in"
         f" {sweep.get('wall_s', 0):.1f} s ({sweep_rate:.1f} / s while the day's traffic ran;",
         f"  {total} connections need {total / 60:.0f} keep-alive refreshes a day at REFRESH_AFTER_DAYS=60).",
+        f"- **What this run cannot show**: its {r['active']} active connections fit every instance's data-key cache",
+        "  (10,000 keys) and access-token cache (5,000), so an instance unwraps a connection once. With 100,000 active",
+        "  connections a day (1M connections at this mix) they do not fit, and unwraps approach one per email:",
+        "  docs/capacity.md works that case out.",
         "",
     ]
 

@@ -88,12 +88,21 @@ def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise StackError(f"{what}: the process exited with {proc.returncode}; see {log}")
+            raise StackError(f"{what}: the process exited with {proc.returncode}; see {log}{_tail(log)}")
         value = predicate()
         if value:
             return value
         time.sleep(0.1)
     raise StackError(f"{what}: not ready within {timeout:.0f}s; see {log}")
+
+
+def _tail(log: Path | None, lines: int = 15) -> str:
+    """The end of a process's log, for an error that is read where the log is gone (CI keeps only the output)."""
+    try:
+        text = log.read_text(errors="replace").splitlines()[-lines:] if log else []
+    except OSError:
+        return ""
+    return ("\n  " + "\n  ".join(text)) if text else ""
 
 
 def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -77,6 +77,9 @@ def test_b7_day_under_key_vault_limits_unwraps_and_writes_nothing_to_the_vault(s
     assert r["refresh_grants"] >= r["active"] + r["sweep_due"], r
     assert r["sweep"]["refreshed"] == r["sweep_due"] > 0 and r["sweep"]["transient_failures"] == 0, r
     assert r["emails"] == r["active"] * 10 and r["throttled"] == 0, r  # 10 emails per active connection a day
+    # Per active connection: the senders' unwraps only (the sweep's cold instance unwraps each due one once).
+    assert round(r["unwraps_per_active_day"] * r["active"]) == r["kv"]["ops_unwrap"] - r["sweep"]["refreshed"], r
+    assert 0 < r["peak_window_usage"]["keys"] <= 1, r  # the busiest 10 s window's share of the scaled key budget
 
 
 def test_every_benchmark_runs_end_to_end_at_its_smallest_size(tmp_path):

@@ -55,10 +55,16 @@ EXPECTED_SETTINGS = {
     "PUBLIC_BASE_URL",
     "ALLOWED_RETURN_ORIGINS",
     "CALLBACK_QUEUES",
+    "EVENTS_MESSAGE_ENCODING",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
+    "WEBHOOK_ALLOW_PRIVATE_TARGETS",
+    "WEBHOOK_QUEUE",
     "REFRESH_AFTER_DAYS",
     "REFRESH_SCHEDULE",
     "KEEPALIVE_CONCURRENCY",
     "KEEPALIVE_RUN_SECONDS",
+    "TOKEN_KEY_CACHE_SIZE",
     "MAX_MESSAGE_BYTES",
     "MAILBOX_CONCURRENCY",
     "MAILBOX_MESSAGES_PER_MINUTE",
@@ -512,6 +518,7 @@ def test_no_keys_or_secrets_in_templates_outputs_or_settings(templates: dict[str
         if any(d["type"] == "secure" for d in param["decorators"])
     }
     assert ("main.bicep", "ticketSigningKey") in secure_params
+    assert ("main.bicep", "webhookSecret") in secure_params
     for path, template in templates.items():
         secure_names = {name for p, name in secure_params if p == path}
         for output_name, output in template.get("outputs", {}).items():
@@ -521,6 +528,35 @@ def test_no_keys_or_secrets_in_templates_outputs_or_settings(templates: dict[str
             )
             assert not any(re.search(rf"\b{n}\b", rendered) for n in secure_names), f"{path}: {output_name}"
             assert "ConnectionString" not in rendered and "listKeys" not in rendered
+
+
+def test_webhook_settings_flow_from_azd_and_the_secret_is_a_key_vault_reference(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    settings = app_settings(templates)
+    assert settings["WEBHOOK_URL"] == "webhookUrl" and settings["WEBHOOK_QUEUE"] == "webhookQueueName"
+    # pycep renders string literals without quotes: '' is the empty string.
+    assert (
+        settings["WEBHOOK_SECRET"] == "empty(webhookSecretUri) ?  : @Microsoft.KeyVault(SecretUri=${webhookSecretUri})"
+    )
+    assert settings["EVENTS_MESSAGE_ENCODING"] == "eventsMessageEncoding"
+    main = templates["main.bicep"]
+    values = _parameter_values()
+    assert values["webhookUrl"] == "${WEBHOOK_URL=}" and values["webhookSecret"] == "${WEBHOOK_SECRET=}"
+    assert values["eventsMessageEncoding"] == "${EVENTS_MESSAGE_ENCODING=none}"
+    assert allowed(main, "eventsMessageEncoding") == ["none", "base64"]
+    assert param_default(main, "eventsMessageEncoding") == "none" and expr(param_default(main, "webhookUrl")) == ""
+    from shared.base.settings import EVENT_ENCODINGS, Settings
+
+    assert list(EVENT_ENCODINGS) == allowed(main, "eventsMessageEncoding")
+    assert (
+        expr(main["variables"]["webhookQueueName"]["value"]) == Settings.__dataclass_fields__["webhook_queue"].default
+    )
+    module = templates["app/webhook-secret.bicep"]
+    assert any(d["type"] == "secure" for d in module["parameters"]["value"]["decorators"])
+    assert only(module, "Microsoft.KeyVault/vaults/secrets")["properties"]["value"] == "value"
+    call = {k: expr(v) for k, v in body(main["modules"]["appSettings"])["params"].items()}
+    assert call["webhookSecretUri"] == "empty(webhookSecret) ?  : webhookSecretRef.outputs.secretUri"
 
 
 def test_ticket_key_is_a_key_vault_reference(templates: dict[str, dict[str, Any]]) -> None:
@@ -581,8 +617,19 @@ def test_storage_is_identity_only_with_the_app_queues_tables_and_containers(
         "attachmentsContainerName": variables["attachmentsContainerName"],
         "deploymentContainerName": "<deployment>",
         "${outboundQueueName}-poison": variables["outboundQueueName"] + "-poison",
+        "webhookQueueName": variables["webhookQueueName"],
+        "${webhookQueueName}-poison": variables["webhookQueueName"] + "-poison",
     }
-    assert {resolve.get(q, q) for q in params["queues"]} == {"outbound-mail", "outbound-mail-poison", "mail-events"}
+    from shared.base.settings import Settings
+
+    webhooks = Settings.__dataclass_fields__["webhook_queue"].default
+    assert {resolve.get(q, q) for q in params["queues"]} == {
+        "outbound-mail",
+        "outbound-mail-poison",
+        "mail-events",
+        webhooks,
+        f"{webhooks}-poison",
+    }
     # Exactly what the code uses: in Azure the app creates none of them (shared/base/storage.py creates_missing).
     from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE, TOKEN_CACHES_TABLE
     from shared.pacing.budget import BUDGETS_TABLE
@@ -714,7 +761,13 @@ def test_role_assignments_least_privilege_for_app_host_and_deployer(templates: d
     assert _parameter_values()["deployerDataAccess"] == "${DEPLOYER_DATA_ACCESS=false}"
     assert call["tokenKeyName"] == "keyVault.outputs.tokenKeyName"
     assert call["appTableNames"] == "appTableNames"
-    assert call["hostQueueNames"] == ["outboundQueueName", "${outboundQueueName}-poison", "eventsQueueName"]
+    assert call["hostQueueNames"] == [
+        "outboundQueueName",
+        "${outboundQueueName}-poison",
+        "eventsQueueName",
+        "webhookQueueName",  # the webhook trigger and the sender's output binding (shared/base/webhooks.py)
+        "${webhookQueueName}-poison",
+    ]
     from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE, TOKEN_CACHES_TABLE
     from shared.pacing.budget import BUDGETS_TABLE
 
@@ -918,6 +971,7 @@ def test_every_app_setting_is_wired(templates: dict[str, dict[str, Any]]) -> Non
         "ENTRA_CLIENT_CREDENTIAL": "managed_identity",
         "KEY_VAULT_AUTH": "managed_identity",
         "ENABLE_SAMPLE_UI": "false",
+        "WEBHOOK_ALLOW_PRIVATE_TARGETS": "false",  # private webhook targets: local development only (SSRF)
     }
     for name, value in constants.items():
         assert settings[name] == value
@@ -939,7 +993,7 @@ def test_main_feeds_the_settings_their_values(templates: dict[str, dict[str, Any
     assert variables["outboundQueueName"] == "outbound-mail"
     assert variables["eventsQueueName"] == "mail-events"
     assert variables["attachmentsContainerName"] == "mail-attachments"
-    assert param_default(main, "refreshSchedule") == "0 30 2 * * *"
+    assert param_default(main, "refreshSchedule") == "0 30 * * * *"
     assert len(param_default(main, "refreshSchedule").split()) == 6  # NCRONTAB has seconds
     assert param_default(main, "refreshAfterDays") == 60
     assert param_default(main, "maxMessageBytes") == 26214400
@@ -978,7 +1032,7 @@ def test_scale_and_limits_are_azd_parameters_flowing_to_the_app(templates: dict[
     parameter -> the plan / an app setting, with the defaults and bounds shared/base/settings.py uses."""
     from dataclasses import fields
 
-    from shared.base.settings import KEEPALIVE_MAX_CONCURRENCY, KEEPALIVE_MAX_RUN_SECONDS, Settings
+    from shared.base.settings import KEEPALIVE_MAX_CONCURRENCY, KEEPALIVE_MAX_RUN_SECONDS, TOKEN_KEY_CACHE_MAX, Settings
 
     defaults = {f.name: f.default for f in fields(Settings)}
     main = templates["main.bicep"]
@@ -990,6 +1044,7 @@ def test_scale_and_limits_are_azd_parameters_flowing_to_the_app(templates: dict[
         "mailboxRecipientsPerDay": ("MAILBOX_RECIPIENTS_PER_DAY", "mailbox_recipients_per_day", 1, 1_000_000),
         "keepAliveConcurrency": ("KEEPALIVE_CONCURRENCY", "keepalive_concurrency", 1, KEEPALIVE_MAX_CONCURRENCY),
         "keepAliveRunSeconds": ("KEEPALIVE_RUN_SECONDS", "keepalive_run_seconds", 10, KEEPALIVE_MAX_RUN_SECONDS),
+        "tokenKeyCacheSize": ("TOKEN_KEY_CACHE_SIZE", "token_key_cache_size", 100, TOKEN_KEY_CACHE_MAX),
     }
     rendered = expr(main["variables"]["limitSettings"]["value"])
     assert set(rendered) == {setting for setting, *_ in limits.values()}, "every limit setting has its parameter"
@@ -1015,7 +1070,7 @@ def test_scale_and_limits_are_azd_parameters_flowing_to_the_app(templates: dict[
         "maximumInstanceCount": "maximumInstanceCount",
     }
     # The other tunables are mapped too, with the defaults main.bicep has.
-    assert values["refreshSchedule"] == "${REFRESH_SCHEDULE=0 30 2 * * *}"
+    assert values["refreshSchedule"] == "${REFRESH_SCHEDULE=0 30 * * * *}"
     assert values["refreshAfterDays"] == "${REFRESH_AFTER_DAYS=60}"
     assert values["maxMessageBytes"] == "${MAX_MESSAGE_BYTES=26214400}"
     assert (_decorator(main, "maxMessageBytes", "min_value"), _decorator(main, "maxMessageBytes", "max_value")) == (

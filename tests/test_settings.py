@@ -30,7 +30,7 @@ def test_defaults_are_least_privilege_public_cloud():
     assert s.graph_endpoint == "https://graph.microsoft.com"
     assert s.key_vault_url == "https://kv-example.vault.azure.net"
     assert s.allowed_return_origins == ("https://app.example.com", "http://localhost:3000")
-    assert s.refresh_after_days == 60 and s.refresh_schedule == "0 30 2 * * *"
+    assert s.refresh_after_days == 60 and s.refresh_schedule == "0 30 * * * *"
     assert s.outbound_poison_queue == "outbound-mail-poison"
     assert s.entra_client_credential == "secret" and s.tls_verify is True
 
@@ -109,6 +109,8 @@ def test_explicit_overrides_win_over_the_cloud_preset():
         ({"KEEPALIVE_CONCURRENCY": "65"}, "KEEPALIVE_CONCURRENCY"),
         ({"KEEPALIVE_RUN_SECONDS": "600"}, "KEEPALIVE_RUN_SECONDS"),
         ({"KEEPALIVE_RUN_SECONDS": "soon"}, "KEEPALIVE_RUN_SECONDS"),
+        ({"TOKEN_KEY_CACHE_SIZE": "10"}, "TOKEN_KEY_CACHE_SIZE"),
+        ({"TOKEN_KEY_CACHE_SIZE": "2000000"}, "TOKEN_KEY_CACHE_SIZE"),
     ],
 )
 def test_bad_settings_name_the_setting(change, setting):

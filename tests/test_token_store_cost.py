@@ -33,3 +33,19 @@ def test_a_new_connection_wraps_locally_with_the_public_key(mailbridge):
     calls = _kv(mb)
     assert not calls.get("wrapKey") and not calls.get("setSecret"), calls
     assert calls.get("getKey", 0) <= 2, calls  # the public key once per instance (+ the vault's 401 challenge)
+
+
+def test_the_data_key_cache_holds_token_key_cache_size_keys_then_unwraps_again(mailbridge):
+    """TOKEN_KEY_CACHE_SIZE reaches the store: past it the least recently used data key is dropped, and that
+    connection's next refresh unwraps in Key Vault again (docs/capacity.md sizes it: each miss is an unwrap)."""
+    mb = mailbridge(TOKEN_KEY_CACHE_SIZE="100")
+    services = mb.services
+    assert services.token_caches.max_keys == 100
+    alice = mb.connect("alice")["connection_id"]
+    bob = mb.connect("bob", user_ref="user-2")["connection_id"]
+    services.token_caches.forget_keys()
+    services.token_caches.max_keys = 1  # the setting's floor is 100; one key shows the eviction with two connections
+    mb.admin.reset_counters()
+    for cid in (alice, alice, bob, alice):
+        services.tokens.refresh(services.connections.get(cid), force=True)
+    assert _kv(mb).get("unwrapKey") == 3, _kv(mb)  # alice, bob (evicts alice), alice again

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from shared.base.clouds import CLOUDS, Cloud
 from shared.base.errors import SettingsError
+from shared.base.webhook_config import parse_webhook_secrets, parse_webhook_url
 
 VERSION = "0.1.0"
 
@@ -34,6 +35,10 @@ HOST_QUEUE_PREFIX = "azure-webjobs-"  # the Functions host's own queues (blob tr
 # functionTimeout of 10 minutes; each refresh in flight is a thread with its own HTTP connections.
 KEEPALIVE_MAX_RUN_SECONDS = 540
 KEEPALIVE_MAX_CONCURRENCY = 64
+# Data keys of sealed token caches one instance keeps unwrapped (TOKEN_KEY_CACHE_SIZE; about 0.6 KB each).
+TOKEN_KEY_CACHE_MAX = 1_000_000
+# Signed webhooks (shared/base/webhooks.py): the queue they are delivered from, and the message encodings of events.
+EVENT_ENCODINGS = ("none", "base64")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -105,9 +110,20 @@ class Settings:
     # work (below host.json's 10-minute functionTimeout). Runs per day come from REFRESH_SCHEDULE.
     keepalive_concurrency: int = 4
     keepalive_run_seconds: int = 480
+    # Data keys of token caches an instance keeps unwrapped, most recently used (TOKEN_KEY_CACHE_SIZE): each miss is a
+    # Key Vault unwrap, the operation that binds first at 1M connections (docs/capacity.md). ~0.6 KB each: 60 MB.
+    token_key_cache_size: int = 100_000
     # The app registration's home tenant (ENTRA_HOME_TENANT): where the app's own credential is checked before a
     # refused refresh is blamed on it (shared/tokens/app_credential.py AppCredentialProbe). "" = not known.
     entra_home_tenant: str = ""
+    # Signed webhooks (docs/events.md): WEBHOOK_URL ("" = off), its whsec_ secrets (two during a rotation), whether
+    # private, loopback and link-local targets (and http) are allowed (local development only), the delivery queue.
+    webhook_url: str = ""
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    webhook_allow_private_targets: bool = False
+    webhook_queue: str = "webhook-deliveries"
+    # How events are written to EVENTS_QUEUE and callback queues (EVENTS_MESSAGE_ENCODING): plain text or base64.
+    events_message_encoding: str = "none"
     version: str = VERSION
 
     @property
@@ -133,6 +149,14 @@ class Settings:
     @property
     def outbound_poison_queue(self) -> str:
         return f"{self.outbound_queue}-poison"
+
+    @property
+    def webhooks_enabled(self) -> bool:
+        return bool(self.webhook_url)
+
+    @property
+    def webhook_poison_queue(self) -> str:
+        return f"{self.webhook_queue}-poison"
 
     @property
     def allowed_callback_queues(self) -> frozenset[str]:
@@ -269,6 +293,13 @@ def _callback_queues(env: Mapping[str, str], outbound: str) -> tuple[str, ...]:
     return names
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = (_get(env, name, choices[0]) or choices[0]).lower()
+    if value not in choices:
+        raise SettingsError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 _MULTI_TENANT = frozenset({"organizations", "common", "consumers"})
 
 
@@ -316,9 +347,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     outbound = _get(env, "OUTBOUND_QUEUE", "outbound-mail") or "outbound-mail"
     events = _get(env, "EVENTS_QUEUE", "mail-events") or "mail-events"
-    for name, value in (("OUTBOUND_QUEUE", outbound), ("EVENTS_QUEUE", events)):
+    webhook_queue = _get(env, "WEBHOOK_QUEUE", "webhook-deliveries") or "webhook-deliveries"
+    for name, value in (("OUTBOUND_QUEUE", outbound), ("EVENTS_QUEUE", events), ("WEBHOOK_QUEUE", webhook_queue)):
         if not _QUEUE_RE.match(value):
             raise SettingsError(name, f"is not a valid queue name: {value!r}")
+    if webhook_queue in {outbound, events, f"{outbound}-poison"}:
+        raise SettingsError("WEBHOOK_QUEUE", "must be a queue of its own")
+    allow_private = _bool(env, "WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+    webhook_url = parse_webhook_url("WEBHOOK_URL", _get(env, "WEBHOOK_URL") or "", allow_private=allow_private)
 
     return Settings(
         entra_client_id=_get(env, "ENTRA_CLIENT_ID", required=True) or "",
@@ -341,7 +377,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         allowed_return_origins=origins,
         refresh_after_days=_int(env, "REFRESH_AFTER_DAYS", 60, 1, 89),
-        refresh_schedule=_ncrontab("REFRESH_SCHEDULE", _get(env, "REFRESH_SCHEDULE", "0 30 2 * * *") or ""),
+        refresh_schedule=_ncrontab("REFRESH_SCHEDULE", _get(env, "REFRESH_SCHEDULE", "0 30 * * * *") or ""),
         enable_shared_mailboxes=_bool(env, "ENABLE_SHARED_MAILBOXES", False),
         enable_mail_readwrite=_bool(env, "ENABLE_MAIL_READWRITE", False),
         max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 25 * 1024 * 1024, 64 * 1024, 150 * 1024 * 1024),
@@ -368,7 +404,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         callback_queues=_callback_queues(env, outbound),
         keepalive_concurrency=_int(env, "KEEPALIVE_CONCURRENCY", 4, 1, KEEPALIVE_MAX_CONCURRENCY),
         keepalive_run_seconds=_int(env, "KEEPALIVE_RUN_SECONDS", 480, 10, KEEPALIVE_MAX_RUN_SECONDS),
+        token_key_cache_size=_int(env, "TOKEN_KEY_CACHE_SIZE", 100_000, 100, TOKEN_KEY_CACHE_MAX),
         entra_home_tenant=_home_tenant(env, tenant),
+        webhook_url=webhook_url,
+        webhook_secrets=parse_webhook_secrets("WEBHOOK_SECRET", _get(env, "WEBHOOK_SECRET") or "", webhook_url),
+        webhook_allow_private_targets=allow_private,
+        webhook_queue=webhook_queue,
+        events_message_encoding=_choice(env, "EVENTS_MESSAGE_ENCODING", EVENT_ENCODINGS),
     )
 
 

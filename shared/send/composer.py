@@ -129,6 +129,30 @@ def fit(msg: SendMessage, body: str, plan: list[str], content: Any, *, drafts: b
     return plan
 
 
+def plan(msg: SendMessage, body: str, ways: list[str], attachments: Any, deliveries: Any, settings: Any) -> list[str]:
+    """For the sender's plan: a composed message's attachment plan refitted to its MIME request (:func:`fit`; the
+    draft path needs ENABLE_MAIL_READWRITE, the sender checks the connection's scope), its ``internet_message_id``
+    reserved within the connection (a Message-ID names one message). Other messages: ``ways`` unchanged."""
+    if not msg.is_composed():
+        return ways
+    content = lambda att: attachments.content(msg, att)  # noqa: E731
+    ways = fit(msg, body, ways, content, drafts=settings.enable_mail_readwrite)
+    if msg.internet_message_id:
+        deliveries.reserve_internet_message_id(msg.connection_id, msg.internet_message_id, msg.id)
+    return ways
+
+
+def send_mail(
+    graph: GraphClient, token: str, mailbox: str | None, msg: SendMessage, body: str, inline: list[tuple[Any, bytes]]
+) -> str | None:
+    """The sendMail path: MIME for a composed message (the only way its threading and unsubscribe headers reach
+    the recipient), Graph's JSON message otherwise. Graph's request id."""
+    if msg.is_composed():
+        return send_mime(graph, token, mailbox, build(msg, body, inline))
+    message = graph.build_message(msg, body, inline, with_property=False)
+    return graph.send_mail(token, mailbox, message, msg.save_to_sent_items).request_id
+
+
 def send_mime(graph: GraphClient, token: str, mailbox: str | None, mime: bytes) -> str | None:
     """``POST /me/sendMail`` (``mailbox`` None) or ``/users/{mailbox}/sendMail`` with the MIME: 202, nothing back."""
     prefix = "/me" if mailbox is None else f"/users/{user_segment(mailbox)}"

@@ -149,11 +149,21 @@ def _attach(
             uploads.upload(graph, token, draft_id, att, att.size or 0, chunks)
 
 
-def discard_unsent(graph: GraphClient, token: str, key: str, prop: str | None = None) -> None:
-    """Delete every unsent draft carrying ``key``: a message whose last attempt failed before its /send was
-    applied (nothing of it was sent, and nothing will retry it) leaves none in the user's Drafts."""
+def submitted(graph: GraphClient, token: str, msg: SendMessage, record: Delivery) -> bool:
+    """Was ``msg``'s draft submitted (an ambiguous ``/send`` applied)? If so the record takes the sent item's
+    ``internetMessageId`` (what its recipients received)."""
+    found = lookup(graph, token, msg.id, composer.key_property(msg))
+    if found.submitted:
+        record.internet_message_id = found.internet_message_id or record.internet_message_id
+    return found.submitted
+
+
+def discard_unsent(graph: GraphClient, token: str, msg: SendMessage) -> None:
+    """Delete every unsent draft of ``msg``: a message whose last attempt failed before its /send was applied
+    (nothing of it was sent, and nothing will retry it) leaves none in the user's Drafts."""
+    key = msg.id
     try:
-        found = lookup(graph, token, key, prop)
+        found = lookup(graph, token, key, composer.key_property(msg))
     except errors.MailbridgeError as exc:
         logger.warning("Message %s: could not look up its drafts after its last attempt: %s", key, exc.code)
         return

@@ -26,16 +26,12 @@ from shared.pacing.admission import Admission, Mailbox, Pacer
 from shared.send import composer
 from shared.send.attachments import AttachmentStore
 from shared.send.deliveries import Delivery, DeliveryStore, RecordContended
-from shared.send.drafts import SEND_REQUESTED, TRANSIT_GRACE_S, discard_unsent, lookup, recheck_delay, send_via_draft
+from shared.send.drafts import SEND_REQUESTED, TRANSIT_GRACE_S, discard_unsent, recheck_delay, send_via_draft, submitted
 from shared.send.graph import GraphClient, request_sizes
 from shared.send.ledger import MAX_RESCHEDULES, Ledger, Outcome
 from shared.send.limits import check_limits, upload_bytes
-from shared.send.mail import (
-    INLINE,
-    SendMessage,
-    decode_payload,
-    parse_message,
-)
+from shared.send.mail import INLINE, SendMessage, decode_payload, parse_message
+from shared.send.mailbox_state import Clearance, MailboxStates, Verdict
 from shared.tokens.store import Connection, ConnectionStore
 from shared.tokens.tokens import TokenService
 
@@ -56,6 +52,7 @@ class Sender:
         deliveries: DeliveryStore,
         events: EventPublisher,
         attachments: AttachmentStore,
+        mailbox_states: MailboxStates,
         max_reschedules: int = MAX_RESCHEDULES,
     ) -> None:
         self.settings = settings
@@ -67,6 +64,7 @@ class Sender:
         self.deliveries = deliveries
         self.events = events
         self.attachments = attachments
+        self.mailbox_states = mailbox_states  # may the mailbox send at all: asked once per attempt, like pacing
         self.ledger = Ledger(deliveries, events, attachments, max_reschedules)
         self._token_locks: dict[str, threading.Lock] = {}
         self._token_guard = threading.Lock()
@@ -139,8 +137,9 @@ class Sender:
         # The row as this instance read it at most CONNECTION_CACHE_S ago (store.py): the bound within which
         # another instance's disconnect or reauth_required stops sends here (docs/sending.md).
         conn = self.connections.recent(msg.connection_id)
-        if conn is not None and conn.status == "connected" and not _has_scope(conn, "Mail.ReadWrite"):
-            done = self._send_new(msg, source, run, conn)
+        clearance = self.mailbox_states.ask(conn) if conn is not None and conn.status == "connected" else None
+        if clearance and not clearance.state and not _has_scope(conn, "Mail.ReadWrite"):
+            done = self._send_new(msg, source, run, conn, clearance)
             if done is not None:
                 return done
         found = self.ledger.claim(msg, source, run=run)
@@ -169,20 +168,32 @@ class Sender:
             uploads, body = self._plan(msg, conn)
         except errors.MailbridgeError as exc:
             return self.ledger.finish(msg, record, _plan_status(exc), exc)
+        assert clearance is not None  # connected
+        if not clearance.admitted:  # the mailbox cannot send: fail fast, or wait for its next re-probe
+            return self._mailbox_verdict(msg, record, clearance.verdict(record.held_since))
         draft_mode = self._use_drafts(msg, conn, uploads)
         record.mode = "draft" if draft_mode else "sendMail"
         budget_of, record.mailbox = self._budget_of(msg, conn, draft_mode)
         admission = self.budget.admit(budget_of, msg.recipient_count(), upload_bytes(msg, uploads, body))
         if not admission.admitted:
             return self._not_admitted(msg, record, admission)
-        record.reason, record.held_since = "", 0.0
+        # Admitted; a re-probe of a held mailbox keeps its hold clock (the longest hold counts from the first hold).
+        record.reason, record.held_since = "", record.held_since if clearance.probe else 0.0
         done = self._attempt(
-            msg, conn, admission, uploads, body, draft_mode, lambda claim: self._claim(msg, record) if claim else record
+            msg,
+            conn,
+            (admission, clearance),
+            uploads,
+            body,
+            draft_mode,
+            lambda claim: self._claim(msg, record) if claim else record,
         )
         assert done is not None  # this row is never None
         return done
 
-    def _send_new(self, msg: SendMessage, source: str, run: str, conn: Connection) -> Outcome | None:
+    def _send_new(
+        self, msg: SendMessage, source: str, run: str, conn: Connection, clearance: Clearance
+    ) -> Outcome | None:
         """The common case, a new id of a connection that can only use sendMail: the plan, the mailbox's budget
         and the token first (no Storage call while the share and the token last), then the row inserted
         already ``sending`` with its lease (the claim: exactly one copy's insert wins; one call instead of an
@@ -205,7 +216,7 @@ class Sender:
         return self._attempt(
             msg,
             conn,
-            admission,
+            (admission, clearance),
             uploads,
             body,
             False,
@@ -294,7 +305,7 @@ class Sender:
         self,
         msg: SendMessage,
         conn: Connection,
-        admission: Admission,
+        asked: tuple[Admission, Clearance],
         uploads: list[str],
         body: str,
         draft_mode: bool,
@@ -304,7 +315,9 @@ class Sender:
         message's row claimed for sending, ``row(False)`` the row to record a failure before the claim on (an
         Outcome: this copy must not send; None: the general path decides). The admission is reported exactly
         once: when Graph has answered, or at whatever ends the attempt before it (the slot is Graph's
-        concurrency, so the answer's row and event are written after)."""
+        concurrency, so the answer's row and event are written after); Graph's answer goes to the mailbox's
+        clearance too."""
+        admission, clearance = asked
         try:
             try:
                 token = self._token(conn)
@@ -330,6 +343,10 @@ class Sender:
                 refused = exc
         finally:
             admission.report()
+        own = record.mailbox == conn.mailbox.lower()
+        verdict = clearance.report(refused, own, record.token_refreshed, record.held_since)
+        if verdict is not None:  # a draft Graph refused for good was discarded already (drafts.py)
+            return self._mailbox_verdict(msg, record, verdict)
         if refused is not None:
             return self._refused(msg, conn, token, record, draft_mode, refused)
         record.graph_request_id = request_id
@@ -355,18 +372,19 @@ class Sender:
             delay = self._backoff(record, exc)
             if exc.extra.get("token_rejected"):
                 # Graph says the token is no good although it has not expired by our clock (revoked, or
-                # clocks disagree): redeem the refresh token now, which also tells us if the grant is dead.
+                # clocks disagree): redeem the refresh token now (at most once per message, and per connection
+                # once a FORCED_REFRESH_FLOOR_S), which also tells us if the grant is dead. Another 401 for this
+                # message is the mailbox's (mailbox_state.py), not the token's.
+                record.token_refreshed = True
                 try:
-                    self.tokens.forget(conn.connection_id)
-                    self.tokens.refresh(conn, force=True)
+                    self.tokens.refresh_rejected(conn)
                     delay = 1.0
                 except errors.ReauthRequired as reauth:
                     return self._reauth_failed(msg, conn, record, reauth)
                 except errors.TransientError:
                     pass
             # A draft-mode message whose attempts end here leaves no unsent draft in the user's Drafts.
-            prop = composer.key_property(msg)
-            discard = (lambda: discard_unsent(self.graph, token, msg.id, prop)) if draft_mode else None
+            discard = (lambda: discard_unsent(self.graph, token, msg)) if draft_mode else None
             return self.ledger.reschedule(msg, record, delay, exc, discard)
         if isinstance(exc, errors.InputError):  # e.g. a referenced blob vanished
             return self.ledger.finish(msg, record, "rejected", exc)
@@ -379,6 +397,15 @@ class Sender:
             lock = self._token_locks.setdefault(conn.connection_id, threading.Lock())
         with lock:
             return self.tokens.access_token(conn)
+
+    def _mailbox_verdict(self, msg: SendMessage, record: Delivery, verdict: Verdict) -> Outcome:
+        """The mailbox's state decided: failed now, or held (a wait for the mailbox, like pacing's daily limit)."""
+        if verdict.delay <= 0:
+            return self.ledger.finish(msg, record, "failed", verdict.error)
+        record.reason, record.held_since = verdict.reason, record.held_since or time.time()
+        record.waits += 1
+        logger.info("Message %s held (%s): retry in %.0fs", msg.id, verdict.reason, verdict.delay)
+        return self.ledger.reschedule(msg, record, verdict.delay, verdict.error)
 
     def _reauth_failed(
         self, msg: SendMessage, conn: Connection, record: Delivery, exc: errors.ReauthRequired
@@ -394,10 +421,7 @@ class Sender:
     def _send_mail(self, msg: SendMessage, token: str, body: str) -> str | None:
         inline = [(a, self.attachments.content(msg, a)) for a in msg.attachments]
         mailbox = msg.from_.address if (msg.from_ and self.settings.send_as_endpoint == "users") else None
-        if msg.is_composed():  # MIME: the only way its threading and unsubscribe headers reach the recipient
-            return composer.send_mime(self.graph, token, mailbox, composer.build(msg, body, inline))
-        message = self.graph.build_message(msg, body, inline, with_property=False)
-        return self.graph.send_mail(token, mailbox, message, msg.save_to_sent_items).request_id
+        return composer.send_mail(self.graph, token, mailbox, msg, body, inline)  # MIME when composed
 
     def _resolve_draft(
         self,
@@ -418,9 +442,7 @@ class Sender:
         try:
             if conn is None or conn.status != "connected":
                 raise errors.ReauthRequired(detail="the mailbox can no longer be read")
-            found = lookup(self.graph, token or self._token(conn), msg.id, composer.key_property(msg))
-            if found.submitted:
-                record.internet_message_id = found.internet_message_id or record.internet_message_id
+            if submitted(self.graph, token or self._token(conn), msg, record):
                 logger.info("Message %s: ambiguous send resolved as sent (the item was submitted)", msg.id)
                 return self.ledger.finish(msg, record, "sent", None)
         except errors.TransientError as lookup_err:
@@ -442,11 +464,7 @@ class Sender:
         self.attachments.measure(msg)
         body = self.attachments.body_text(msg)
         uploads = check_limits(msg, self.settings, *request_sizes(msg, body))
-        if msg.is_composed():  # MIME (shared/send/composer.py): its own 4 MB fit; a Message-ID names one message
-            content = lambda att: self.attachments.content(msg, att)  # noqa: E731
-            uploads = composer.fit(msg, body, uploads, content, drafts=self._drafts_possible(conn))
-            if msg.internet_message_id:
-                self.deliveries.reserve_internet_message_id(msg.connection_id, msg.internet_message_id, msg.id)
+        uploads = composer.plan(msg, body, uploads, self.attachments, self.deliveries, self.settings)
         if any(way != INLINE for way in uploads) and not _has_scope(conn, "Mail.ReadWrite"):
             raise errors.AttachmentsTooLarge(detail="the connection lacks Mail.ReadWrite: the user must reconnect")
         if msg.from_ and msg.from_.address.lower() != conn.mailbox.lower() and not _has_scope(conn, "Mail.Send.Shared"):
@@ -456,14 +474,11 @@ class Sender:
         return uploads, body
 
     def _use_drafts(self, msg: SendMessage, conn: Connection, uploads: list[str]) -> bool:
-        if any(way != INLINE for way in uploads) or (msg.is_composed() and self._drafts_possible(conn)):
-            return True  # composed: the draft tells the delivered Message-ID (shared/send/composer.py)
+        if any(way != INLINE for way in uploads):
+            return True
         # Draft mode is the idempotent path; a draft send always saves to Sent Items, so honour
         # save_to_sent_items=false with sendMail.
         return self.settings.enable_mail_readwrite and msg.save_to_sent_items and _has_scope(conn, "Mail.ReadWrite")
-
-    def _drafts_possible(self, conn: Connection) -> bool:
-        return self.settings.enable_mail_readwrite and _has_scope(conn, "Mail.ReadWrite")
 
     @staticmethod
     def _backoff(record: Delivery, err: errors.MailbridgeError) -> float:

@@ -41,7 +41,21 @@ from shared.tokens.store import Connection, ConnectionStore
 
 logger = logging.getLogger(__name__)
 
+# The connection row's fields a refresh writes (under the connection's lease); everything else on the row may change
+# meanwhile (mailbox states, the forced-refresh floor) and is left as it is (ConnectionStore.save_fields).
+REFRESH_FIELDS = (
+    "last_refreshed_at",
+    "refresh_due_at",
+    "secret_name",
+    "secret_generation",
+    "secret_writes",
+    "token_forced_at",
+)
 EARLY_REFRESH_SECONDS = 300  # never hand out a token with less than 5 minutes to live
+# At most one refresh forced by Graph's 401 per connection in this long, whatever the instance (issue 25 item 3):
+# a tenant without Exchange Online answers 401 whatever the token, and Entra throttles a client that redeems the
+# same refresh token in a loop (AADSTS50196).
+FORCED_REFRESH_FLOOR_S = 60.0
 
 
 @dataclass
@@ -161,6 +175,23 @@ class TokenService:
                 raise ReauthRequired(detail=f"connection is {fresh.status}", reason=fresh.last_error_code)
             return self._refresh_held(held, fresh, force=force)
 
+    def refresh_rejected(self, conn: Connection) -> bool:
+        """Graph refused a token that has not expired by our clock (revoked, clocks disagree): forget it and redeem
+        the refresh token, unless a refresh was forced for this connection less than FORCED_REFRESH_FLOOR_S ago by
+        any instance (the row says when, read under the lease): then the stored cache holds that fresh token and
+        the next :meth:`access_token` reads it. True when this call redeemed. ReauthRequired when the grant is dead."""
+        self.forget(conn.connection_id)
+        with self.locks.hold(conn.connection_id) as held:
+            fresh = self.connections.get(conn.connection_id)
+            if fresh.status != "connected":
+                raise ReauthRequired(detail=f"connection is {fresh.status}", reason=fresh.last_error_code)
+            now = self.clock()
+            if fresh.token_forced_at <= now < fresh.token_forced_at + FORCED_REFRESH_FLOOR_S:
+                return False
+            fresh.token_forced_at = now
+            self._refresh_held(held, fresh, force=True)
+            return True
+
     def refresh_if_due(self, connection_id: str, refreshed_before: float) -> RefreshOutcome | Connection:
         """The keep-alive's refresh: under the lease, read the row once and, when it is connected and its
         refresh token was last redeemed before ``refreshed_before``, force a refresh. Returns the outcome, or
@@ -218,7 +249,7 @@ class TokenService:
                 fresh.last_refreshed_at = self.clock()
             due = fresh.last_refreshed_at + self.settings.refresh_after_days * 86400
             self.connections.set_refresh_due(fresh, due)
-            self.connections.save(fresh, index=False)
+            self.connections.save_fields(fresh, REFRESH_FIELDS)
         if old_secret:
             # Only after the row points at the new name: the old one (and all its versions) goes to soft delete.
             self.vault.delete(old_secret)
