@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 
 from shared.base import errors
 from shared.send.mail import MAX_RECIPIENTS, MAX_REFERENCES_BYTES, parse_message
+from shared.send.mail_headers import InvalidMessageId
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "schema" / "send-v1.json").read_text())
 VALIDATOR = Draft202012Validator(SCHEMA)
@@ -37,7 +38,7 @@ def test_the_runtime_accepts_every_message_the_schema_accepts(data):
     except errors.TooManyRecipients:
         # A rule JSON Schema cannot state: to + cc + bcc together (each list alone is capped).
         assert sum(len(data.get(k, [])) for k in ("to", "cc", "bcc")) > MAX_RECIPIENTS
-    except errors.InvalidMessageId:
+    except InvalidMessageId:
         # The other one: the references together at most 8 KB (each msg-id alone is capped).
         assert len(" ".join(data.get("references", []))) > MAX_REFERENCES_BYTES
 
@@ -99,7 +100,7 @@ VIOLATIONS = [
 def test_references_over_8_kb_together_are_refused_by_the_runtime():
     refs = [f"<{'r' * 200}{i}@partner.example>" for i in range(45)]  # each valid, 45 x ~218 bytes > 8 KB
     assert VALIDATOR.is_valid({**VALID, "references": refs})  # the one rule the schema cannot state
-    with pytest.raises(errors.InvalidMessageId):
+    with pytest.raises(InvalidMessageId):
         parse_message({**VALID, "references": refs})
 
 

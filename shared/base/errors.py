@@ -16,9 +16,9 @@ can help::
     │   │   ├── InvalidBlobName         invalid_blob_name (a blob name outside the rules or this message's prefix)
     │   │   ├── InvalidHeader           invalid_header
     │   │   │   └── TooManyHeaders      too_many_headers (Graph takes 5 internetMessageHeaders, ours included)
-    │   │   ├── InvalidMessageId        invalid_message_id (in_reply_to, references, internet_message_id)
-    │   │   ├── InvalidListUnsubscribe  invalid_list_unsubscribe (https/mailto only; one_click needs https)
-    │   │   ├── DuplicateInternetMessageId duplicate_internet_message_id (used by another message)
+    │   │   ├── InvalidMessageId        invalid_message_id (in_reply_to, references, internet_message_id) ┐ defined in
+    │   │   ├── InvalidListUnsubscribe  invalid_list_unsubscribe (https/mailto; one_click needs https)    │ shared/send/
+    │   │   ├── DuplicateInternetMessageId duplicate_internet_message_id (another message's)           ┘ mail_headers.py
     │   │   ├── SendAsNotEnabled        send_as_not_enabled
     │   │   └── CallbackQueueNotAllowed callback_queue_not_allowed
     │   ├── ReturnUrlNotAllowed         return_url_not_allowed (400)
@@ -374,30 +374,6 @@ class TooManyHeaders(InvalidHeader):
     default_hint = (
         "A message may carry at most 4 custom headers: Microsoft Graph takes 5 internetMessageHeaders and "
         "Mailbridge adds x-mailbridge-id. Merge values into fewer headers."
-    )
-
-
-class InvalidMessageId(InvalidMessage):
-    code = "invalid_message_id"
-    default_hint = (
-        "in_reply_to, each of references and internet_message_id must be an RFC 5322 msg-id like "
-        "<local@domain> (at most 250 characters); at most 50 references, 8 KB together."
-    )
-
-
-class InvalidListUnsubscribe(InvalidMessage):
-    code = "invalid_list_unsubscribe"
-    default_hint = (
-        "list_unsubscribe.urls takes 1-4 https:// or mailto: URLs (printable ASCII, no spaces, quotes, commas or "
-        "angle brackets); one_click needs an https URL (RFC 8058)."
-    )
-
-
-class DuplicateInternetMessageId(InvalidMessage):
-    code = "duplicate_internet_message_id"
-    default_hint = (
-        "Another message of this connection already asked for this internet_message_id: a Message-ID names one "
-        "message. Leave it out (Exchange assigns one, reported in the record) or choose a new one."
     )
 
 

@@ -42,10 +42,11 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.base.errors import DuplicateInternetMessageId, MailbridgeError
+from shared.base.errors import MailbridgeError
 from shared.base.formats import is_safe_key, iso
 from shared.base.settings import DELIVERIES_TABLE
 from shared.base.storage import StorageClients
+from shared.send.mail_headers import DuplicateInternetMessageId
 
 FINAL = frozenset({"sent", "failed", "unknown", "rejected"})
 STATUSES = frozenset({"queued", "sending"}) | FINAL

@@ -1,7 +1,8 @@
 """The ``mailbridge.send/v1`` fields that become RFC 5322 header fields of their own (issue 27): msg-ids
 (``in_reply_to``, ``references``, ``internet_message_id``) and ``list_unsubscribe``; and the control-character
-check every value that reaches a header goes through. shared/send/mail.py builds the message model from them;
-shared/send/composer.py writes them into the MIME message."""
+check every value that reaches a header goes through; and their three errors (branches of the one exception tree
+drawn in shared/base/errors.py, kept here beside the rules they enforce). shared/send/mail.py builds the message
+model from them; shared/send/composer.py writes them into the MIME message."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+from shared.base.errors import InvalidMessage
 
 # Characters no value that reaches a header may hold: every C0 control (CR, LF, NUL, VT, FF, ESC, ...), DEL,
 # every C1 control (NEL U+0085 among them) and the Unicode line and paragraph separators; a mail system that
@@ -103,3 +106,27 @@ class ListUnsubscribe(BaseModel):
     def header(self) -> str:
         """The List-Unsubscribe value: ``<url>, <url>``."""
         return ", ".join(f"<{url}>" for url in self.urls)
+
+
+class InvalidMessageId(InvalidMessage):
+    code = "invalid_message_id"
+    default_hint = (
+        "in_reply_to, each of references and internet_message_id must be an RFC 5322 msg-id like "
+        "<local@domain> (at most 250 characters); at most 50 references, 8 KB together."
+    )
+
+
+class InvalidListUnsubscribe(InvalidMessage):
+    code = "invalid_list_unsubscribe"
+    default_hint = (
+        "list_unsubscribe.urls takes 1-4 https:// or mailto: URLs (printable ASCII, no spaces, quotes, commas or "
+        "angle brackets); one_click needs an https URL (RFC 8058)."
+    )
+
+
+class DuplicateInternetMessageId(InvalidMessage):
+    code = "duplicate_internet_message_id"
+    default_hint = (
+        "Another message of this connection already asked for this internet_message_id: a Message-ID names one "
+        "message. Leave it out (Exchange assigns one, reported in the record) or choose a new one."
+    )
