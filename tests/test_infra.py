@@ -1091,6 +1091,7 @@ LOG_ALERTS = {
     "credential-failures": ("traces", '"app_credential_failed"'),
     "function-failures": ("requests", "success == false"),
     "health-503": ("requests", 'operation_Name == "health" and resultCode == "503"'),
+    "webhook-failures": ("traces", '"recorded on the poison queue"'),
 }
 
 
@@ -1155,7 +1156,18 @@ def test_alert_queries_are_the_ones_in_operations_md_and_reference_no_keys() -> 
         assert "ago(" not in query, key
         assert f"```kusto\n{query}```" in operations, f"docs/operations.md must show queries/{key}.kql verbatim"
     text = source("core/monitor/alerts.bicep") + "".join(p.read_text() for p in ALERT_QUERIES.glob("*.kql"))
-    for needle in ("listKeys", "InstrumentationKey", "ConnectionString", "apiKey", "sig=", "webhook", "AccountKey"):
+    # (webhookReceivers and serviceUri: an action group posting to a URL with a key in it; the alert on
+    # Mailbridge's own webhook deliveries is a query, not such a receiver.)
+    for needle in (
+        "listKeys",
+        "InstrumentationKey",
+        "ConnectionString",
+        "apiKey",
+        "sig=",
+        "webhookReceivers",
+        "serviceUri",
+        "AccountKey",
+    ):
         assert needle.lower() not in text.lower(), needle
     # The outcome queries read the line shared/base/telemetry.py writes.
     from shared.base import telemetry
@@ -1204,3 +1216,12 @@ def test_the_token_key_its_audit_log_and_the_alert_on_anyone_else_opening_tokens
     call = {k: expr(v) for k, v in body(main["modules"]["alerts"])["params"].items()}
     assert call["appPrincipalId"] == "identity.outputs.principalId"
     assert call["logAnalyticsName"] == "monitoring.outputs.logAnalyticsName"
+
+
+def test_the_webhook_alert_matches_the_lines_the_dispatcher_logs() -> None:
+    """The alert's phrases are the ones shared/base/webhooks.py logs when it gives a delivery up."""
+    code = (REPO / "shared" / "base" / "webhooks.py").read_text(encoding="utf-8")
+    query = (ALERT_QUERIES / "webhook-failures.kql").read_text(encoding="utf-8")
+    for phrase in ("recorded on the poison queue", "not retried"):
+        assert phrase in query and phrase in code, phrase
+    assert re.search(r'logger\.error\(\s*"Webhook ', code), "the lines start with 'Webhook ' as the query expects"
