@@ -6,6 +6,7 @@ from blueprints.connect import connect_bp
 from blueprints.health import health_bp
 from blueprints.keepalive import keepalive_bp
 from blueprints.messages import messages_bp
+from blueprints.parking import parking_bp
 from blueprints.sender import sender_bp
 from blueprints.ui import ui_bp
 from shared.base.log_policy import apply_log_policy
@@ -20,3 +21,4 @@ app.register_functions(ui_bp)
 app.register_functions(keepalive_bp)
 app.register_functions(messages_bp)
 app.register_functions(sender_bp)
+app.register_functions(parking_bp)

@@ -17,6 +17,7 @@ can help::
     │   │   ├── InvalidHeader           invalid_header
     │   │   │   └── TooManyHeaders      too_many_headers (Graph takes 5 internetMessageHeaders, ours included)
     │   │   ├── SendAsNotEnabled        send_as_not_enabled
+    │   │   ├── InvalidSendAt           invalid_send_at (send_at not RFC 3339 UTC, in the past, or > 30 days ahead)
     │   │   └── CallbackQueueNotAllowed callback_queue_not_allowed
     │   ├── ReturnUrlNotAllowed         return_url_not_allowed (400)
     │   ├── NotFound                    not_found              (404)
@@ -24,7 +25,8 @@ can help::
     │   │   └── SampleUiDisabled        not_found (the sample page is off)
     │   ├── Conflict                    conflict               (409)
     │   │   ├── ResultUsed              result_used            (409: a connect result claimed twice)
-    │   │   └── MailboxAddressUnknown   mailbox_address_unknown (409: no email address known for the mailbox)
+    │   │   ├── MailboxAddressUnknown   mailbox_address_unknown (409: no email address known for the mailbox)
+    │   │   └── NotCancelable           not_cancelable (409: the message is being sent or already final)
     │   ├── HostNotAllowed              host_not_allowed       (403: the sample page on another Host)
     │   ├── OriginNotAllowed            origin_not_allowed     (403: a cross-site change through the sample page)
     │   ├── JsonRequired                json_required          (400: a sample-page change without a JSON body)
@@ -381,6 +383,14 @@ class SendAsNotEnabled(InvalidMessage):
     default_hint = "Sending as another mailbox ('from') needs ENABLE_SHARED_MAILBOXES=true and a reconnect."
 
 
+class InvalidSendAt(InvalidMessage):
+    code = "invalid_send_at"
+    default_hint = (
+        "send_at must be an RFC 3339 time in UTC (e.g. 2030-01-31T09:00:00Z), not in the past and at most 30 days "
+        "ahead. Leave it out to send now."
+    )
+
+
 class CallbackQueueNotAllowed(InvalidMessage):
     code = "callback_queue_not_allowed"
     default_hint = (
@@ -429,6 +439,14 @@ class MailboxAddressUnknown(Conflict):
         "Mailbridge knows no email address for this mailbox (the sign-in gave a phone number or a user name, and "
         "no email claim), so it sends no test message to it. The mailbox still sends; to fix the address, the user "
         "connects again once their account has an email address."
+    )
+
+
+class NotCancelable(Conflict):
+    code = "not_cancelable"
+    default_hint = (
+        "Only a message that has not started sending (scheduled, paced or held) can be canceled; this one is being "
+        "sent or already has its final status. GET the message for its status."
     )
 
 

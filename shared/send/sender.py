@@ -35,6 +35,8 @@ from shared.send.mail import (
     decode_payload,
     parse_message,
 )
+from shared.send.parking import PARK_AFTER_SECONDS, ParkingLot
+from shared.send.schedule import hold_until_due
 from shared.tokens.store import Connection, ConnectionStore
 from shared.tokens.tokens import TokenService
 
@@ -67,6 +69,7 @@ class Sender:
         self.events = events
         self.attachments = attachments
         self.ledger = Ledger(deliveries, events, attachments, max_reschedules)
+        self.parking = ParkingLot(settings, storage)  # waits over PARK_AFTER_SECONDS wait there, not on the queue
         self._token_locks: dict[str, threading.Lock] = {}
         self._token_guard = threading.Lock()
         self.transit_grace_s = TRANSIT_GRACE_S  # how long an ambiguous draft send is looked for (drafts.py)
@@ -114,7 +117,11 @@ class Sender:
         return self.ledger.finish(msg, found, "failed", errors.ProcessingFailed())
 
     def enqueue(self, text: str, delay: float = 0.0) -> None:
-        """Put a message on the outbound queue, invisible for ``delay`` seconds."""
+        """Put a message on the outbound queue, invisible for ``delay`` seconds; a longer wait than
+        PARK_AFTER_SECONDS is parked instead (shared/send/parking.py: invisible messages count for scale-out)."""
+        if delay > PARK_AFTER_SECONDS:
+            self.parking.park(text, time.time() + delay)
+            return
         visibility = min(MAX_DELAY_SECONDS, math.ceil(delay)) if delay > 0 else None
         self.storage.queue(self.settings.outbound_queue).send_message(
             text, visibility_timeout=visibility, time_to_live=7 * 86400
@@ -135,6 +142,8 @@ class Sender:
 
     # --- the pipeline -------------------------------------------------------------------------------------
     def _process(self, msg: SendMessage, source: str, run: str = "") -> Outcome:
+        if msg.send_at is not None and (held := hold_until_due(self.ledger, msg, source, run)) is not None:
+            return held  # not due yet on this instance's clock (shared/send/schedule.py): never sent early
         # The row as this instance read it at most CONNECTION_CACHE_S ago (store.py): the bound within which
         # another instance's disconnect or reauth_required stops sends here (docs/sending.md).
         conn = self.connections.recent(msg.connection_id)
