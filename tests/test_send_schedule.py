@@ -286,3 +286,41 @@ def test_5000_parked_messages_and_a_trickle_keep_the_trigger_queue_short(send_ki
     assert all(r is not None and r.status == "sent" for r in recs)
     assert max(lengths) < 50, lengths
     assert parking.count() == 5000, "the waiting ones stay parked until due"
+
+
+@pytest.mark.slow
+def test_two_instances_never_send_a_scheduled_message_early_and_never_send_a_canceled_one(send_kit, tmp_path):
+    """Two devhost processes (two Functions instances: queue trigger, and the mover timer on whichever holds its
+    lock). One message due in a few seconds waits as a visibility delay, one due past the parking bound waits in
+    the parking lot, a producer's duplicate of it arrives on the queue at once, and a third is canceled while
+    parked. Asserted: order only (Graph's delivery time and the row's sending time never before send_at)."""
+    from bench.fleet import Fleet
+
+    kit = send_kit()
+    cid = kit.connect("alice")
+    clear_lot(kit)
+    now = time.time()
+    soon = kit.message(cid, id="sched-soon", send_at=rfc3339(now + 6))
+    parked = kit.message(cid, id="sched-parked", send_at=rfc3339(now + 40))
+    dropped = kit.message(cid, id="sched-canceled", send_at=rfc3339(now + 40))
+    fleet = Fleet(kit, tmp_path / "fleet", size=2)
+    try:
+        fleet.start()
+        for m in (soon, parked, dropped):
+            assert post(kit, m)[0] == 202
+        kit.put(parked)  # a producer's duplicate on the queue, read long before send_at
+        assert cancel(kit, cid, dropped["id"])[0] == 200
+        recs = kit.wait_final([(cid, m["id"]) for m in (soon, parked, dropped)], timeout=120, events=False)
+        kit.wait_until(lambda: kit.queue_length() == 0 and lot(kit).count() == 0, timeout=30)
+    finally:
+        fleet.stop()
+    log = {d["idempotencyKey"]: d for d in kit.mb.admin.deliveries(mailbox=kit.address("alice"))["value"]}
+    for m in (soon, parked):
+        due = datetime.fromisoformat(m["send_at"]).timestamp()
+        rec = recs[(cid, m["id"])]
+        assert rec.status == "sent" and rec.sending_at >= due, (m["id"], rec.sending_at - due)
+        assert datetime.fromisoformat(log[m["id"]]["time"]).timestamp() >= due
+    counts = kit.mb.admin.delivered(kit.address("alice"))["counts_by_key"]
+    assert counts.get(soon["id"]) == 1 and counts.get(parked["id"]) == 1
+    assert recs[(cid, dropped["id"])].status == "canceled" and dropped["id"] not in counts
+    assert fleet.count_in_logs("Function send_queued_message failed") == 0
