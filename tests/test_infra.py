@@ -584,11 +584,17 @@ def test_storage_is_identity_only_with_the_app_queues_tables_and_containers(
     }
     assert {resolve.get(q, q) for q in params["queues"]} == {"outbound-mail", "outbound-mail-poison", "mail-events"}
     # Exactly what the code uses: in Azure the app creates none of them (shared/base/storage.py creates_missing).
-    from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE, TOKEN_CACHES_TABLE
+    from shared.base.settings import (
+        AUTHFLOWS_TABLE,
+        CONNECTIONS_TABLE,
+        DELIVERIES_TABLE,
+        PARKED_TABLE,
+        TOKEN_CACHES_TABLE,
+    )
     from shared.pacing.budget import BUDGETS_TABLE
     from shared.tokens.locks import LOCK_CONTAINER
 
-    code_tables = {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE, TOKEN_CACHES_TABLE}
+    code_tables = {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE, TOKEN_CACHES_TABLE, PARKED_TABLE}
     assert params["tables"] == "appTableNames" and set(variables["appTableNames"]) == code_tables
     resolve["lockContainerName"] = variables["lockContainerName"]
     assert {resolve.get(c, c) for c in params["containers"]} == {"mail-attachments", "<deployment>", LOCK_CONTAINER}
@@ -715,7 +721,13 @@ def test_role_assignments_least_privilege_for_app_host_and_deployer(templates: d
     assert call["tokenKeyName"] == "keyVault.outputs.tokenKeyName"
     assert call["appTableNames"] == "appTableNames"
     assert call["hostQueueNames"] == ["outboundQueueName", "${outboundQueueName}-poison", "eventsQueueName"]
-    from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE, TOKEN_CACHES_TABLE
+    from shared.base.settings import (
+        AUTHFLOWS_TABLE,
+        CONNECTIONS_TABLE,
+        DELIVERIES_TABLE,
+        PARKED_TABLE,
+        TOKEN_CACHES_TABLE,
+    )
     from shared.pacing.budget import BUDGETS_TABLE
 
     assert set(variables["appTableNames"]) == {
@@ -724,6 +736,7 @@ def test_role_assignments_least_privilege_for_app_host_and_deployer(templates: d
         DELIVERIES_TABLE,
         BUDGETS_TABLE,
         TOKEN_CACHES_TABLE,
+        PARKED_TABLE,
     }
     # No assignment anywhere else (in particular none at subscription or group scope).
     for path, template in templates.items():

@@ -125,9 +125,7 @@ class ParkingLot:
         the next run (out of time)."""
         if time.monotonic() > deadline:
             return None
-        self.storage.queue(self.settings.outbound_queue).send_message(
-            _text(row), time_to_live=MESSAGE_TTL_SECONDS
-        )
+        self.storage.queue(self.settings.outbound_queue).send_message(_text(row), time_to_live=MESSAGE_TTL_SECONDS)
         try:
             self.table.delete_entity(
                 row["PartitionKey"],
