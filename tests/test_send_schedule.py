@@ -259,6 +259,32 @@ def test_a_disconnect_fails_the_waiting_messages_of_the_connection(send_kit, clo
     assert delivered(kit, "alice", msg["id"]) == 0
 
 
+def test_a_cancel_between_a_workers_read_and_its_final_write_stands(send_kit, clock, monkeypatch):
+    """A worker read the row ``queued``, then a cancel lands, then the worker records an outcome that sent
+    nothing (here: the connection is gone): the cancel is the message's outcome, with its one event."""
+    kit = send_kit()
+    cid = kit.connect("alice")
+    due = int(time.time()) + 600
+    msg = kit.message(cid, send_at=rfc3339(due))
+    assert post(kit, msg)[0] == 202
+    assert kit.mb.http("delete_connection", "DELETE", route_params={"connection_id": cid}).status_code == 200
+    deliveries = kit.services.deliveries
+    real_update = deliveries.update
+    seen: list[tuple[int, dict]] = []
+
+    def update(record, *, force=False):
+        if record.message_id == msg["id"] and record.status == "rejected" and not seen:
+            seen.append(cancel(kit, cid, msg["id"]))
+        real_update(record, force=force)
+
+    monkeypatch.setattr(deliveries, "update", update)
+    clock(due + 1)
+    out = kit.services.sender.process(json.dumps(msg), "q-moved")
+    assert seen and seen[0][0] == 200
+    assert out.status == "duplicate" and kit.record(cid, msg["id"]).status == "canceled"
+    assert [e["type"] for e in kit.events_for(msg["id"])] == ["mailbridge.message.canceled"]
+
+
 def test_5000_parked_messages_and_a_trickle_keep_the_trigger_queue_short(send_kit):
     """Issue 28 item 1: the trigger queue's approximate length (what Flex's scaler divides) stays under 50 with
     5,000 waiting messages, while a trickle of due ones is moved and sent."""
