@@ -9,6 +9,7 @@ from blueprints.messages import messages_bp
 from blueprints.parking import parking_bp
 from blueprints.sender import sender_bp
 from blueprints.ui import ui_bp
+from blueprints.webhooks import webhooks_bp
 from shared.base.log_policy import apply_log_policy
 
 apply_log_policy()
@@ -22,3 +23,4 @@ app.register_functions(keepalive_bp)
 app.register_functions(messages_bp)
 app.register_functions(sender_bp)
 app.register_functions(parking_bp)
+app.register_functions(webhooks_bp)

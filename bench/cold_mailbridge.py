@@ -62,10 +62,10 @@ def main(connection_id: str) -> None:
         "subject": "cold start",
         "body": {"content_type": "text", "content": "Plain body"},
     }
-    # As the worker does: an Out for the events output binding. The host writes what the function set on it
-    # (another process in Azure), so it is counted apart, not as the app's requests.
-    events = Out()
-    fn.get_user_function()(func.QueueMessage(id=mid, body=json.dumps(body).encode()), events)
+    # As the worker does: an Out per output binding (events, webhook deliveries). The host writes what the function
+    # set on them (another process in Azure), so it is counted apart, not as the app's requests.
+    events, webhooks = Out(), Out()
+    fn.get_user_function()(func.QueueMessage(id=mid, body=json.dumps(body).encode()), events, webhooks)
     sent_calls = dict(calls)  # the send's requests, not the reads of its outcome below
     rec = get_services().deliveries.get(connection_id, mid)
     done = time.perf_counter()
@@ -80,7 +80,7 @@ def main(connection_id: str) -> None:
                 # "creates" is a tally, not a request
                 "first_send_http_calls": sum(v for k, v in sent_calls.items() if k != "creates"),
                 "first_send_creates": sent_calls.get("creates", 0),
-                "host_output_messages": len(events.get() or []),
+                "host_output_messages": len(events.get() or []) + len(webhooks.get() or []),
                 # SDKs the send path should not need (issue 18): loaded by the import and the first send?
                 "loaded": {m: m in sys.modules for m in OPTIONAL_SDKS},
                 "first_send_http_requests": sent_calls,

@@ -132,6 +132,7 @@ class BenchStack:
             "TABLE_PREFIX": f"t{suffix}",
             "OUTBOUND_QUEUE": f"outbound-{suffix}",
             "EVENTS_QUEUE": f"events-{suffix}",
+            "WEBHOOK_QUEUE": f"webhooks-{suffix}",
             "ATTACHMENTS_CONTAINER": f"attachments-{suffix}",
             "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
             "ALLOWED_RETURN_ORIGINS": RETURN_ORIGIN,

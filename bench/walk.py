@@ -115,7 +115,7 @@ def walk_one_message() -> Walk:
 
         def run(message: dict[str, Any], queue_id: str) -> Any:
             out = _Out()
-            send(msg=func.QueueMessage(id=queue_id, body=json.dumps(message).encode()), events=out)
+            send(msg=func.QueueMessage(id=queue_id, body=json.dumps(message).encode()), events=out, webhooks=_Out())
             return out.value
 
         assert run(kit.message(cid), "warm") is not None  # warm: token, budget share, connection row

@@ -66,6 +66,20 @@ param allowedReturnOrigins string = ''
 @description('Queues (comma- or space-separated) a message\'s callback.queue may name besides the events queue (docs/producers.md). Empty: none. Queues named here must exist.')
 param callbackQueues string = ''
 
+@description('WEBHOOK_URL: https endpoint of the SaaS backend that receives every outcome event, signed (docs/events.md). Empty: no webhooks.')
+param webhookUrl string = ''
+
+@secure()
+@description('WEBHOOK_SECRET: whsec_ secret (two, space-separated, during a rotation). Stored in Key Vault; the app setting is a reference.')
+param webhookSecret string = ''
+
+@allowed([
+  'none'
+  'base64'
+])
+@description('EVENTS_MESSAGE_ENCODING of the events and callback queues: none (plain JSON) or base64 (what a Functions app with the default host.json reads).')
+param eventsMessageEncoding string = 'none'
+
 @description('Ask for Mail.Send.Shared so users can send as / on behalf of shared mailboxes.')
 param enableSharedMailboxes bool = false
 
@@ -197,6 +211,8 @@ var appTableNames = [
 ]
 var outboundQueueName = 'outbound-mail'
 var eventsQueueName = 'mail-events'
+var webhookQueueName = 'webhook-deliveries'
+var webhookSecretName = 'webhook-secret'
 var ticketKeySecretName = 'ticket-signing-key'
 
 resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
@@ -245,6 +261,8 @@ module storage 'core/storage/storage-account.bicep' = {
       outboundQueueName
       '${outboundQueueName}-poison'
       eventsQueueName
+      webhookQueueName
+      '${webhookQueueName}-poison'
     ]
     tables: appTableNames
   }
@@ -267,6 +285,17 @@ module ticketKey 'app/ticket-key.bicep' = {
     keyVaultName: keyVault.outputs.name
     secretName: ticketKeySecretName
     value: empty(ticketSigningKey) ? generatedTicketSigningKey : ticketSigningKey
+  }
+}
+
+// Only when webhooks are configured: the secret in Key Vault, read by the app through a Key Vault reference.
+module webhookSecretRef 'app/webhook-secret.bicep' = if (!empty(webhookSecret)) {
+  name: 'webhook-secret'
+  scope: rg
+  params: {
+    keyVaultName: keyVault.outputs.name
+    secretName: webhookSecretName
+    value: webhookSecret
   }
 }
 
@@ -358,6 +387,10 @@ module appSettings 'app/appsettings.bicep' = {
     callbackQueues: callbackQueues
     outboundQueueName: outboundQueueName
     eventsQueueName: eventsQueueName
+    webhookQueueName: webhookQueueName
+    webhookUrl: webhookUrl
+    webhookSecretUri: empty(webhookSecret) ? '' : webhookSecretRef.outputs.secretUri
+    eventsMessageEncoding: eventsMessageEncoding
     attachmentsContainerName: attachmentsContainerName
     refreshAfterDays: refreshAfterDays
     refreshSchedule: refreshSchedule
@@ -391,6 +424,8 @@ module rbac 'app/rbac.bicep' = {
       outboundQueueName
       '${outboundQueueName}-poison'
       eventsQueueName
+      webhookQueueName
+      '${webhookQueueName}-poison'
     ]
     userPrincipalId: principalId
     userPrincipalType: principalType

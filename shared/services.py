@@ -27,10 +27,12 @@ from shared.tokens.tokens import TokenService
 
 if TYPE_CHECKING:
     from shared.base.events import EventPublisher
+    from shared.base.webhooks import WebhookDispatcher
     from shared.pacing.budget import MailboxBudget
     from shared.send.attachments import AttachmentStore
     from shared.send.deliveries import DeliveryStore
     from shared.send.graph import GraphClient
+    from shared.send.mailbox_state import MailboxStates
     from shared.send.sender import Sender
 
 
@@ -113,7 +115,14 @@ class Services:
     def events(self) -> EventPublisher:
         from shared.base.events import EventPublisher
 
-        return EventPublisher(self.settings, self.storage)
+        return EventPublisher(self.settings, self.storage, self.webhooks if self.settings.webhooks_enabled else None)
+
+    @cached_property
+    def webhooks(self) -> WebhookDispatcher:
+        """Signed webhooks to WEBHOOK_URL from WEBHOOK_QUEUE (shared/base/webhooks.py)."""
+        from shared.base.webhooks import WebhookDispatcher
+
+        return WebhookDispatcher(self.settings, self.storage)
 
     @cached_property
     def attachments(self) -> AttachmentStore:
@@ -170,7 +179,14 @@ class Services:
             self.deliveries,
             self.events,
             self.attachments,
+            self.mailbox_states,
         )
+
+    @cached_property
+    def mailbox_states(self) -> MailboxStates:
+        from shared.send.mailbox_state import MailboxStates
+
+        return MailboxStates(self.settings, self.connections, self.events)
 
 
 _lock = threading.Lock()

@@ -18,7 +18,9 @@ ADMIN_REQUIRED_DOMAIN = "fabrikam.example"
 OPERATOR_DOMAIN = "mailbridge-operator.example"
 # The local demo advertises the shared mailbox team@contoso.example: send-as is on here. Deployed apps keep
 # the least-privilege default of local.settings.sample.json / infra (off).
-LOCAL_DEMO_DEFAULTS = {"ENABLE_SHARED_MAILBOXES": "true"}
+# Shared mailboxes on (the advertised team@ mailbox); webhooks may target a receiver on this machine (http or a
+# private address): local development only, never in Azure (docs/events.md).
+LOCAL_DEMO_DEFAULTS = {"ENABLE_SHARED_MAILBOXES": "true", "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true"}
 # KEY_VAULT_KEY_NAME's default; infra/core/security/keyvault.bicep creates it
 TOKEN_KEY_NAME = "mailbridge-tokens"  # noqa: S105 - a key name, not a secret
 

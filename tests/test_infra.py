@@ -55,6 +55,11 @@ EXPECTED_SETTINGS = {
     "PUBLIC_BASE_URL",
     "ALLOWED_RETURN_ORIGINS",
     "CALLBACK_QUEUES",
+    "EVENTS_MESSAGE_ENCODING",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
+    "WEBHOOK_ALLOW_PRIVATE_TARGETS",
+    "WEBHOOK_QUEUE",
     "REFRESH_AFTER_DAYS",
     "REFRESH_SCHEDULE",
     "KEEPALIVE_CONCURRENCY",
@@ -512,6 +517,7 @@ def test_no_keys_or_secrets_in_templates_outputs_or_settings(templates: dict[str
         if any(d["type"] == "secure" for d in param["decorators"])
     }
     assert ("main.bicep", "ticketSigningKey") in secure_params
+    assert ("main.bicep", "webhookSecret") in secure_params
     for path, template in templates.items():
         secure_names = {name for p, name in secure_params if p == path}
         for output_name, output in template.get("outputs", {}).items():
@@ -521,6 +527,35 @@ def test_no_keys_or_secrets_in_templates_outputs_or_settings(templates: dict[str
             )
             assert not any(re.search(rf"\b{n}\b", rendered) for n in secure_names), f"{path}: {output_name}"
             assert "ConnectionString" not in rendered and "listKeys" not in rendered
+
+
+def test_webhook_settings_flow_from_azd_and_the_secret_is_a_key_vault_reference(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    settings = app_settings(templates)
+    assert settings["WEBHOOK_URL"] == "webhookUrl" and settings["WEBHOOK_QUEUE"] == "webhookQueueName"
+    # pycep renders string literals without quotes: '' is the empty string.
+    assert (
+        settings["WEBHOOK_SECRET"] == "empty(webhookSecretUri) ?  : @Microsoft.KeyVault(SecretUri=${webhookSecretUri})"
+    )
+    assert settings["EVENTS_MESSAGE_ENCODING"] == "eventsMessageEncoding"
+    main = templates["main.bicep"]
+    values = _parameter_values()
+    assert values["webhookUrl"] == "${WEBHOOK_URL=}" and values["webhookSecret"] == "${WEBHOOK_SECRET=}"
+    assert values["eventsMessageEncoding"] == "${EVENTS_MESSAGE_ENCODING=none}"
+    assert allowed(main, "eventsMessageEncoding") == ["none", "base64"]
+    assert param_default(main, "eventsMessageEncoding") == "none" and expr(param_default(main, "webhookUrl")) == ""
+    from shared.base.settings import EVENT_ENCODINGS, Settings
+
+    assert list(EVENT_ENCODINGS) == allowed(main, "eventsMessageEncoding")
+    assert (
+        expr(main["variables"]["webhookQueueName"]["value"]) == Settings.__dataclass_fields__["webhook_queue"].default
+    )
+    module = templates["app/webhook-secret.bicep"]
+    assert any(d["type"] == "secure" for d in module["parameters"]["value"]["decorators"])
+    assert only(module, "Microsoft.KeyVault/vaults/secrets")["properties"]["value"] == "value"
+    call = {k: expr(v) for k, v in body(main["modules"]["appSettings"])["params"].items()}
+    assert call["webhookSecretUri"] == "empty(webhookSecret) ?  : webhookSecretRef.outputs.secretUri"
 
 
 def test_ticket_key_is_a_key_vault_reference(templates: dict[str, dict[str, Any]]) -> None:
@@ -581,8 +616,19 @@ def test_storage_is_identity_only_with_the_app_queues_tables_and_containers(
         "attachmentsContainerName": variables["attachmentsContainerName"],
         "deploymentContainerName": "<deployment>",
         "${outboundQueueName}-poison": variables["outboundQueueName"] + "-poison",
+        "webhookQueueName": variables["webhookQueueName"],
+        "${webhookQueueName}-poison": variables["webhookQueueName"] + "-poison",
     }
-    assert {resolve.get(q, q) for q in params["queues"]} == {"outbound-mail", "outbound-mail-poison", "mail-events"}
+    from shared.base.settings import Settings
+
+    webhooks = Settings.__dataclass_fields__["webhook_queue"].default
+    assert {resolve.get(q, q) for q in params["queues"]} == {
+        "outbound-mail",
+        "outbound-mail-poison",
+        "mail-events",
+        webhooks,
+        f"{webhooks}-poison",
+    }
     # Exactly what the code uses: in Azure the app creates none of them (shared/base/storage.py creates_missing).
     from shared.base.settings import (
         AUTHFLOWS_TABLE,
@@ -594,7 +640,8 @@ def test_storage_is_identity_only_with_the_app_queues_tables_and_containers(
     from shared.pacing.budget import BUDGETS_TABLE
     from shared.tokens.locks import LOCK_CONTAINER
 
-    code_tables = {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE, TOKEN_CACHES_TABLE, PARKED_TABLE}
+    code_tables = {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE, TOKEN_CACHES_TABLE}
+    code_tables |= {PARKED_TABLE}
     assert params["tables"] == "appTableNames" and set(variables["appTableNames"]) == code_tables
     resolve["lockContainerName"] = variables["lockContainerName"]
     assert {resolve.get(c, c) for c in params["containers"]} == {"mail-attachments", "<deployment>", LOCK_CONTAINER}
@@ -720,7 +767,13 @@ def test_role_assignments_least_privilege_for_app_host_and_deployer(templates: d
     assert _parameter_values()["deployerDataAccess"] == "${DEPLOYER_DATA_ACCESS=false}"
     assert call["tokenKeyName"] == "keyVault.outputs.tokenKeyName"
     assert call["appTableNames"] == "appTableNames"
-    assert call["hostQueueNames"] == ["outboundQueueName", "${outboundQueueName}-poison", "eventsQueueName"]
+    assert call["hostQueueNames"] == [
+        "outboundQueueName",
+        "${outboundQueueName}-poison",
+        "eventsQueueName",
+        "webhookQueueName",  # the webhook trigger and the sender's output binding (shared/base/webhooks.py)
+        "${webhookQueueName}-poison",
+    ]
     from shared.base.settings import (
         AUTHFLOWS_TABLE,
         CONNECTIONS_TABLE,
@@ -931,6 +984,7 @@ def test_every_app_setting_is_wired(templates: dict[str, dict[str, Any]]) -> Non
         "ENTRA_CLIENT_CREDENTIAL": "managed_identity",
         "KEY_VAULT_AUTH": "managed_identity",
         "ENABLE_SAMPLE_UI": "false",
+        "WEBHOOK_ALLOW_PRIVATE_TARGETS": "false",  # private webhook targets: local development only (SSRF)
     }
     for name, value in constants.items():
         assert settings[name] == value

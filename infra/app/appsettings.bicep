@@ -37,6 +37,16 @@ param allowedReturnOrigins string
 param callbackQueues string
 param outboundQueueName string
 param eventsQueueName string
+param webhookQueueName string
+@description('WEBHOOK_URL (empty: no webhooks).')
+param webhookUrl string
+@description('Versionless URI of the webhook secret in Key Vault (empty when there is none).')
+param webhookSecretUri string
+@allowed([
+  'none'
+  'base64'
+])
+param eventsMessageEncoding string
 param attachmentsContainerName string
 param refreshAfterDays int
 param refreshSchedule string
@@ -93,6 +103,12 @@ var coreSettings = {
   PUBLIC_BASE_URL: publicBaseUrl
   ALLOWED_RETURN_ORIGINS: allowedReturnOrigins
   CALLBACK_QUEUES: callbackQueues
+  EVENTS_MESSAGE_ENCODING: eventsMessageEncoding
+  // Signed webhooks (docs/events.md): the secret through Key Vault; private targets never in Azure (SSRF).
+  WEBHOOK_URL: webhookUrl
+  WEBHOOK_SECRET: empty(webhookSecretUri) ? '' : '@Microsoft.KeyVault(SecretUri=${webhookSecretUri})'
+  WEBHOOK_ALLOW_PRIVATE_TARGETS: 'false'
+  WEBHOOK_QUEUE: webhookQueueName
   // Keep-alive timer and limits.
   REFRESH_AFTER_DAYS: string(refreshAfterDays)
   REFRESH_SCHEDULE: refreshSchedule

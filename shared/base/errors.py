@@ -55,6 +55,9 @@ can help::
     │   ├── MailboxAccessDenied         access_denied
     │   ├── AttemptsExhausted           attempts_exhausted
     │   ├── DailyLimitReached           daily_limit_reached (held past DAILY_LIMIT_MAX_HOLD_SECONDS)
+    │   ├── MailboxUnavailable          mailbox_unavailable (no REST mailbox, no Exchange Online: fails fast)
+    │   ├── SendingBlocked              sending_blocked (Microsoft blocked submission: held, then failed)
+    │   ├── MailboxFull                 mailbox_full (over its storage quota: fails fast)
     │   └── OutcomeUnknown              outcome_unknown (the request may have been applied)
     └── TransientError                  try again later (transient=True)
         ├── Throttled                   throttled (carries retry_after seconds)
@@ -418,6 +421,44 @@ class DailyLimitReached(SendError):
     default_hint = (
         "The mailbox's daily recipient budget stayed used up for longer than DAILY_LIMIT_MAX_HOLD_SECONDS, so the "
         "message was not sent (Exchange would have NDR'd it and blocked the mailbox). Send it again later."
+    )
+
+
+class MailboxUnavailable(SendError):
+    """Graph has no mailbox to send from: 404 ``MailboxNotEnabledForRESTAPI`` (unlicensed, on-premises, inactive or
+    soft-deleted), or a 401 that a freshly redeemed token did not cure (a tenant without Exchange Online answers
+    ``OrganizationFromTenantGuidNotFound`` whatever the token). A connection state (shared/send/mailbox_state.py)."""
+
+    code = "mailbox_unavailable"
+    http_status = 409
+    default_hint = (
+        "Microsoft 365 has no usable mailbox for this connection (no Exchange Online licence, a mailbox hosted "
+        "on-premises, inactive or deleted, or no Exchange Online in the organisation). Messages fail at once until "
+        "the user reconnects or a periodic re-check finds the mailbox again; an IT administrator must fix the mailbox."
+    )
+
+
+class SendingBlocked(SendError):
+    """Microsoft refuses submissions from this mailbox (``ErrorMessageSubmissionBlocked``: e.g. a user restricted for
+    outbound spam; ``ErrorAccountSuspend``: a suspended consumer account). Messages are held, then fail."""
+
+    code = "sending_blocked"
+    http_status = 409
+    default_hint = (
+        "Microsoft has blocked this mailbox from sending (restricted for outbound spam, or the account is suspended). "
+        "Messages wait while Mailbridge re-checks; an administrator must release the user (Microsoft Defender, "
+        "Restricted entities) or the account owner must restore the account."
+    )
+
+
+class MailboxFull(SendError):
+    """The mailbox is over its storage quota (``ErrorQuotaExceeded``): nothing can be saved or sent."""
+
+    code = "mailbox_full"
+    http_status = 409
+    default_hint = (
+        "The mailbox is full (over its storage quota), so Microsoft refuses to send from it. The user must delete "
+        "mail or an administrator must raise the quota; messages fail at once until a re-check succeeds."
     )
 
 

@@ -86,6 +86,7 @@ class AppCredential:
         self._client_credential = client_credential
         self._apps: dict[str, msal.ConfidentialClientApplication] = {}
         self._lock = threading.Lock()
+        self._acquiring: dict[str, threading.Lock] = {}
         self._default_tenant = settings.entra_tenant if "-" in settings.entra_tenant else "organizations"
 
     def _app(self, tenant: str) -> msal.ConfidentialClientApplication:
@@ -105,10 +106,14 @@ class AppCredential:
     def get_token(
         self, *scopes: str, claims: str | None = None, tenant_id: str | None = None, enable_cae: bool = False, **_: Any
     ) -> AccessToken:
+        tenant = tenant_id or self._default_tenant
+        with self._lock:
+            acquiring = self._acquiring.setdefault(tenant, threading.Lock())
         try:
-            result = self._app(tenant_id or self._default_tenant).acquire_token_for_client(
-                list(scopes), claims_challenge=claims
-            )
+            # One request per tenant at a time: callers that found no token wait for the first one's and take it
+            # from MSAL's cache, instead of each asking Entra for its own (a cold instance's first burst).
+            with acquiring:
+                result = self._app(tenant).acquire_token_for_client(list(scopes), claims_challenge=claims)
         except _MSAL_FAILURES as exc:
             raise ClientAuthenticationError(message=f"app credential: {type(exc).__name__}") from exc
         return _access_token(result, "app credential")

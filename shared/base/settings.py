@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from shared.base.clouds import CLOUDS, Cloud
 from shared.base.errors import SettingsError
+from shared.base.webhook_config import parse_webhook_secrets, parse_webhook_url
 
 VERSION = "0.1.0"
 
@@ -36,6 +37,8 @@ HOST_QUEUE_PREFIX = "azure-webjobs-"  # the Functions host's own queues (blob tr
 # functionTimeout of 10 minutes; each refresh in flight is a thread with its own HTTP connections.
 KEEPALIVE_MAX_RUN_SECONDS = 540
 KEEPALIVE_MAX_CONCURRENCY = 64
+# Signed webhooks (shared/base/webhooks.py): the queue they are delivered from, and the message encodings of events.
+EVENT_ENCODINGS = ("none", "base64")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -107,6 +110,14 @@ class Settings:
     # The app registration's home tenant (ENTRA_HOME_TENANT): where the app's own credential is checked before a
     # refused refresh is blamed on it (shared/tokens/app_credential.py AppCredentialProbe). "" = not known.
     entra_home_tenant: str = ""
+    # Signed webhooks (docs/events.md): WEBHOOK_URL ("" = off), its whsec_ secrets (two during a rotation), whether
+    # private, loopback and link-local targets (and http) are allowed (local development only), the delivery queue.
+    webhook_url: str = ""
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    webhook_allow_private_targets: bool = False
+    webhook_queue: str = "webhook-deliveries"
+    # How events are written to EVENTS_QUEUE and callback queues (EVENTS_MESSAGE_ENCODING): plain text or base64.
+    events_message_encoding: str = "none"
     version: str = VERSION
 
     @property
@@ -132,6 +143,14 @@ class Settings:
     @property
     def outbound_poison_queue(self) -> str:
         return f"{self.outbound_queue}-poison"
+
+    @property
+    def webhooks_enabled(self) -> bool:
+        return bool(self.webhook_url)
+
+    @property
+    def webhook_poison_queue(self) -> str:
+        return f"{self.webhook_queue}-poison"
 
     @property
     def allowed_callback_queues(self) -> frozenset[str]:
@@ -268,6 +287,13 @@ def _callback_queues(env: Mapping[str, str], outbound: str) -> tuple[str, ...]:
     return names
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = (_get(env, name, choices[0]) or choices[0]).lower()
+    if value not in choices:
+        raise SettingsError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 _MULTI_TENANT = frozenset({"organizations", "common", "consumers"})
 
 
@@ -315,9 +341,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     outbound = _get(env, "OUTBOUND_QUEUE", "outbound-mail") or "outbound-mail"
     events = _get(env, "EVENTS_QUEUE", "mail-events") or "mail-events"
-    for name, value in (("OUTBOUND_QUEUE", outbound), ("EVENTS_QUEUE", events)):
+    webhook_queue = _get(env, "WEBHOOK_QUEUE", "webhook-deliveries") or "webhook-deliveries"
+    for name, value in (("OUTBOUND_QUEUE", outbound), ("EVENTS_QUEUE", events), ("WEBHOOK_QUEUE", webhook_queue)):
         if not _QUEUE_RE.match(value):
             raise SettingsError(name, f"is not a valid queue name: {value!r}")
+    if webhook_queue in {outbound, events, f"{outbound}-poison"}:
+        raise SettingsError("WEBHOOK_QUEUE", "must be a queue of its own")
+    allow_private = _bool(env, "WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+    webhook_url = parse_webhook_url("WEBHOOK_URL", _get(env, "WEBHOOK_URL") or "", allow_private=allow_private)
 
     return Settings(
         entra_client_id=_get(env, "ENTRA_CLIENT_ID", required=True) or "",
@@ -364,6 +395,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         keepalive_concurrency=_int(env, "KEEPALIVE_CONCURRENCY", 4, 1, KEEPALIVE_MAX_CONCURRENCY),
         keepalive_run_seconds=_int(env, "KEEPALIVE_RUN_SECONDS", 480, 10, KEEPALIVE_MAX_RUN_SECONDS),
         entra_home_tenant=_home_tenant(env, tenant),
+        webhook_url=webhook_url,
+        webhook_secrets=parse_webhook_secrets("WEBHOOK_SECRET", _get(env, "WEBHOOK_SECRET") or "", webhook_url),
+        webhook_allow_private_targets=allow_private,
+        webhook_queue=webhook_queue,
+        events_message_encoding=_choice(env, "EVENTS_MESSAGE_ENCODING", EVENT_ENCODINGS),
     )
 
 

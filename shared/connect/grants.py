@@ -272,6 +272,7 @@ class GrantService:
             conn.scopes = grant.scopes
             conn.status = "connected"
             conn.last_error_code = conn.last_error_message = conn.last_error_reason = None
+            conn.clear_mailbox_state()  # the way back from a mailbox state (shared/send/mailbox_state.py)
             conn.last_refreshed_at = now
             s.connections.set_refresh_due(conn, now + s.settings.refresh_after_days * 86400)
             s.connections.save(conn)

@@ -110,6 +110,7 @@ class Delivery:
     callback_queue: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     unindexed: bool = False  # its outgoing-log index row may be missing: the next write inserts it first
+    token_refreshed: bool = False  # Graph refused a token and a fresh one was forced for it: another 401 is final
     etag: str = field(default="", repr=False, compare=False)  # of the row as last read or written; not stored
     stored_status: str = field(default="", repr=False, compare=False)  # the row's own status as last read/written
     run: str = field(default="", repr=False, compare=False)  # not stored: the queue message being processed

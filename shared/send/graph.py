@@ -8,7 +8,8 @@ mapped to the exception tree with that question answered:
 - it may have been applied (500/502/504, read timeout, connection reset after the request went out,
   on a call that changes state): ``OutcomeUnknown`` — the caller decides (see docs/sending.md);
 - Graph refused it for good (403 ErrorSendAsDenied, 413, invalid recipients, ...): a permanent
-  ``SendError`` subclass.
+  ``SendError`` subclass; refusals about the mailbox itself (not enabled for REST, submission blocked, full)
+  get their own (``MailboxUnavailable``, ``SendingBlocked``, ``MailboxFull``).
 
 Every exception and result carries Graph's ``request-id`` (what Microsoft support asks for).
 """
@@ -53,6 +54,18 @@ _BY_GRAPH_CODE: dict[str, type[errors.MailbridgeError]] = {
     "InvalidInternetMessageHeader": errors.InvalidHeader,
     "InvalidInternetMessageHeaderCollection": errors.TooManyHeaders,
     "RequestEntityTooLarge": errors.MessageTooLarge,
+}
+# Refusals about the mailbox, not the request (docs/emulator.md "Isolation faults"; Exchange's ServiceError
+# enumeration, learn.microsoft.com/dotnet/api/microsoft.exchange.webservices.data.serviceerror). Graph's status
+# for the consumer codes is unconfirmed (403 assumed; 507 "maximum storage quota" for a full mailbox would be a
+# 5xx), so these are looked up by code before the status decides. shared/send/mailbox_state.py turns them into
+# connection states.
+_MAILBOX_CODES: dict[str, type[errors.MailbridgeError]] = {
+    "MailboxNotEnabledForRESTAPI": errors.MailboxUnavailable,
+    "ErrorMessageSubmissionBlocked": errors.SendingBlocked,
+    "ErrorAccountSuspend": errors.SendingBlocked,
+    "ErrorQuotaExceeded": errors.MailboxFull,
+    "ErrorExceededMessageLimit": errors.DailyLimitReached,  # Outlook.com's rolling message quota (WASCL)
 }
 
 
@@ -176,6 +189,8 @@ class GraphClient:
         code, message = _graph_error(resp)
         extra = {"graph_request_id": request_id, "graph_code": code or None, "graph_status": status}
         detail = f"Graph {status} {code}: {message}".strip()
+        if code in _MAILBOX_CODES and status not in (401, 429, 503):
+            return _MAILBOX_CODES[code](detail=detail, **extra)
         if status == 429:
             return errors.Throttled(retry_after=retry_after_seconds(resp.headers.get("Retry-After"), 5.0), **extra)
         if status == 503:

@@ -24,6 +24,7 @@ so a copy finds it ``sending`` (backs off) or final (acknowledged, not sent agai
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -72,6 +73,16 @@ class ParkingLot:
     @property
     def table(self):
         return self.storage.table(PARKED_TABLE)
+
+    def put(self, text: str, delay: float = 0.0) -> None:
+        """``text`` on the outbound queue, invisible for ``delay`` seconds; a wait over PARK_AFTER_SECONDS parked."""
+        if delay > PARK_AFTER_SECONDS:
+            self.park(text, time.time() + delay)
+            return
+        visibility = math.ceil(delay) if delay > 0 else None
+        self.storage.queue(self.settings.outbound_queue).send_message(
+            text, visibility_timeout=visibility, time_to_live=MESSAGE_TTL_SECONDS
+        )
 
     def park(self, text: str, due: float) -> None:
         """Keep ``text`` (a queue message) out of the queue until ``due`` (Unix time)."""

@@ -11,7 +11,6 @@ Only our own bugs or Storage outages raise, and then the Functions host retries 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
@@ -29,20 +28,14 @@ from shared.send.drafts import SEND_REQUESTED, TRANSIT_GRACE_S, discard_unsent, 
 from shared.send.graph import GraphClient, request_sizes
 from shared.send.ledger import MAX_RESCHEDULES, Ledger, Outcome
 from shared.send.limits import check_limits
-from shared.send.mail import (
-    INLINE,
-    SendMessage,
-    decode_payload,
-    parse_message,
-)
-from shared.send.parking import PARK_AFTER_SECONDS, ParkingLot
+from shared.send.mail import INLINE, SendMessage, decode_payload, parse_message
+from shared.send.mailbox_state import Clearance, MailboxStates, Verdict
+from shared.send.parking import ParkingLot
 from shared.send.schedule import hold_until_due
 from shared.tokens.store import Connection, ConnectionStore
 from shared.tokens.tokens import TokenService
 
 logger = logging.getLogger(__name__)
-
-MAX_DELAY_SECONDS = 6 * 86400  # queue visibility must stay below the 7-day message TTL
 
 
 class Sender:
@@ -57,6 +50,7 @@ class Sender:
         deliveries: DeliveryStore,
         events: EventPublisher,
         attachments: AttachmentStore,
+        mailbox_states: MailboxStates,
         max_reschedules: int = MAX_RESCHEDULES,
     ) -> None:
         self.settings = settings
@@ -68,6 +62,7 @@ class Sender:
         self.deliveries = deliveries
         self.events = events
         self.attachments = attachments
+        self.mailbox_states = mailbox_states  # may the mailbox send at all: asked once per attempt, like pacing
         self.ledger = Ledger(deliveries, events, attachments, max_reschedules)
         self.parking = ParkingLot(settings, storage)  # waits over PARK_AFTER_SECONDS wait there, not on the queue
         self._token_locks: dict[str, threading.Lock] = {}
@@ -117,15 +112,8 @@ class Sender:
         return self.ledger.finish(msg, found, "failed", errors.ProcessingFailed())
 
     def enqueue(self, text: str, delay: float = 0.0) -> None:
-        """Put a message on the outbound queue, invisible for ``delay`` seconds; a longer wait than
-        PARK_AFTER_SECONDS is parked instead (shared/send/parking.py: invisible messages count for scale-out)."""
-        if delay > PARK_AFTER_SECONDS:
-            self.parking.park(text, time.time() + delay)
-            return
-        visibility = min(MAX_DELAY_SECONDS, math.ceil(delay)) if delay > 0 else None
-        self.storage.queue(self.settings.outbound_queue).send_message(
-            text, visibility_timeout=visibility, time_to_live=7 * 86400
-        )
+        """Put a message on the outbound queue, invisible for ``delay`` seconds, or park a longer wait (parking.py)."""
+        self.parking.put(text, delay)
 
     def process(self, raw: bytes | str | dict[str, Any], queue_message_id: str, source: str = "queue") -> Outcome:
         msg = self._parse(raw, queue_message_id)
@@ -147,8 +135,9 @@ class Sender:
         # The row as this instance read it at most CONNECTION_CACHE_S ago (store.py): the bound within which
         # another instance's disconnect or reauth_required stops sends here (docs/sending.md).
         conn = self.connections.recent(msg.connection_id)
-        if conn is not None and conn.status == "connected" and not _has_scope(conn, "Mail.ReadWrite"):
-            done = self._send_new(msg, source, run, conn)
+        clearance = self.mailbox_states.ask(conn) if conn is not None and conn.status == "connected" else None
+        if clearance and not clearance.state and not _has_scope(conn, "Mail.ReadWrite"):
+            done = self._send_new(msg, source, run, conn, clearance)
             if done is not None:
                 return done
         found = self.ledger.claim(msg, source, run=run)
@@ -177,20 +166,32 @@ class Sender:
             uploads, body = self._plan(msg, conn)
         except errors.MailbridgeError as exc:
             return self.ledger.finish(msg, record, _plan_status(exc), exc)
+        assert clearance is not None  # connected
+        if not clearance.admitted:  # the mailbox cannot send: fail fast, or wait for its next re-probe
+            return self._mailbox_verdict(msg, record, clearance.verdict(record.held_since))
         draft_mode = self._use_drafts(msg, conn, uploads)
         record.mode = "draft" if draft_mode else "sendMail"
         budget_of, record.mailbox = self._budget_of(msg, conn, draft_mode)
         admission = self.budget.admit(budget_of, msg.recipient_count())
         if not admission.admitted:
             return self._not_admitted(msg, record, admission)
-        record.reason, record.held_since = "", 0.0
+        # Admitted; a re-probe of a held mailbox keeps its hold clock (the longest hold counts from the first hold).
+        record.reason, record.held_since = "", record.held_since if clearance.probe else 0.0
         done = self._attempt(
-            msg, conn, admission, uploads, body, draft_mode, lambda claim: self._claim(msg, record) if claim else record
+            msg,
+            conn,
+            (admission, clearance),
+            uploads,
+            body,
+            draft_mode,
+            lambda claim: self._claim(msg, record) if claim else record,
         )
         assert done is not None  # this row is never None
         return done
 
-    def _send_new(self, msg: SendMessage, source: str, run: str, conn: Connection) -> Outcome | None:
+    def _send_new(
+        self, msg: SendMessage, source: str, run: str, conn: Connection, clearance: Clearance
+    ) -> Outcome | None:
         """The common case, a new id of a connection that can only use sendMail: the plan, the mailbox's budget
         and the token first (no Storage call while the share and the token last), then the row inserted
         already ``sending`` with its lease (the claim: exactly one copy's insert wins; one call instead of an
@@ -213,7 +214,7 @@ class Sender:
         return self._attempt(
             msg,
             conn,
-            admission,
+            (admission, clearance),
             uploads,
             body,
             False,
@@ -302,7 +303,7 @@ class Sender:
         self,
         msg: SendMessage,
         conn: Connection,
-        admission: Admission,
+        asked: tuple[Admission, Clearance],
         uploads: list[str],
         body: str,
         draft_mode: bool,
@@ -312,7 +313,9 @@ class Sender:
         message's row claimed for sending, ``row(False)`` the row to record a failure before the claim on (an
         Outcome: this copy must not send; None: the general path decides). The admission is reported exactly
         once: when Graph has answered, or at whatever ends the attempt before it (the slot is Graph's
-        concurrency, so the answer's row and event are written after)."""
+        concurrency, so the answer's row and event are written after); Graph's answer goes to the mailbox's
+        clearance too."""
+        admission, clearance = asked
         try:
             try:
                 token = self._token(conn)
@@ -338,6 +341,10 @@ class Sender:
                 refused = exc
         finally:
             admission.report()
+        own = record.mailbox == conn.mailbox.lower()
+        verdict = clearance.report(refused, own, record.token_refreshed, record.held_since)
+        if verdict is not None:  # a draft Graph refused for good was discarded already (drafts.py)
+            return self._mailbox_verdict(msg, record, verdict)
         if refused is not None:
             return self._refused(msg, conn, token, record, draft_mode, refused)
         record.graph_request_id = request_id
@@ -363,10 +370,12 @@ class Sender:
             delay = self._backoff(record, exc)
             if exc.extra.get("token_rejected"):
                 # Graph says the token is no good although it has not expired by our clock (revoked, or
-                # clocks disagree): redeem the refresh token now, which also tells us if the grant is dead.
+                # clocks disagree): redeem the refresh token now (at most once per message, and per connection
+                # once a FORCED_REFRESH_FLOOR_S), which also tells us if the grant is dead. Another 401 for this
+                # message is the mailbox's (mailbox_state.py), not the token's.
+                record.token_refreshed = True
                 try:
-                    self.tokens.forget(conn.connection_id)
-                    self.tokens.refresh(conn, force=True)
+                    self.tokens.refresh_rejected(conn)
                     delay = 1.0
                 except errors.ReauthRequired as reauth:
                     return self._reauth_failed(msg, conn, record, reauth)
@@ -386,6 +395,15 @@ class Sender:
             lock = self._token_locks.setdefault(conn.connection_id, threading.Lock())
         with lock:
             return self.tokens.access_token(conn)
+
+    def _mailbox_verdict(self, msg: SendMessage, record: Delivery, verdict: Verdict) -> Outcome:
+        """The mailbox's state decided: failed now, or held (a wait for the mailbox, like pacing's daily limit)."""
+        if verdict.delay <= 0:
+            return self.ledger.finish(msg, record, "failed", verdict.error)
+        record.reason, record.held_since = verdict.reason, record.held_since or time.time()
+        record.waits += 1
+        logger.info("Message %s held (%s): retry in %.0fs", msg.id, verdict.reason, verdict.delay)
+        return self.ledger.reschedule(msg, record, verdict.delay, verdict.error)
 
     def _reauth_failed(
         self, msg: SendMessage, conn: Connection, record: Delivery, exc: errors.ReauthRequired

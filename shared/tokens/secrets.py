@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
 import time
 from functools import cached_property
 from urllib.parse import urlsplit
 
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
 from azure.keyvault.secrets import SecretClient
@@ -193,27 +195,44 @@ class TokenKey(_KeyVaultCalls):
         super().__init__(settings, max_attempts)
         self.calls = {"wrap": 0, "unwrap": 0}
         self._by_kid: dict[str, CryptographyClient] = {}
+        self._kid_lock = threading.Lock()
+        self._credential_lock = threading.Lock()
+        self._credential: TokenCredential | None = None
+
+    @property
+    def credential(self) -> TokenCredential:
+        """One credential (one token cache) for every client of the key: a cold instance signs in to the vault once,
+        not once per client (wrap, each key version's unwrap) nor once per concurrent first caller."""
+        with self._credential_lock:
+            if self._credential is None:
+                self._credential = key_vault_credential(self.settings)
+            return self._credential
 
     @cached_property
     def client(self) -> CryptographyClient:
         """The latest version of the key (wraps)."""
         key_id = f"{self.settings.key_vault_url.rstrip('/')}/keys/{self.settings.key_vault_key_name}"
-        return CryptographyClient(key_id, key_vault_credential(self.settings), **_client_kwargs(self.settings))
+        return CryptographyClient(key_id, self.credential, **_client_kwargs(self.settings))
 
     def reset_clients(self) -> None:
         super().reset_clients()
-        self._by_kid.clear()
+        with self._kid_lock:
+            self._by_kid.clear()
+        with self._credential_lock:
+            self._credential = None
 
     def _for_kid(self, kid: str) -> CryptographyClient:
         """A client unwrapping with the version ``kid`` names (the latest one, or an older one after a rotation)."""
-        client = self._by_kid.get(kid)
-        if client is None:
-            client = CryptographyClient(kid, key_vault_credential(self.settings), **_client_kwargs(self.settings))
-            # Unwrapping needs the private half, which never leaves the vault: without this the SDK would first
-            # Get Key to try a local unwrap it cannot do (one more vault call on every cold instance's first send).
-            # The flag is the SDK's own "keys/get is forbidden" switch (azure-keyvault-keys 4.11.3, pinned).
-            client._keys_get_forbidden = True
-            self._by_kid[kid] = client
+        with self._kid_lock:
+            return self._by_kid.get(kid) or self._new_for_kid(kid)
+
+    def _new_for_kid(self, kid: str) -> CryptographyClient:
+        client = CryptographyClient(kid, self.credential, **_client_kwargs(self.settings))
+        # Unwrapping needs the private half, which never leaves the vault: without this the SDK would first
+        # Get Key to try a local unwrap it cannot do (one more vault call on every cold instance's first send).
+        # The flag is the SDK's own "keys/get is forbidden" switch (azure-keyvault-keys 4.11.3, pinned).
+        client._keys_get_forbidden = True
+        self._by_kid[kid] = client
         return client
 
     def wrap(self, data_key: bytes) -> tuple[str, bytes]:

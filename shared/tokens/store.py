@@ -24,7 +24,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableTransactionError
+from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared.base.errors import ExpiredLink, InvalidState, NotFound
 from shared.base.formats import is_safe_key
@@ -80,6 +80,20 @@ class Connection:
     # Why a reauth_required connection needs the user (app_removed_in_tenant, app_disabled_in_tenant, mfa_required...)
     last_error_reason: str | None = None
     refresh_due_at: float = 0.0
+    # Whether the mailbox may send, as Graph last said (shared/send/mailbox_state.py; "" = it sends): shared by
+    # every instance, cleared by a reconnect or a successful re-probe.
+    mailbox_state: str = ""  # "" | mailbox_unavailable | sending_blocked | mailbox_full | sending_quota
+    mailbox_state_code: str = ""  # Graph's error code that put it there
+    mailbox_state_since: float = 0.0  # when this episode began
+    mailbox_probe_at: float = 0.0  # when one message may next go to Graph as the re-probe
+    mailbox_probes: int = 0  # re-probes refused in this episode (the backoff grows with it)
+    token_forced_at: float = 0.0  # last refresh forced by a Graph 401 (the per-connection floor, tokens.py)
+
+    def clear_mailbox_state(self) -> None:
+        """The mailbox sends again (a reconnect, or a re-probe Graph accepted)."""
+        self.mailbox_state = self.mailbox_state_code = ""
+        self.mailbox_state_since = self.mailbox_probe_at = 0.0
+        self.mailbox_probes = 0
 
     def to_entity(self) -> dict[str, Any]:
         data = asdict(self)
@@ -115,6 +129,16 @@ class Connection:
             "last_error": (
                 {"code": self.last_error_code, "reason": self.last_error_reason, "message": self.last_error_message}
                 if self.last_error_code
+                else None
+            ),
+            "mailbox_state": (
+                {
+                    "state": self.mailbox_state,
+                    "graph_code": self.mailbox_state_code or None,
+                    "since": _iso(self.mailbox_state_since),
+                    "next_check_at": _iso(self.mailbox_probe_at),
+                }
+                if self.mailbox_state
                 else None
             ),
             "features_missing": features_missing or [],
@@ -194,6 +218,34 @@ class ConnectionStore:
         self._remember(conn)
         if index:
             self.table.upsert_entity({"PartitionKey": user_partition(conn.user_ref), "RowKey": conn.connection_id})
+
+    def change(self, connection_id: str, edit: Callable[[Connection], bool], tries: int = 5) -> tuple[Connection, bool]:
+        """Read the row, let ``edit`` change it (False: nothing to change) and write it back only if no one wrote it
+        in between (ETag); on a conflict read again. Returns the row as read or written and whether this call wrote
+        it: of several instances making the same change, exactly one gets True (it emits the event). NotFound when
+        there is no such connection."""
+        for _ in range(tries):
+            try:
+                entity = self.table.get_entity(connection_id, CONNECTION_ROW)
+            except ResourceNotFoundError:
+                raise NotFound(f"No connection {connection_id}.") from None
+            conn = Connection.from_entity(entity)
+            if not edit(conn):
+                self._remember(conn)
+                return conn, False
+            conn.updated_at = time.time()
+            try:
+                self.table.update_entity(
+                    conn.to_entity(),
+                    mode=UpdateMode.REPLACE,
+                    etag=entity.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceModifiedError:
+                continue
+            self._remember(conn)
+            return conn, True
+        return self.get(connection_id), False
 
     def for_user(self, user_ref: str) -> list[Connection]:
         rows = self.table.query_entities(

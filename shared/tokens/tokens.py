@@ -42,6 +42,10 @@ from shared.tokens.store import Connection, ConnectionStore
 logger = logging.getLogger(__name__)
 
 EARLY_REFRESH_SECONDS = 300  # never hand out a token with less than 5 minutes to live
+# At most one refresh forced by Graph's 401 per connection in this long, whatever the instance (issue 25 item 3):
+# a tenant without Exchange Online answers 401 whatever the token, and Entra throttles a client that redeems the
+# same refresh token in a loop (AADSTS50196).
+FORCED_REFRESH_FLOOR_S = 60.0
 
 
 @dataclass
@@ -160,6 +164,23 @@ class TokenService:
             if fresh.status != "connected":
                 raise ReauthRequired(detail=f"connection is {fresh.status}", reason=fresh.last_error_code)
             return self._refresh_held(held, fresh, force=force)
+
+    def refresh_rejected(self, conn: Connection) -> bool:
+        """Graph refused a token that has not expired by our clock (revoked, clocks disagree): forget it and redeem
+        the refresh token, unless a refresh was forced for this connection less than FORCED_REFRESH_FLOOR_S ago by
+        any instance (the row says when, read under the lease): then the stored cache holds that fresh token and
+        the next :meth:`access_token` reads it. True when this call redeemed. ReauthRequired when the grant is dead."""
+        self.forget(conn.connection_id)
+        with self.locks.hold(conn.connection_id) as held:
+            fresh = self.connections.get(conn.connection_id)
+            if fresh.status != "connected":
+                raise ReauthRequired(detail=f"connection is {fresh.status}", reason=fresh.last_error_code)
+            now = self.clock()
+            if fresh.token_forced_at <= now < fresh.token_forced_at + FORCED_REFRESH_FLOOR_S:
+                return False
+            fresh.token_forced_at = now
+            self._refresh_held(held, fresh, force=True)
+            return True
 
     def refresh_if_due(self, connection_id: str, refreshed_before: float) -> RefreshOutcome | Connection:
         """The keep-alive's refresh: under the lease, read the row once and, when it is connected and its
