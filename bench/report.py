@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from bench import b8_latency
+
 REPRO = "make bench   # = scripts/dev.sh bootstrap, bench/setup.sh, .venv/bin/python -m bench"
 MAILBRIDGE = "Mailbridge (queue path)"
 DAY_S = 86_400
@@ -142,6 +144,8 @@ def console(results: dict[str, Any]) -> str:
         out += ["B6 scale-out", *b6_table(results["b6"]), ""]
     if results.get("b7"):
         out += ["B7 capacity", *b7_table(results["b7"]), ""]
+    if results.get("b8"):
+        out += ["B8 latency", *b8_latency.table(results["b8"]), ""]
     return "\n".join(out)
 
 
@@ -306,6 +310,8 @@ def document(results: dict[str, Any], plots: list[str]) -> str:
         lines += _b6_section(results["b6"], plots, m)
     if results.get("b7"):
         lines += _b7_section(results["b7"])
+    if results.get("b8"):
+        lines += b8_latency.section(results["b8"])
     return "\n".join(lines)
 
 
