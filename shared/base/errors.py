@@ -1,4 +1,4 @@
-"""The one exception tree of Mailbridge.
+"""The one exception tree of Mailbridge. Nothing here imports a framework: adapters map ``http_status`` and ``code``.
 
 Every error a user, an operator or a producer can meet has a stable ``code`` (part of the public
 contract: it appears in HTTP error bodies, redirect query strings, delivery records and events),
@@ -63,8 +63,6 @@ can help::
         ├── Throttled                   throttled (carries retry_after seconds)
         ├── TemporarilyUnavailable      temporarily_unavailable
         └── AppCredentialFailed         app_credential_failed (Entra refused the app's own credential: operator)
-
-Nothing here imports a framework: adapters map ``http_status`` and ``code`` to their world.
 """
 
 from __future__ import annotations
@@ -332,8 +330,7 @@ class AppCredentialFailed(TransientError):
 
 
 # --- send pipeline (issue 5) ------------------------------------------------------------------------
-# Rejections of a mailbridge.send/v1 message: all InvalidMessage, so HTTP callers get a 400 and queue
-# messages are recorded as ``rejected`` once instead of being retried.
+# Rejections of a mailbridge.send/v1 message, all InvalidMessage: HTTP 400, or queue messages recorded ``rejected``.
 
 
 class InvalidJson(InvalidMessage):
@@ -388,10 +385,7 @@ class SendAsNotEnabled(InvalidMessage):
 
 class InvalidSendAt(InvalidMessage):
     code = "invalid_send_at"
-    default_hint = (
-        "send_at must be an RFC 3339 time in UTC (e.g. 2030-01-31T09:00:00Z), not in the past and at most 30 days "
-        "ahead. Leave it out to send now."
-    )
+    default_hint = "send_at must be RFC 3339 in UTC (2030-01-31T09:00:00Z), from now to 30 days ahead; or left out."
 
 
 class CallbackQueueNotAllowed(InvalidMessage):
@@ -485,10 +479,7 @@ class MailboxAddressUnknown(Conflict):
 
 class NotCancelable(Conflict):
     code = "not_cancelable"
-    default_hint = (
-        "Only a message that has not started sending (scheduled, paced or held) can be canceled; this one is being "
-        "sent or already has its final status. GET the message for its status."
-    )
+    default_hint = "Only a message not yet sending (scheduled, paced, held) can be canceled: GET it for its status."
 
 
 class HostNotAllowed(InputError):
