@@ -631,11 +631,18 @@ def test_storage_is_identity_only_with_the_app_queues_tables_and_containers(
         f"{webhooks}-poison",
     }
     # Exactly what the code uses: in Azure the app creates none of them (shared/base/storage.py creates_missing).
-    from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE, TOKEN_CACHES_TABLE
+    from shared.base.settings import (
+        AUTHFLOWS_TABLE,
+        CONNECTIONS_TABLE,
+        DELIVERIES_TABLE,
+        PARKED_TABLE,
+        TOKEN_CACHES_TABLE,
+    )
     from shared.pacing.budget import BUDGETS_TABLE
     from shared.tokens.locks import LOCK_CONTAINER
 
     code_tables = {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE, TOKEN_CACHES_TABLE}
+    code_tables |= {PARKED_TABLE}
     assert params["tables"] == "appTableNames" and set(variables["appTableNames"]) == code_tables
     resolve["lockContainerName"] = variables["lockContainerName"]
     assert {resolve.get(c, c) for c in params["containers"]} == {"mail-attachments", "<deployment>", LOCK_CONTAINER}
@@ -768,7 +775,13 @@ def test_role_assignments_least_privilege_for_app_host_and_deployer(templates: d
         "webhookQueueName",  # the webhook trigger and the sender's output binding (shared/base/webhooks.py)
         "${webhookQueueName}-poison",
     ]
-    from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE, TOKEN_CACHES_TABLE
+    from shared.base.settings import (
+        AUTHFLOWS_TABLE,
+        CONNECTIONS_TABLE,
+        DELIVERIES_TABLE,
+        PARKED_TABLE,
+        TOKEN_CACHES_TABLE,
+    )
     from shared.pacing.budget import BUDGETS_TABLE
 
     assert set(variables["appTableNames"]) == {
@@ -777,6 +790,7 @@ def test_role_assignments_least_privilege_for_app_host_and_deployer(templates: d
         DELIVERIES_TABLE,
         BUDGETS_TABLE,
         TOKEN_CACHES_TABLE,
+        PARKED_TABLE,
     }
     # No assignment anywhere else (in particular none at subscription or group scope).
     for path, template in templates.items():
