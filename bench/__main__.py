@@ -20,6 +20,7 @@ from bench import (
     b5_keepalive,
     b6_scaleout,
     b7_capacity,
+    b8_latency,
     machine,
     report,
 )
@@ -38,7 +39,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="the smallest sizes that still run every code path (tests/test_bench_smoke.py; figures mean nothing)",
     )
-    p.add_argument("--only", default="b1,b2,b3,b4,b5,b6,b7", help="comma-separated subset, e.g. b3,b5")
+    p.add_argument("--only", default="b1,b2,b3,b4,b5,b6,b7,b8", help="comma-separated subset, e.g. b3,b5")
     p.add_argument("--cold-runs", type=int, default=7)
     p.add_argument("--latency-ms", type=int, default=50, help="latency of Graph, Entra and Key Vault in B1's 2nd run")
     p.add_argument("--b3-messages", type=int, default=2000)
@@ -57,6 +58,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=10_000_000,
         help="connections B7's scaled Key Vault limits stand for (1M with 10x headroom)",
     )
+    p.add_argument("--b8-latency-ms", type=int, default=50, help="Graph, Entra and Key Vault latency in B8")
     p.add_argument("--no-doc", action="store_true", help="print the table only")
     p.add_argument("--results", type=Path, help="also write the raw results as JSON here")
     return p.parse_args(argv)
@@ -138,6 +140,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"B7: a simulated day of {n} connections under Key Vault's limits ...", flush=True)
             size = {"instances": 2, "rounds": 2, "round_s": 1.0} if smoke else {}
             results["b7"] = b7_capacity.run(stack, connections=n, target_connections=args.b7_target, **size)
+        if "b8" in only:
+            size = "smoke" if smoke else "quick" if q else "full"
+            print(f"B8: latency, enqueue to sent, with the parking lot full ({size}) ...", flush=True)
+            results["b8"] = b8_latency.run(stack, size=size, latency_ms=args.b8_latency_ms)
     finally:
         stack.stop()
     print(report.console(results))

@@ -29,8 +29,8 @@ measure (0 at the target load); the peak share of the scaled key budget any 10-s
 per day feed docs/capacity.md.
 
 What B7 cannot show: its active connections (hundreds) fit every instance's data-key cache (``TokenCacheStore``,
-10,000 keys) and access-token cache (``TokenService``, 5,000), so each instance unwraps a connection once. At 100,000
-active connections a day they no longer fit and unwraps approach one per email (docs/capacity.md).
+TOKEN_KEY_CACHE_SIZE, 100,000 keys by default), so each instance unwraps a connection once. With more active
+connections a day than that they no longer fit and unwraps approach one per email (docs/capacity.md).
 """
 
 from __future__ import annotations

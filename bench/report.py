@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from bench import b8_latency
+
 REPRO = "make bench   # = scripts/dev.sh bootstrap, bench/setup.sh, .venv/bin/python -m bench"
 MAILBRIDGE = "Mailbridge (queue path)"
 DAY_S = 86_400
@@ -142,6 +144,8 @@ def console(results: dict[str, Any]) -> str:
         out += ["B6 scale-out", *b6_table(results["b6"]), ""]
     if results.get("b7"):
         out += ["B7 capacity", *b7_table(results["b7"]), ""]
+    if results.get("b8"):
+        out += ["B8 latency", *b8_latency.table(results["b8"]), ""]
     return "\n".join(out)
 
 
@@ -306,6 +310,8 @@ def document(results: dict[str, Any], plots: list[str]) -> str:
         lines += _b6_section(results["b6"], plots, m)
     if results.get("b7"):
         lines += _b7_section(results["b7"])
+    if results.get("b8"):
+        lines += b8_latency.section(results["b8"])
     return "\n".join(lines)
 
 
@@ -655,9 +661,9 @@ def _b7_section(r: dict[str, Any]) -> list[str]:
         f" {sweep.get('wall_s', 0):.1f} s ({sweep_rate:.1f} / s while the day's traffic ran;",
         f"  {total} connections need {total / 60:.0f} keep-alive refreshes a day at REFRESH_AFTER_DAYS=60).",
         f"- **What this run cannot show**: its {r['active']} active connections fit every instance's data-key cache",
-        "  (10,000 keys) and access-token cache (5,000), so an instance unwraps a connection once. With 100,000 active",
-        "  connections a day (1M connections at this mix) they do not fit, and unwraps approach one per email:",
-        "  docs/capacity.md works that case out.",
+        "  (TOKEN_KEY_CACHE_SIZE, 100,000 keys by default), so an instance unwraps a connection once. With more active",
+        "  connections a day than that, they do not fit, and unwraps approach one per email: docs/capacity.md works",
+        "  that case out.",
         "",
     ]
 

@@ -53,6 +53,17 @@ def get_message(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
+@messages_bp.route(route="messages/{message_id}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+@api
+def cancel_message(req: func.HttpRequest) -> func.HttpResponse:
+    """Cancel a message not yet sending: DELETE /api/messages/{id}?connection_id=...&user_ref=... -> 200 with the
+    record (status ``canceled``); 409 ``not_cancelable`` once it is sending or final; 404 for an unknown id."""
+    params = req.params
+    return json_response(
+        _intake().cancel(req.route_params["message_id"], params.get("connection_id"), params.get("user_ref"))
+    )
+
+
 @messages_bp.route(route="connections/{connection_id}/test", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @api
 def send_test_message(req: func.HttpRequest) -> func.HttpResponse:

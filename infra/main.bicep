@@ -205,13 +205,15 @@ var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(t
 var attachmentsContainerName = 'mail-attachments'
 var lockContainerName = 'mailbridge-locks' // per-connection refresh leases (shared/tokens/locks.py)
 // Every table the app uses; mailboxbudgets holds the per-mailbox sending budgets shared by all instances
-// (shared/pacing/budget.py); tokencaches the sealed MSAL token caches (shared/tokens/cache_store.py).
+// (shared/pacing/budget.py); tokencaches the sealed MSAL token caches (shared/tokens/cache_store.py);
+// parkedmessages the waits longer than 30 s, kept out of the trigger queue until due (shared/send/parking.py).
 var appTableNames = [
   'connections'
   'authflows'
   'deliveries'
   'mailboxbudgets'
   'tokencaches'
+  'parkedmessages'
 ]
 var outboundQueueName = 'outbound-mail'
 var eventsQueueName = 'mail-events'

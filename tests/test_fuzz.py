@@ -26,7 +26,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shared.base import errors
-from shared.send.mail import SendMessage, decode_payload, parse_message
+from shared.base.json_limits import decode_payload
+from shared.send.mail import SendMessage, parse_message
 
 EXAMPLES = int(os.environ.get("MAILBRIDGE_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(

@@ -631,11 +631,18 @@ def test_storage_is_identity_only_with_the_app_queues_tables_and_containers(
         f"{webhooks}-poison",
     }
     # Exactly what the code uses: in Azure the app creates none of them (shared/base/storage.py creates_missing).
-    from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE, TOKEN_CACHES_TABLE
+    from shared.base.settings import (
+        AUTHFLOWS_TABLE,
+        CONNECTIONS_TABLE,
+        DELIVERIES_TABLE,
+        PARKED_TABLE,
+        TOKEN_CACHES_TABLE,
+    )
     from shared.pacing.budget import BUDGETS_TABLE
     from shared.tokens.locks import LOCK_CONTAINER
 
     code_tables = {CONNECTIONS_TABLE, AUTHFLOWS_TABLE, DELIVERIES_TABLE, BUDGETS_TABLE, TOKEN_CACHES_TABLE}
+    code_tables |= {PARKED_TABLE}
     assert params["tables"] == "appTableNames" and set(variables["appTableNames"]) == code_tables
     resolve["lockContainerName"] = variables["lockContainerName"]
     assert {resolve.get(c, c) for c in params["containers"]} == {"mail-attachments", "<deployment>", LOCK_CONTAINER}
@@ -768,7 +775,13 @@ def test_role_assignments_least_privilege_for_app_host_and_deployer(templates: d
         "webhookQueueName",  # the webhook trigger and the sender's output binding (shared/base/webhooks.py)
         "${webhookQueueName}-poison",
     ]
-    from shared.base.settings import AUTHFLOWS_TABLE, CONNECTIONS_TABLE, DELIVERIES_TABLE, TOKEN_CACHES_TABLE
+    from shared.base.settings import (
+        AUTHFLOWS_TABLE,
+        CONNECTIONS_TABLE,
+        DELIVERIES_TABLE,
+        PARKED_TABLE,
+        TOKEN_CACHES_TABLE,
+    )
     from shared.pacing.budget import BUDGETS_TABLE
 
     assert set(variables["appTableNames"]) == {
@@ -777,6 +790,7 @@ def test_role_assignments_least_privilege_for_app_host_and_deployer(templates: d
         DELIVERIES_TABLE,
         BUDGETS_TABLE,
         TOKEN_CACHES_TABLE,
+        PARKED_TABLE,
     }
     # No assignment anywhere else (in particular none at subscription or group scope).
     for path, template in templates.items():
@@ -1091,6 +1105,7 @@ LOG_ALERTS = {
     "credential-failures": ("traces", '"app_credential_failed"'),
     "function-failures": ("requests", "success == false"),
     "health-503": ("requests", 'operation_Name == "health" and resultCode == "503"'),
+    "webhook-failures": ("traces", '"recorded on the poison queue"'),
 }
 
 
@@ -1155,7 +1170,18 @@ def test_alert_queries_are_the_ones_in_operations_md_and_reference_no_keys() -> 
         assert "ago(" not in query, key
         assert f"```kusto\n{query}```" in operations, f"docs/operations.md must show queries/{key}.kql verbatim"
     text = source("core/monitor/alerts.bicep") + "".join(p.read_text() for p in ALERT_QUERIES.glob("*.kql"))
-    for needle in ("listKeys", "InstrumentationKey", "ConnectionString", "apiKey", "sig=", "webhook", "AccountKey"):
+    # (webhookReceivers and serviceUri: an action group posting to a URL with a key in it; the alert on
+    # Mailbridge's own webhook deliveries is a query, not such a receiver.)
+    for needle in (
+        "listKeys",
+        "InstrumentationKey",
+        "ConnectionString",
+        "apiKey",
+        "sig=",
+        "webhookReceivers",
+        "serviceUri",
+        "AccountKey",
+    ):
         assert needle.lower() not in text.lower(), needle
     # The outcome queries read the line shared/base/telemetry.py writes.
     from shared.base import telemetry
@@ -1204,3 +1230,12 @@ def test_the_token_key_its_audit_log_and_the_alert_on_anyone_else_opening_tokens
     call = {k: expr(v) for k, v in body(main["modules"]["alerts"])["params"].items()}
     assert call["appPrincipalId"] == "identity.outputs.principalId"
     assert call["logAnalyticsName"] == "monitoring.outputs.logAnalyticsName"
+
+
+def test_the_webhook_alert_matches_the_lines_the_dispatcher_logs() -> None:
+    """The alert's phrases are the ones shared/base/webhooks.py logs when it gives a delivery up."""
+    code = (REPO / "shared" / "base" / "webhooks.py").read_text(encoding="utf-8")
+    query = (ALERT_QUERIES / "webhook-failures.kql").read_text(encoding="utf-8")
+    for phrase in ("recorded on the poison queue", "not retried"):
+        assert phrase in query and phrase in code, phrase
+    assert re.search(r'logger\.error\(\s*"Webhook ', code), "the lines start with 'Webhook ' as the query expects"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.base import errors
+from shared.base.json_limits import decode_payload
 from shared.base.settings import load_settings
 from shared.send.graph import request_sizes
 from shared.send.limits import attachment_plan, check_limits
@@ -17,7 +18,6 @@ from shared.send.mail import (
     INLINE,
     SCHEMA_ID,
     UPLOAD,
-    decode_payload,
     parse_message,
     schema_text,
 )

@@ -175,7 +175,7 @@ resource appStorageQueueDataMessageSender 'Microsoft.Authorization/roleAssignmen
 }
 
 // Storage Table Data Contributor on each of the app's tables (connections, authflows, deliveries,
-// mailboxbudgets), not the account.
+// mailboxbudgets, tokencaches, parkedmessages), not the account.
 resource appStorageTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (table, i) in appTableNames: {
   name: guid(appTables[i].id, appPrincipalId, roles.storageTableDataContributor)
   scope: appTables[i]

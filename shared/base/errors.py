@@ -1,9 +1,8 @@
-"""The one exception tree of Mailbridge.
+"""The one exception tree of Mailbridge. Nothing here imports a framework: adapters map ``http_status`` and ``code``.
 
-Every error a user, an operator or a producer can meet has a stable ``code`` (part of the public
-contract: it appears in HTTP error bodies, redirect query strings, delivery records and events),
-a sentence telling them what to do, and a ``transient`` flag saying whether trying again later
-can help::
+Every error a user, an operator or a producer can meet has a stable ``code`` (part of the public contract: it
+appears in HTTP error bodies, redirect query strings, delivery records and events), a sentence telling them what
+to do, and a ``transient`` flag saying whether trying again later can help::
 
     MailbridgeError                     code="internal_error"
     ├── SettingsError                   missing or malformed app setting (fails at start)
@@ -16,10 +15,9 @@ can help::
     │   │   ├── InvalidBlobName         invalid_blob_name (a blob name outside the rules or this message's prefix)
     │   │   ├── InvalidHeader           invalid_header
     │   │   │   └── TooManyHeaders      too_many_headers (Graph takes 5 internetMessageHeaders, ours included)
-    │   │   ├── InvalidMessageId        invalid_message_id (in_reply_to, references, internet_message_id) ┐ defined in
-    │   │   ├── InvalidListUnsubscribe  invalid_list_unsubscribe (https/mailto; one_click needs https)    │ shared/send/
-    │   │   ├── DuplicateInternetMessageId duplicate_internet_message_id (another message's)           ┘ mail_headers.py
+    │   │   ├── InvalidMessageId, InvalidListUnsubscribe, DuplicateInternetMessageId: in shared/send/mail_headers.py
     │   │   ├── SendAsNotEnabled        send_as_not_enabled
+    │   │   ├── InvalidSendAt           invalid_send_at (send_at not RFC 3339 UTC, in the past, or > 30 days ahead)
     │   │   └── CallbackQueueNotAllowed callback_queue_not_allowed
     │   ├── ReturnUrlNotAllowed         return_url_not_allowed (400)
     │   ├── NotFound                    not_found              (404)
@@ -27,7 +25,8 @@ can help::
     │   │   └── SampleUiDisabled        not_found (the sample page is off)
     │   ├── Conflict                    conflict               (409)
     │   │   ├── ResultUsed              result_used            (409: a connect result claimed twice)
-    │   │   └── MailboxAddressUnknown   mailbox_address_unknown (409: no email address known for the mailbox)
+    │   │   ├── MailboxAddressUnknown   mailbox_address_unknown (409: no email address known for the mailbox)
+    │   │   └── NotCancelable           not_cancelable (409: the message is being sent or already final)
     │   ├── HostNotAllowed              host_not_allowed       (403: the sample page on another Host)
     │   ├── OriginNotAllowed            origin_not_allowed     (403: a cross-site change through the sample page)
     │   ├── JsonRequired                json_required          (400: a sample-page change without a JSON body)
@@ -64,8 +63,6 @@ can help::
         ├── Throttled                   throttled (carries retry_after seconds)
         ├── TemporarilyUnavailable      temporarily_unavailable
         └── AppCredentialFailed         app_credential_failed (Entra refused the app's own credential: operator)
-
-Nothing here imports a framework: adapters map ``http_status`` and ``code`` to their world.
 """
 
 from __future__ import annotations
@@ -333,8 +330,7 @@ class AppCredentialFailed(TransientError):
 
 
 # --- send pipeline (issue 5) ------------------------------------------------------------------------
-# Rejections of a mailbridge.send/v1 message: all InvalidMessage, so HTTP callers get a 400 and queue
-# messages are recorded as ``rejected`` once instead of being retried.
+# Rejections of a mailbridge.send/v1 message, all InvalidMessage: HTTP 400, or queue messages recorded ``rejected``.
 
 
 class InvalidJson(InvalidMessage):
@@ -385,6 +381,11 @@ class UnknownConnection(NotFound):
 class SendAsNotEnabled(InvalidMessage):
     code = "send_as_not_enabled"
     default_hint = "Sending as another mailbox ('from') needs ENABLE_SHARED_MAILBOXES=true and a reconnect."
+
+
+class InvalidSendAt(InvalidMessage):
+    code = "invalid_send_at"
+    default_hint = "send_at must be RFC 3339 in UTC (2030-01-31T09:00:00Z), from now to 30 days ahead; or left out."
 
 
 class CallbackQueueNotAllowed(InvalidMessage):
@@ -474,6 +475,11 @@ class MailboxAddressUnknown(Conflict):
         "no email claim), so it sends no test message to it. The mailbox still sends; to fix the address, the user "
         "connects again once their account has an email address."
     )
+
+
+class NotCancelable(Conflict):
+    code = "not_cancelable"
+    default_hint = "Only a message not yet sending (scheduled, paced, held) can be canceled: GET it for its status."
 
 
 class HostNotAllowed(InputError):

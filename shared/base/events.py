@@ -1,8 +1,9 @@
 """Outcome events on the events queue (EVENTS_QUEUE): CloudEvents 1.0 JSON, plain text, one per outcome.
 
 Types (``type`` is ``mailbridge.`` + the name): ``message.sent``, ``message.failed``,
-``message.unknown``, ``message.rejected``, ``connection.reauth_required``, and once per episode of a mailbox
-state (shared/send/mailbox_state.py) ``connection.mailbox_unavailable``, ``connection.sending_blocked``,
+``message.unknown``, ``message.rejected``, ``message.canceled`` (DELETE /api/messages/{id}),
+``connection.reauth_required``, and once per episode of a mailbox state (shared/send/mailbox_state.py)
+``connection.mailbox_unavailable``, ``connection.sending_blocked``,
 ``connection.mailbox_full``, ``connection.sending_quota``, then ``connection.mailbox_restored`` when it ends.
 The shape is CloudEvents' structured JSON mode, so Event Grid, Logic Apps and Functions can route them unchanged::
 

@@ -14,8 +14,14 @@ running sum is the depth. Extra memory is bounded by the chunk size (a few MB at
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from array import array
 from itertools import accumulate
+from typing import Any
+
+from shared.base import errors
 
 MAX_DEPTH = 64
 
@@ -55,3 +61,34 @@ def nesting_exceeds(raw: bytes, limit: int = MAX_DEPTH) -> bool:
                 return True
             depth = levels[-1]
     return False
+
+
+def decode_payload(raw: bytes | str) -> Any:
+    """Queue message text -> JSON value. Plain JSON, or base64-encoded JSON (the Functions SDK default)."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise errors.InvalidJson(detail="not UTF-8") from None
+    stripped = text.strip()
+    if stripped.startswith(("{", "[")):
+        _shallow(stripped)
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise errors.InvalidJson(detail=f"JSON error at character {exc.pos}") from None
+    try:
+        decoded = base64.b64decode(stripped, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        raise errors.InvalidJson() from None
+    _shallow(decoded)
+    try:
+        return json.loads(decoded)
+    except ValueError:  # JSONDecodeError is a ValueError
+        raise errors.InvalidJson() from None
+
+
+def _shallow(text: str) -> None:
+    """InvalidJson for text nested deeper than json_limits.MAX_DEPTH: json.loads would recurse into a
+    RecursionError (the message retried to the poison queue instead of recorded rejected)."""
+    if nesting_exceeds(text.encode("utf-8")):
+        raise errors.InvalidJson(detail=f"nested more than {MAX_DEPTH} levels deep")

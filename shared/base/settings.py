@@ -27,6 +27,8 @@ AUTHFLOWS_TABLE = "authflows"
 DELIVERIES_TABLE = "deliveries"
 # Sealed MSAL token caches, one row per connection (shared/tokens/cache_store.py).
 TOKEN_CACHES_TABLE = "tokencaches"  # noqa: S105 - a table name
+# Messages waiting longer than a short bound, out of the trigger queue until due (shared/send/parking.py).
+PARKED_TABLE = "parkedmessages"
 
 _TENANT_RE = re.compile(r"^(organizations|common|consumers|[0-9a-fA-F-]{36}|[A-Za-z0-9.-]+\.[A-Za-z]{2,})$")
 _QUEUE_RE = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")

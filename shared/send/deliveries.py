@@ -21,7 +21,8 @@ id>``. Rows move through::
     queued ──> sending ──> sent | failed | unknown
        │  ^       │
        │  └───────┘ (429/503 before anything was applied: back to queued, rescheduled)
-       └──> rejected (validation) / failed (reauth_required, attempts_exhausted)
+       ├──> rejected (validation) / failed (reauth_required, attempts_exhausted)
+       └──> canceled (DELETE /api/messages/{id}: ETag-guarded, only from queued; shared/send/intake.py)
 
 ``sending`` is written *before* Graph is called, with a lease: whoever inserts the row already ``sending``
 (sendMail-only connections: the insert is the claim, one call) or changes ``queued`` to ``sending``
@@ -48,7 +49,7 @@ from shared.base.settings import DELIVERIES_TABLE
 from shared.base.storage import StorageClients
 from shared.send.mail_headers import DuplicateInternetMessageId
 
-FINAL = frozenset({"sent", "failed", "unknown", "rejected"})
+FINAL = frozenset({"sent", "failed", "unknown", "rejected", "canceled"})
 STATUSES = frozenset({"queued", "sending"}) | FINAL
 # Outgoing-log index rows share the record's partition: RowKey ``~t<13-digit inverted ms>-<message id>``,
 # newest first in key order. '~' sorts after every character a message id may hold, so the index range

@@ -4,18 +4,23 @@ delivery record, and send a test message to a connected mailbox itself."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 from shared.base import errors
-from shared.send.deliveries import Delivery
+from shared.base.telemetry import log_outcome
+from shared.send.deliveries import Delivery, RecordContended
+from shared.send.drafts import SEND_REQUESTED
 from shared.send.graph import request_sizes
 from shared.send.limits import check_limits
 from shared.send.mail import SendMessage, parse_message
+from shared.send.schedule import SCHEDULED, check_send_at
 from shared.tokens.store import Connection
 
 if TYPE_CHECKING:
+    from shared.base.events import EventPublisher
     from shared.base.settings import Settings
     from shared.send.attachments import AttachmentStore
     from shared.send.deliveries import DeliveryStore
@@ -32,6 +37,7 @@ class IntakeServices(Protocol):
     connections: ConnectionStore
     deliveries: DeliveryStore
     attachments: AttachmentStore
+    events: EventPublisher
     sender: Sender
 
 
@@ -56,6 +62,8 @@ class MessageIntake:
         """Validate and enqueue; (202, {id, status_url}) — or (200, ...) when this id was already accepted.
         With ``user_ref``, a connection of another user_ref is refused as unknown (see ConnectionStore.get)."""
         msg = parse_message(body)
+        now = time.time()
+        check_send_at(msg, now)
         self._usable_connection(msg.connection_id, user_ref)
         self.s.attachments.measure(msg)
         if msg.total_bytes() > self.settings.max_message_bytes:
@@ -72,11 +80,14 @@ class MessageIntake:
             callback_queue=msg.callback.queue if msg.callback else None,
             metadata=msg.metadata,
         )
+        due = msg.due_at
+        if due is not None and due > now:  # scheduled: GET and DELETE see it waiting; it is parked till due
+            record.reason, record.next_attempt_at = SCHEDULED, due
         if not self.s.deliveries.create(record):
             return self._replay(msg)
         try:
             queued = self.s.attachments.offload(msg)
-            self.s.sender.enqueue(queued.to_queue_json())
+            self.s.sender.enqueue(queued.to_queue_json(), (due - time.time()) if due else 0.0)
         except Exception:
             self.s.deliveries.delete(msg.connection_id, msg.id)  # let the caller retry the same id
             raise
@@ -110,6 +121,36 @@ class MessageIntake:
         if found is None:
             raise errors.NotFound(f"No message {message_id} for this connection.")
         return found.public_view()
+
+    def cancel(self, message_id: str, connection_id: str | None, user_ref: str | None = None) -> dict[str, Any]:
+        """Cancel a message that has not started sending (``queued``: scheduled, paced or held): its row goes to
+        the final status ``canceled`` (ETag-guarded: a worker that claims it first wins, and then this is 409
+        ``not_cancelable``; a worker that comes second finds it final and drops its copy), with its event. A
+        DELETE repeated after it succeeded answers the canceled record again."""
+        if not connection_id:
+            raise errors.InvalidRequest("connection_id is required (message ids are unique per connection).")
+        owned = user_ref is None or self.s.connections.find(connection_id, user_ref=user_ref) is not None
+        for _ in range(5):
+            found = self.s.deliveries.get(connection_id, message_id) if owned else None
+            if found is None:
+                raise errors.NotFound(f"No message {message_id} for this connection.")
+            if found.status == "canceled":
+                return found.public_view()
+            if found.status != "queued" or found.phase == SEND_REQUESTED:
+                raise errors.NotCancelable(detail=f"the message is {found.status}", status=found.status)
+            if found.error_code == errors.OutcomeUnknown.code:  # queued to be resent: the last try may have sent it
+                raise errors.NotCancelable(detail="a previous attempt may have sent it", status=found.status)
+            found.status, found.reason = "canceled", ""
+            found.completed_at, found.lease_until, found.next_attempt_at = time.time(), 0.0, 0.0
+            found.event_emitted, found.finished_by = True, "cancel"
+            try:
+                self.s.deliveries.update(found)
+            except RecordContended:  # a worker claimed it (or the hold was rewritten) meanwhile: look again
+                continue
+            log_outcome("send", "canceled", message_id=message_id, connection_id=connection_id)
+            self.s.events.message_outcome(found)
+            return found.public_view()
+        raise errors.TemporarilyUnavailable(detail="the message record kept changing; try again")
 
     def send_test(self, connection_id: str, user_ref: str | None = None) -> tuple[int, dict[str, Any]]:
         """Send a short message from the mailbox to itself, now (through the normal pipeline)."""

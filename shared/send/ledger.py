@@ -107,6 +107,8 @@ class Ledger:
             # message again, publish it again (same CloudEvents id, events.event_id). Other copies of the id
             # (a producer's duplicate) are acknowledged silently. No flag write per email is needed for this.
             logger.info("Message %s already %s: acknowledged, not sent again", msg.id, record.status)
+            if record.status == "canceled":  # its copy came back from the parking lot: the blobs it offloaded go
+                self.attachments.cleanup(msg)
             if not record.event_emitted or (run and record.finished_by == run):
                 self.emit(record)
             return Outcome("duplicate", msg.id, msg.connection_id, record=record)
@@ -169,7 +171,12 @@ class Ledger:
         try:
             self.deliveries.update(record)
         except RecordContended:
-            # We own the send; a concurrent writer can only be a stale duplicate. Ours is the truth.
+            # We own the send; a concurrent writer can only be a stale duplicate, or a cancel of a row this copy
+            # had read `queued` and never claimed (it sent nothing): the cancel stands.
+            current = self.deliveries.get(msg.connection_id, msg.id)
+            if current is not None and current.status == "canceled":
+                logger.info("Message %s was canceled meanwhile: %s not recorded", msg.id, status)
+                return Outcome("duplicate", msg.id, msg.connection_id, record=current)
             self.deliveries.update(record, force=True)
         log_outcome(
             "send",

@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import json
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,7 +29,6 @@ from pydantic_core import PydanticCustomError
 
 from shared.base import errors
 from shared.base.formats import QUEUE_NAME_PATTERN
-from shared.base.json_limits import MAX_DEPTH, nesting_exceeds
 from shared.send.mail_headers import (
     CONTROL_BUT_TAB_PATTERN,
     CONTROL_PATTERN,
@@ -76,6 +76,10 @@ HEADER_NAME_PATTERN = r"^[Xx]-[A-Za-z0-9-]{1,62}$"
 RESERVED_HEADER_PATTERN = r"^[Xx]-[Mm][Aa][Ii][Ll][Bb][Rr][Ii][Dd][Gg][Ee]-"  # x-mailbridge-*, any case
 CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$"
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+# send_at: RFC 3339 in UTC, to the second or finer ("Z" or "+00:00"); the range (now .. 30 days) is checked where
+# "now" is known (shared/send/schedule.py).
+SEND_AT_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|\+00:00)$"
+_SEND_AT_RE = re.compile(SEND_AT_PATTERN)
 _ADDRESS_RE = re.compile(ADDRESS_PATTERN)
 _HEADER_NAME_RE = re.compile(HEADER_NAME_PATTERN)
 _CONTENT_TYPE_RE = re.compile(CONTENT_TYPE_PATTERN)
@@ -88,6 +92,7 @@ NO_CONTROL_BUT_TAB: dict[str, Any] = {"not": {"pattern": CONTROL_BUT_TAB_PATTERN
 # Custom pydantic error types that map to our own exception classes (everything else: invalid_message).
 _ERROR_CLASSES: dict[str, type[errors.MailbridgeError]] = {
     "header_injection": errors.HeaderInjection,
+    "invalid_send_at": errors.InvalidSendAt,
     "invalid_blob_name": errors.InvalidBlobName,
     "invalid_header": errors.InvalidHeader,
     "invalid_message_id": InvalidMessageId,
@@ -115,6 +120,17 @@ def _blob_name(value: str | None) -> str | None:
 
 # The published form of a blob field (the runtime check is _blob_name: the same pattern and length).
 BLOB_FIELD: dict[str, Any] = {"pattern": BLOB_PATTERN, "maxLength": BLOB_MAX_LENGTH}
+
+
+def _is_utc_time(value: str) -> bool:
+    """RFC 3339 in UTC (SEND_AT_PATTERN) and a date that exists (not 2030-02-30)."""
+    if not _SEND_AT_RE.match(value):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 class Address(BaseModel):
@@ -332,6 +348,11 @@ class SendMessage(BaseModel):
         default="record",
         description="If Graph may have sent it but did not confirm (5xx/timeout): record 'unknown', or resend",
     )
+    send_at: str | None = Field(
+        default=None,
+        description="Send at this time (RFC 3339, UTC), from now to 30 days ahead; never before it",
+        json_schema_extra={"format": "date-time", "pattern": SEND_AT_PATTERN},
+    )
     metadata: dict[str, str] = Field(
         default_factory=dict,
         max_length=16,
@@ -346,6 +367,18 @@ class SendMessage(BaseModel):
     @classmethod
     def _subject(cls, value: str) -> str:
         return no_controls(value, "the subject", tab=True) or ""
+
+    @field_validator("send_at")
+    @classmethod
+    def _send_at(cls, value: str | None) -> str | None:
+        if value is not None and not _is_utc_time(value):
+            raise PydanticCustomError("invalid_send_at", "not an RFC 3339 time in UTC like 2030-01-31T09:00:00Z")
+        return value
+
+    @property
+    def due_at(self) -> float | None:
+        """``send_at`` as a Unix time, or None (send now)."""
+        return datetime.fromisoformat(self.send_at).timestamp() if self.send_at else None
 
     @field_validator("headers")
     @classmethod
@@ -425,37 +458,6 @@ class SendMessage(BaseModel):
         return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
 
 
-def decode_payload(raw: bytes | str) -> Any:
-    """Queue message text -> JSON value. Plain JSON, or base64-encoded JSON (the Functions SDK default)."""
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-    except UnicodeDecodeError:
-        raise errors.InvalidJson(detail="not UTF-8") from None
-    stripped = text.strip()
-    if stripped.startswith(("{", "[")):
-        _shallow(stripped)
-        try:
-            return json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise errors.InvalidJson(detail=f"JSON error at character {exc.pos}") from None
-    try:
-        decoded = base64.b64decode(stripped, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
-        raise errors.InvalidJson() from None
-    _shallow(decoded)
-    try:
-        return json.loads(decoded)
-    except ValueError:  # JSONDecodeError is a ValueError
-        raise errors.InvalidJson() from None
-
-
-def _shallow(text: str) -> None:
-    """InvalidJson for text nested deeper than json_limits.MAX_DEPTH: json.loads would recurse into a
-    RecursionError (the message retried to the poison queue instead of recorded rejected)."""
-    if nesting_exceeds(text.encode("utf-8")):
-        raise errors.InvalidJson(detail=f"nested more than {MAX_DEPTH} levels deep")
-
-
 def parse_message(data: Any) -> SendMessage:
     """Validate a decoded JSON value; raise the InvalidMessage subclass for the first problem found."""
     if not isinstance(data, dict):
@@ -466,6 +468,8 @@ def parse_message(data: Any) -> SendMessage:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"]) or "$"
         cls = _ERROR_CLASSES.get(first["type"], errors.InvalidMessage)
+        if first["loc"][:1] == ("send_at",):  # not a string at all: still the send_at code
+            cls = errors.InvalidSendAt
         reason = first["msg"]
         if first["type"] == "extra_forbidden":
             reason = "unknown field (check the spelling against docs/schema/send-v1.json)"

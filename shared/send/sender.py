@@ -11,7 +11,6 @@ Only our own bugs or Storage outages raise, and then the Functions host retries 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 from shared.base import errors
 from shared.base.events import EventPublisher
+from shared.base.json_limits import decode_payload
 from shared.base.settings import Settings
 from shared.base.storage import StorageClients
 from shared.pacing.admission import Admission, Mailbox, Pacer
@@ -30,14 +30,14 @@ from shared.send.drafts import SEND_REQUESTED, TRANSIT_GRACE_S, discard_unsent, 
 from shared.send.graph import GraphClient, request_sizes
 from shared.send.ledger import MAX_RESCHEDULES, Ledger, Outcome
 from shared.send.limits import check_limits, upload_bytes
-from shared.send.mail import INLINE, SendMessage, decode_payload, parse_message
+from shared.send.mail import INLINE, SendMessage, parse_message
 from shared.send.mailbox_state import Clearance, MailboxStates, Verdict
+from shared.send.parking import ParkingLot
+from shared.send.schedule import hold_until_due
 from shared.tokens.store import Connection, ConnectionStore
 from shared.tokens.tokens import TokenService
 
 logger = logging.getLogger(__name__)
-
-MAX_DELAY_SECONDS = 6 * 86400  # queue visibility must stay below the 7-day message TTL
 
 
 class Sender:
@@ -66,6 +66,7 @@ class Sender:
         self.attachments = attachments
         self.mailbox_states = mailbox_states  # may the mailbox send at all: asked once per attempt, like pacing
         self.ledger = Ledger(deliveries, events, attachments, max_reschedules)
+        self.parking = ParkingLot(settings, storage)  # waits over PARK_AFTER_SECONDS wait there, not on the queue
         self._token_locks: dict[str, threading.Lock] = {}
         self._token_guard = threading.Lock()
         self.transit_grace_s = TRANSIT_GRACE_S  # how long an ambiguous draft send is looked for (drafts.py)
@@ -113,11 +114,8 @@ class Sender:
         return self.ledger.finish(msg, found, "failed", errors.ProcessingFailed())
 
     def enqueue(self, text: str, delay: float = 0.0) -> None:
-        """Put a message on the outbound queue, invisible for ``delay`` seconds."""
-        visibility = min(MAX_DELAY_SECONDS, math.ceil(delay)) if delay > 0 else None
-        self.storage.queue(self.settings.outbound_queue).send_message(
-            text, visibility_timeout=visibility, time_to_live=7 * 86400
-        )
+        """Put a message on the outbound queue, invisible for ``delay`` seconds, or park a longer wait (parking.py)."""
+        self.parking.put(text, delay)
 
     def process(self, raw: bytes | str | dict[str, Any], queue_message_id: str, source: str = "queue") -> Outcome:
         msg = self._parse(raw, queue_message_id)
@@ -134,6 +132,8 @@ class Sender:
 
     # --- the pipeline -------------------------------------------------------------------------------------
     def _process(self, msg: SendMessage, source: str, run: str = "") -> Outcome:
+        if msg.send_at is not None and (held := hold_until_due(self.ledger, msg, source, run)) is not None:
+            return held  # not due yet on this instance's clock (shared/send/schedule.py): never sent early
         # The row as this instance read it at most CONNECTION_CACHE_S ago (store.py): the bound within which
         # another instance's disconnect or reauth_required stops sends here (docs/sending.md).
         conn = self.connections.recent(msg.connection_id)

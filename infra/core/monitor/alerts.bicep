@@ -140,6 +140,16 @@ var logAlerts = [
     threshold: 0
     query: loadTextContent('queries/health-503.kql')
   }
+  {
+    key: 'webhook-failures'
+    displayName: 'Mailbridge: webhook deliveries failed'
+    description: 'Outcome events could not be delivered to WEBHOOK_URL after all attempts (about 4.5 hours), or the target was refused as private. The events are on the events queue; the deliveries on the webhook poison queue (docs/events.md).'
+    severity: 2
+    frequency: 'PT15M'
+    window: 'PT15M'
+    threshold: 0
+    query: loadTextContent('queries/webhook-failures.kql')
+  }
 ]
 
 resource logAlertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for alert in logAlerts: {
