@@ -289,6 +289,7 @@ ROUTES = [
     ("enqueue_message", "POST", []),
     ("list_messages", "GET", []),
     ("get_message", "GET", ["message_id"]),
+    ("cancel_message", "DELETE", ["message_id"]),
     ("connect_start", "GET", []),
     ("connect_callback", "GET", []),
     ("admin_consent", "GET", []),
