@@ -163,6 +163,7 @@ class Services:
             lease_s=s.mailbox_budget_lease_seconds,
             max_wait_s=s.mailbox_max_wait_seconds,
             give_back_idle=True,
+            tenant_limits=s.tenant_external_recipient_limits,
         )
         # A graceful stop gives the shares back, so a restart need not wait for their leases and a window.
         ref = weakref.ref(budget)

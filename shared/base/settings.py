@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from shared.base.clouds import CLOUDS, Cloud
 from shared.base.errors import SettingsError
+from shared.base.tenant_limits import TenantExternalLimit, parse_tenant_limits
 from shared.base.webhook_config import parse_webhook_secrets, parse_webhook_url
 
 VERSION = "0.1.0"
@@ -105,6 +106,8 @@ class Settings:
     mailbox_upload_bytes_per_window: int = 150_000_000
     mailbox_upload_window_seconds: float = 300.0
     daily_limit_max_hold_seconds: int = 3 * 86_400
+    # Opt-in per-tenant budgets of external recipients (TERRL; shared/pacing/tenant.py). Empty: off.
+    tenant_external_recipient_limits: tuple[TenantExternalLimit, ...] = ()
     send_as_endpoint: str = "me"  # "me": /me/sendMail with from; "users": /users/{from}/sendMail
     # Queues besides EVENTS_QUEUE a message's callback.queue may name (CALLBACK_QUEUES; default none).
     callback_queues: tuple[str, ...] = ()
@@ -402,6 +405,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         mailbox_upload_window_seconds=float(_int(env, "MAILBOX_UPLOAD_WINDOW_SECONDS", 300, 1, 3600)),
         daily_limit_max_hold_seconds=_int(env, "DAILY_LIMIT_MAX_HOLD_SECONDS", 3 * 86_400, 0, 6 * 86_400),
+        tenant_external_recipient_limits=parse_tenant_limits(_get(env, "TENANT_EXTERNAL_RECIPIENT_LIMITS") or ""),
         send_as_endpoint=_send_as_endpoint(env),
         callback_queues=_callback_queues(env, outbound),
         keepalive_concurrency=_int(env, "KEEPALIVE_CONCURRENCY", 4, 1, KEEPALIVE_MAX_CONCURRENCY),

@@ -10,7 +10,7 @@ shared/pacing imports them, bar the composition root that builds the budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,6 +29,7 @@ class Mailbox:
 
     tenant_id: str
     object_id: str  # or the lower-cased address of a `from` mailbox sent to via /users/{from}
+    address: str = field(default="", compare=False)  # its SMTP address: its domain is the tenant's (tenant.py)
     key: str = field(init=False, compare=False, repr=False)
     consumer: bool = field(init=False, compare=False, repr=False)  # a personal Outlook.com mailbox
 
@@ -40,8 +41,8 @@ class Mailbox:
 @dataclass
 class Admission:
     """The answer: ``admitted`` (a slot is held until :meth:`report`), or a ``delay`` in seconds with its
-    ``reason`` (concurrency | message_rate | share_pending | daily_limit | contended | upload_rate), or an
-    ``error`` (refused for good: over the per-message or the daily recipient limit)."""
+    ``reason`` (concurrency | message_rate | share_pending | daily_limit | contended | upload_rate |
+    tenant_external_limit), or an ``error`` (refused for good: over the per-message or the daily recipient limit)."""
 
     mailbox: str
     delay: float = 0.0
@@ -67,8 +68,9 @@ class Admission:
 class Pacer(Protocol):
     """What the sender needs of pacing (``Services.budget`` is one: shared/pacing/budget.py)."""
 
-    def admit(self, mailbox: Mailbox, recipients: int, upload_bytes: int = 0) -> Admission:
-        """May ``mailbox`` send one message to ``recipients`` people now, uploading ``upload_bytes`` of request
+    def admit(self, mailbox: Mailbox, recipients: int | Sequence[str], upload_bytes: int = 0) -> Admission:
+        """May ``mailbox`` send one message to ``recipients`` people now (a count, or their addresses: the tenant's
+        external-recipient budget counts those outside its domains), uploading ``upload_bytes`` of request
         bodies (Graph's 150 MB / 5 min upload limit; 0: a small message the upload budget does not count)? If
         not, when, and why?"""
         ...

@@ -40,16 +40,18 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
 from shared.base import errors
 from shared.base.storage import StorageClients
+from shared.base.tenant_limits import TenantExternalLimit
 from shared.pacing import budget_row as row
 from shared.pacing.admission import CONSUMER_TENANT_ID, Admission, Mailbox
 from shared.pacing.budget_row import BUDGETS_TABLE, Limits
 from shared.pacing.budget_view import MailboxView, Send, look_again_s
+from shared.pacing.tenant import TenantBudget
 from shared.pacing.uploads import UploadBudget
 
 __all__ = ["BUDGETS_TABLE", "CONSUMER_TENANT_ID", "Admission", "Limits", "Mailbox", "MailboxBudget"]
@@ -75,6 +77,7 @@ class MailboxBudget:
         clock: Callable[[], float] = time.time,
         instance_id: str | None = None,
         give_back_idle: bool = False,
+        tenant_limits: Iterable[TenantExternalLimit] = (),
     ) -> None:
         self.storage = storage
         self.work = work
@@ -94,6 +97,8 @@ class MailboxBudget:
         self.storage_calls = 0  # reads + writes of budget rows by this instance (bench/b6_scaleout.py)
         self.calls_by: dict[str, int] = {}  # the same, by why they were made
         self.uploads = UploadBudget(lambda: self.table, self.clock, self._count_call)
+        window = work.recipient_window_s
+        self.tenants = TenantBudget(lambda: self.table, self.clock, self._count_call, tenant_limits, window)
 
     def limits(self, mailbox: Mailbox) -> Limits:
         return self.consumer if mailbox.consumer else self.work
@@ -105,20 +110,25 @@ class MailboxBudget:
             return self._boxes[key]
 
     # --- the question -------------------------------------------------------------------------------------
-    def admit(self, mailbox: Mailbox, recipients: int, upload_bytes: int = 0) -> Admission:
-        """May this mailbox send one message to ``recipients`` people now, uploading ``upload_bytes``? Waits in
-        process up to ``max_wait_s`` for a free place rather than reschedule; otherwise says how long to wait and
-        why (``upload_rate``: Graph's upload limit, shared/pacing/uploads.py)."""
-        admission = self._admit_message(mailbox, recipients)
-        if upload_bytes <= 0 or not admission.admitted:
+    def admit(self, mailbox: Mailbox, recipients: int | Sequence[str], upload_bytes: int = 0) -> Admission:
+        """May this mailbox send one message to ``recipients`` (a count, or the addresses) now, uploading
+        ``upload_bytes``? Waits in process up to ``max_wait_s`` for a free place rather than reschedule; otherwise
+        says how long to wait and why (``tenant_external_limit``: the tenant's external recipients,
+        shared/pacing/tenant.py; ``upload_rate``: Graph's upload limit, shared/pacing/uploads.py)."""
+        addresses = () if isinstance(recipients, int) else tuple(recipients)
+        admission = self._admit_message(mailbox, recipients if isinstance(recipients, int) else len(addresses))
+        if not admission.admitted:
+            return admission
+        held = self.tenants.reserve(mailbox, addresses, self.grace_s)
+        if held.wait > 0:
+            return _held_back(admission, held.wait, held.reason)
+        if upload_bytes <= 0:
             return admission
         lim = self.limits(mailbox)
         wait, tag = self.uploads.reserve(mailbox.key, lim, upload_bytes, self.grace_s)
-        if tag is None:  # the slot is handed back unused: the message neither counts in the window nor is in flight
-            withdraw, admission.give_back = admission.give_back, None
-            if withdraw is not None:
-                withdraw(withdrawn=True)
-            return Admission(mailbox.key, wait, "upload_rate")
+        if tag is None:
+            self.tenants.withdraw(held)
+            return _held_back(admission, wait, "upload_rate")
         report = admission.give_back
 
         def give_back() -> None:
@@ -355,6 +365,15 @@ class MailboxBudget:
             return False
         grown = box.me
         return grown is not None and int(grown["k"]) > before
+
+
+def _held_back(admission: Admission, wait: float, reason: str) -> Admission:
+    """Not admitted after all: the slot is handed back unused (the message neither counts in the window nor is in
+    flight), and the message waits ``wait`` for ``reason``."""
+    withdraw, admission.give_back = admission.give_back, None
+    if withdraw is not None:
+        withdraw(withdrawn=True)
+    return Admission(admission.mailbox, wait, reason)
 
 
 def _why(box: MailboxView, me: dict[str, Any] | None, now: float, grace_s: float, recipients: int) -> str:

@@ -441,6 +441,9 @@ class SendMessage(BaseModel):
     def recipient_count(self) -> int:
         return len(self.to) + len(self.cc) + len(self.bcc)
 
+    def recipient_addresses(self) -> list[str]:
+        return [r.address for r in (*self.to, *self.cc, *self.bcc)]
+
     def is_composed(self) -> bool:
         """True when the message needs headers Graph takes only in MIME (threading, unsubscribe, a Message-ID)."""
         return bool(self.in_reply_to or self.references or self.list_unsubscribe or self.internet_message_id)

@@ -174,7 +174,7 @@ class Sender:
         draft_mode = self._use_drafts(msg, conn, uploads)
         record.mode = "draft" if draft_mode else "sendMail"
         budget_of, record.mailbox = self._budget_of(msg, conn, draft_mode)
-        admission = self.budget.admit(budget_of, msg.recipient_count(), upload_bytes(msg, uploads, body))
+        admission = self.budget.admit(budget_of, msg.recipient_addresses(), upload_bytes(msg, uploads, body))
         if not admission.admitted:
             return self._not_admitted(msg, record, admission)
         # Admitted; a re-probe of a held mailbox keeps its hold clock (the longest hold counts from the first hold).
@@ -207,7 +207,7 @@ class Sender:
             record = self.ledger.insert(msg, source, run, self._budget_of(msg, conn, False)[1])
             return None if record is None else self.ledger.finish(msg, record, _plan_status(exc), exc)
         budget_of, mailbox = self._budget_of(msg, conn, False)
-        admission = self.budget.admit(budget_of, msg.recipient_count(), upload_bytes(msg, uploads, body))
+        admission = self.budget.admit(budget_of, msg.recipient_addresses(), upload_bytes(msg, uploads, body))
         if not admission.admitted:
             found = self.ledger.insert(msg, source, run, mailbox) or self._found_row(msg, run, mailbox)
             return found if not isinstance(found, Delivery) else self._not_admitted(msg, found, admission)
@@ -262,14 +262,14 @@ class Sender:
     def _budget_of(self, msg: SendMessage, conn: Connection, draft_mode: bool) -> tuple[Mailbox, str]:
         """Which mailbox's budget the send counts against, and the mailbox's name for the row."""
         mailbox = conn.mailbox.lower()
-        budget_of = Mailbox(conn.tenant_id, conn.object_id)
+        budget_of = Mailbox(conn.tenant_id, conn.object_id, mailbox)
         if msg.from_ and self.settings.send_as_endpoint == "users" and not draft_mode:
             # /users/{from}/sendMail counts against the `from` mailbox, keyed by its principal name (check_limits
             # admits nothing else there, so no "x/../" spelling reaches this) lower-cased as Entra compares it;
             # the connected mailbox's own name keeps the budget of its object id, as /me sends do.
             named = msg.from_.address.lower()
             if named != mailbox:
-                mailbox, budget_of = named, Mailbox(conn.tenant_id, named)
+                mailbox, budget_of = named, Mailbox(conn.tenant_id, named, named)
         return budget_of, mailbox
 
     def _not_admitted(self, msg: SendMessage, record: Delivery, admission: Admission) -> Outcome:
@@ -286,7 +286,7 @@ class Sender:
         # daily recipients) is not a failed attempt: at 30 messages a minute a backlog to one mailbox takes hours,
         # and the back of it would run out of MAX_RESCHEDULES untried. The longest hold bounds it instead.
         record.waits += 1
-        daily = admission.reason == "daily_limit"
+        daily = admission.reason in ("daily_limit", "tenant_external_limit")  # a rolling 24-hour budget
         if now + admission.delay - record.held_since > self.settings.daily_limit_max_hold_seconds:
             waited = now - record.held_since
             err: errors.MailbridgeError = (
@@ -296,7 +296,7 @@ class Sender:
             )
             return self.ledger.finish(msg, record, "failed", err)
         if daily:
-            logger.info("Message %s held for the mailbox's daily recipient budget: %.0fs", msg.id, admission.delay)
+            logger.info("Message %s held for a daily budget (%s): %.0fs", msg.id, admission.reason, admission.delay)
         else:
             logger.info("Message %s paced (%s): retry in %.1fs", msg.id, admission.reason, admission.delay)
         return self.ledger.reschedule(msg, record, admission.delay, None)
