@@ -66,6 +66,9 @@ param allowedReturnOrigins string = ''
 @description('Queues (comma- or space-separated) a message\'s callback.queue may name besides the events queue (docs/producers.md). Empty: none. Queues named here must exist.')
 param callbackQueues string = ''
 
+@description('TENANT_EXTERNAL_RECIPIENT_LIMITS: opt-in per-tenant budgets of external recipients (Exchange Online\'s TERRL), a JSON object of tenant id -> license count (docs/settings.md). Empty: off.')
+param tenantExternalRecipientLimits string = ''
+
 @description('WEBHOOK_URL: https endpoint of the SaaS backend that receives every outcome event, signed (docs/events.md). Empty: no webhooks.')
 param webhookUrl string = ''
 
@@ -391,6 +394,7 @@ module appSettings 'app/appsettings.bicep' = {
     publicBaseUrl: publicBaseUrl
     allowedReturnOrigins: empty(allowedReturnOrigins) ? publicBaseUrl : allowedReturnOrigins
     callbackQueues: callbackQueues
+    tenantExternalRecipientLimits: tenantExternalRecipientLimits
     outboundQueueName: outboundQueueName
     eventsQueueName: eventsQueueName
     webhookQueueName: webhookQueueName

@@ -35,6 +35,8 @@ param publicBaseUrl string
 param allowedReturnOrigins string
 @description('CALLBACK_QUEUES: the callback queues producers may name besides the events queue.')
 param callbackQueues string
+@description('TENANT_EXTERNAL_RECIPIENT_LIMITS: per-tenant external-recipient budgets (JSON; empty: off).')
+param tenantExternalRecipientLimits string
 param outboundQueueName string
 param eventsQueueName string
 param webhookQueueName string
@@ -103,6 +105,7 @@ var coreSettings = {
   PUBLIC_BASE_URL: publicBaseUrl
   ALLOWED_RETURN_ORIGINS: allowedReturnOrigins
   CALLBACK_QUEUES: callbackQueues
+  TENANT_EXTERNAL_RECIPIENT_LIMITS: tenantExternalRecipientLimits
   EVENTS_MESSAGE_ENCODING: eventsMessageEncoding
   // Signed webhooks (docs/events.md): the secret through Key Vault; private targets never in Azure (SSRF).
   WEBHOOK_URL: webhookUrl
