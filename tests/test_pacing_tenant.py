@@ -164,3 +164,23 @@ def test_a_message_over_the_tenants_budget_waits_never_reaching_graph_and_an_upl
         assert _send(other, filler, [f"r{j}@example.net" for j in range(500)]).admitted
     assert _send(other, filler, [f"r{j}@example.net" for j in range(499)]).admitted
     assert not _send(other, filler, ["last@example.net"]).admitted
+
+
+def test_storage_trouble_at_the_tenants_row_hands_the_mailbox_slot_back(send_kit):
+    kit = send_kit()
+    kit.services.budget  # noqa: B018  (creates the budget table)
+    tid = str(uuid.uuid4())
+    budget = MailboxBudget(
+        kit.services.storage, Limits(), Limits(), max_wait_s=0.5, tenant_limits=[TenantExternalLimit(tid, 1)]
+    )
+    mailbox = Mailbox(tid, str(uuid.uuid4()), "erin@contoso.example")
+
+    def broken():
+        raise ConnectionError("storage unreachable")
+
+    budget.tenants.table = broken
+    for _ in range(5):  # more than the mailbox's 4 concurrency slots
+        with pytest.raises(ConnectionError):
+            budget.admit(mailbox, ["x@example.net"])
+    budget.tenants.table = lambda: budget.table
+    assert _send(budget, mailbox, ["x@example.net"]).admitted, "no slot was left taken by the failed admissions"

@@ -119,7 +119,11 @@ class MailboxBudget:
         admission = self._admit_message(mailbox, recipients if isinstance(recipients, int) else len(addresses))
         if not admission.admitted:
             return admission
-        held = self.tenants.reserve(mailbox, addresses, self.grace_s)
+        try:
+            held = self.tenants.reserve(mailbox, addresses, self.grace_s)
+        except Exception:  # Storage trouble: the slot goes back unused before the error does
+            _held_back(admission, 0.0, "")
+            raise
         if held.wait > 0:
             return _held_back(admission, held.wait, held.reason)
         if upload_bytes <= 0:
