@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from shared.send.attachments import AttachmentStore
     from shared.send.deliveries import DeliveryStore
     from shared.send.graph import GraphClient
+    from shared.send.intake import MessageIntake
     from shared.send.mailbox_state import MailboxStates
     from shared.send.sender import Sender
 
@@ -112,6 +113,13 @@ class Services:
         from shared.send.deliveries import DeliveryStore
 
         return DeliveryStore(self.storage)
+
+    @cached_property
+    def waiting_messages(self) -> MessageIntake:
+        """What a disconnect asks of the send path: finish the connection's waiting messages."""
+        from shared.send.intake import MessageIntake
+
+        return MessageIntake(self)
 
     @cached_property
     def events(self) -> EventPublisher:

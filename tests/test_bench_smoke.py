@@ -83,7 +83,7 @@ def test_b7_day_under_key_vault_limits_unwraps_and_writes_nothing_to_the_vault(s
 
 
 def test_every_benchmark_runs_end_to_end_at_its_smallest_size(tmp_path):
-    """``python -m bench --smoke``: every benchmark (B1-B7) through the same CLI and stack as a real run, at the
+    """``python -m bench --smoke``: every benchmark (B1-B8) through the same CLI and stack as a real run, at the
     smallest sizes, so a refactor that breaks one (a file B2's child needs, a renamed function) fails the suite.
     Counts and statuses only: the figures of a smoke run mean nothing."""
     out = tmp_path / "results.json"
@@ -111,3 +111,7 @@ def test_every_benchmark_runs_end_to_end_at_its_smallest_size(tmp_path):
         assert run["statuses"] == {"sent": run["messages"]} and run["throttled_429"] == 0, run
     assert r["b7"]["emails"] > 0 and "setSecret" not in r["b7"]["kv_calls"], r["b7"]
     assert r["b7"]["sweep"]["refreshed"] == r["b7"]["sweep_due"] > 0 and r["b7"]["throttled"] == 0, r["b7"]
+    b8 = r["b8"]
+    assert b8["statuses"] == {"sent": sum(b8["statuses"].values())}, b8
+    assert b8["min_lateness_s"] >= 0, b8  # a scheduled message is never sent before its send_at
+    assert b8["parked_left"] == b8["parked"] and b8["mailboxes"] == 2, b8

@@ -239,32 +239,42 @@ def test_the_mover_is_at_least_once_and_a_second_copy_is_harmless(send_kit, cloc
     assert delivered(kit, "alice", msg["id"]) == 1
 
 
-def test_a_disconnect_fails_the_waiting_messages_of_the_connection(send_kit, clock):
+def test_a_disconnect_finishes_the_waiting_messages_of_the_connection_at_once(send_kit, clock):
+    """Issue 28: a disconnect ends the connection's waiting messages now (rejected unknown_connection, one event
+    each), not when each comes due (up to 30 days for send_at); the copy moved later is dropped, never sent."""
     kit, cid, msg, due = scheduled(send_kit)
+    other = kit.message(cid, send_at=rfc3339(due + 60))
+    assert post(kit, other)[0] == 202
     gone = kit.mb.http("delete_connection", "DELETE", route_params={"connection_id": cid})
     assert gone.status_code == 200
+    for mid in (msg["id"], other["id"]):
+        record = status(kit, cid, mid)
+        assert (record["status"], record["error"]["code"]) == ("rejected", "unknown_connection"), record
+        assert [e["type"] for e in kit.events_for(mid)] == ["mailbridge.message.rejected"]
     lot(kit).move_due(now=due + 1)
     clock(due + 1)
-    out = kit.services.sender.process(json.dumps(msg), "q-moved")
-    assert out.status == "rejected" and out.error.code == "unknown_connection"
+    kit.services.sender.process(json.dumps(msg), "q-moved")
     assert delivered(kit, "alice", msg["id"]) == 0
+    assert len(kit.events_for(msg["id"])) == 1  # the moved copy adds no second outcome
 
 
 def test_a_cancel_between_a_workers_read_and_its_final_write_stands(send_kit, clock, monkeypatch):
     """A worker read the row ``queued``, then a cancel lands, then the worker records an outcome that sent
-    nothing (here: the connection is gone): the cancel is the message's outcome, with its one event."""
+    nothing (here: the grant is dead): the cancel is the message's outcome, with its one event."""
     kit = send_kit()
     cid = kit.connect("alice")
     due = int(time.time()) + 600
     msg = kit.message(cid, send_at=rfc3339(due))
     assert post(kit, msg)[0] == 202
-    assert kit.mb.http("delete_connection", "DELETE", route_params={"connection_id": cid}).status_code == 200
+    conn = kit.services.connections.get(cid)  # the worker will find the grant dead: an outcome that sent nothing
+    conn.status = "reauth_required"
+    kit.services.connections.save(conn)
     deliveries = kit.services.deliveries
     real_update = deliveries.update
     seen: list[tuple[int, dict]] = []
 
     def update(record, *, force=False):
-        if record.message_id == msg["id"] and record.status == "rejected" and not seen:
+        if record.message_id == msg["id"] and record.status == "failed" and not seen:
             seen.append(cancel(kit, cid, msg["id"]))
         real_update(record, force=force)
 

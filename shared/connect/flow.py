@@ -97,6 +97,12 @@ class LastUse(Protocol):
     def last_logged_at(self, connection_id: str) -> float | None: ...
 
 
+class WaitingMessages(Protocol):
+    """Finishes a disconnected connection's waiting messages (the send path's intake answers it)."""
+
+    def finish_waiting(self, connection_id: str) -> int: ...
+
+
 class ConnectServices(Protocol):
     """What the connect flow uses of the composition root (shared.services.Services provides it)."""
 
@@ -111,6 +117,7 @@ class ConnectServices(Protocol):
     tokens: TokenService
     app_credential: AppCredentialHealth
     deliveries: LastUse
+    waiting_messages: WaitingMessages
 
 
 class ConnectService:
@@ -460,6 +467,9 @@ class ConnectService:
                 self.s.connections.set_refresh_due(conn, None)
                 self.s.connections.save(conn)
                 self.s.tokens.forget(connection_id)
+            # Scheduled, paced and held messages end now, not when each comes due (up to 30 days for send_at).
+            finished = self.s.waiting_messages.finish_waiting(connection_id)
+            logger.info("Connection %s: %d waiting messages finished by the disconnect", connection_id, finished)
         logger.info("Connection %s disconnected", connection_id)
         return conn.public_view()
 

@@ -213,6 +213,14 @@ class DeliveryStore:
             return self._final_of(record) or record
         return record
 
+    def waiting(self, connection_id: str) -> list[Delivery]:
+        """The connection's ``queued`` records (scheduled, paced, held): one partition query, index rows left out."""
+        rows = self.table.query_entities(
+            "PartitionKey eq @pk and RowKey lt @log and status eq 'queued'",
+            parameters={"pk": connection_id, "log": MESSAGE_ID_PREFIX},
+        )
+        return [Delivery.from_entity(row) for row in rows]
+
     def _final_of(self, record: Delivery) -> Delivery | None:
         """The final state the run of a row stored ``sending`` wrote into its index row, or None (in flight, or
         its run died). The view keeps the row's ETag and stored status: it is never written again."""

@@ -140,17 +140,33 @@ class MessageIntake:
                 raise errors.NotCancelable(detail=f"the message is {found.status}", status=found.status)
             if found.error_code == errors.OutcomeUnknown.code:  # queued to be resent: the last try may have sent it
                 raise errors.NotCancelable(detail="a previous attempt may have sent it", status=found.status)
-            found.status, found.reason = "canceled", ""
-            found.completed_at, found.lease_until, found.next_attempt_at = time.time(), 0.0, 0.0
-            found.event_emitted, found.finished_by = True, "cancel"
-            try:
-                self.s.deliveries.update(found)
-            except RecordContended:  # a worker claimed it (or the hold was rewritten) meanwhile: look again
-                continue
-            log_outcome("send", "canceled", message_id=message_id, connection_id=connection_id)
-            self.s.events.message_outcome(found)
+            if not self._finish_queued(found, "canceled", None, "cancel"):
+                continue  # a worker claimed it (or the hold was rewritten) meanwhile: look again
             return found.public_view()
         raise errors.TemporarilyUnavailable(detail="the message record kept changing; try again")
+
+    def finish_waiting(self, connection_id: str) -> int:
+        """A disconnect's end for the connection's waiting messages (scheduled, paced, held): each ``queued`` row
+        becomes final now, as the sender would record it when it came due (``rejected unknown_connection``), with
+        its event, instead of in up to 30 days. A copy still parked or on the queue then finds the row final and is
+        dropped. A row a worker holds (``sending``) is left to that worker. Returns how many were finished."""
+        err = errors.UnknownConnection(detail="connection is disconnected", field="connection_id")
+        waiting = self.s.deliveries.waiting(connection_id)
+        return sum(self._finish_queued(found, "rejected", err, "disconnect") for found in waiting)
+
+    def _finish_queued(self, found: Delivery, status: str, err: errors.MailbridgeError | None, by: str) -> bool:
+        """``found`` (queued) made final with its event, ETag-guarded; False when the row changed since it was read."""
+        found.status, found.reason = status, ""
+        found.completed_at, found.lease_until, found.next_attempt_at = time.time(), 0.0, 0.0
+        found.event_emitted, found.finished_by = True, by
+        found.set_error(err)
+        try:
+            self.s.deliveries.update(found)
+        except RecordContended:
+            return False
+        log_outcome("send", status, message_id=found.message_id, connection_id=found.connection_id)
+        self.s.events.message_outcome(found)
+        return True
 
     def send_test(self, connection_id: str, user_ref: str | None = None) -> tuple[int, dict[str, Any]]:
         """Send a short message from the mailbox to itself, now (through the normal pipeline)."""

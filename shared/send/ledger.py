@@ -107,8 +107,8 @@ class Ledger:
             # message again, publish it again (same CloudEvents id, events.event_id). Other copies of the id
             # (a producer's duplicate) are acknowledged silently. No flag write per email is needed for this.
             logger.info("Message %s already %s: acknowledged, not sent again", msg.id, record.status)
-            if record.status == "canceled":  # its copy came back from the parking lot: the blobs it offloaded go
-                self.attachments.cleanup(msg)
+            if record.finished_by in ("cancel", "disconnect"):  # finished while waiting; its copy came back from
+                self.attachments.cleanup(msg)  # the parking lot or the queue: the blobs it offloaded go now
             if not record.event_emitted or (run and record.finished_by == run):
                 self.emit(record)
             return Outcome("duplicate", msg.id, msg.connection_id, record=record)
