@@ -153,29 +153,22 @@ def send_mail(
     return graph.send_mail(token, mailbox, message, msg.save_to_sent_items).request_id
 
 
+def _post_mime(graph: GraphClient, token: str, path: str, mime: bytes, **kwargs: Any):
+    """POST ``mime`` the way Graph takes a MIME message: the base64 of its bytes as ``text/plain``."""
+    headers = {"Content-Type": "text/plain"}
+    return graph.call("POST", f"{graph.base}{path}", token, data=base64.b64encode(mime), headers=headers, **kwargs)
+
+
 def send_mime(graph: GraphClient, token: str, mailbox: str | None, mime: bytes) -> str | None:
     """``POST /me/sendMail`` (``mailbox`` None) or ``/users/{mailbox}/sendMail`` with the MIME: 202, nothing back."""
     prefix = "/me" if mailbox is None else f"/users/{user_segment(mailbox)}"
-    resp = graph.call(
-        "POST",
-        f"{graph.base}{prefix}/sendMail",
-        token,
-        data=base64.b64encode(mime),
-        headers={"Content-Type": "text/plain"},
-    )
-    return resp.request_id
+    return _post_mime(graph, token, f"{prefix}/sendMail", mime).request_id
 
 
 def create_draft(graph: GraphClient, token: str, mime: bytes) -> tuple[str, str | None]:
     """``POST /me/messages`` with the MIME: the draft's id and its ``internetMessageId``."""
-    resp = graph.call(
-        "POST",
-        f"{graph.base}/me/messages",
-        token,
-        data=base64.b64encode(mime),
-        headers={"Content-Type": "text/plain"},
-        changes_state=False,  # an orphan draft is harmless: retries find it by its x-mailbridge-id header
-    )
+    # An orphan draft is harmless: retries find it by its x-mailbridge-id header.
+    resp = _post_mime(graph, token, "/me/messages", mime, changes_state=False)
     assert resp.body is not None
     return str(resp.body["id"]), resp.body.get("internetMessageId")
 
