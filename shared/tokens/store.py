@@ -226,17 +226,8 @@ class ConnectionStore:
         the token refresh owns the refresh fields, while a mailbox state or a forced-refresh mark may be recorded by
         another instance at the same moment (ETag-guarded :meth:`change`), and a blind replace would erase it. One
         request when nothing changed in between, as :meth:`save`."""
-        etag = getattr(conn, "_etag", "")
-        if etag:
-            conn.updated_at = time.time()
-            try:
-                self.table.update_entity(
-                    conn.to_entity(), mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-                )
-                self._remember(conn)
-                return
-            except ResourceModifiedError:
-                pass
+        if getattr(conn, "_etag", "") and self._replace_if_unchanged(conn):
+            return
 
         def copy(row: Connection) -> bool:
             for name in names:
@@ -245,32 +236,30 @@ class ConnectionStore:
 
         self.change(conn.connection_id, copy)
 
+    def _replace_if_unchanged(self, conn: Connection) -> bool:
+        """Replace the row ``conn`` was read from (:meth:`get`) if nobody wrote it since; False when someone did."""
+        conn.updated_at = time.time()
+        entity, unchanged = conn.to_entity(), MatchConditions.IfNotModified
+        try:
+            meta = self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=conn._etag, match_condition=unchanged)
+        except ResourceModifiedError:
+            return False
+        conn._etag = (meta or {}).get("etag", "")  # the row as written now
+        self._remember(conn)
+        return True
+
     def change(self, connection_id: str, edit: Callable[[Connection], bool], tries: int = 5) -> tuple[Connection, bool]:
         """Read the row, let ``edit`` change it (False: nothing to change) and write it back only if no one wrote it
         in between (ETag); on a conflict read again. Returns the row as read or written and whether this call wrote
         it: of several instances making the same change, exactly one gets True (it emits the event). NotFound when
         there is no such connection."""
         for _ in range(tries):
-            try:
-                entity = self.table.get_entity(connection_id, CONNECTION_ROW)
-            except ResourceNotFoundError:
-                raise NotFound(f"No connection {connection_id}.") from None
-            conn = Connection.from_entity(entity)
+            conn = self.get(connection_id)
             if not edit(conn):
                 self._remember(conn)
                 return conn, False
-            conn.updated_at = time.time()
-            try:
-                self.table.update_entity(
-                    conn.to_entity(),
-                    mode=UpdateMode.REPLACE,
-                    etag=entity.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-            except ResourceModifiedError:
-                continue
-            self._remember(conn)
-            return conn, True
+            if self._replace_if_unchanged(conn):
+                return conn, True
         return self.get(connection_id), False
 
     def for_user(self, user_ref: str) -> list[Connection]:
