@@ -24,7 +24,7 @@ from stack.local import start_emulator_process, stop_pid
 from stack.seed import ensure_token_key
 from tests.fixtures.app import FUNCTION_KEY, PUBLIC_BASE_URL, RETURN_ORIGIN, Mailbridge
 from tests.fixtures.emulator import DEFAULT_REDIRECT, EmuTenant
-from tests.fixtures.sender import POISON_FUNCTION, SendKit, queue_spec
+from tests.fixtures.sender import POISON_FUNCTION, SendKit, function_spec
 
 
 @dataclass
@@ -150,7 +150,7 @@ class BenchStack:
             self._saved_env.setdefault(key, os.environ.get(key))
             os.environ[key] = value
         reset_services()
-        specs = (queue_spec(self.functions), queue_spec(self.functions, POISON_FUNCTION))
+        specs = (function_spec(self.functions), function_spec(self.functions, POISON_FUNCTION))
         return SendKit(Mailbridge(self.functions, kit, self.admin, env), *specs)
 
 

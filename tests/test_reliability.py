@@ -19,7 +19,7 @@ def test_soak(send_kit):
         messages=int(os.environ.get("MAILBRIDGE_SOAK_MESSAGES", "60")),
         mailboxes=int(os.environ.get("MAILBRIDGE_SOAK_MAILBOXES", "6")),
         seed=int(os.environ.get("MAILBRIDGE_SOAK_SEED", "9")),
-        timeout_s=float(os.environ.get("MAILBRIDGE_SOAK_TIMEOUT", "90")),
+        timeout_s=float(os.environ.get("MAILBRIDGE_SOAK_TIMEOUT", "180")),  # a bound: it ends when all are final
         instances=int(os.environ.get("MAILBRIDGE_SOAK_INSTANCES", "1")),  # python -m bench.soak --instances 3
         # The short run doubles the rates so that every kind of fault fires a few times in 60 messages.
         faults=fault_rules(

@@ -133,6 +133,22 @@ def test_a_scheduled_message_waits_parked_visible_then_is_sent_when_due_never_be
     assert delivered(kit, "alice", msg["id"]) == 1
 
 
+def test_a_parked_wait_comes_back_through_the_mover_timer_while_the_app_runs(send_kit):
+    """CI failure of stop 29: the soak ended with a message ``queued`` and never sent. A transient error without
+    Retry-After backs off 5 s * 2^retries, so the fourth retry waits over PARK_AFTER_SECONDS and is parked; the
+    test listener ran the queue functions but not the mover timer the host runs beside them, so nothing ever
+    brought it back. The app's mover (move_parked_messages, every 5 s) now runs with the listener, as in the host."""
+    kit = send_kit()
+    cid = kit.connect("alice")
+    msg = kit.message(cid)
+    kit.services.sender.parking.park(json.dumps(msg), time.time() + 1)  # what the sender does with a long backoff
+    with kit.listener():
+        rec = kit.wait_final([(cid, msg["id"])], timeout=30)[(cid, msg["id"])]
+    assert rec.status == "sent"
+    assert delivered(kit, "alice", msg["id"]) == 1
+    assert lot(kit).count() == 0
+
+
 def test_a_scheduled_queue_message_is_parked_on_first_sight_with_its_row(send_kit):
     kit = send_kit()
     cid = kit.connect("alice")

@@ -30,7 +30,7 @@ from shared.base.settings import load_settings
 from shared.base.webhook_config import is_ip_literal
 from shared.base.webhook_http import AttemptLimits, TargetRefused, post
 from shared.base.webhooks import CONTENT_TYPE, RetryPolicy, WebhookSigner
-from tests.fixtures.sender import queue_spec, send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
+from tests.fixtures.sender import function_spec, send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 from tests.fixtures.webhook_receiver import loopback_names, webhook_receiver_fixture  # noqa: F401  (registers it)
 from tests.test_settings import BASE
 
@@ -89,7 +89,7 @@ def attempt_next(kit, timeout: float = 30.0):
 def webhook_listener(kit, app_functions):
     """deliver_webhook run by devhost on WEBHOOK_QUEUE, with host.json's encoding (none)."""
     options = QueueOptions(4, 2, 0.2, 1.0, 5, "none")
-    listener = QueueListener(queue_spec(app_functions, "deliver_webhook"), options, dict(kit.mb.env))
+    listener = QueueListener(function_spec(app_functions, "deliver_webhook"), options, dict(kit.mb.env))
     listener.start()
     try:
         yield listener
