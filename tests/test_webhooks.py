@@ -14,6 +14,8 @@ import os
 import socket
 import time
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 from azure.functions.queue import QueueMessage
@@ -28,7 +30,7 @@ from shared.base import webhook_http
 from shared.base.errors import SettingsError
 from shared.base.settings import load_settings
 from shared.base.webhook_config import is_ip_literal
-from shared.base.webhook_http import AttemptLimits, TargetRefused, post
+from shared.base.webhook_http import AttemptLimits, TargetRefused, parse_retry_after, post
 from shared.base.webhooks import CONTENT_TYPE, RetryPolicy, WebhookSigner
 from tests.fixtures.sender import function_spec, send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 from tests.fixtures.webhook_receiver import loopback_names, webhook_receiver_fixture  # noqa: F401  (registers it)
@@ -164,6 +166,40 @@ def test_after_the_last_attempt_the_delivery_is_recorded_on_the_poison_queue_and
     assert json.loads(record["body"])["data"]["message_id"] == msg["id"]
     assert webhook_queue(kit).get_queue_properties().approximate_message_count == 0
     assert any(r.levelno == logging.ERROR and "failed 2 times" in r.getMessage() for r in caplog.records)
+
+
+def test_a_receivers_retry_after_sets_the_next_attempt_and_410_gone_stops_the_retries(send_kit, webhook_receiver):
+    """A 429 or 503 with Retry-After: the next attempt comes when the receiver asked (seconds or an HTTP-date; RFC
+    9110 10.2.3), not on our backoff; 410 Gone (RFC 9110 15.5.11: "likely to be permanent") ends the delivery at
+    once, on the poison queue, instead of nine more attempts over 4.5 hours (Kit and others stop on 410 too)."""
+    kit = hook_kit(send_kit, webhook_receiver, [new_secret()])
+    kit.services.webhooks.policy = RetryPolicy(max_attempts=5, first_delay_s=600.0)  # our own delay: 8-10 minutes
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
+    webhook_receiver.script = [("retry_after", 429, 2), ("retry_after", 503, later), 410]
+    msg = send_one(kit)
+    first = attempt_next(kit)
+    assert (first.result, first.delay) == ("retry", 2)
+    second = attempt_next(kit, timeout=15)  # visible after ~2 s, not 10 minutes
+    assert second.result == "retry" and 1 <= second.delay <= 4, second
+    third = attempt_next(kit, timeout=15)
+    assert (third.result, third.attempt, third.detail) == ("failed", 3, "HTTP 410")
+    assert webhook_queue(kit).get_queue_properties().approximate_message_count == 0, "no fourth attempt"
+    poison = kit.services.storage.queue(kit.mb.env["WEBHOOK_QUEUE"] + "-poison")
+    (record,) = [json.loads(m.content) for m in poison.receive_messages()]
+    assert record["reason"] == "HTTP 410" and json.loads(record["body"])["data"]["message_id"] == msg["id"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("120", 120.0), ("0", 0.0), (None, None), ("", None), ("soon", None), ("-5", None), ("1.5", None)],
+)
+def test_retry_after_values(value, expected):
+    assert parse_retry_after(value) == expected
+
+
+def test_a_retry_after_date_in_the_past_means_now():
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert 59 <= parse_retry_after(format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)) <= 60
 
 
 def test_redirects_are_not_followed(send_kit, webhook_receiver):

@@ -20,6 +20,8 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import urllib3
@@ -42,10 +44,17 @@ class AttemptLimits:
 class AttemptResult:
     status: int | None  # the HTTP status, None when no response came
     error: str | None = None  # "timeout", "connection", "tls", "dns", "bad_response"
+    retry_after: float | None = None  # seconds, from a 429's or 503's Retry-After (RFC 9110 10.2.3, RFC 6585 4)
 
     @property
     def delivered(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def gone(self) -> bool:
+        """410 Gone: the receiver says this endpoint no longer exists (RFC 9110 15.5.11: "likely to be
+        permanent"); retrying it is pointless."""
+        return self.status == 410
 
     def describe(self) -> str:
         return f"HTTP {self.status}" if self.status is not None else (self.error or "no response")
@@ -141,12 +150,30 @@ def _exchange(conn, path: str, netloc: str, body: bytes, headers: dict[str, str]
         response = conn.getresponse()
         if expired.is_set():  # http.client takes the end of the stream for the end of the headers
             return AttemptResult(None, "timeout")
-        return AttemptResult(response.status)
+        retry_after = parse_retry_after(response.headers.get("Retry-After")) if response.status in (429, 503) else None
+        return AttemptResult(response.status, retry_after=retry_after)
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
         return AttemptResult(None, "timeout" if expired.is_set() else _error_kind(exc))
     finally:
         watchdog.cancel()
         conn.close()  # the body is never read: closing drops whatever the server still sends
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value: delay-seconds or an HTTP-date (RFC 9110 10.2.3); None when
+    absent or not understood (the retry policy's own delay applies then)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is GMT (IMF-fixdate); a zone-less one is read so
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _error_kind(exc: BaseException) -> str:

@@ -9,8 +9,10 @@ of its own (WEBHOOK_QUEUE), beside the events queue. docs/events.md describes th
 - At least once: an event is put on WEBHOOK_QUEUE (by the queue function's output binding, or written at once for
   events published outside it); ``deliver_webhook`` (blueprints/webhooks.py) makes one attempt per queue message.
   A failed attempt (no 2xx, a timeout, a refused connection) puts the next one back on the queue, invisible for
-  an exponentially growing delay (RetryPolicy); after ``max_attempts`` (or at once for a target refused as
-  private) the delivery is recorded on WEBHOOK_QUEUE-poison with its reason and an error line is logged. Mail is
+  an exponentially growing delay (RetryPolicy), or for as long as a 429's or 503's ``Retry-After`` asks (at least
+  1 s, at most MAX_RETRY_AFTER_S); after ``max_attempts`` (or at once for a target refused as private, or a
+  ``410 Gone``: the receiver says the endpoint is no more) the delivery is recorded on WEBHOOK_QUEUE-poison with its
+  reason and an error line is logged. Mail is
   never held up: the sender only enqueues. If the function itself fails (Storage down), the host retries the
   message and, after host.json's maxDequeueCount, moves it to the same poison queue.
 - The secrets are never logged, nor the URL's path or query (it may carry a receiver's token): the host only.
@@ -40,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"  # CloudEvents' structured mode over HTTP
 MAX_VISIBILITY_S = 7 * 86_400  # Storage queues: a message can be hidden for at most 7 days
+MAX_RETRY_AFTER_S = 86_400  # a receiver's Retry-After is honoured up to a day (attempts stay bounded by the policy)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Outcome:
     result: str
     attempt: int
     detail: str = ""
+    delay: int = 0  # with ``retry``: seconds until the next attempt
 
 
 class WebhookSigner:
@@ -173,17 +177,20 @@ class WebhookDispatcher:
         return self._after_failure(delivery, result, host)
 
     def _after_failure(self, delivery: Delivery, result: AttemptResult, host: str | None) -> Outcome:
-        if delivery.attempt >= self.policy.max_attempts:
+        if result.gone or delivery.attempt >= self.policy.max_attempts:
             logger.error(
-                "Webhook %s to %s failed %d times (last: %s); recorded on the poison queue",
+                "Webhook %s to %s failed %d times (last: %s%s); recorded on the poison queue",
                 delivery.id,
                 host,
                 delivery.attempt,
                 result.describe(),
+                ", the receiver says the endpoint is gone: not retried" if result.gone else "",
             )
             self._record_failed(delivery, result.describe())
             return Outcome("failed", delivery.attempt, result.describe())
         delay = self.policy.delay_after(delivery.attempt)
+        if result.retry_after is not None:  # the receiver knows when it can take the next one
+            delay = round(min(MAX_RETRY_AFTER_S, max(1.0, result.retry_after)))
         following = Delivery(delivery.id, delivery.body, delivery.attempt + 1, delivery.first_queued_at)
         self.clients.queue(self.settings.webhook_queue).send_message(following.to_text(), visibility_timeout=delay)
         logger.warning(
@@ -194,7 +201,7 @@ class WebhookDispatcher:
             result.describe(),
             delay,
         )
-        return Outcome("retry", delivery.attempt, result.describe())
+        return Outcome("retry", delivery.attempt, result.describe(), delay)
 
     def _record_failed(self, delivery: Delivery | None, reason: str, raw: str | None = None) -> None:
         record: dict[str, Any] = {"reason": reason, "failed_at": time.time()}
