@@ -99,6 +99,8 @@ def register(router: Router, state: Any, store: GraphStore) -> None:
         if folder is not None and resolve_folder(owner, folder) != DRAFTS:
             raise GraphError(400, "ErrorInvalidRequest", "The emulator creates messages only in the Drafts folder.")
         if graph_mime.is_mime_request(ctx.req.headers.get("Content-Type")):
+            if folder is not None:  # MIME only on /messages (graph_mime.folder_path_refused)
+                raise graph_mime.folder_path_refused()
             fields = graph_mime.parse(graph_mime.decode(ctx.req.body))  # user-post-messages, MIME format
         else:
             body = json_body(ctx.req)

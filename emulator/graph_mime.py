@@ -39,6 +39,13 @@ def invalid_mime() -> GraphError:
     return GraphError(400, "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content.")
 
 
+def folder_path_refused() -> GraphError:
+    """MIME on `POST /me/mailFolders/{id}/messages`: reported to fail where the same body on `/me/messages` works
+    (microsoftgraph/microsoft-graph-docs#16368, open; Q&A 544038 "UnableToDeserializePostBody"): Graph reads the
+    body as JSON there. The reference page lists the folder path for both formats; the stricter reading is kept."""
+    return GraphError(400, "UnableToDeserializePostBody", "were unable to deserialize ")
+
+
 def is_mime_request(content_type: str | None) -> bool:
     """True when the request body is MIME (`text/plain`), not JSON."""
     return (content_type or "").split(";", 1)[0].strip().lower() == "text/plain"

@@ -137,6 +137,66 @@ def test_mime_draft_then_send(graph_kit: GraphKit, emulator_admin) -> None:
     assert sent_item_message_id(graph_kit, token, key) == got["headers"]["message-id"]
 
 
+def test_mime_bcc_is_delivered_but_shown_to_no_recipient(graph_kit: GraphKit, emulator_admin) -> None:
+    """Create-message names "To", "CC", "BCC", "Subject" as the MIME headers Graph reads; MS-OXCMAIL 2.1.3.1.1.2:
+    MIME writers MUST NOT copy Bcc recipients to the Bcc header of a message submitted to SMTP."""
+    token = graph_kit.token("alice")
+    to, blind, key = f"{unique('r')}@partner.example", f"{unique('b')}@partner.example", unique()
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Bcc"] = graph_kit.addr("alice"), f"Zoë Ünal <{to}>", blind
+    msg["Subject"] = f"Grüße {key}"  # RFC 2047-encoded by the email package; Graph reads it decoded
+    msg["X-Mailbridge-Id"] = key
+    msg.set_content("hi")
+    resp = post_mime(graph_kit, token, "/v1.0/me/sendMail", base64.b64encode(msg.as_bytes()))
+    assert resp.status_code == 202, resp.text
+    [seen] = received(emulator_admin, to, key)
+    [hidden] = received(emulator_admin, blind, key)
+    for got in (seen, hidden):
+        assert got["subject"] == f"Grüße {key}" and got["to"] == [to]
+        assert "bcc" not in got and "bcc" not in got["headers"]
+        assert blind not in str(got["internetHeaders"])
+    sent = emulator_admin.sent_items(graph_kit.addr("alice"))
+    [copy] = [m for m in sent if key in m["subject"]]  # the sender's copy keeps its Bcc
+    assert [r["emailAddress"]["address"] for r in copy["bccRecipients"]] == [blind]
+    assert copy["toRecipients"][0]["emailAddress"]["name"] == "Zoë Ünal"
+
+
+def test_mime_from_another_mailbox_needs_send_as(graph_kit: GraphKit, emulator_admin) -> None:
+    """The MIME `From` is checked like a JSON `from` ("send mail from another user"; msgraph-sdk-php#1499 got 403
+    ErrorSendAsDenied for a MIME sendMail)."""
+    team, to = graph_kit.addr("team"), f"{unique('r')}@partner.example"
+    shared = ("Mail.Send", "Mail.Send.Shared")
+
+    def from_team(key: str) -> bytes:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"], msg["X-Mailbridge-Id"] = f"Team <{team}>", to, key, key
+        msg.set_content("hi")
+        return base64.b64encode(msg.as_bytes())
+
+    resp = post_mime(graph_kit, graph_kit.token("carol", *shared), "/v1.0/me/sendMail", from_team(unique()))
+    assert resp.status_code == 403 and resp.json()["error"]["code"] == "ErrorSendAsDenied"
+    resp = post_mime(graph_kit, graph_kit.token("alice"), "/v1.0/me/sendMail", from_team(unique()))
+    assert resp.status_code == 403 and resp.json()["error"]["code"] == "ErrorAccessDenied"  # no Mail.Send.Shared
+    key = unique()
+    resp = post_mime(graph_kit, graph_kit.token("alice", *shared), "/v1.0/me/sendMail", from_team(key))
+    assert resp.status_code == 202, resp.text
+    [got] = received(emulator_admin, to, key)
+    assert got["from"] == got["sender"] == team
+
+
+def test_mime_is_refused_on_a_folder_path(graph_kit: GraphKit, emulator_admin) -> None:
+    """MIME creates a draft on `/me/messages` only (microsoft-graph-docs#16368: the same body on
+    `/me/mailFolders/{id}/messages` fails); the JSON body still works there."""
+    token = graph_kit.token("alice", *RW)
+    to, key = f"{unique('r')}@partner.example", unique()
+    for folder in ("drafts", "Drafts"):
+        resp = post_mime(graph_kit, token, f"/v1.0/me/mailFolders/{folder}/messages", mime(graph_kit, key, to))
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "UnableToDeserializePostBody"
+    assert emulator_admin.drafts(graph_kit.addr("alice"), key) == []
+    resp = graph_kit.call("POST", "/v1.0/me/mailFolders/drafts/messages", token, json=graph_kit.simple(key))
+    assert resp.status_code == 201, resp.text
+
+
 def test_a_mime_body_over_4_mib_is_413(graph_kit: GraphKit) -> None:
     token = graph_kit.token("alice", *RW)
     body = mime(graph_kit, unique(), "r@partner.example", text="p" * (3 * MIB + 200_000))

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from shared.base import errors
+from shared.send import composer
 from shared.send.graph import GraphClient
 from shared.send.mail import Attachment
 from shared.send.uploads import upload
@@ -128,6 +130,26 @@ def test_a_reply_threads_on_the_draft_path_as_a_shared_mailbox(send_kit):
     assert rec.internet_message_id == got["headers"]["message-id"]
 
 
+@pytest.mark.parametrize("settings", [{}, RW])
+def test_a_composed_messages_bcc_is_delivered_and_hidden(send_kit, settings):
+    """The composer writes Bcc into the MIME (Graph reads "To", "CC", "BCC", "Subject" from it: user-post-messages);
+    Exchange delivers to it and keeps it out of what recipients get (MS-OXCMAIL 2.1.3.1.1.2). Non-ASCII subject and
+    names travel RFC 2047-encoded and arrive as written."""
+    kit = send_kit(**settings)
+    cid = kit.connect("alice")
+    to, blind = _to(), _to()
+    msg = {**_reply(kit, cid, to, bcc=[blind]), "subject": "Re: Grüße", "to": [{"address": to, "name": "Zoë Ünal"}]}
+    rec = _send(kit, msg)
+    assert rec.status == "sent" and rec.mode == ("draft" if settings else "sendMail"), rec
+    for address in (to, blind):
+        got = _delivered(kit, address, msg["id"])
+        _assert_threaded(got)
+        assert got["subject"] == "Re: Grüße" and got["to"] == [to] and blind not in str(got["internetHeaders"])
+    [copy] = [m for m in kit.mb.admin.sent_items(kit.address("alice")) if m["subject"] == "Re: Grüße"]
+    assert [r["emailAddress"]["address"] for r in copy["bccRecipients"]] == [blind]
+    assert copy["toRecipients"][0]["emailAddress"]["name"] == "Zoë Ünal"
+
+
 def test_a_two_step_sequence_replies_to_the_reported_message_id(send_kit):
     kit = send_kit(**RW)
     cid = kit.connect("alice")
@@ -157,6 +179,53 @@ def test_an_internet_message_id_names_one_message_per_connection(send_kit):
     assert bad.status_code == 400 and kit.mb.json(bad)["error"]["code"] == "invalid_message_id"
     bad = kit.mb.http("enqueue_message", "POST", body=kit.message(cid, list_unsubscribe={"urls": ["http://x.example"]}))
     assert bad.status_code == 400 and kit.mb.json(bad)["error"]["code"] == "invalid_list_unsubscribe"
+
+
+@pytest.mark.parametrize("settings", [{}, RW])
+def test_save_to_sent_items_false_is_refused_for_a_composed_message(send_kit, settings):
+    """Graph takes threading, unsubscribe and Message-ID headers only as MIME, and saves every MIME send (user-sendmail:
+    the body is the base64 MIME alone, no saveToSentItems; microsoft-graph-docs#18698) and every draft /send
+    (message-send): the false cannot be honoured, so the message is refused, never sent with a Sent Items copy."""
+    kit = send_kit(**settings)
+    cid = kit.connect("alice")
+    to = _to()
+    msg = _reply(kit, cid, to, save_to_sent_items=False)
+    resp = kit.mb.http("enqueue_message", "POST", body=msg)
+    assert resp.status_code == 400, kit.mb.json(resp)
+    error = kit.mb.json(resp)["error"]
+    assert error["code"] == "invalid_message" and error["field"] == "save_to_sent_items"
+    rec = _send(kit, msg)  # a queue producer's message: the same refusal, recorded
+    assert rec.status == "rejected" and rec.error_code == "invalid_message", rec
+    assert rec.error_field == "save_to_sent_items" and rec.attempts <= 1
+    assert kit.mb.admin.received(to) == []
+    assert not [m for m in kit.mb.admin.sent_items(kit.address("alice")) if m["subject"] == "Re: your question"]
+    plain = _send(kit, kit.message(cid, to=[to], subject="plain", save_to_sent_items=False))  # JSON sendMail: honoured
+    assert plain.status == "sent" and plain.mode == "sendMail", plain
+    assert [m["subject"] for m in kit.mb.admin.received(to)] == ["plain"]
+    assert not [m for m in kit.mb.admin.sent_items(kit.address("alice")) if m["subject"] == "plain"]
+
+
+def test_graphs_refusals_of_a_mime_request_are_final(send_kit):
+    """Malformed MIME is 400 ErrorMimeContentInvalidBase64String (user-sendmail, user-post-messages), a MIME request
+    over 4 MB 413 (user-post-messages): permanent errors with stable codes (the sender records them ``failed``),
+    never transient (retried) nor ambiguous (looked up)."""
+    kit = send_kit(**RW)
+    cid = kit.connect("alice")
+    graph: GraphClient = kit.services.graph
+    token = kit.services.tokens.access_token(kit.services.connections.recent(cid))
+    for call in (
+        lambda mime: composer.send_mime(graph, token, None, mime),
+        lambda m: composer.create_draft(graph, token, m),
+    ):
+        with pytest.raises(errors.SendError) as bad:
+            call(b"no header block, so no MIME message")
+        assert type(bad.value) is errors.SendError and bad.value.code == "send_failed"
+        assert bad.value.extra["graph_code"] == "ErrorMimeContentInvalidBase64String"
+        assert not bad.value.transient
+        with pytest.raises(errors.MessageTooLarge) as big:
+            call(b"To: a@partner.example\r\nSubject: big\r\n\r\n" + b"x" * (3 * MIB + 100_000))
+        assert big.value.code == "message_too_large" and big.value.extra["graph_status"] == 413
+    assert kit.mb.admin.drafts(kit.address("alice")) == []
 
 
 def _logo_message(kit: Any, cid: str, to: str, logo: bytes) -> dict[str, Any]:

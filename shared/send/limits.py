@@ -1,8 +1,8 @@
-"""Does this message fit? The setting-dependent checks made before anything is sent (the callback queue, send-as,
-MAX_MESSAGE_BYTES) and how each attachment reaches Graph: ``check_limits(msg, settings, *request_sizes) ->
-plan``, one of INLINE, ATTACH or UPLOAD per attachment (shared/send/mail.py holds the message model; the sizes
-come from shared/send/graph.py). Graph's limits: one request under ~4 MB, upload sessions from 3 MB to 150 MB
-(REFERENCE.md, "attach large files")."""
+"""Does this message fit? The checks made before anything is sent (the callback queue, send-as, what a MIME
+message cannot honour, MAX_MESSAGE_BYTES) and how each attachment reaches Graph: ``check_limits(msg, settings,
+*request_sizes) -> plan``, one of INLINE, ATTACH or UPLOAD per attachment (shared/send/mail.py holds the message
+model; the sizes come from shared/send/graph.py). Graph's limits: one request under ~4 MB, upload sessions from 3 MB
+to 150 MB (REFERENCE.md, "attach large files")."""
 
 from __future__ import annotations
 
@@ -95,6 +95,17 @@ def check_limits(
             "it must be a user principal name (letters, digits and ' . - _ ! # ^ ~ before the @).",
             field="from.address",
             reason="not a user principal name",
+        )
+    if msg.is_composed() and not msg.save_to_sent_items:
+        # Its headers reach Graph only as MIME (shared/send/composer.py), and Graph saves every MIME sendMail (the
+        # body is the base64 MIME alone: no saveToSentItems, microsoft-graph-docs#18698) and every draft /send
+        # (message-send): refused rather than sent with a Sent Items copy the producer said not to keep.
+        raise errors.InvalidMessage(
+            "Invalid message: save_to_sent_items: false cannot be honoured with in_reply_to, references, "
+            "list_unsubscribe or internet_message_id: Graph takes those only in a MIME message, and saves every MIME "
+            "message it sends to Sent Items.",
+            field="save_to_sent_items",
+            reason="a MIME send is always saved to Sent Items",
         )
     total = msg.total_bytes()
     if total > settings.max_message_bytes:
