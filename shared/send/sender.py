@@ -1,6 +1,7 @@
 """The send pipeline for one queue message: parse -> validate -> idempotency -> pacing -> token -> Graph
 -> delivery record -> event. docs/sending.md is the prose version of this module; the delivery rows and
-outcome events are written by shared/send/ledger.py (this module decides, the ledger writes it down).
+outcome events are written by shared/send/ledger.py (this module decides, the ledger writes it down); what an
+attempt that did not send makes of the message (paced, held, rescheduled, failed, unknown) is shared/send/refusals.py.
 
 :meth:`Sender.process` never raises for anything a message or Microsoft can do to it; it returns an
 :class:`Outcome`. A positive ``delay`` means "put a copy back on the queue, invisible for that long"
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,13 +26,14 @@ from shared.pacing.admission import Admission, Mailbox, Pacer
 from shared.send import composer
 from shared.send.attachments import AttachmentStore
 from shared.send.deliveries import Delivery, DeliveryStore, RecordContended
-from shared.send.drafts import SEND_REQUESTED, TRANSIT_GRACE_S, discard_unsent, recheck_delay, send_via_draft, submitted
+from shared.send.drafts import SEND_REQUESTED, send_via_draft
 from shared.send.graph import GraphClient, request_sizes
 from shared.send.ledger import MAX_RESCHEDULES, Ledger, Outcome
 from shared.send.limits import check_limits, upload_bytes
 from shared.send.mail import INLINE, SendMessage, parse_message
-from shared.send.mailbox_state import Clearance, MailboxStates, Verdict
+from shared.send.mailbox_state import Clearance, MailboxStates
 from shared.send.parking import ParkingLot
+from shared.send.refusals import Refusals, plan_status
 from shared.send.schedule import hold_until_due
 from shared.tokens.store import Connection, ConnectionStore
 from shared.tokens.tokens import TokenService
@@ -69,7 +70,7 @@ class Sender:
         self.parking = ParkingLot(settings, storage)  # waits over PARK_AFTER_SECONDS wait there, not on the queue
         self._token_locks: dict[str, threading.Lock] = {}
         self._token_guard = threading.Lock()
-        self.transit_grace_s = TRANSIT_GRACE_S  # how long an ambiguous draft send is looked for (drafts.py)
+        self.refusals = Refusals(settings, self.ledger, tokens, events, graph, self._token)  # an attempt's end
 
     @property
     def max_reschedules(self) -> int:
@@ -88,6 +89,15 @@ class Sender:
     @busy_recheck_s.setter
     def busy_recheck_s(self, value: float) -> None:
         self.ledger.busy_recheck_s = value
+
+    @property
+    def transit_grace_s(self) -> float:
+        """How long an ambiguous draft send is looked for before ``unknown`` (drafts.py)."""
+        return self.refusals.transit_grace_s
+
+    @transit_grace_s.setter
+    def transit_grace_s(self, value: float) -> None:
+        self.refusals.transit_grace_s = value
 
     # --- entry points -----------------------------------------------------------------------------------
     def handle_queue_message(self, body: bytes | str, queue_message_id: str) -> Outcome:
@@ -153,7 +163,7 @@ class Sender:
             err = errors.OutcomeUnknown(detail="a previous attempt was interrupted while sending")
             return self.ledger.finish(msg, record, "unknown", err)
         if record.phase == SEND_REQUESTED:  # a draft's /send may have reached Graph: look it up, never resend
-            return self._resolve_draft(
+            return self.refusals.resolve_draft(
                 msg, conn, record, errors.OutcomeUnknown(detail="the draft send was not confirmed")
             )
         if conn is None or conn.status == "disconnected":
@@ -167,16 +177,16 @@ class Sender:
         try:
             uploads, body = self._plan(msg, conn)
         except errors.MailbridgeError as exc:
-            return self.ledger.finish(msg, record, _plan_status(exc), exc)
+            return self.ledger.finish(msg, record, plan_status(exc), exc)
         assert clearance is not None  # connected
         if not clearance.admitted:  # the mailbox cannot send: fail fast, or wait for its next re-probe
-            return self._mailbox_verdict(msg, record, clearance.verdict(record.held_since))
+            return self.refusals.mailbox_verdict(msg, record, clearance.verdict(record.held_since))
         draft_mode = self._use_drafts(msg, conn, uploads)
         record.mode = "draft" if draft_mode else "sendMail"
         budget_of, record.mailbox = self._budget_of(msg, conn, draft_mode)
         admission = self.budget.admit(budget_of, msg.recipient_addresses(), upload_bytes(msg, uploads, body))
         if not admission.admitted:
-            return self._not_admitted(msg, record, admission)
+            return self.refusals.not_admitted(msg, record, admission)
         # Admitted; a re-probe of a held mailbox keeps its hold clock (the longest hold counts from the first hold).
         record.reason, record.held_since = "", record.held_since if clearance.probe else 0.0
         done = self._attempt(
@@ -205,12 +215,12 @@ class Sender:
             uploads, body = self._plan(msg, conn)
         except errors.MailbridgeError as exc:
             record = self.ledger.insert(msg, source, run, self._budget_of(msg, conn, False)[1])
-            return None if record is None else self.ledger.finish(msg, record, _plan_status(exc), exc)
+            return None if record is None else self.ledger.finish(msg, record, plan_status(exc), exc)
         budget_of, mailbox = self._budget_of(msg, conn, False)
         admission = self.budget.admit(budget_of, msg.recipient_addresses(), upload_bytes(msg, uploads, body))
         if not admission.admitted:
             found = self.ledger.insert(msg, source, run, mailbox) or self._found_row(msg, run, mailbox)
-            return found if not isinstance(found, Delivery) else self._not_admitted(msg, found, admission)
+            return found if not isinstance(found, Delivery) else self.refusals.not_admitted(msg, found, admission)
         # The row: inserted `queued` to record a failure before the claim on, or inserted already `sending` (the
         # claim); a rescheduled copy or a duplicate claims the row it finds, as the general path does.
         return self._attempt(
@@ -272,35 +282,6 @@ class Sender:
                 mailbox, budget_of = named, Mailbox(conn.tenant_id, named, named)
         return budget_of, mailbox
 
-    def _not_admitted(self, msg: SendMessage, record: Delivery, admission: Admission) -> Outcome:
-        """The mailbox's budget said no: rejected over the per-message limit, held while the daily recipient
-        budget is used up (never sent to be NDR'd), failed past the longest hold, else paced."""
-        if isinstance(admission.error, errors.TooManyRecipients):
-            return self.ledger.finish(msg, record, "rejected", admission.error)
-        if admission.error is not None:
-            return self.ledger.finish(msg, record, "failed", admission.error)
-        record.reason = admission.reason
-        now = time.time()
-        record.held_since = record.held_since or now
-        # Waiting for the mailbox (its message window, a concurrency slot, another instance sending for it, its
-        # daily recipients) is not a failed attempt: at 30 messages a minute a backlog to one mailbox takes hours,
-        # and the back of it would run out of MAX_RESCHEDULES untried. The longest hold bounds it instead.
-        record.waits += 1
-        daily = admission.reason in ("daily_limit", "tenant_external_limit")  # a rolling 24-hour budget
-        if now + admission.delay - record.held_since > self.settings.daily_limit_max_hold_seconds:
-            waited = now - record.held_since
-            err: errors.MailbridgeError = (
-                errors.DailyLimitReached(detail=f"held {waited:.0f}s for the daily recipient budget")
-                if daily
-                else errors.AttemptsExhausted(detail=f"waited {waited:.0f}s for the mailbox's turn")
-            )
-            return self.ledger.finish(msg, record, "failed", err)
-        if daily:
-            logger.info("Message %s held for a daily budget (%s): %.0fs", msg.id, admission.reason, admission.delay)
-        else:
-            logger.info("Message %s paced (%s): retry in %.1fs", msg.id, admission.reason, admission.delay)
-        return self.ledger.reschedule(msg, record, admission.delay, None)
-
     def _attempt(
         self,
         msg: SendMessage,
@@ -326,8 +307,8 @@ class Sender:
                 if not isinstance(held, Delivery):
                     return held
                 if isinstance(exc, errors.ReauthRequired):
-                    return self._reauth_failed(msg, conn, held, exc)
-                return self.ledger.reschedule(msg, held, self._backoff(held, exc), exc)
+                    return self.refusals.reauth_failed(msg, conn, held, exc)
+                return self.ledger.reschedule(msg, held, self.refusals.backoff(held, exc), exc)
             record = row(True)
             if not isinstance(record, Delivery):
                 return record
@@ -346,49 +327,11 @@ class Sender:
         own = record.mailbox == conn.mailbox.lower()
         verdict = clearance.report(refused, own, record.token_refreshed, record.held_since)
         if verdict is not None:  # a draft Graph refused for good was discarded already (drafts.py)
-            return self._mailbox_verdict(msg, record, verdict)
+            return self.refusals.mailbox_verdict(msg, record, verdict)
         if refused is not None:
-            return self._refused(msg, conn, token, record, draft_mode, refused)
+            return self.refusals.graph_refused(msg, conn, token, record, draft_mode, refused)
         record.graph_request_id = request_id
         return self.ledger.finish(msg, record, "sent", None)
-
-    def _refused(
-        self,
-        msg: SendMessage,
-        conn: Connection,
-        token: str,
-        record: Delivery,
-        draft_mode: bool,
-        exc: errors.MailbridgeError,
-    ) -> Outcome:
-        """What Graph's refusal, or an answer that leaves the outcome unknown, makes of the message."""
-        if isinstance(exc, errors.OutcomeUnknown):
-            if draft_mode:
-                return self._resolve_draft(msg, conn, record, exc, token)
-            if msg.on_ambiguous == "resend":
-                return self.ledger.reschedule(msg, record, self._backoff(record, exc), exc)
-            return self.ledger.finish(msg, record, "unknown", exc)
-        if isinstance(exc, errors.TransientError):  # nothing was applied
-            delay = self._backoff(record, exc)
-            if exc.extra.get("token_rejected"):
-                # Graph says the token is no good although it has not expired by our clock (revoked, or
-                # clocks disagree): redeem the refresh token now (at most once per message, and per connection
-                # once a FORCED_REFRESH_FLOOR_S), which also tells us if the grant is dead. Another 401 for this
-                # message is the mailbox's (mailbox_state.py), not the token's.
-                record.token_refreshed = True
-                try:
-                    self.tokens.refresh_rejected(conn)
-                    delay = 1.0
-                except errors.ReauthRequired as reauth:
-                    return self._reauth_failed(msg, conn, record, reauth)
-                except errors.TransientError:
-                    pass
-            # A draft-mode message whose attempts end here leaves no unsent draft in the user's Drafts.
-            discard = (lambda: discard_unsent(self.graph, token, msg)) if draft_mode else None
-            return self.ledger.reschedule(msg, record, delay, exc, discard)
-        if isinstance(exc, errors.InputError):  # e.g. a referenced blob vanished
-            return self.ledger.finish(msg, record, "rejected", exc)
-        return self.ledger.finish(msg, record, "failed", exc)
 
     def _token(self, conn: Connection) -> str:
         # One miss per connection at a time: concurrent messages of a cold connection wait for the
@@ -398,65 +341,11 @@ class Sender:
         with lock:
             return self.tokens.access_token(conn)
 
-    def _mailbox_verdict(self, msg: SendMessage, record: Delivery, verdict: Verdict) -> Outcome:
-        """The mailbox's state decided: failed now, or held (a wait for the mailbox, like pacing's daily limit)."""
-        if verdict.delay <= 0:
-            return self.ledger.finish(msg, record, "failed", verdict.error)
-        record.reason, record.held_since = verdict.reason, record.held_since or time.time()
-        record.waits += 1
-        logger.info("Message %s held (%s): retry in %.0fs", msg.id, verdict.reason, verdict.delay)
-        return self.ledger.reschedule(msg, record, verdict.delay, verdict.error)
-
-    def _reauth_failed(
-        self, msg: SendMessage, conn: Connection, record: Delivery, exc: errors.ReauthRequired
-    ) -> Outcome:
-        """The grant is dead (TokenService has marked the connection): tell everyone, fail the message."""
-        self.events.reauth_required(
-            conn.connection_id,
-            {"user_ref": conn.user_ref, "mailbox": conn.mailbox, "reason": exc.detail, "error": exc.to_dict()},
-        )
-        return self.ledger.finish(msg, record, "failed", exc)
-
     # --- Graph, two ways ----------------------------------------------------------------------------------
     def _send_mail(self, msg: SendMessage, token: str, body: str) -> str | None:
         inline = [(a, self.attachments.content(msg, a)) for a in msg.attachments]
         mailbox = msg.from_.address if (msg.from_ and self.settings.send_as_endpoint == "users") else None
         return composer.send_mail(self.graph, token, mailbox, msg, body, inline)  # MIME when composed
-
-    def _resolve_draft(
-        self,
-        msg: SendMessage,
-        conn: Connection | None,
-        record: Delivery,
-        err: errors.OutcomeUnknown,
-        token: str | None = None,
-    ) -> Outcome:
-        """A draft's ``/send`` may have been applied: the mailbox says ``sent`` (the item was submitted), or we
-        look again until ``transit_grace_s`` after the send, then record ``unknown``. Never sent again: an item
-        in transit may still look like an unsent draft (drafts.py)."""
-        if token is None:  # a later delivery: own the row first (two copies must not both finish it)
-            try:
-                self.ledger.mark_sending(record, attempt=False)
-            except RecordContended:
-                return Outcome("queued", msg.id, msg.connection_id, delay=self.busy_recheck_s, record=record)
-        try:
-            if conn is None or conn.status != "connected":
-                raise errors.ReauthRequired(detail="the mailbox can no longer be read")
-            if submitted(self.graph, token or self._token(conn), msg, record):
-                logger.info("Message %s: ambiguous send resolved as sent (the item was submitted)", msg.id)
-                return self.ledger.finish(msg, record, "sent", None)
-        except errors.TransientError as lookup_err:
-            logger.warning("Message %s: lookup after ambiguous send failed: %s", msg.id, lookup_err.code)
-        except errors.MailbridgeError as lookup_err:  # cannot look (reauth, refused): the send may have happened
-            detail = f"{err.detail}; the mailbox could not be checked ({lookup_err.code})"
-            return self.ledger.finish(msg, record, "unknown", errors.OutcomeUnknown(detail=detail))
-        delay = recheck_delay(record.sending_at, time.time(), self.transit_grace_s)
-        if delay is None:
-            detail = (
-                f"{err.detail}; not submitted {self.transit_grace_s:.0f}s later (not sent again: it may be in transit)"
-            )
-            return self.ledger.finish(msg, record, "unknown", errors.OutcomeUnknown(detail=detail))
-        return self.ledger.reschedule(msg, record, delay, err)
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def _plan(self, msg: SendMessage, conn: Connection) -> tuple[list[str], str]:
@@ -479,20 +368,6 @@ class Sender:
         # Draft mode is the idempotent path; a draft send always saves to Sent Items, so honour
         # save_to_sent_items=false with sendMail.
         return self.settings.enable_mail_readwrite and msg.save_to_sent_items and _has_scope(conn, "Mail.ReadWrite")
-
-    @staticmethod
-    def _backoff(record: Delivery, err: errors.MailbridgeError) -> float:
-        asked = err.extra.get("retry_after")
-        if asked:
-            return float(asked) + random.uniform(0, 1)
-        return min(300.0, 5.0 * 2 ** min(record.retries, 6)) * random.uniform(0.8, 1.2)
-
-
-def _plan_status(exc: errors.MailbridgeError) -> str:
-    """What a message the plan refused ends as: the message's own fault is ``rejected``, else ``failed``."""
-    if isinstance(exc, errors.InputError | errors.MessageTooLarge | errors.AttachmentsTooLarge):
-        return "rejected"
-    return "failed"
 
 
 def _has_scope(conn: Connection, scope: str) -> bool:
