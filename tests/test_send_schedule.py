@@ -367,3 +367,21 @@ def test_two_instances_never_send_a_scheduled_message_early_and_never_send_a_can
     assert counts.get(soon["id"]) == 1 and counts.get(parked["id"]) == 1
     assert recs[(cid, dropped["id"])].status == "canceled" and dropped["id"] not in counts
     assert fleet.count_in_logs("Function send_queued_message failed") == 0
+
+
+def test_a_parked_row_that_holds_no_message_is_moved_once_and_rejected_not_retried_every_run(send_kit):
+    """Rows only the app writes, but one an insider or an operator's edit left unreadable (not UTF-8, a string
+    property) made every mover run raise, and stayed parked for ever; now it moves like any row and the sender
+    rejects it (invalid_json) on its normal path."""
+    kit = send_kit()
+    clear_lot(kit)
+    parking = lot(kit)
+    due = time.time() - 10
+    for i, value in enumerate([b"\xff\xfe{", "a string", b""]):
+        row = {"PartitionKey": bucket(due), "RowKey": f"{int(due * 1000):013d}-bad{i}", "due": due, "m0": value}
+        parking.table.create_entity(row)
+    assert parking.move_due(now=time.time()).moved == 3
+    assert parking.count() == 0 and kit.queue_length() == 3
+    texts = [m.content for m in kit.services.storage.queue(kit.mb.env["OUTBOUND_QUEUE"]).receive_messages()]
+    outcomes = [kit.services.sender.process(text, f"q-{i}") for i, text in enumerate(texts)]
+    assert [o.status for o in outcomes] == ["rejected"] * 3

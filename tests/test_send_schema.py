@@ -41,6 +41,12 @@ def test_the_runtime_accepts_every_message_the_schema_accepts(data):
     except InvalidMessageId:
         # The other one: the references together at most 8 KB (each msg-id alone is capped).
         assert len(" ".join(data.get("references", []))) > MAX_REFERENCES_BYTES
+    except errors.InvalidMessage as refused:
+        # And a composed message's (sent as MIME, shared.send.mail_headers.check_composed): no "=?" in a value of
+        # its headers, ASCII addresses, content ids that fit <id>.
+        composer_fields = ("in_reply_to", "references", "list_unsubscribe", "internet_message_id")
+        composed = any(data.get(key) for key in composer_fields)
+        assert composed and refused.code in ("header_injection", "invalid_message"), refused
 
 
 def _att(**fields):
@@ -80,6 +86,8 @@ VIOLATIONS = [
     ("CR/LF in in_reply_to", {"in_reply_to": "<a@b>\r\nBcc: x@y.z"}, "header_injection"),
     ("a reference that is no msg-id", {"references": ["<a@b>", "c@d"]}, "invalid_message_id"),
     ("51 references", {"references": [f"<r{i}@partner.example>" for i in range(51)]}, "invalid_message_id"),
+    ("an encoded word in in_reply_to", {"in_reply_to": "<=?utf-8?q?a=0D=0AX=3A_1?=@b>"}, "header_injection"),
+    ("an encoded word in a reference", {"references": ["<a@b>", "<x=?us-ascii?q?a?=@b>"]}, "header_injection"),
     ("internet_message_id too long", {"internet_message_id": f"<{'a' * 250}@b>"}, "invalid_message_id"),
     ("unsubscribe over http", {"list_unsubscribe": {"urls": ["http://u.example/x"]}}, "invalid_list_unsubscribe"),
     ("unsubscribe javascript:", {"list_unsubscribe": {"urls": ["javascript:alert(1)"]}}, "invalid_list_unsubscribe"),

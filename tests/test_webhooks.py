@@ -221,6 +221,8 @@ def test_redirects_are_not_followed(send_kit, webhook_receiver):
         "https://169.254.169.254/latest/meta-data",
         "https://[::1]/hook",
         "https://[::ffff:127.0.0.1]/hook",
+        "https://[::ffff:0:a9fe:a9fe]/hook",
+        "https://[64:ff9b:1::a9fe:a9fe]/hook",
         "https://[fd00::1]/hook",
         "https://100.64.0.1/hook",
         "https://0.0.0.0/hook",
@@ -268,6 +270,29 @@ def _resolver(monkeypatch, *answers: list[str]):
 
 
 LIMITS = AttemptLimits(connect_timeout_s=1.0, total_timeout_s=2.0)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b:1::a9fe:a9fe",  # NAT64 local-use prefix (RFC 8215): wherever the local translator maps it
+        "::ffff:0:a9fe:a9fe",  # IPv4-translated (SIIT, RFC 2765): 169.254.169.254
+        "::7f00:1",  # IPv4-compatible (::127.0.0.1, RFC 4291)
+        "fec0::1",  # site-local (deprecated, still routed inside some networks)
+    ],
+)
+def test_ipv6_forms_of_internal_addresses_are_refused_at_delivery(monkeypatch, address):
+    _resolver(monkeypatch, [address])
+    with pytest.raises(TargetRefused):
+        post("https://hooks.example.com/", b"{}", {}, allow_private=False, ca_bundle=None, limits=LIMITS)
+
+
+@pytest.mark.parametrize("host", ["2130706433", "0177.0.0.1", "0x7f.1", "127.1", "0xa9.0xfe.0xa9.0xfe"])
+def test_decimal_octal_and_hex_ipv4_hosts_are_refused_at_delivery(host):
+    # Not IP literals to ipaddress (so WEBHOOK_URL takes them at start), but the resolver reads them as
+    # inet_aton does: the address it gives is what is checked.
+    with pytest.raises(TargetRefused):
+        post(f"https://{host}/hook", b"{}", {}, allow_private=False, ca_bundle=None, limits=LIMITS)
 
 
 def test_every_resolved_address_must_be_public(monkeypatch):

@@ -13,16 +13,23 @@ from shared.base.errors import SettingsError
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 # Standard Webhooks: the secret is base64 of 24 to 64 random bytes (https://www.standardwebhooks.com/).
 SECRET_BYTES = (24, 64)
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the last 32 bits are the IPv4 address it reaches
+# IPv6 forms whose last 32 bits are the IPv4 address they reach: NAT64's well-known prefix (RFC 6052), SIIT's
+# IPv4-translated addresses (RFC 2765) and the deprecated IPv4-compatible ones (RFC 4291; "::" and "::1" among them).
+_EMBEDS_IPV4 = tuple(map(ipaddress.IPv6Network, ("64:ff9b::/96", "::ffff:0:0:0/96", "::/96")))
+# NAT64's local-use prefix (RFC 8215): the translator decides where it leads; never a public target.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 def is_public_address(value: str) -> bool:
     """Whether an IP address is a public unicast one: not private (RFC 1918, ULA), loopback, link-local (the
     cloud metadata endpoint 169.254.169.254), shared (100.64/10), multicast, reserved or unspecified. An IPv4 address
-    mapped into IPv6 (::ffff:10.0.0.1, 6to4, NAT64) is judged as the IPv4 address it reaches."""
+    mapped into IPv6 (::ffff:10.0.0.1, 6to4, NAT64, IPv4-translated, IPv4-compatible) is judged as the IPv4 address
+    it reaches; NAT64's local-use prefix and the deprecated site-local fec0::/10 are never public."""
     address = ipaddress.ip_address(value.split("%", 1)[0])  # an IPv6 zone (fe80::1%eth0) is link-local anyway
     if isinstance(address, ipaddress.IPv6Address):
-        if address in _NAT64:
+        if address in _LOCAL_NAT64 or address.is_site_local:
+            return False
+        if any(address in network for network in _EMBEDS_IPV4):
             address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         else:
             address = address.ipv4_mapped or address.sixtofour or address

@@ -95,11 +95,12 @@ def _address(addr: Any) -> str:
 
 def _attach(mime: EmailMessage, att: Attachment, raw: bytes) -> None:
     maintype, _, subtype = att.content_type.partition("/")
-    mime.add_attachment(raw, maintype=maintype, subtype=subtype, filename=att.name)
     if att.content_id:  # an inline part outside HTML (a text body): still addressable by its Content-ID
-        part = mime.get_payload()[-1]
-        part.replace_header("Content-Disposition", f'inline; filename="{att.name}"')
-        part["Content-ID"] = f"<{att.content_id}>"
+        # The package quotes the name as a parameter (a '"' in it stays in the name, never ends the parameter).
+        cid = f"<{att.content_id}>"
+        mime.add_attachment(raw, maintype=maintype, subtype=subtype, filename=att.name, disposition="inline", cid=cid)
+    else:
+        mime.add_attachment(raw, maintype=maintype, subtype=subtype, filename=att.name)
 
 
 def encoded_size(raw_size: int) -> int:

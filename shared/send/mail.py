@@ -38,6 +38,7 @@ from shared.send.mail_headers import (
     InvalidListUnsubscribe,
     InvalidMessageId,
     ListUnsubscribe,
+    check_composed,
     msg_id,
     no_controls,
 )
@@ -437,6 +438,10 @@ class SendMessage(BaseModel):
                 "too_many_recipients", "{count} recipients; at most {max}", {"count": count, "max": MAX_RECIPIENTS}
             )
         return self
+
+    @model_validator(mode="after")
+    def _composed(self) -> SendMessage:
+        return check_composed(self)  # the rules of MIME built by the email package (shared/send/mail_headers.py)
 
     def recipient_count(self) -> int:
         return len(self.to) + len(self.cc) + len(self.bcc)

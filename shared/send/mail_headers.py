@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from shared.base.errors import InvalidMessage
+from shared.base.errors import HeaderInjection, InvalidMessage
 
 # Characters no value that reaches a header may hold: every C0 control (CR, LF, NUL, VT, FF, ESC, ...), DEL,
 # every C1 control (NEL U+0085 among them) and the Unicode line and paragraph separators; a mail system that
@@ -38,6 +38,13 @@ UNSUBSCRIBE_URL_PATTERN = (
     rf"|mailto:[\x21\x23-\x2b\x2d-\x3b\x3d\x41-\x7e]+@{_HOST}(?:\?{_URL_CHARS}*)?)$"
 )
 UNSUBSCRIBE_URL_MAX_LENGTH = 900  # one URL cannot be folded: it must fit a 998-character header line
+# "=?" starts an RFC 2047 encoded word. The email package decodes one wherever it meets it in a value it is given
+# (inside a msg-id token, a quoted display name or parameter too), and its generators have written a decoded CR LF
+# out as a line end (CVE-2024-6923, python/cpython#121650; for as_bytes' BytesGenerator CVE-2026-1299, #144125):
+# "=?utf-8?q?x=0D=0ABcc=3A_a@b?=" in a subject became a Bcc line. So no value that reaches a MIME header may hold
+# it (the composer encodes non-ASCII text itself).
+ENCODED_WORD_START = "=?"
+ENCODED_WORD_PATTERN = r"=\?"
 _MSG_ID_RE = re.compile(MSG_ID_PATTERN)
 _UNSUBSCRIBE_URL_RE = re.compile(UNSUBSCRIBE_URL_PATTERN)
 
@@ -51,8 +58,18 @@ def no_controls(value: str | None, what: str, *, tab: bool = False) -> str | Non
     return value
 
 
+def no_encoded_word(value: str, what: str) -> str:
+    """``value`` unchanged, or header_injection when it holds "=?" (:data:`ENCODED_WORD_START`)."""
+    if ENCODED_WORD_START in value:
+        raise PydanticCustomError(
+            "header_injection", "{what} contains '=?', the start of an RFC 2047 encoded word", {"what": what}
+        )
+    return value
+
+
 def msg_id(value: str, what: str) -> str:
     no_controls(value, what)
+    no_encoded_word(value, what)
     if len(value) > MSG_ID_MAX_LENGTH or not _MSG_ID_RE.match(value):
         raise PydanticCustomError(
             "invalid_message_id", "{what} is not an RFC 5322 msg-id like <local@domain>", {"what": what}
@@ -60,8 +77,51 @@ def msg_id(value: str, what: str) -> str:
     return value
 
 
-# The published form of a msg-id field (the runtime check is msg_id: the same pattern and length).
-MSG_ID_FIELD: dict[str, Any] = {"pattern": MSG_ID_PATTERN, "maxLength": MSG_ID_MAX_LENGTH}
+# The published form of a msg-id field (the runtime check is msg_id: the same pattern, length and "=?" rule).
+MSG_ID_FIELD: dict[str, Any] = {
+    "pattern": MSG_ID_PATTERN,
+    "maxLength": MSG_ID_MAX_LENGTH,
+    "not": {"pattern": ENCODED_WORD_PATTERN},
+}
+_CONTENT_ID_RE = re.compile(r"^[\x21-\x3b\x3d\x3f-\x7e]+$")  # printable ASCII but "<" and ">": one <id> in Content-ID
+
+
+def check_composed(msg: Any) -> Any:
+    """``msg`` (a SendMessage) unchanged. A composed message is sent as MIME the email package builds
+    (shared/send/composer.py), so beyond the schema: no value that reaches one of its headers holds "=?"
+    (header_injection), its addresses are ASCII (the MIME is 7-bit, no SMTPUTF8: the package cannot write another)
+    and a content id fits one ``<id>``. Raised as the error itself, naming the field (a rule of the whole message,
+    which the published schema does not state)."""
+    if not msg.is_composed():
+        return msg
+    values: list[tuple[str, str | None]] = [("subject", msg.subject)]
+    values += [(f"headers.{name}", value) for name, value in msg.headers.items()]
+    people = [("from", msg.from_)] if msg.from_ is not None else []
+    for key in ("to", "cc", "bcc", "reply_to"):
+        people += [(f"{key}.{i}", person) for i, person in enumerate(getattr(msg, key))]
+    for where, person in people:
+        if not person.address.isascii():
+            raise InvalidMessage(
+                f"Invalid message: {where}.address: a message with threading, unsubscribe or Message-ID fields is "
+                "sent as 7-bit MIME: its addresses must be ASCII.",
+                field=f"{where}.address",
+                reason="not an ASCII address",
+            )
+        values += [(f"{where}.address", person.address), (f"{where}.name", person.name)]
+    for i, att in enumerate(msg.attachments):
+        values += [(f"attachments.{i}.name", att.name), (f"attachments.{i}.content_id", att.content_id)]
+        if att.content_id is not None and not _CONTENT_ID_RE.match(att.content_id):
+            raise InvalidMessage(
+                f"Invalid message: attachments.{i}.content_id: in MIME a content id is printable ASCII without "
+                "spaces, '<' or '>'.",
+                field=f"attachments.{i}.content_id",
+                reason="not a MIME content id",
+            )
+    for field, value in values:
+        if value is not None and ENCODED_WORD_START in value:
+            reason = "contains '=?', the start of an RFC 2047 encoded word: give the text itself"
+            raise HeaderInjection(f"Invalid message: {field}: {reason}.", field=field, reason=reason)
+    return msg
 
 
 class ListUnsubscribe(BaseModel):

@@ -166,8 +166,11 @@ def _entity(text: str, due: float) -> dict[str, object]:
 
 
 def _text(row: dict) -> str:
-    """The queue message a row holds (its chunks ``m0``, ``m1``, ... in order)."""
+    """The queue message a row holds (its chunks ``m0``, ``m1``, ... in order). A row this module did not write
+    (a string property, bytes that are not UTF-8) still gives text: moved like any row, the sender rejects it
+    (invalid_json) instead of every mover run raising on it while it stays parked."""
     chunks = []
     while f"m{len(chunks)}" in row:
-        chunks.append(bytes(row[f"m{len(chunks)}"]))
-    return b"".join(chunks).decode("utf-8")
+        value = row[f"m{len(chunks)}"]
+        chunks.append(bytes(value) if isinstance(value, bytes | bytearray) else str(value).encode("utf-8"))
+    return b"".join(chunks).decode("utf-8", errors="replace")
