@@ -141,6 +141,9 @@ class GraphCounts:
         return self.calls - self.sent - self.throttled
 
 
+KILL_SETTLE_S = 1.0  # after a kill, before the snapshot of the rows: what the dead worker sent has landed
+
+
 def run_crash(kit: Any, plan: CrashPlan, workdir: Path) -> CrashReport:
     """Connect the mailboxes, run the batch under devhost with ``plan.kills`` SIGKILLs, reconcile."""
     admin = kit.mb.admin
@@ -181,6 +184,10 @@ def run_crash(kit: Any, plan: CrashPlan, workdir: Path) -> CrashReport:
             if time.monotonic() >= deadline:
                 break
             host.kill()
+            # Requests the worker wrote to its sockets before SIGKILL are still served by Azurite, in no order
+            # with our read: a final `sent` already on its way would be read as `sending` and counted as a
+            # claim the dead worker left (CI, 2026-12-07: one message "claimed" then `sent`, delivered once).
+            time.sleep(KILL_SETTLE_S)
             at_kill = record_statuses(kit, sent_to)
             counts = Counter(at_kill.values())
             sending = {mid for mid, status in at_kill.items() if status == "sending"}
