@@ -60,6 +60,18 @@ APP_CREDENTIAL_ERRORS: dict[int, tuple[str, int, str]] = {
         "'{client_id}'.",
     ),
     700024: ("invalid_client", 401, "Client assertion is not within its valid time range."),
+    # Sent as invalid_grant although it is about the client assertion (MicrosoftDocs/azure-docs#16399: error_codes
+    # [70002, 500133]; msgraph-sdk-dotnet#2551: [500133] alone, the wording below).
+    500133: (
+        "invalid_grant",
+        400,
+        "Assertion is not within its valid time range. Ensure that the access token is not expired before using it "
+        "for user assertion, or request a new token.",
+    ),
+    # UnauthorizedClient "The application is disabled" and UnauthorizedClientAppNotFoundInOrgIdTenant (AADSTS error
+    # reference; the `error` value is the reference's unauthorized_client, the wording of 70001 is unconfirmed).
+    70001: ("unauthorized_client", 400, "Application '{client_id}' is disabled."),
+    700011: ("unauthorized_client", 400, "Application with identifier '{client_id}' was not found in the directory."),
     700016: (
         "unauthorized_client",
         400,

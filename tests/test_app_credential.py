@@ -1,8 +1,8 @@
 """Issue 14 item 6: a refused *app* credential is the operator's problem, never the users'.
 
-Entra answering ``invalid_client`` / ``unauthorized_client`` / AADSTS7000215, 7000222, 70021, 700211-700213,
-7002137 or 700024 to a refresh says Mailbridge's own credential is wrong (or still propagating): the message
-waits (transient), the connection stays ``connected`` and due in the keep-alive index, an error line and one
+Entra answering ``invalid_client`` / AADSTS7000215, 7000222, 70021, 700211-700213, 7002137, 700024 or 500133 (the
+last one under ``invalid_grant``) to a refresh says Mailbridge's own credential is wrong (or still propagating): the
+message waits (transient), the connection stays ``connected`` and due in the keep-alive index, an error line and one
 ``mailbridge.app.credential_failed`` event tell the operator, and ``GET /api/health`` says so until a refresh
 succeeds again. Only ``invalid_grant`` and interaction errors mark a connection ``reauth_required``.
 """
@@ -20,7 +20,7 @@ from msal.exceptions import MsalServiceError
 
 from emulator.entra_app_errors import APP_CREDENTIAL_ERRORS
 from shared.services import reset_services
-from shared.tokens.entra_errors import classify
+from shared.tokens.entra_errors import classify, map_entra_error
 from shared.tokens.refresh import KeepAlive
 from tests.fixtures.emulator import strict_session
 from tests.fixtures.sender import send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
@@ -33,17 +33,28 @@ def _payload(code: int) -> dict:
     return {"error": error, "error_description": f"AADSTS{code}: ...", "error_codes": [code]}
 
 
+# Codes that name the app missing or disabled in one directory: a tenant's removal unless the home tenant refuses too
+# (issue 25; every other `unauthorized_client` is read the same way: the AADSTS reference's OAuth error table).
+TENANT_SIDE = {700016, 700011, 70001}
+
+
 @pytest.mark.parametrize("code", sorted(APP_CREDENTIAL_ERRORS))
 def test_classify_says_a_refused_app_credential_is_the_operators(code):
-    # 700016 names the app missing in one directory: a tenant's removal unless the home tenant refuses too (issue 25).
-    assert classify(_payload(code)) == ("tenant" if code == 700016 else "operator")
+    """BUG (review against the AADSTS reference): AADSTS500133 "Assertion isn't within its valid time range" comes as
+    ``invalid_grant``; classify called it the user's, so a stale client assertion marked every refreshed connection
+    reauth_required."""
+    assert classify(_payload(code)) == ("tenant" if code in TENANT_SIDE else "operator")
 
 
 @pytest.mark.parametrize(
     ("error", "code", "party"),
     [
         ("invalid_client", None, "operator"),
-        ("unauthorized_client", None, "operator"),
+        ("unauthorized_client", None, "tenant"),  # "isn't added to the user's Microsoft Entra tenant"
+        ("unauthorized_client", 7000999, "tenant"),
+        ("invalid_grant", 70002, "operator"),  # InvalidClient: "Error validating the credentials"
+        ("invalid_grant", 500133, "operator"),
+        ("temporarily_unavailable", 90033, "transient"),  # MsodsServiceUnavailable (azure-sdk-for-python#14241)
         ("invalid_grant", 700082, "user"),
         ("invalid_grant", 70008, "user"),
         ("invalid_grant", 50173, "user"),
@@ -61,6 +72,20 @@ def test_classify_says_a_refused_app_credential_is_the_operators(code):
 def test_classify_keeps_user_and_transient_errors_apart(error, code, party):
     payload = {"error": error, **({"error_codes": [code]} if code else {})}
     assert classify(payload) == party
+
+
+def test_an_assertion_out_of_its_time_range_sent_as_invalid_grant_is_the_operators():
+    """The body Entra sent for a client assertion past its time range (MicrosoftDocs/azure-docs#16399): both codes,
+    the first one InvalidClient, under `invalid_grant`."""
+    body = {
+        "error": "invalid_grant",
+        "error_description": "AADSTS70002: Error validating credentials. AADSTS500133: Assertion is not within its "
+        "valid time range\r\nTrace ID: x\r\nCorrelation ID: y\r\nTimestamp: 2018-10-05 07:30:02Z",
+        "error_codes": [70002, 500133],
+    }
+    assert classify(body) == "operator"
+    err = map_entra_error(body, during="refresh")
+    assert err.code == "app_credential_failed" and err.transient, err
 
 
 @pytest.mark.parametrize(
@@ -176,7 +201,7 @@ def test_the_keep_alive_leaves_connections_due_while_the_app_credential_is_refus
     emulator.state.clock.advance(61 * DAY)
     # AADSTS700016 names no credential: from a refresh alone it is one tenant's removal unless the home tenant
     # refuses the app too (tests/test_keepalive_isolation.py); here only refresh grants are refused.
-    for code in sorted(set(APP_CREDENTIAL_ERRORS) - {700016}):
+    for code in sorted(set(APP_CREDENTIAL_ERRORS) - TENANT_SIDE):
         reset_services()  # a fresh MSAL http cache and Key Vault credential per code (one process each)
         mb.services.clock = emulator.state.clock.now
         emulator_admin.entra_settings(app_credential_error={"code": code, "grants": ["refresh_token"]})

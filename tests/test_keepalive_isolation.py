@@ -132,6 +132,30 @@ def test_the_operators_own_credential_refused_everywhere_still_stops_the_sweep(t
     assert status == 503 and body["error"]["code"] == "app_credential_failed", body
 
 
+@pytest.mark.parametrize(("code", "reason"), [(70001, "app_disabled_in_tenant"), (700011, "app_removed_in_tenant")])
+def test_other_unauthorized_client_refusals_are_the_tenants_once_the_home_tenant_accepts_the_app(
+    two_tenants, emulator_admin, code, reason
+):
+    """BUG (review against the AADSTS reference): `unauthorized_client` AADSTS70001 ("The application is disabled") or
+    700011 (UnauthorizedClientAppNotFoundInOrgIdTenant) was an unknown refusal: with the app's own credential fine in
+    its home tenant it became `temporarily_unavailable` for that connection, retried by every sweep for ever and never
+    told to anyone. The reference's OAuth table: unauthorized_client "usually occurs when the client application isn't
+    registered in Microsoft Entra ID or isn't added to the user's Microsoft Entra tenant"."""
+    mb, a, b = two_tenants
+    s = mb.services
+    (copy,) = _copies(s, a, 1, s.clock() - DAY)
+    for cid in (a, b):
+        _undue(s, cid)
+    emulator_admin.entra_settings(app_credential_error={"code": code, "grants": ["refresh_token"]})
+    report = KeepAlive(s, concurrency=1).sweep()
+    emulator_admin.entra_settings(app_credential_error=None)
+    assert (report.reauth_required, report.transient_failures, report.app_credential_failed) == (1, 0, False), report
+    view = s.connections.get(copy).public_view()
+    assert view["status"] == "reauth_required" and view["last_error"]["reason"] == reason, view
+    assert f"AADSTS{code}" in view["last_error"]["message"], view
+    assert _health(mb)[0] == 200
+
+
 def test_a_send_in_another_tenant_is_untouched_and_the_removed_tenant_says_why(two_tenants, emulator):
     mb, a, b = two_tenants
     s = mb.services

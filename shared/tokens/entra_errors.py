@@ -41,11 +41,27 @@ Party = Literal["user", "operator", "tenant", "transient"]
 # The app's own credential was refused (workload-identity-federation-considerations; the auth-code flow's
 # token-endpoint error table: invalid_client "the Application Administrator updates the credentials").
 # 70021 also answers while a new federated credential propagates ("add retry logic"): never the user's fault.
-OPERATOR_CODES = frozenset({7000215, 7000222, 7000218, 70021, 700211, 700212, 700213, 7002137, 700024, 700027})
-# One customer tenant deleted (700016 "not found in the directory '<their tenant>'") or disabled (7000112
-# UnauthorizedClientApplicationDisabled) the app's enterprise application: AADSTS error reference. 700016 is also
-# what every tenant answers once the registration itself is gone, hence the home-tenant check before blaming anyone.
-TENANT_CODES = {700016: "app_removed_in_tenant", 7000112: "app_disabled_in_tenant"}
+# 70002 InvalidClient ("Error validating the credentials"), 50012 AuthenticationFailed (client assertion signature,
+# certificate) and 500133 ("Assertion isn't within its valid time range"; our only assertion is the client
+# assertion) name the app's credential even when Entra sends them as `invalid_grant`: a real body is
+# {"error": "invalid_grant", "error_codes": [70002, 500133]} (MicrosoftDocs/azure-docs#16399).
+OPERATOR_CODES = frozenset(
+    {7000215, 7000222, 7000218, 70021, 700211, 700212, 700213, 7002137, 700024, 700027, 70002, 50012, 500133}
+)
+# One customer tenant deleted (700016 "not found in the directory '<their tenant>'"; 700011
+# UnauthorizedClientAppNotFoundInOrgIdTenant) or disabled (7000112 UnauthorizedClientApplicationDisabled; 70001
+# UnauthorizedClient "The application is disabled") the app's enterprise application: AADSTS error reference. Any
+# other `unauthorized_client` is read the same way: the reference's OAuth table says it "usually occurs when the client
+# application isn't registered in Microsoft Entra ID or isn't added to the user's Microsoft Entra tenant". 700016 is
+# also what every tenant answers once the registration itself is gone, hence the home-tenant check before blaming
+# anyone.
+TENANT_CODES = {
+    700016: "app_removed_in_tenant",
+    700011: "app_removed_in_tenant",
+    7000112: "app_disabled_in_tenant",
+    70001: "app_disabled_in_tenant",
+}
+TENANT_ERRORS = frozenset({"unauthorized_client"})
 TRANSIENT_CODES = frozenset({50196})
 TRANSIENT_ERRORS = frozenset({"", "server_error", "temporarily_unavailable"})
 # Only these mean the user's grant is dead and they must reconnect; any other refusal of a refresh
@@ -68,7 +84,9 @@ _BY_CODE: dict[int, type[errors.MailbridgeError]] = {
     65004: errors.UserDeclined,
     **{code: errors.AppMisconfigured for code in OPERATOR_CODES},
     700016: errors.AppRemovedInTenant,
+    700011: errors.AppRemovedInTenant,
     7000112: errors.AppDisabledInTenant,
+    70001: errors.AppDisabledInTenant,
     50194: errors.AppMisconfigured,
     50011: errors.AppMisconfigured,
     70000: errors.ReauthRequired,
@@ -105,10 +123,11 @@ def classify(error: Mapping[str, Any] | BaseException) -> Party:
 
     ``user``: the grant is dead or needs the user (``invalid_grant``, interaction, consent, MFA, Conditional
     Access) and only they can fix it by reconnecting; ``tenant``: the user's organisation removed or disabled the
-    app (AADSTS700016, 7000112); ``transient``: the endpoint or a dependency failed (5xx,
-    loop protection, a dropped connection, managed identity / azure-identity errors); ``operator``: the app's
-    credential (secret, federated credential, assertion) was refused, or anything else Entra refuses about
-    how the app asks (the operator can fix it; a user reconnecting cannot).
+    app (AADSTS700016, 700011, 7000112, 70001, any other ``unauthorized_client``); ``transient``: the endpoint or a
+    dependency failed (5xx, loop protection, a dropped connection, managed identity / azure-identity errors);
+    ``operator``: the app's credential (secret, federated credential, assertion) was refused, whatever the ``error``
+    value (AADSTS500133 comes as ``invalid_grant``), or anything else Entra refuses about how the app asks (the
+    operator can fix it; a user reconnecting cannot).
     """
     if isinstance(error, BaseException):
         if isinstance(error, errors.MailbridgeError):
@@ -117,11 +136,13 @@ def classify(error: Mapping[str, Any] | BaseException) -> Party:
     codes = aadsts_codes(error)
     if any(c in OPERATOR_CODES for c in codes):
         return "operator"
+    value = str(error.get("error") or "")
     if any(c in TENANT_CODES for c in codes):
         return "tenant"
     if any(c in TRANSIENT_CODES for c in codes):
         return "transient"
-    value = str(error.get("error") or "")
+    if value in TENANT_ERRORS:
+        return "tenant"
     if value in TRANSIENT_ERRORS:
         return "transient"
     if value in USER_ERRORS or any(c in USER_CODES for c in codes):
@@ -142,9 +163,11 @@ def map_entra_error(payload: Mapping[str, Any], *, during: str = "connect") -> e
     if party == "operator":
         return errors.AppCredentialFailed(detail=f"{error} (AADSTS{codes[0]})" if codes else error)
     if party == "tenant":
-        code = next(c for c in codes if c in TENANT_CODES)
-        hint = (errors.AppRemovedInTenant if code == 700016 else errors.AppDisabledInTenant).default_hint
-        return errors.ReauthRequired(hint, detail=f"{error} (AADSTS{code})", reason=TENANT_CODES[code])
+        code = next((c for c in codes if c in TENANT_CODES), codes[0] if codes else None)
+        reason = TENANT_CODES.get(code or 0, "app_removed_in_tenant")
+        removed = reason == "app_removed_in_tenant"
+        hint = (errors.AppRemovedInTenant if removed else errors.AppDisabledInTenant).default_hint
+        return errors.ReauthRequired(hint, detail=f"{error} (AADSTS{code})" if code else error, reason=reason)
     cls: type[errors.MailbridgeError] | None = None
     for code in codes:
         if code in _BY_CODE:
