@@ -7,16 +7,21 @@ Azurite and the HTTPS emulator:
   that ``http.cookies.SimpleCookie`` cannot read (a JSON value, a space, a non-ASCII character, a bare name)
   made it drop the whole Cookie header: the flow's binding cookie was lost and every sign-in and admin consent in
   that browser failed ``invalid_state``; any subdomain could set such a cookie on purpose;
+- an id with a trailing newline passed the Table-key guard (``re.match``'s ``$`` matches before a final
+  ``\\n``) and reached Table storage, which allows no control character in a key;
 """
 
 from __future__ import annotations
 
 import uuid
+from base64 import urlsafe_b64encode
 
 import pytest
+from azure.data.tables import TableClient
 
 from shared.connect.flow import parse_cookies
 from tests.fixtures.app import RETURN_ORIGIN, RETURN_URL, query_of
+from tests.test_security_user_ref import message
 
 # Cookies a parent domain may well set (or a hostile subdomain may set on purpose) that SimpleCookie cannot read.
 FOREIGN_COOKIES = ['prefs={"lang":"en"}', "greeting=hello world", "city=Zürich", "flag", "a@b=1", "path=/"]
@@ -55,3 +60,50 @@ def test_an_admin_consent_completes_in_a_browser_holding_a_parent_domain_cookie(
     resp = mb.http("admin_consent_callback", url=back, headers={"cookie": browser_with(mb, FOREIGN_COOKIES[0])})
     assert resp.status_code == 302, resp.get_body()
     assert query_of(resp.headers["Location"])["status"] == "admin_consented"
+
+
+@pytest.fixture
+def table_keys(monkeypatch) -> list[tuple[str, str]]:
+    """Every (PartitionKey, RowKey) the app asks Table storage for by point read."""
+    seen: list[tuple[str, str]] = []
+    real = TableClient.get_entity
+
+    def get_entity(self, partition_key, row_key, **kwargs):
+        seen.append((partition_key, row_key))
+        return real(self, partition_key, row_key, **kwargs)
+
+    monkeypatch.setattr(TableClient, "get_entity", get_entity)
+    return seen
+
+
+def test_an_id_with_a_trailing_newline_never_reaches_table_storage(mailbridge, table_keys):
+    mb = mailbridge()
+    cid = mb.connect("alice", user_ref="nl-user")["connection_id"]
+    mid = f"m-{uuid.uuid4().hex[:8]}"
+    assert mb.http("enqueue_message", "POST", body=message(cid, mid)).status_code == 202
+    table_keys.clear()
+    calls = [
+        ("get_connection", "GET", {}, {"connection_id": cid + "\n"}),
+        ("update_connection", "PATCH", {}, {"connection_id": cid + "\n"}),
+        ("delete_connection", "DELETE", {}, {"connection_id": cid + "\n"}),
+        ("send_test_message", "POST", {}, {"connection_id": cid + "\n"}),
+        ("list_messages", "GET", {"connection_id": cid + "\n"}, {}),
+        ("get_message", "GET", {"connection_id": cid + "\n"}, {"message_id": mid}),
+        ("get_message", "GET", {"connection_id": cid}, {"message_id": mid + "\n"}),
+        ("cancel_message", "DELETE", {"connection_id": cid}, {"message_id": mid + "\n"}),
+    ]
+    for name, method, params, route in calls:
+        body = {"is_default": True} if method == "PATCH" else None
+        resp = mb.http(name, method, params=params, route_params=route, body=body)
+        assert resp.status_code == 404, (name, resp.get_body())
+    assert [key for key in table_keys if any(ord(ch) < 0x20 for ch in "".join(key))] == []
+    # The same id without the newline is found: the guard refuses the newline, not the id.
+    assert mb.http("get_message", params={"connection_id": cid}, route_params={"message_id": mid}).status_code == 200
+
+
+def test_a_continuation_with_a_trailing_newline_is_not_a_token_the_api_returned(mailbridge):
+    mb = mailbridge()
+    cid = mb.connect("alice", user_ref="nl-log")["connection_id"]
+    forged = urlsafe_b64encode(b"~t0000000000000-x\n").decode().rstrip("=")
+    resp = mb.http("list_messages", params={"connection_id": cid, "continuation": forged})
+    assert (resp.status_code, mb.json(resp)["error"]["code"]) == (400, "invalid_request")
