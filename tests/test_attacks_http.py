@@ -9,6 +9,8 @@ Azurite and the HTTPS emulator:
   that browser failed ``invalid_state``; any subdomain could set such a cookie on purpose;
 - an id with a trailing newline passed the Table-key guard (``re.match``'s ``$`` matches before a final
   ``\\n``) and reached Table storage, which allows no control character in a key;
+- a return URL with NUL, DEL or C1 characters was accepted (an anonymous caller can name one for admin consent)
+  and carried into the final redirect's Location header;
 """
 
 from __future__ import annotations
@@ -107,3 +109,33 @@ def test_a_continuation_with_a_trailing_newline_is_not_a_token_the_api_returned(
     forged = urlsafe_b64encode(b"~t0000000000000-x\n").decode().rstrip("=")
     resp = mb.http("list_messages", params={"connection_id": cid, "continuation": forged})
     assert (resp.status_code, mb.json(resp)["error"]["code"]) == (400, "invalid_request")
+
+
+CONTROL_RETURN_URLS = [
+    "\x00" + RETURN_URL,  # urlsplit drops it: the check saw a clean URL
+    RETURN_ORIGIN + "/a\x00b",
+    RETURN_ORIGIN + "/a\x7fb",
+    RETURN_ORIGIN + "/a\x85b",
+    RETURN_ORIGIN + "/a\x0bb",
+    RETURN_ORIGIN + "/#a\x1bb",
+]
+
+
+@pytest.mark.parametrize(
+    "return_url", CONTROL_RETURN_URLS, ids=["leading-NUL", "NUL", "DEL", "NEL", "VT", "ESC-in-fragment"]
+)
+def test_a_return_url_with_control_characters_is_refused(mailbridge, return_url):
+    mb = mailbridge()
+    link = mb.http("create_connection_link", "POST", body={"user_ref": "u", "return_url": return_url})
+    assert (link.status_code, mb.json(link)["error"]["code"]) == (400, "return_url_not_allowed")
+    # The anonymous admin-consent entry takes a return_url too: a page, no redirect, no cookie.
+    page = mb.http("admin_consent", params={"tenant": "organizations", "return_url": return_url})
+    assert page.status_code == 400 and b"<code>return_url_not_allowed</code>" in page.get_body()
+    assert "Location" not in page.headers and "Set-Cookie" not in page.headers
+
+
+def test_an_ordinary_return_url_still_works(mailbridge):
+    mb = mailbridge()
+    for url in (RETURN_URL, RETURN_ORIGIN + "/caf%C3%A9?q=a%20b#top", RETURN_ORIGIN):
+        resp = mb.http("create_connection_link", "POST", body={"user_ref": "u", "return_url": url})
+        assert resp.status_code == 201, (url, resp.get_body())
