@@ -11,6 +11,8 @@ Azurite and the HTTPS emulator:
   ``\\n``) and reached Table storage, which allows no control character in a key;
 - a return URL with NUL, DEL or C1 characters was accepted (an anonymous caller can name one for admin consent)
   and carried into the final redirect's Location header;
+- the HTML pages (link problems, sign-in errors, admin consent) could be framed: ``default-src`` does not cover
+  ``frame-ancestors``.
 """
 
 from __future__ import annotations
@@ -139,3 +141,27 @@ def test_an_ordinary_return_url_still_works(mailbridge):
     for url in (RETURN_URL, RETURN_ORIGIN + "/caf%C3%A9?q=a%20b#top", RETURN_ORIGIN):
         resp = mb.http("create_connection_link", "POST", body={"user_ref": "u", "return_url": url})
         assert resp.status_code == 201, (url, resp.get_body())
+
+
+def test_the_html_pages_cannot_be_framed(mailbridge):
+    mb = mailbridge()
+    pages = [
+        mb.http("connect_start", params={"ticket": "a.b"}),
+        mb.http("connect_callback", params={"state": "unknown", "code": "x"}),
+        mb.http("admin_consent", params={"tenant": "common"}),
+        mb.http("admin_consent_callback", params={"state": "unknown"}),
+    ]
+    for resp in pages:
+        assert resp.status_code == 400 and resp.mimetype == "text/html", resp.get_body()
+        csp = [d.strip() for d in resp.headers["Content-Security-Policy"].split(";")]
+        assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp, csp
+        assert resp.headers["X-Frame-Options"] == "DENY"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_health_is_not_sniffed_or_cached(mailbridge):
+    mb = mailbridge()
+    resp = mb.http("health")
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Cache-Control"] == "no-store"
