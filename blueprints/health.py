@@ -6,6 +6,7 @@ import json
 
 import azure.functions as func
 
+from blueprints.http_util import SECURITY_HEADERS
 from shared.base.settings import VERSION, settings_status
 
 health_bp = func.Blueprint()
@@ -26,4 +27,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
         if credential["ok"] is False:
             body["ok"] = False
             body["error"] = {"code": credential["code"], "message": credential["what_to_do"]}
-    return func.HttpResponse(json.dumps(body), status_code=200 if body["ok"] else 503, mimetype="application/json")
+    status_code = 200 if body["ok"] else 503
+    return func.HttpResponse(
+        json.dumps(body), status_code=status_code, mimetype="application/json", headers=SECURITY_HEADERS
+    )

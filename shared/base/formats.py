@@ -13,8 +13,9 @@ QUEUE_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"  # Storage: 3-63 chars
 
 def is_safe_key(value: object) -> bool:
     """Whether ``value`` can be a Table key as given: Azure Tables reject '/', '\\', '#', '?' and control
-    characters in keys, and user-supplied ids reach us from URLs, so anything else is simply not found."""
-    return isinstance(value, str) and bool(_SAFE_KEY.match(value))
+    characters in keys, and user-supplied ids reach us from URLs, so anything else is simply not found.
+    ``fullmatch``: with ``match``, ``$`` also matched before a trailing newline, and ``c1\n`` reached Storage."""
+    return isinstance(value, str) and bool(_SAFE_KEY.fullmatch(value))
 
 
 def mailbox_key(tenant_id: str, object_id: str) -> str:

@@ -11,7 +11,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -69,15 +68,18 @@ class AdminConsentOutcome:
 
 
 def parse_cookies(header: str | None) -> dict[str, str]:
-    """Cookie name -> value from a request's Cookie header (a malformed header counts as no cookies)."""
-    if not header or len(header) > 8192:
-        return {}
-    jar = SimpleCookie()
-    try:
-        jar.load(header)
-    except CookieError:
-        return {}
-    return {name: morsel.value for name, morsel in jar.items()}
+    """Cookie name -> value from a request's Cookie header, parsed as RFC 6265 §5.4 says a browser builds it
+    (``name=value`` pairs joined by ``;``; the first of a repeated name wins). Lenient on purpose: behind a custom
+    domain (``mail.example.com``) the browser also sends the parent domain's cookies, and one of them with a JSON
+    value, a space or a non-ASCII character made ``http.cookies.SimpleCookie`` drop the whole header, so every
+    sign-in in that browser failed ``invalid_state`` (and any subdomain could set such a cookie on purpose)."""
+    cookies: dict[str, str] = {}
+    for pair in (header or "").split(";"):
+        name, sep, value = pair.partition("=")
+        name, value = name.strip(), value.strip()
+        if sep and name and name not in cookies:
+            cookies[name] = value
+    return cookies
 
 
 def _digest(value: str) -> str:

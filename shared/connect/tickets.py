@@ -51,7 +51,12 @@ def check_return_url(return_url: str, allowed_origins: tuple[str, ...]) -> str:
     """The URL itself when its origin is allow-listed; raise ReturnUrlNotAllowed otherwise (no open redirects)."""
     if not isinstance(return_url, str) or len(return_url) > 2048:
         raise ReturnUrlNotAllowed(detail="return_url must be a URL of at most 2048 characters")
-    if any(ch in return_url for ch in "\r\n\t\\") or return_url.strip() != return_url:
+    # Control characters anywhere (C0, DEL, C1), not only CR/LF/TAB: urlsplit silently drops leading ones, and the
+    # others reached the final redirect's Location header, where RFC 9110 §5.5 allows none (NUL: reject or replace).
+    if (
+        any(ch == "\\" or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in return_url)
+        or return_url.strip() != return_url
+    ):
         raise ReturnUrlNotAllowed(detail="return_url contains forbidden characters")
     parts = urlsplit(return_url)
     if parts.scheme not in {"https", "http"} or not parts.hostname or parts.username or parts.password:

@@ -42,7 +42,7 @@ def _decode(token: str) -> str:
         key = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         key = ""
-    if not _KEY_RE.match(key):
+    if not _KEY_RE.fullmatch(key):  # not match: its ``$`` passes a trailing newline
         raise errors.InvalidRequest("continuation is not a token this API returned.")
     return key
 
