@@ -143,6 +143,18 @@ def test_an_ordinary_return_url_still_works(mailbridge):
         assert resp.status_code == 201, (url, resp.get_body())
 
 
+def test_an_admin_consent_tenant_longer_than_a_domain_name_is_refused_before_any_redirect(mailbridge):
+    """A DNS name is at most 253 characters (RFC 1035 2.3.4): a 3,000-character "domain" was signed into a state
+    too long for the callback and an ~8 KB Location (helper review, 2026-12-07); now a 400 page, no cookie."""
+    mb = mailbridge()
+    for tenant in ("a" * 250 + ".com", ("x" * 60 + ".") * 50 + "com"):
+        page = mb.http("admin_consent", params={"tenant": tenant})
+        assert page.status_code == 400 and b"<code>invalid_request</code>" in page.get_body(), len(tenant)
+        assert "Location" not in page.headers and "Set-Cookie" not in page.headers
+    ok = mb.http("admin_consent", params={"tenant": "a" * 60 + "." + "b" * 60 + ".example"})
+    assert ok.status_code == 302
+
+
 def test_the_html_pages_cannot_be_framed(mailbridge):
     mb = mailbridge()
     pages = [

@@ -31,7 +31,10 @@ TOKEN_CACHES_TABLE = "tokencaches"  # noqa: S105 - a table name
 # Messages waiting longer than a short bound, out of the trigger queue until due (shared/send/parking.py).
 PARKED_TABLE = "parkedmessages"
 
-_TENANT_RE = re.compile(r"^(organizations|common|consumers|[0-9a-fA-F-]{36}|[A-Za-z0-9.-]+\.[A-Za-z]{2,})$")
+# A tenant id, or a domain name of at most 253 characters (RFC 1035 2.3.4) and labels of at most 63.
+_TENANT_RE = re.compile(
+    r"^(organizations|common|consumers|[0-9a-fA-F-]{36}|(?=[A-Za-z0-9.-]{4,253}\Z)(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63})\Z"
+)
 _QUEUE_RE = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 HOST_QUEUE_PREFIX = "azure-webjobs-"  # the Functions host's own queues (blob trigger receipts, ...)
 # Bounds of the keep-alive settings. A run must end (its refreshes in flight included) inside host.json's
