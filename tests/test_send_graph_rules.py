@@ -92,7 +92,7 @@ def _draft_kit(send_kit, emulator_admin, *, grace_s: float, transport_s: float):
     Graph applied it."""
     kit = send_kit(ENABLE_MAIL_READWRITE="true")
     cid = kit.connect("alice")
-    kit.services.sender.transit_grace_s = grace_s
+    kit.services.sender.refusals.transit_grace_s = grace_s
     emulator_admin.graph_limits(transport_delay_s=transport_s)
     kit.mb.admin.add_fault("graph.send", "504_after", count=1)
     return kit, cid
@@ -131,7 +131,7 @@ def test_a_lookup_does_not_mistake_another_id_differing_in_case_for_this_message
     # Graph matches extended-property values case-insensitively; message ids are case-sensitive.
     kit = send_kit(ENABLE_MAIL_READWRITE="true")
     cid = kit.connect("alice")
-    kit.services.sender.transit_grace_s = 3.0
+    kit.services.sender.refusals.transit_grace_s = 3.0
     first = kit.message(cid, id=f"Case-{os.urandom(4).hex()}")
     assert _send_one(kit, cid, first).status == "sent"
     emulator_admin.graph_limits(transport_delay_s=600)
@@ -181,7 +181,7 @@ def test_draft_mode_soak_with_a_transport_delay_loses_duplicates_and_misreports_
         ],
     )
     kit = send_kit(ENABLE_MAIL_READWRITE="true", users=tuple(f"d{i}" for i in range(plan.mailboxes)))
-    kit.services.sender.transit_grace_s = 10.0
+    kit.services.sender.refusals.transit_grace_s = 10.0
     emulator_admin.graph_limits(transport_delay_s=2)  # on the emulator clock, which runs with real time
     report = run_soak(kit, plan)
     print(report.summary())

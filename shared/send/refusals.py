@@ -47,10 +47,6 @@ class Refusals:
         self.token_of = token_of  # the sender's access token for a connection (one Key Vault miss at a time)
         self.transit_grace_s = TRANSIT_GRACE_S  # how long an ambiguous draft send is looked for (drafts.py)
 
-    @property
-    def busy_recheck_s(self) -> float:
-        return self.ledger.busy_recheck_s
-
     def not_admitted(self, msg: SendMessage, record: Delivery, admission: Admission) -> Outcome:
         """The mailbox's budget said no: rejected over the per-message limit, held while the daily recipient
         budget is used up (never sent to be NDR'd), failed past the longest hold, else paced."""
@@ -152,7 +148,7 @@ class Refusals:
             try:
                 self.ledger.mark_sending(record, attempt=False)
             except RecordContended:
-                return Outcome("queued", msg.id, msg.connection_id, delay=self.busy_recheck_s, record=record)
+                return Outcome("queued", msg.id, msg.connection_id, delay=self.ledger.busy_recheck_s, record=record)
         try:
             if conn is None or conn.status != "connected":
                 raise errors.ReauthRequired(detail="the mailbox can no longer be read")

@@ -90,15 +90,6 @@ class Sender:
     def busy_recheck_s(self, value: float) -> None:
         self.ledger.busy_recheck_s = value
 
-    @property
-    def transit_grace_s(self) -> float:
-        """How long an ambiguous draft send is looked for before ``unknown`` (drafts.py)."""
-        return self.refusals.transit_grace_s
-
-    @transit_grace_s.setter
-    def transit_grace_s(self, value: float) -> None:
-        self.refusals.transit_grace_s = value
-
     # --- entry points -----------------------------------------------------------------------------------
     def handle_queue_message(self, body: bytes | str, queue_message_id: str) -> Outcome:
         """The queue trigger's job: process, and re-enqueue a delayed copy when asked to wait."""
