@@ -58,8 +58,6 @@ __all__ = ["BUDGETS_TABLE", "CONSUMER_TENANT_ID", "Admission", "Limits", "Mailbo
 
 logger = logging.getLogger(__name__)
 
-WRITE_ATTEMPTS = 6
-
 
 class MailboxBudget:
     """The pacer behind the door (shared/pacing/admission.py ``Pacer``). Thread-safe; one per process
@@ -317,7 +315,7 @@ class MailboxBudget:
         """Write ``build(now)`` of the cached row, re-reading on an ETag conflict; False if it stayed contended."""
         if box.state is None:
             self._read(box, key, "read first")
-        for _ in range(WRITE_ATTEMPTS):
+        for _ in range(row.WRITE_ATTEMPTS):
             state = build(self.clock())
             if state is None:
                 return False
@@ -328,7 +326,7 @@ class MailboxBudget:
                 box.used = []
                 return True
             self._read(box, key, "read after a conflict")
-        logger.warning("Budget row of a mailbox stayed contended after %d attempts", WRITE_ATTEMPTS)
+        logger.warning("Budget row of a mailbox stayed contended after %d attempts", row.WRITE_ATTEMPTS)
         return False
 
     def _sync(self, box: MailboxView, key: str, lim: Limits, recipients: int, why: str) -> bool:

@@ -31,6 +31,7 @@ BUDGET_ROW = "budget"
 BUCKETS_PER_WINDOW = 96  # recipient buckets: 15 minutes of a 24-hour window
 TAIL_STEPS = 32  # a published tail's leave times are rounded up to 1/32 of the message window
 MIN_SHARE = 4  # messages per window a share starts with (it grows with the instance's demand)
+WRITE_ATTEMPTS = 6  # ETag-conditional writes of one row before a caller gives up for now
 
 State = dict[str, Any]
 
@@ -47,6 +48,17 @@ class Limits:
     max_concurrency: int = 4
     upload_bytes_per_window: int = 150_000_000  # Graph: 150 MB PATCH/POST/PUT per 5 min (shared/pacing/uploads.py)
     upload_window_s: float = 300.0
+
+
+def wait_until_freed(live: list[list[Any]], over: int, now: float, margin_s: float) -> float:
+    """Seconds until the oldest of ``live`` (entries ``[leave_at, n, ...]`` in leave order) free ``over`` units,
+    plus ``margin_s``; at most until all have left (one request bigger than the whole budget then goes alone)."""
+    freed = 0
+    for entry in live:
+        freed += int(entry[1])
+        if freed >= over:
+            return entry[0] - now + margin_s
+    return live[-1][0] - now + margin_s
 
 
 def partition(key: str) -> str:

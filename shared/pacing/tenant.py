@@ -34,7 +34,6 @@ from shared.pacing.admission import Mailbox
 logger = logging.getLogger(__name__)
 
 TENANT_ROW = "tenant_external"
-WRITE_ATTEMPTS = 6
 BUCKETS_PER_WINDOW = 96
 WAIT_MARGIN_S = 1.0  # past the moment enough recipients leave: Exchange's window and our clock differ a little
 MAX_DOMAINS = 200  # domains of sending mailboxes remembered per tenant (the row stays small)
@@ -92,7 +91,7 @@ class TenantBudget:
         if lim is None or not addresses or self.external(lim, mailbox, addresses) == 0:
             return Reservation()
         key, own = f"tenant|{lim.tenant_id}", domain(mailbox.address)
-        for _ in range(WRITE_ATTEMPTS):
+        for _ in range(row.WRITE_ATTEMPTS):
             self.count_call("read tenant")
             state, etag = row.read(self.table(), key, row_key=TENANT_ROW, empty={"b": [], "d": []})
             self.known[lim.tenant_id] = set(state["d"])
@@ -104,7 +103,7 @@ class TenantBudget:
             used = sum(b[1] for b in live)
             over = used + n - lim.recipients_per_day
             if used and over > 0:
-                return Reservation(_wait(live, over, now) + random.uniform(0, 1), REASON)
+                return Reservation(row.wait_until_freed(live, over, now, WAIT_MARGIN_S) + random.uniform(0, 1), REASON)
             width = self.window_s / BUCKETS_PER_WINDOW
             leave_at = math.ceil((now + grace_s + self.window_s) / width) * width
             _add(live, leave_at, n)
@@ -113,7 +112,7 @@ class TenantBudget:
             self.count_call("reserve tenant")
             if row.write(self.table(), key, {"b": live, "d": domains}, etag, row_key=TENANT_ROW) is not None:
                 return Reservation(tenant_id=lim.tenant_id, leave_at=leave_at, n=n)
-        logger.warning("Tenant external-recipient row stayed contended after %d attempts", WRITE_ATTEMPTS)
+        logger.warning("Tenant external-recipient row stayed contended after %d attempts", row.WRITE_ATTEMPTS)
         return Reservation(random.uniform(0.5, 1.5), "contended")
 
     def withdraw(self, held: Reservation) -> None:
@@ -122,7 +121,7 @@ class TenantBudget:
             return
         key = f"tenant|{held.tenant_id}"
         try:
-            for _ in range(WRITE_ATTEMPTS):
+            for _ in range(row.WRITE_ATTEMPTS):
                 self.count_call("withdraw tenant")
                 state, etag = row.read(self.table(), key, row_key=TENANT_ROW, empty={"b": [], "d": []})
                 _add(state["b"], held.leave_at, -held.n)
@@ -139,13 +138,3 @@ def _add(buckets: list[list[Any]], leave_at: float, n: int) -> None:
             bucket[1] += n
             return
     buckets.append([leave_at, n])
-
-
-def _wait(live: list[list[Any]], over: int, now: float) -> float:
-    """Until the oldest buckets free ``over`` recipients (all of them at most: the message then goes alone)."""
-    freed = 0
-    for leave_at, n in live:
-        freed += n
-        if freed >= over:
-            return leave_at - now + WAIT_MARGIN_S
-    return live[-1][0] - now + WAIT_MARGIN_S

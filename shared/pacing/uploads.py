@@ -26,7 +26,6 @@ from shared.pacing.budget_row import Limits
 logger = logging.getLogger(__name__)
 
 UPLOADS_ROW = "uploads"
-WRITE_ATTEMPTS = 6
 UPLOAD_WAIT_MARGIN_S = 0.5  # past the moment enough bytes leave: Graph's window and our clock differ a little
 
 
@@ -40,7 +39,7 @@ class UploadBudget:
         self.count_call = count_call
 
     def reserve(self, key: str, lim: Limits, nbytes: int, grace_s: float) -> tuple[float, str | None]:
-        for _ in range(WRITE_ATTEMPTS):
+        for _ in range(row.WRITE_ATTEMPTS):
             self.count_call("read uploads")
             state, etag = row.read(self.table(), key, row_key=UPLOADS_ROW, empty={"u": []})
             now = self.clock()
@@ -48,24 +47,20 @@ class UploadBudget:
             used = sum(int(e[1]) for e in live)
             over = used + nbytes - lim.upload_bytes_per_window
             if used and over > 0:  # wait until the oldest entries free enough (all of them: one over the budget)
-                freed = 0
-                for leave_at, n, _ in live:
-                    freed += int(n)
-                    if freed >= over or leave_at == live[-1][0]:
-                        return leave_at - now + UPLOAD_WAIT_MARGIN_S, None
+                return row.wait_until_freed(live, over, now, UPLOAD_WAIT_MARGIN_S), None
             tag = uuid.uuid4().hex[:8]
             state = {"u": [*live, [now + lim.upload_window_s + grace_s, nbytes, tag]]}
             self.count_call("reserve uploads")
             if row.write(self.table(), key, state, etag, row_key=UPLOADS_ROW) is not None:
                 return 0.0, tag
-        logger.warning("Upload budget row of a mailbox stayed contended after %d attempts", WRITE_ATTEMPTS)
+        logger.warning("Upload budget row of a mailbox stayed contended after %d attempts", row.WRITE_ATTEMPTS)
         return random.uniform(0.5, 1.5), None
 
     def finish(self, key: str, lim: Limits, tag: str) -> None:
         """Move the entry's leave time to a window from now (the attempt's last bytes reached Graph by now). Never
         raises: on Storage trouble the entry keeps its reservation-time estimate."""
         try:
-            for _ in range(WRITE_ATTEMPTS):
+            for _ in range(row.WRITE_ATTEMPTS):
                 self.count_call("finish uploads")
                 state, etag = row.read(self.table(), key, row_key=UPLOADS_ROW, empty={"u": []})
                 now = self.clock()
