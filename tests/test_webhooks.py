@@ -28,9 +28,10 @@ from devhost.functions import in_function
 from devhost.queues import QueueListener
 from shared.base import webhook_http
 from shared.base.errors import SettingsError
+from shared.base.formats import parse_retry_after
 from shared.base.settings import load_settings
 from shared.base.webhook_config import is_ip_literal
-from shared.base.webhook_http import AttemptLimits, TargetRefused, parse_retry_after, post
+from shared.base.webhook_http import AttemptLimits, TargetRefused, post
 from shared.base.webhooks import CONTENT_TYPE, RetryPolicy, WebhookSigner
 from tests.fixtures.sender import function_spec, send_kit_fixture  # noqa: F401  (registers the send_kit fixture)
 from tests.fixtures.webhook_receiver import loopback_names, webhook_receiver_fixture  # noqa: F401  (registers it)
@@ -191,7 +192,7 @@ def test_a_receivers_retry_after_sets_the_next_attempt_and_410_gone_stops_the_re
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("120", 120.0), ("0", 0.0), (None, None), ("", None), ("soon", None), ("-5", None), ("1.5", None)],
+    [("120", 120.0), ("0", 0.0), (None, None), ("", None), ("soon", None), ("-5", None), ("1.5", None), ("²", None)],
 )
 def test_retry_after_values(value, expected):
     assert parse_retry_after(value) == expected

@@ -1,12 +1,16 @@
 """The spellings every package shares: which strings are safe Table keys, a mailbox's key, which strings are
-Storage queue names, and how a timestamp is written in records and events. Pure functions, no I/O."""
+Storage queue names, how a timestamp is written in records and events, and how a Retry-After is read. Pure
+functions, no I/O."""
 
 from __future__ import annotations
 
 import re
 import time
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_DELAY_SECONDS = re.compile(r"[0-9]+")  # Retry-After delay-seconds: 1*DIGIT
 
 QUEUE_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"  # Storage: 3-63 chars, single hyphens (checked below)
 
@@ -33,3 +37,20 @@ def iso(ts: float) -> str | None:
     if not ts:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value: delay-seconds or an HTTP-date (RFC 9110 10.2.3); None when
+    absent or not understood (the caller's own delay applies then)."""
+    if not value:
+        return None
+    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(value):  # ASCII digits only: str.isdigit() also takes "²", which float() refuses
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is GMT (IMF-fixdate); a zone-less one is read so
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -20,13 +20,12 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
+from shared.base.formats import parse_retry_after
 from shared.base.webhook_config import is_public_address
 
 
@@ -157,23 +156,6 @@ def _exchange(conn, path: str, netloc: str, body: bytes, headers: dict[str, str]
     finally:
         watchdog.cancel()
         conn.close()  # the body is never read: closing drops whatever the server still sends
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After value: delay-seconds or an HTTP-date (RFC 9110 10.2.3); None when
-    absent or not understood (the retry policy's own delay applies then)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # an HTTP-date is GMT (IMF-fixdate); a zone-less one is read so
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _error_kind(exc: BaseException) -> str:

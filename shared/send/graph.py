@@ -17,11 +17,8 @@ Every exception and result carries Graph's ``request-id`` (what Microsoft suppor
 from __future__ import annotations
 
 import base64
-import email.utils
 import json as jsonlib
 import logging
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +26,7 @@ from urllib.parse import quote
 import requests
 
 from shared.base import errors
+from shared.base.formats import parse_retry_after
 from shared.base.settings import Settings
 from shared.send.mail import SendMessage
 
@@ -77,18 +75,9 @@ class GraphResponse:
 
 
 def retry_after_seconds(value: str | None, default: float) -> float:
-    """Retry-After as seconds: delta-seconds or an HTTP date; ``default`` when absent or unreadable."""
-    if not value:
-        return default
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
-    return max(0.0, when.timestamp() - time.time())
+    """Retry-After as seconds (shared/base/formats.py ``parse_retry_after``); ``default`` when absent or unreadable."""
+    seconds = parse_retry_after(value)
+    return default if seconds is None else seconds
 
 
 def json_bytes(payload: Any) -> bytes:
@@ -258,37 +247,6 @@ class GraphClient:
             json=file_attachment(att, raw),
             changes_state=False,  # nothing is sent before the draft's send call
         )
-
-    def upload_attachment(
-        self, token: str, draft_id: str, name: str, content_type: str, size: int, chunks: Iterable[bytes]
-    ) -> None:
-        """createUploadSession, then PUT the bytes in order (no Authorization header on the upload URL)."""
-        session = self.call(
-            "POST",
-            f"{self.base}/me/messages/{_segment(draft_id)}/attachments/createUploadSession",
-            token,
-            json={
-                "AttachmentItem": {"attachmentType": "file", "name": name, "size": size, "contentType": content_type}
-            },
-            changes_state=False,
-        )
-        assert session.body is not None
-        url = session.body["uploadUrl"]
-        offset = 0
-        for chunk in chunks:
-            end = offset + len(chunk) - 1
-            self.call(
-                "PUT",
-                url,
-                None,
-                data=chunk,
-                headers={"Content-Range": f"bytes {offset}-{end}/{size}", "Content-Type": "application/octet-stream"},
-                changes_state=False,  # nothing is sent before the draft's send call
-                timeout=UPLOAD_TIMEOUT,
-            )
-            offset = end + 1
-        if offset != size:
-            raise errors.TemporarilyUnavailable(detail=f"attachment stream ended at {offset} of {size} bytes")
 
     def send_draft(self, token: str, draft_id: str) -> GraphResponse:
         return self.call("POST", f"{self.base}/me/messages/{_segment(draft_id)}/send", token)
