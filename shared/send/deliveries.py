@@ -128,6 +128,14 @@ class Delivery:
     def is_final(self) -> bool:
         return self.status in FINAL
 
+    def make_final(self, status: str, err: MailbridgeError | None, by: str) -> None:
+        """The fields of a final write: ``status`` now, no lease or next attempt, the error (or none), the event
+        marked published (it goes out right after the write), and who finished it (a run id, ``cancel``, ...)."""
+        self.status, self.completed_at = status, time.time()
+        self.lease_until = self.next_attempt_at = 0.0
+        self.set_error(err)
+        self.event_emitted, self.finished_by = True, by
+
     def set_error(self, err: MailbridgeError | None) -> None:
         if err is None:
             self.error_code = self.error_message = self.error_detail = self.error_field = None

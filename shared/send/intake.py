@@ -156,10 +156,8 @@ class MessageIntake:
 
     def _finish_queued(self, found: Delivery, status: str, err: errors.MailbridgeError | None, by: str) -> bool:
         """``found`` (queued) made final with its event, ETag-guarded; False when the row changed since it was read."""
-        found.status, found.reason = status, ""
-        found.completed_at, found.lease_until, found.next_attempt_at = time.time(), 0.0, 0.0
-        found.event_emitted, found.finished_by = True, by
-        found.set_error(err)
+        found.make_final(status, err, by)
+        found.reason = ""
         try:
             self.s.deliveries.update(found)
         except RecordContended:

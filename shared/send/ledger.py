@@ -161,13 +161,7 @@ class Ledger:
         return Outcome("queued", msg.id, msg.connection_id, delay=max(delay, 1.0), record=record, error=err)
 
     def finish(self, msg: SendMessage, record: Delivery, status: str, err: errors.MailbridgeError | None) -> Outcome:
-        record.status = status
-        record.completed_at = time.time()
-        record.lease_until = 0.0
-        record.next_attempt_at = 0.0
-        record.set_error(err)
-        record.event_emitted = True  # published right after this write; its run's redelivery publishes again
-        record.finished_by = record.run
+        record.make_final(status, err, record.run)  # its event goes out right after; a redelivery publishes again
         try:
             self.deliveries.update(record)
         except RecordContended:
