@@ -34,6 +34,7 @@ MailbridgeId property (no JSON in the request, and no PATCH is made).
 from __future__ import annotations
 
 import base64
+import functools
 from email import policy
 from email.message import EmailMessage
 from email.utils import formataddr
@@ -113,8 +114,10 @@ def fit(msg: SendMessage, body: str, plan: list[str], content: Any, *, drafts: b
     4 MB; the largest move out (ATTACH under 3 MB, else UPLOAD), which needs the draft path (``drafts``).
     ``content(att)`` gives an attachment's bytes."""
     plan = list(plan)
+    read = functools.cache(lambda i: content(msg.attachments[i]))  # once each (a blob is a Storage request)
     while True:
-        inline = [(a, content(a)) for a, way in zip(msg.attachments, plan, strict=True) if way == INLINE]
+        ways = enumerate(zip(msg.attachments, plan, strict=True))
+        inline = [(a, read(i)) for i, (a, way) in ways if way == INLINE]
         size = encoded_size(len(build(msg, body, inline)))
         if size <= MIME_LIMIT:
             break
